@@ -1,0 +1,167 @@
+"""One client's local LoRA training and held-out evaluation on the shared base model.
+
+Speed (DESIGN.md "Models and compute"): the frozen base is already bf16, the
+step runs under bf16 autocast, and the LM head and loss are computed only on
+target (response) tokens: ``lm_head(h[mask])`` instead of ``lm_head(h)``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from openpfi.data.tokenize import IGNORE, Encoded, collate
+
+StepCallback = Callable[[int, int, float, float], None]
+"""on_step(step, total_steps, loss, tokens_per_s)"""
+ExtraLoss = Callable[[], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    batch_size: int
+    grad_accum: int
+    lr: float
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    mean_loss: float
+    tokens: int
+    target_tokens: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int) -> float:
+    """Multiplier of the base learning rate at 0-based ``step``.
+
+    1. warm-up: linear from 1/(warmup+1) to 1 over ``warmup`` steps;
+    2. constant: 1;
+    3. linear: decays to 0 at ``total``;
+    4. cosine: 0.5 (1 + cos(pi t)) with t the post-warm-up progress.
+    """
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant" or total <= warmup:
+        return 1.0
+    t = (step - warmup) / max(1, total - warmup)
+    if schedule == "linear":
+        return max(0.0, 1.0 - t)
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def _autocast(model: Any) -> Any:
+    dtype = next(p for p in model.parameters() if not p.requires_grad).dtype
+    device = next(model.parameters()).device.type
+    return torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16)
+
+
+def token_nll(model: Any, batch: dict[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    """Next-token NLL on target tokens only; the LM head sees only those positions.
+
+    input_ids, attention_mask, labels: (B, T). Returns a scalar ('mean'/'sum') or (N,) ('none').
+    """
+    device = next(model.parameters()).device
+    ids = batch["input_ids"].to(device)
+    labels = batch["labels"].to(device)
+    with _autocast(model):
+        hidden = model.get_decoder()(input_ids=ids, attention_mask=batch["attention_mask"].to(device))
+        h = hidden.last_hidden_state[:, :-1]  # (B, T-1, C): position t predicts token t+1
+        target = labels[:, 1:]  # (B, T-1)
+        mask = target != IGNORE
+        logits = model.get_output_embeddings()(h[mask])  # (N, V)
+    return F.cross_entropy(logits.float(), target[mask], reduction=reduction)
+
+
+def _batches(data: Sequence[Encoded], batch_size: int, count: int, gen: torch.Generator) -> list[list[Encoded]]:
+    """``count`` batches drawn by seeded reshuffled passes over the data."""
+    out: list[list[Encoded]] = []
+    order: list[int] = []
+    while len(out) < count:
+        if len(order) < batch_size:
+            order += torch.randperm(len(data), generator=gen).tolist()
+        take, order = order[:batch_size], order[batch_size:]
+        out.append([data[i] for i in take])
+    return out
+
+
+def train_local(
+    model: Any,
+    params: dict[str, torch.nn.Parameter],
+    data: Sequence[Encoded],
+    settings: TrainSettings,
+    pad_id: int,
+    seed: int,
+    extra_loss: ExtraLoss | None = None,
+    on_step: StepCallback | None = None,
+) -> TrainResult:
+    """AdamW on ``params`` (float32) for ``settings.steps`` optimizer steps.
+
+    ``extra_loss`` adds a differentiable term (FedProx / Ditto proximal pull) to each step.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # dropout, if any
+    trainable = list(params.values())
+    opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    micro = _batches(data, settings.batch_size, settings.steps * settings.grad_accum, gen)
+    losses: list[float] = []
+    tokens = targets = 0
+    start = time.perf_counter()
+    model.train()
+    for step in range(settings.steps):
+        for group in opt.param_groups:
+            group["lr"] = settings.lr * lr_factor(step, settings.steps, settings.schedule, settings.warmup_steps)
+        step_loss = 0.0
+        for k in range(settings.grad_accum):
+            batch = collate(micro[step * settings.grad_accum + k], pad_id)
+            loss = token_nll(model, batch) / settings.grad_accum
+            if extra_loss is not None:
+                loss = loss + extra_loss() / settings.grad_accum
+            loss.backward()
+            step_loss += float(loss.detach())
+            tokens += int(batch["attention_mask"].sum())
+            targets += int((batch["labels"] != IGNORE).sum())
+        if settings.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+        if on_step is not None:
+            elapsed = time.perf_counter() - start
+            on_step(step + 1, settings.steps, step_loss, tokens / elapsed if elapsed > 0 else 0.0)
+    model.eval()
+    seconds = time.perf_counter() - start
+    mean = sum(losses) / len(losses) if losses else float("nan")
+    return TrainResult(settings.steps, mean, tokens, targets, seconds, losses)
+
+
+@torch.no_grad()
+def evaluate_loss(model: Any, data: Sequence[Encoded], batch_size: int, pad_id: int) -> tuple[float, int]:
+    """Mean next-token NLL over all target tokens of ``data``; returns (loss, target tokens)."""
+    total, count = 0.0, 0
+    ordered = sorted(data, key=lambda e: len(e.input_ids))  # less padding
+    for i in range(0, len(ordered), batch_size):
+        batch = collate(ordered[i : i + batch_size], pad_id)
+        n = int((batch["labels"][:, 1:] != IGNORE).sum())
+        if n == 0:
+            continue
+        total += float(token_nll(model, batch, reduction="sum"))
+        count += n
+    return (total / count if count else float("nan")), count

@@ -1,0 +1,62 @@
+"""Load a corpus as a flat list of :class:`Example` (one entry point for every source).
+
+=============  ================================  ===================  ==================
+source         natural client (``group``)        ``label``            module
+=============  ================================  ===================  ==================
+chitchat       sender id (1,113 who reply)       conversation topic   ``chitchat.py``
+shakespeare    ``"play::CHARACTER"`` (1,328)     play                 ``shakespeare.py``
+chatterbot     language (28)                     topic file stem      ``chatterbot.py``
+jsonl          the client field                  the label field      ``jsonl.py``
+=============  ================================  ===================  ==================
+
+Loading is offline (package data is found with ``importlib.metadata``), cached
+in-process and deterministic: the same call returns the same examples in the
+same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from openpfi.data import chatterbot, chitchat, jsonl, shakespeare
+from openpfi.data.types import LoadResult
+from openpfi.errors import UserError
+
+SOURCES = ("chitchat", "shakespeare", "chatterbot", "jsonl")
+
+
+def load_examples(
+    source: str,
+    *,
+    path: str = "",
+    client_field: str = "client",
+    prompt_field: str = "prompt",
+    response_field: str = "response",
+    label_field: str = "",
+    strict: bool = True,
+    languages: Sequence[str] = (),
+) -> LoadResult:
+    """Examples of ``source``.
+
+    ``path``, the ``*_field`` names and ``strict`` apply to ``jsonl`` only (an empty
+    ``client_field`` puts every row in one group, ``"all"``); ``languages`` filters
+    ``chatterbot`` (empty: all 28).
+    """
+    if source not in SOURCES:
+        raise UserError(
+            f"unknown data source {source!r}; choose one of: {', '.join(SOURCES)}"
+        )
+    if languages and source != "chatterbot":
+        raise UserError(
+            f"data.languages applies to source 'chatterbot' only, not {source!r}; remove it"
+        )
+    if source == "jsonl":
+        fields = jsonl.Fields(prompt_field, response_field, client_field, label_field)
+        return jsonl.load(path, fields, strict=strict)
+    if source == "chitchat":
+        examples, files = chitchat.load()
+    elif source == "shakespeare":
+        examples, files = shakespeare.load()
+    else:
+        examples, files = chatterbot.load(tuple(languages))
+    return LoadResult(examples=list(examples), source_files=list(files))

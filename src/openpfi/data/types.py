@@ -1,0 +1,43 @@
+"""Plain data records shared by sources, partitioners and the client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    """One supervised turn: the model sees ``prompt`` and learns ``response``."""
+
+    prompt: str
+    """The user turn (context); no loss is computed on its tokens."""
+    response: str
+    """The assistant turn; the loss is computed on these tokens only."""
+    group: str
+    """Natural client key: chitchat sender id, ``"play::CHARACTER"``,
+    chatterbot language, or the JSONL client field."""
+    label: str = ""
+    """Label for Dirichlet label-skew partitions: chitchat conversation topic,
+    shakespeare play, chatterbot topic file, or the JSONL label field.
+    Empty means "use ``group``"."""
+
+
+@dataclass
+class ClientData:
+    """One client's private data: a training split and a held-out split."""
+
+    client_id: str
+    """Stable, folder-safe identifier (``[a-z0-9._-]``)."""
+    train: list[Example]
+    heldout: list[Example]
+
+
+@dataclass
+class LoadResult:
+    """What a source loader returns."""
+
+    examples: list[Example]
+    skipped_rows: int = 0
+    """Lenient JSONL only: corrupt rows skipped."""
+    source_files: list[str] = field(default_factory=list)
+    """Absolute paths read, in a stable order (hashed into manifest.json)."""

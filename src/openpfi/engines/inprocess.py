@@ -1,0 +1,144 @@
+"""The default engine: one process, one shared base model, clients one after another.
+
+The CPU is already fully used by one client's matmuls, so clients run in
+sequence. A client that fails is logged and skipped; the round goes on when at
+least ``federation.min_fit_clients`` answered. The server object receives only
+``ClientUpdate``/``EvalResult`` values and never a client.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from openpfi.client.federated import FederatedClient, SharedModel
+from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.errors import UserError
+from openpfi.runfolder import Checkpoint, RunFolder
+from openpfi.strategies.server import FedServer
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    def round_start(self, round_num: int, rounds: int, sampled: Sequence[str]) -> None: ...
+    def client_start(self, round_num: int, client_id: str, index: int, count: int, steps: int) -> None: ...
+    def step(self, step: int, total: int, loss: float, tokens_per_s: float) -> None: ...
+    def client_end(self, client_id: str, scalars: dict[str, float]) -> None: ...
+    def phase(self, name: str) -> None: ...
+    def round_end(self, row: dict[str, Any]) -> None: ...
+
+
+class SilentReporter:
+    def round_start(self, round_num: int, rounds: int, sampled: Sequence[str]) -> None:
+        pass
+
+    def client_start(self, round_num: int, client_id: str, index: int, count: int, steps: int) -> None:
+        pass
+
+    def step(self, step: int, total: int, loss: float, tokens_per_s: float) -> None:
+        pass
+
+    def client_end(self, client_id: str, scalars: dict[str, float]) -> None:
+        pass
+
+    def phase(self, name: str) -> None:
+        pass
+
+    def round_end(self, row: dict[str, Any]) -> None:
+        pass
+
+
+RoundHook = Callable[[int, dict[str, Any]], None]
+"""Called after aggregation and evaluation with (round, metrics row); may add keys to the row."""
+
+
+@dataclass
+class InProcessEngine:
+    shared: SharedModel
+    clients: list[FederatedClient]
+    server: FedServer
+    run: RunFolder
+    rounds: int
+    seed: int
+    reporter: Reporter = field(default_factory=SilentReporter)
+    hooks: list[RoundHook] = field(default_factory=list)
+
+    def run_rounds(self, start_round: int = 1) -> list[dict[str, Any]]:
+        by_id = {c.client_id: c for c in self.clients}
+        rows = []
+        for r in range(start_round, self.rounds + 1):
+            rows.append(self._round(r, by_id))
+        return rows
+
+    def _round(self, r: int, by_id: dict[str, FederatedClient]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        sampled = self.server.configure_fit(r, sorted(by_id))
+        self.reporter.round_start(r, self.rounds, sampled)
+        global_state = self.server.broadcast()
+        updates: list[ClientUpdate] = []
+        failed: list[str] = []
+        for i, cid in enumerate(sampled):
+            client = by_id[cid]
+            self.reporter.client_start(r, cid, i, len(sampled), client.settings.steps_for(len(client.train)))
+            try:
+                update = client.fit(self.shared, global_state, r, self.seed, on_step=self.reporter.step)
+            except UserError:
+                raise
+            except Exception as err:  # one client's crash must not end the round
+                log.warning("round %d: client %s failed: %s", r, cid, err)
+                failed.append(cid)
+                continue
+            updates.append(update)
+            self.reporter.client_end(cid, update.scalars)
+        t_train = time.perf_counter() - t0
+
+        self.reporter.phase("aggregate")
+        t1 = time.perf_counter()
+        fit_metrics = self.server.aggregate_fit(r, updates, failures=len(failed))
+        t_agg = time.perf_counter() - t1
+
+        self.reporter.phase("evaluate")
+        t2 = time.perf_counter()
+        new_global = self.server.broadcast()
+        evals: list[EvalResult] = []
+        for u in updates:
+            evals.append(by_id[u.client_id].evaluate(self.shared, new_global))
+        eval_metrics = self.server.aggregate_evaluate(r, evals)
+        t_eval = time.perf_counter() - t2
+
+        row: dict[str, Any] = {
+            "round": r,
+            "sampled": list(sampled),
+            "failed": failed,
+            **fit_metrics,
+            **eval_metrics,
+            "clients": {
+                e.client_id: {
+                    "eval_loss": e.loss,
+                    "eval_ppl": e.perplexity,
+                    **({"personal_loss": e.personal_loss} if e.personal_loss is not None else {}),
+                    "train_loss": next(u.scalars["train_loss"] for u in updates if u.client_id == e.client_id),
+                    "tokens_per_s": next(u.scalars["tokens_per_s"] for u in updates if u.client_id == e.client_id),
+                }
+                for e in evals
+            },
+        }
+        t3 = time.perf_counter()
+        for hook in self.hooks:
+            hook(r, row)
+        t_hooks = time.perf_counter() - t3
+
+        self.reporter.phase("checkpoint")
+        t4 = time.perf_counter()
+        row["timings"] = {"train_s": t_train, "aggregate_s": t_agg, "evaluate_s": t_eval, "monitor_s": t_hooks}
+        meta = {"seed": self.seed, "metrics": row}
+        self.run.save_checkpoint(Checkpoint(r, self.server.params, self.server.opt_state, meta))
+        row["timings"]["serialize_s"] = time.perf_counter() - t4
+        row["timings"]["round_s"] = time.perf_counter() - t0
+        self.run.append_metrics(row)
+        self.reporter.round_end(row)
+        return row

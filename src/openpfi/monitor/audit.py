@@ -1,0 +1,243 @@
+"""Hash-chained, append-only audit log of a run: ``audit.jsonl`` + ``audit.head``.
+
+Each line of ``audit.jsonl`` is the canonical JSON (sorted keys, no
+whitespace, UTF-8) of one entry::
+
+    {"hash": h_n, "kind": ..., "payload": {...}, "prev": h_{n-1}, "seq": n, "time": ...}
+    h_n = sha256(canonical(entry without "hash"))         h_0 = "0" * 64
+
+so an edit of any entry changes its hash and breaks the ``prev`` link of the
+next one; a deletion, insertion or reordering breaks ``seq`` and ``prev``
+(a hash chain / linked timestamping, Haber & Stornetta 1991). A chain alone
+cannot show that its *tail* was cut off, so ``audit.head`` records the entry
+count and the last hash (written atomically after every append); a shorter
+file than the head says is a truncation.
+
+What it does not do: anyone able to rewrite the whole file and the head can
+forge a consistent log. Anchor the head hash outside the run folder (the
+report prints it; copy it into a ticket, a signed e-mail or a timestamping
+service) to make that detectable too.
+
+Kinds written by openpfi: ``config``, ``probes``, ``dp_parameters``,
+``aggregate``, ``alarm``, ``rejected_report``, ``action``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from openpfi.errors import UserError
+from openpfi.monitor.privacy import atomic_write_text
+
+LOG_FILE = "audit.jsonl"
+HEAD_FILE = "audit.head"
+GENESIS = "0" * 64
+KINDS: tuple[str, ...] = ("config", "probes", "dp_parameters", "aggregate", "alarm", "rejected_report", "action")
+_FIELDS = frozenset({"seq", "time", "kind", "payload", "prev", "hash"})
+
+
+def jsonable(obj: Any) -> Any:
+    """Plain JSON types from numpy scalars/arrays, dataclasses, paths, tuples; NaN/inf -> None."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return jsonable(obj.item())
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    raise TypeError(f"cannot write {type(obj).__name__} to the audit log")
+
+
+def canonical(obj: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, no whitespace, UTF-8, no NaN."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def entry_hash(entry: dict) -> str:
+    """``sha256(canonical(entry without "hash"))`` as hex."""
+    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify`. ``entries``: valid entries before the first problem."""
+
+    ok: bool
+    entries: int
+    problem: str | None = None
+    head_hash: str | None = None
+
+
+def _paths(run_dir: Path | str) -> tuple[Path, Path]:
+    p = Path(run_dir)
+    if p.name == LOG_FILE or p.suffix == ".jsonl":
+        return p, p.with_name(HEAD_FILE)
+    return p / LOG_FILE, p / HEAD_FILE
+
+
+def _check_lines(lines: list[bytes]) -> tuple[int, str | None, str]:
+    """Walk the chain; return (valid entries, first problem or None, last valid hash)."""
+    prev = GENESIS
+    for i, raw in enumerate(lines, start=1):
+        where = f"line {i}"
+        try:
+            entry = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return i - 1, f"{where} is not valid JSON (edited, or a torn write)", prev
+        if not isinstance(entry, dict) or set(entry) != _FIELDS:
+            return i - 1, f"{where} does not have exactly the fields {sorted(_FIELDS)}", prev
+        if entry_hash(entry) != entry["hash"]:
+            return i - 1, f"{where}: hash does not match the entry's content (the entry was edited)", prev
+        if canonical(entry) != raw:
+            return i - 1, f"{where} is not in canonical form (the line was re-formatted or edited)", prev
+        if entry["seq"] != i:
+            return (
+                i - 1,
+                f"{where}: seq is {entry['seq']}, expected {i} (entries deleted, inserted or reordered)",
+                prev,
+            )
+        if entry["prev"] != prev:
+            return i - 1, f"{where}: prev does not match the hash of the entry before it (chain broken)", prev
+        prev = entry["hash"]
+    return len(lines), None, prev
+
+
+def _read_lines(log: Path) -> list[bytes]:
+    data = log.read_bytes()
+    if not data:
+        return []
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()
+    else:
+        lines[-1] = lines[-1] + b"\x00"  # an unterminated last line cannot be canonical: flag it
+    return lines
+
+
+def _read_head(head: Path) -> tuple[dict | None, str | None]:
+    if not head.exists():
+        return None, f"{HEAD_FILE} is missing: cannot rule out a truncated log"
+    try:
+        h = json.loads(head.read_text(encoding="utf-8"))
+        count, last = int(h["count"]), str(h["hash"])
+    except (ValueError, KeyError, TypeError):
+        return None, f"{HEAD_FILE} is not valid (expected JSON with count and hash)"
+    return {"count": count, "hash": last}, None
+
+
+def verify(run_dir: Path | str) -> VerifyResult:
+    """Check ``audit.jsonl`` against its chain and ``audit.head``.
+
+    Detects an edit, deletion, insertion or reordering of any entry (naming
+    the first bad line) and a truncation of the tail (the head says more
+    entries, or another last hash). A head exactly one entry behind the file
+    whose hash is the ``prev`` of the last entry is accepted: that is a crash
+    between appending a line and updating the head (appends are never
+    detectable without an external anchor anyway).
+    """
+    log, head_path = _paths(run_dir)
+    if not log.exists():
+        return VerifyResult(False, 0, f"no {LOG_FILE} in {log.parent}")
+    lines = _read_lines(log)
+    n, problem, last = _check_lines(lines)
+    if problem is not None:
+        return VerifyResult(False, n, problem)
+    head, head_problem = _read_head(head_path)
+    if head is None:
+        return VerifyResult(False, n, head_problem)
+    if head["count"] > n:
+        return VerifyResult(
+            False, n, f"{HEAD_FILE} records {head['count']} entries but {LOG_FILE} has {n}: the log was truncated"
+        )
+    if head["count"] == n and head["hash"] != last:
+        return VerifyResult(False, n, f"line {n}: hash differs from the one in {HEAD_FILE} (last entry replaced)")
+    if head["count"] < n:
+        behind_ok = head["count"] == n - 1 and (
+            (n == 1 and head["hash"] == GENESIS) or (n > 1 and json.loads(lines[n - 2])["hash"] == head["hash"])
+        )
+        if not behind_ok:
+            return VerifyResult(
+                False, n, f"{HEAD_FILE} records {head['count']} entries but {LOG_FILE} has {n}: head does not match"
+            )
+    return VerifyResult(True, n, None, last)
+
+
+class AuditLog:
+    """Appender for ``audit.jsonl`` in a run folder (or at an explicit ``.jsonl`` path).
+
+    An existing log is verified first and the chain continues from its last
+    entry; a damaged log raises ``UserError`` and is never appended to.
+    Every append is flushed and fsynced, then the head is replaced atomically.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path, self.head_path = _paths(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            res = verify(self.path)
+            if not res.ok:
+                raise UserError(
+                    f"audit log {self.path} is damaged ({res.problem}); refusing to append. "
+                    f"Run `openpfi audit verify {self.path.parent}` and restore the log"
+                )
+            self.count, self.last_hash = res.entries, res.head_hash or GENESIS
+            self._write_head()  # repairs a head left one entry behind by a crash
+        else:
+            if self.head_path.exists():
+                raise UserError(
+                    f"{self.head_path} exists but {self.path} is empty or missing: the log was deleted; restore it"
+                )
+            self.count, self.last_hash = 0, GENESIS
+
+    def _write_head(self) -> None:
+        atomic_write_text(self.head_path, json.dumps({"count": self.count, "hash": self.last_hash}) + "\n")
+
+    def append(self, kind: str, payload: Any) -> str:
+        """Append one entry; return its hash. ``payload`` must be JSON-able (see :func:`jsonable`)."""
+        if not kind or not isinstance(kind, str):
+            raise ValueError("audit entry kind must be a non-empty string")
+        entry = {
+            "seq": self.count + 1,
+            "time": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "kind": kind,
+            "payload": jsonable(payload),
+            "prev": self.last_hash,
+        }
+        entry["hash"] = entry_hash(entry)
+        line = canonical(entry) + b"\n"
+        with open(self.path, "ab") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
+        self.count += 1
+        self.last_hash = entry["hash"]
+        self._write_head()
+        return entry["hash"]
+
+
+def read_entries(run_dir: Path | str) -> list[dict]:
+    """All entries of a log that verifies; ``UserError`` naming the problem otherwise."""
+    res = verify(run_dir)
+    if not res.ok:
+        raise UserError(f"audit log in {run_dir} does not verify: {res.problem}")
+    log, _ = _paths(run_dir)
+    return [json.loads(line) for line in _read_lines(log)]

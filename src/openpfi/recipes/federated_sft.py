@@ -1,0 +1,188 @@
+"""Recipe: federated LoRA fine-tuning (personalization) of an open-weight model.
+
+    prepare  -> validate config, load data and model, tokenize (nothing written yet)
+    start    -> create the run folder, write config + manifest, run all rounds
+    resume   -> reopen a run folder, restore the last complete round, run the rest
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openpfi.algorithms.server_opt import ServerOptConfig
+from openpfi.client.federated import ClientSettings, ClientStore, FederatedClient, SharedModel
+from openpfi.client.train import TrainSettings
+from openpfi.config import Config, dump_toml, load_config
+from openpfi.data import ClientData, LoadResult, load_examples, make_clients
+from openpfi.data.tokenize import encode_chat
+from openpfi.engines.inprocess import InProcessEngine, Reporter, RoundHook, SilentReporter
+from openpfi.errors import UserError
+from openpfi.models.loader import load_model
+from openpfi.models.lora import read_adapter_file
+from openpfi.monitor.audit import AuditLog
+from openpfi.recipes.manifest import build_manifest
+from openpfi.runfolder import RunFolder
+from openpfi.strategies.server import FedServer, SamplingConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    cfg: Config
+    shared: SharedModel
+    data: list[ClientData]
+    loaded_data: LoadResult
+    start_adapter: dict[str, Any]
+    clients: list[FederatedClient] = field(default_factory=list)
+
+
+def load_clients(cfg: Config) -> tuple[LoadResult, list[ClientData]]:
+    d = cfg.data
+    loaded = load_examples(
+        d.source,
+        path=d.path,
+        client_field=d.client_field,
+        prompt_field=d.prompt_field,
+        response_field=d.response_field,
+        label_field=d.label_field,
+        strict=d.strict,
+        languages=d.languages,
+    )
+    clients = make_clients(
+        loaded.examples,
+        method=d.partition,
+        num_clients=d.num_clients,
+        seed=cfg.seed,
+        heldout_fraction=d.heldout_fraction,
+        min_examples=d.min_examples,
+        max_examples=d.max_examples,
+        alpha=d.alpha,
+        quantity_sigma=d.quantity_sigma,
+    )
+    return loaded, clients
+
+
+def client_settings(cfg: Config) -> ClientSettings:
+    c = cfg.client
+    return ClientSettings(
+        steps=c.local_steps,
+        local_epochs=c.local_epochs,
+        train=TrainSettings(
+            steps=c.local_steps,
+            batch_size=c.batch_size,
+            grad_accum=c.grad_accum,
+            lr=c.lr,
+            schedule=c.lr_schedule,
+            warmup_steps=c.warmup_steps,
+            weight_decay=c.weight_decay,
+            max_grad_norm=c.max_grad_norm,
+        ),
+        eval_batch_size=c.eval_batch_size,
+        max_eval_examples=c.max_eval_examples,
+        proximal_mu=cfg.federation.proximal_mu if cfg.federation.strategy == "fedprox" else 0.0,
+    )
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Everything that can fail on bad input, before anything is written."""
+    loaded_data, data = load_clients(cfg)
+    lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
+    shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
+    start = shared.initial_state
+    if cfg.model.adapter:
+        start = read_adapter_file(cfg.model.adapter)
+        shared.load_external(start)  # validates keys and shapes
+        start = shared.get_state()
+    settings = client_settings(cfg)
+    tok, L = lm.tokenizer, cfg.client.max_length
+    clients = [
+        FederatedClient(
+            c.client_id,
+            [encode_chat(tok, e.prompt, e.response, L) for e in c.train],
+            [encode_chat(tok, e.prompt, e.response, L) for e in c.heldout[: cfg.client.max_eval_examples]],
+            settings,
+            group=c.train[0].group if c.train else "",
+        )
+        for c in data
+    ]
+    return Prepared(cfg, shared, data, loaded_data, start, clients)
+
+
+def make_server(cfg: Config) -> FedServer:
+    f = cfg.federation
+    opt = ServerOptConfig(f.strategy, f.server_lr, f.server_momentum, f.beta1, f.beta2, f.tau)
+    return FedServer(opt, SamplingConfig(f.clients_per_round, f.min_fit_clients, cfg.seed))
+
+
+def _attach_stores(prep: Prepared, run: RunFolder) -> None:
+    for c in prep.clients:
+        c.store = ClientStore(run.clients_dir / c.client_id)
+
+
+def _engine(prep: Prepared, run: RunFolder, server: FedServer, reporter: Reporter, hooks: list[RoundHook]) -> InProcessEngine:
+    return InProcessEngine(prep.shared, prep.clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter, hooks)
+
+
+def start(
+    cfg: Config,
+    out: Path,
+    force: bool = False,
+    reporter: Reporter | None = None,
+    hooks: list[RoundHook] | None = None,
+) -> RunFolder:
+    prep = prepare(cfg)
+    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
+    prep.cfg = cfg
+    run = RunFolder.create(out, force)
+    config_text = dump_toml(cfg)
+    run.write_config(config_text)
+    manifest = build_manifest(
+        seed=cfg.seed,
+        model=prep.shared.loaded.info,
+        source_files=prep.loaded_data.source_files,
+        clients=prep.data,
+        skipped_rows=prep.loaded_data.skipped_rows,
+        extra={"start_adapter": cfg.model.adapter or None},
+    )
+    run.write_json("manifest.json", manifest)
+    AuditLog(run.path / "audit.jsonl").append(
+        "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"]}
+    )
+    _attach_stores(prep, run)
+    server = make_server(cfg)
+    server.init(prep.start_adapter)
+    _engine(prep, run, server, reporter or SilentReporter(), hooks or []).run_rounds(1)
+    return run
+
+
+def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] | None = None) -> RunFolder:
+    """Continue from the last complete round; same result as an uninterrupted run."""
+    run = RunFolder.open(path)
+    cfg = load_config(run.config_file)
+    done = run.completed_rounds()
+    last = done[-1] if done else 0
+    if last >= cfg.federation.rounds:
+        raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
+    prep = prepare(cfg)
+    _attach_stores(prep, run)
+    server = make_server(cfg)
+    if last:
+        ckpt = run.load_checkpoint(last)
+        server.init(ckpt.adapter, ckpt.server_state)
+    else:
+        server.init(prep.start_adapter)
+    run.truncate_metrics(last)
+    have = {int(r["round"]) for r in run.read_metrics()}
+    for r in done:
+        if r not in have:  # killed between checkpoint and metrics append: the checkpoint holds the row
+            row = run.load_checkpoint(r).meta.get("metrics")
+            if row:
+                run.append_metrics(row)
+    AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last})
+    _engine(prep, run, server, reporter or SilentReporter(), hooks or []).run_rounds(last + 1)
+    return run

@@ -1,0 +1,153 @@
+"""The run folder (DESIGN.md "Runs"): config, manifest, metrics, checkpoints.
+
+Every file is written atomically (temp file + rename), so a killed process
+leaves either the old or the new version. A round is complete when its
+checkpoint folder exists; ``metrics.jsonl`` rows past the last complete round
+are dropped on resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from openpfi.errors import UserError
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+
+
+def atomic_write(path: Path, data: str | bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(tmp, mode) as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in sorted(state.items())}, str(tmp))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Checkpoint:
+    round: int
+    adapter: dict[str, torch.Tensor]
+    server_state: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+
+class RunFolder:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    # -- creation -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, path: Path, force: bool) -> RunFolder:
+        """A new run folder; an existing non-empty folder is only replaced with ``force``."""
+        path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise UserError(f"output folder {path} is a file; choose another --out")
+        if path.is_dir() and any(path.iterdir()):
+            if not force:
+                raise UserError(
+                    f"output folder {path} is not empty; pass --force to overwrite it, "
+                    "choose another --out, or `openpfi resume` it"
+                )
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: Path) -> RunFolder:
+        path = Path(path)
+        if not (path / "config.toml").is_file():
+            raise UserError(f"{path} is not an openpfi run folder (no config.toml); pass the folder `openpfi run` wrote")
+        return cls(path)
+
+    # -- files ------------------------------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.toml"
+
+    @property
+    def clients_dir(self) -> Path:
+        """Client-side storage (personal state). Never read by the server."""
+        return self.path / "clients"
+
+    def write_config(self, text: str) -> None:
+        atomic_write(self.config_file, text)
+
+    def write_json(self, name: str, obj: Any) -> None:
+        atomic_write(self.path / name, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        with open(self.path / METRICS, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        f = self.path / METRICS
+        if not f.is_file():
+            return []
+        rows = []
+        for line in f.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a torn last line from a killed process
+        return rows
+
+    def truncate_metrics(self, last_round: int) -> None:
+        rows = [r for r in self.read_metrics() if int(r.get("round", 0)) <= last_round]
+        atomic_write(self.path / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self, ckpt: Checkpoint) -> Path:
+        root = self.path / CHECKPOINTS
+        final = root / f"round-{ckpt.round}"
+        tmp = root / f".round-{ckpt.round}.tmp"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        _save_tensors(ckpt.adapter, tmp / "adapter.safetensors")
+        if ckpt.server_state:
+            _save_tensors(ckpt.server_state, tmp / "server_state.safetensors")
+        atomic_write(tmp / "state.json", json.dumps({"round": ckpt.round, **ckpt.meta}, sort_keys=True, indent=2))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        return final
+
+    def completed_rounds(self) -> list[int]:
+        root = self.path / CHECKPOINTS
+        if not root.is_dir():
+            return []
+        return sorted(
+            int(p.name.split("-", 1)[1])
+            for p in root.iterdir()
+            if p.is_dir() and p.name.startswith("round-") and (p / "state.json").is_file()
+        )
+
+    def load_checkpoint(self, round_num: int) -> Checkpoint:
+        folder = self.path / CHECKPOINTS / f"round-{round_num}"
+        meta = json.loads((folder / "state.json").read_text())
+        server_file = folder / "server_state.safetensors"
+        server_state = load_file(str(server_file)) if server_file.is_file() else {}
+        return Checkpoint(round_num, load_file(str(folder / "adapter.safetensors")), server_state, meta)

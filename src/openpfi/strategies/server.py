@@ -1,0 +1,100 @@
+"""The server side of federated training: sample, aggregate, step the server optimizer.
+
+A strategy is configure/aggregate for fit and for evaluate (as in Flower's
+``Strategy``), over the pure functions of ``openpfi.algorithms``. The server
+sees ``ClientUpdate`` and ``EvalResult`` objects only; it holds no reference to
+a client, its data or its personal state.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from openpfi.algorithms.aggregate import weighted_mean
+from openpfi.algorithms.server_opt import ServerOptConfig, init_server_state, server_step
+from openpfi.algorithms.state import StateDict, clone, l2_norm, nbytes
+from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.errors import UserError
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    clients_per_round: int
+    min_fit_clients: int
+    seed: int
+
+
+def sample_clients(client_ids: Sequence[str], k: int, seed: int, round_num: int) -> list[str]:
+    """Uniform sampling without replacement, seeded per round (same seed and round, same clients)."""
+    if k >= len(client_ids):
+        return list(client_ids)
+    rng = np.random.default_rng([seed, round_num])
+    picked = sorted(rng.choice(len(client_ids), size=k, replace=False).tolist())
+    return [client_ids[i] for i in picked]
+
+
+class FedServer:
+    """Global adapter + server optimizer state; FedAvg-family aggregation of shared deltas."""
+
+    def __init__(self, opt: ServerOptConfig, sampling: SamplingConfig):
+        self.opt = opt
+        self.sampling = sampling
+        self.params: StateDict = {}
+        self.opt_state: StateDict = {}
+
+    def init(self, params: StateDict, opt_state: StateDict | None = None) -> None:
+        self.params = clone(params)
+        self.opt_state = clone(opt_state) if opt_state is not None else init_server_state(self.opt, self.params)
+
+    def configure_fit(self, round_num: int, client_ids: Sequence[str]) -> list[str]:
+        return sample_clients(client_ids, self.sampling.clients_per_round, self.sampling.seed, round_num)
+
+    def broadcast(self) -> StateDict:
+        """What a sampled client receives (the shared global adapter)."""
+        return self.params
+
+    def aggregate_fit(self, round_num: int, updates: Sequence[ClientUpdate], failures: int = 0) -> dict[str, float]:
+        if len(updates) < self.sampling.min_fit_clients:
+            raise RuntimeError(
+                f"round {round_num}: only {len(updates)} clients answered ({failures} failed), "
+                f"fewer than federation.min_fit_clients = {self.sampling.min_fit_clients}"
+            )
+        shared = set(self.params)
+        for u in updates:
+            if set(u.delta) - shared:
+                raise UserError(f"client {u.client_id} sent tensors the server does not share; update rejected")
+        mean_delta = weighted_mean([u.delta for u in updates], [u.num_examples for u in updates])
+        self.params, self.opt_state = server_step(self.opt, self.params, mean_delta, self.opt_state)
+        losses = [u.scalars.get("train_loss", float("nan")) for u in updates]
+        return {
+            "train_loss": float(np.average(losses, weights=[u.num_examples for u in updates])),
+            "clients_answered": float(len(updates)),
+            "clients_failed": float(failures),
+            "update_norm_mean": float(np.mean([l2_norm(u.delta) for u in updates])),
+            "global_delta_norm": l2_norm(mean_delta),
+            "bytes_up": float(sum(u.bytes_up for u in updates)),
+            "bytes_down": float(nbytes(self.params) * (len(updates) + failures)),
+            "tokens": float(sum(u.scalars.get("tokens", 0.0) for u in updates)),
+        }
+
+    def aggregate_evaluate(self, round_num: int, results: Sequence[EvalResult]) -> dict[str, float]:
+        """Mean, worst client and spread of the clients' held-out loss."""
+        if not results:
+            return {}
+        losses = [r.loss for r in results]
+        out = {
+            "eval_loss_mean": float(np.mean(losses)),
+            "eval_loss_worst": float(np.max(losses)),
+            "eval_loss_spread": float(statistics.pstdev(losses)) if len(losses) > 1 else 0.0,
+            "eval_ppl_mean": float(np.mean([r.perplexity for r in results])),
+        }
+        personal = [r.personal_loss for r in results if r.personal_loss is not None]
+        if personal:
+            out["personal_loss_mean"] = float(np.mean(personal))
+            out["personal_loss_worst"] = float(np.max(personal))
+            out["personal_loss_spread"] = float(statistics.pstdev(personal)) if len(personal) > 1 else 0.0
+        return out
