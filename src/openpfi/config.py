@@ -7,6 +7,8 @@ out-of-range values are refused with one line naming the key and the fix.
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +38,18 @@ class LoraConfig(_Section):
     alpha: float = Field(16.0, gt=0)
     dropout: float = Field(0.0, ge=0, lt=1)
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+    aggregation: Literal["naive", "product", "stack", "zeropad"] = "naive"
+    """How the server combines LoRA factors (strategies/lora_aggregation.py): naive = mean of A and of B
+    (not the mean update; the baseline); product = exact mean of B·A re-factored to rank r by SVD;
+    stack = FLoRA stacking, exact, merged into the global weights; zeropad = HetLoRA zero-padding."""
+    client_ranks: list[int] = Field(default_factory=list)
+    """Per-client LoRA ranks (each <= r), cycled over the clients (see client_ranks_by); empty = all use r.
+    A client of rank r_i trains the first r_i components of the rank-r adapter (scale alpha/r)."""
+    client_ranks_by: Literal["order", "examples"] = "order"
+    """order: client k (sorted ids) gets client_ranks[k % len]; examples: the smallest ranks go to the
+    clients with the fewest training examples (a compute budget growing with the data)."""
+    keep_merged: bool = False
+    """aggregation = "product": keep the SVD truncation residual as a dense merged delta (exact, more bytes)."""
 
 
 class DataConfig(_Section):
@@ -93,10 +107,83 @@ class ClientConfig(_Section):
 
 class PersonalizationConfig(_Section):
     method: Literal["none", "local", "finetune", "ditto", "fedrep", "fedsa-lora", "ffa-lora"] = "none"
+    """none = FedAvg; local = no federation; finetune = FedAvg + local fine-tuning; ditto = personal adapter
+    pulled to the global one; fedrep = parameters matching personal_patterns stay personal;
+    fedsa-lora = A shared, B personal; ffa-lora = A frozen, B trained and shared (client/personal.py)."""
+    ditto_lambda: float = Field(0.1, ge=0)
+    """Ditto: the personal loss adds lambda/2 ||w_personal - w_global||^2 (0 = purely local personal model)."""
+    personal_patterns: list[str] = Field(default_factory=lambda: ["v_proj"])
+    """fedrep: regexes (re.search) over adapter tensor names, e.g. "v_proj" or "layers\\.(2[4-9])\\.";
+    matching tensors stay personal, the rest is shared. Each must match at least one tensor."""
+    personal_steps: int = Field(0, ge=0)
+    """Steps of the personal model each round (ditto) or of fine-tuning before evaluation (finetune);
+    0 = client.local_steps."""
+    head_steps: int = Field(0, ge=0)
+    """fedrep: 0 = FedPer (personal and shared parts train jointly); > 0 = FedRep: this many steps on
+    the personal part alone, then the local steps on the shared part alone."""
+
+    @model_validator(mode="after")
+    def _check_patterns(self) -> PersonalizationConfig:
+        for p in self.personal_patterns:
+            try:
+                re.compile(p)
+            except re.error as err:
+                raise ValueError(f"personalization.personal_patterns: {p!r} is not a valid regex ({err})") from None
+        if self.method == "fedrep" and not self.personal_patterns:
+            raise ValueError('personalization.method = "fedrep" needs personal_patterns, e.g. ["v_proj"]')
+        return self
 
 
 class AlignmentConfig(_Section):
     method: Literal["none", "sft", "dpo", "firm", "scalarized", "fmgda"] = "none"
+    """none = personalization job; sft = SFT on chosen answers; dpo = DPO on the union of pairs;
+    firm = FIRM (per-step regularized MGDA weights, one upload); scalarized = fixed weights p;
+    fmgda = clients upload one delta per objective, the server solves MGDA."""
+    objectives: list[Literal["harmless", "helpful", "honest"]] = Field(
+        default_factory=lambda: ["harmless", "helpful"], min_length=1
+    )
+    """Objectives, in the order of ``preference``. "honest" pairs count as "helpful" unless listed."""
+    preference: list[float] = Field(default_factory=lambda: [0.5, 0.5])
+    """Preference vector p on the simplex, one weight per objective (firm, scalarized)."""
+    beta: float = 0.1
+    """FIRM regularization: lambda = argmin 1/2 ||sum lambda_m g_m||^2 + beta/2 ||lambda - p||^2 (0 = MGDA)."""
+    dpo_beta: float = Field(0.1, gt=0)
+    """DPO temperature: reward r = dpo_beta * (log pi(y|x) - log pi_ref(y|x))."""
+    pairs_per_client: int = Field(48, ge=1)
+    """Preference pairs dealt to each client (its held-out slice included)."""
+    mix: Literal["spread", "uniform", "dirichlet"] = "spread"
+    """How clients' objective shares differ (see data/preference_split.py)."""
+    mix_spread: float = Field(0.8, ge=0, le=1)
+    """mix = "spread": 0 = every client the same mix, 1 = from all one objective to all the other."""
+    mix_alpha: float = Field(1.0, gt=0)
+    """mix = "dirichlet": concentration."""
+    client_mix: list[list[float]] = Field(default_factory=list)
+    """Explicit per-client objective shares (one row per client, each on the simplex); overrides mix."""
+    eval_pairs: int = Field(32, ge=1)
+    """Public held-out pairs per objective scored each round (accuracy, reward margin)."""
+    eval_prompts: int = Field(24, ge=0)
+    """Held-out harmful and benign prompts for refusal / over-refusal rates (0 = skip)."""
+    client_eval_pairs: int = Field(8, ge=1)
+    """Each client's own held-out pairs used for its eval loss (DPO loss)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AlignmentConfig:
+        p = self.preference
+        if any(not math.isfinite(x) or x < 0 for x in p) or abs(sum(p) - 1.0) > 1e-6:
+            raise ValueError(
+                f"alignment.preference = {p} is not on the simplex: weights must be >= 0 and sum to 1 "
+                f"(sum = {sum(p):.6g}); e.g. preference = [0.5, 0.5]"
+            )
+        if len(p) != len(self.objectives):
+            raise ValueError(
+                f"alignment.preference has {len(p)} weights but alignment.objectives has "
+                f"{len(self.objectives)} ({self.objectives}); give one weight per objective"
+            )
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"alignment.objectives = {self.objectives} lists an objective twice")
+        if not (math.isfinite(self.beta) and self.beta >= 0):
+            raise ValueError(f"alignment.beta = {self.beta} must be >= 0 (FIRM regularization; 0 = plain MGDA)")
+        return self
 
 
 class MonitorConfig(_Section):
@@ -105,6 +192,26 @@ class MonitorConfig(_Section):
 
 class PrivacyConfig(_Section):
     delta: float = Field(1e-5, gt=0, lt=1)
+
+
+class FlowerConfig(_Section):
+    """The Flower engine (``openpfi deploy``, ``flwr run``); the in-process engine ignores it."""
+
+    secagg: Literal["off", "monitor", "updates"] = "off"
+    """SecAgg+ (Flower's SecAggPlusWorkflow + secaggplus_mod): "monitor" sums the clients' monitor
+    reports securely; "updates" also their adapter updates, so the server sees only the sums."""
+    secagg_shares: float = Field(1.0, gt=0, le=1)
+    """Share of the sampled clients among which each client splits its secrets (SecAgg+ num_shares)."""
+    secagg_threshold: float = Field(0.67, gt=0, le=1)
+    """Share of those shares needed to rebuild a secret: the rest may drop out mid-protocol."""
+    secagg_update_clip: float = Field(0.1, gt=0)
+    """Bound on |delta| * num_examples / data.max_examples per coordinate before quantization (2^22 levels)."""
+    secagg_monitor_clip: float = Field(8.0, gt=0)
+    """Bound on |value| of a monitor report coordinate before quantization."""
+    reply_timeout: float = Field(600.0, gt=0)
+    """Seconds the server waits for the sampled clients in each phase of a round; then it goes on."""
+    node_wait: float = Field(120.0, gt=0)
+    """Seconds the server waits at the start for data.num_clients SuperNodes to connect."""
 
 
 class OutputConfig(_Section):
@@ -122,6 +229,7 @@ class Config(_Section):
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    flower: FlowerConfig = Field(default_factory=FlowerConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @model_validator(mode="after")
@@ -137,6 +245,40 @@ class Config(_Section):
             raise ValueError("client.local_steps and client.local_epochs are both 0; set one of them")
         if self.data.min_examples > self.data.max_examples:
             raise ValueError("data.min_examples exceeds data.max_examples; lower min_examples")
+        return self
+
+    @model_validator(mode="after")
+    def _lora_checks(self) -> Config:
+        """Per-client ranks and LoRA aggregation against the personalization method."""
+        lo, method, agg = self.lora, self.personalization.method, self.lora.aggregation
+        too_big = [r for r in lo.client_ranks if not 1 <= r <= lo.r]
+        if too_big:
+            raise ValueError(
+                f"lora.client_ranks {too_big} must lie in [1, lora.r = {lo.r}]; lower them or raise lora.r"
+            )
+        if agg == "naive" and any(r != lo.r for r in lo.client_ranks):
+            raise ValueError(
+                "lora.client_ranks differ from lora.r, but naive averaging needs one rank; "
+                'set lora.aggregation = "zeropad", "product" or "stack"'
+            )
+        if lo.keep_merged and agg != "product":
+            raise ValueError('lora.keep_merged applies to lora.aggregation = "product" only')
+        if agg != "naive" and (self.federation.strategy not in ("fedavg", "fedprox") or self.federation.server_lr != 1):
+            raise ValueError(
+                f'lora.aggregation = "{agg}" replaces the server optimizer; use federation.strategy = "fedavg" '
+                'or "fedprox" with server_lr = 1, or lora.aggregation = "naive"'
+            )
+        if method in ("ffa-lora", "fedsa-lora") and agg in ("product", "stack"):
+            why = "freezes A" if method == "ffa-lora" else "shares only A"
+            raise ValueError(
+                f'personalization.method = "{method}" {why}, which lora.aggregation = "{agg}" cannot respect; '
+                'use "naive" (exact for a common A) or "zeropad"'
+            )
+        if method == "ditto" and (agg == "stack" or lo.keep_merged):
+            raise ValueError(
+                'personalization.method = "ditto" pulls the personal adapter to the global factors, which '
+                'stack / keep_merged move into merged weights; use lora.aggregation = "naive", "product" or "zeropad"'
+            )
         return self
 
 

@@ -64,13 +64,13 @@ def test_weighted_mean_keeps_dtype_and_rounds_integers() -> None:
     s2 = {
         "w": torch.tensor([2.0], dtype=torch.float16),
         "b": _t(1.0),
-        "n": torch.tensor([4]),
+        "n": torch.tensor([6]),
     }
     # Execute
     out = weighted_mean([s1, s2], [1.0, 1.0])
-    # Assert: 1.5 stays fp16; (1 + 4) / 2 = 2.5 rounds half-to-even to 2
+    # Assert: 1.5 stays fp16; (1 + 6) / 2 = 3.5 rounds to 4, not truncated to 3
     assert out["w"].dtype == torch.float16 and float(out["w"]) == 1.5
-    assert out["n"].dtype == torch.int64 and int(out["n"]) == 2
+    assert out["n"].dtype == torch.int64 and int(out["n"]) == 4
 
 
 @pytest.mark.parametrize(
@@ -110,9 +110,7 @@ def test_coordinate_median_odd_and_even() -> None:
     # Assert: per coordinate, not per client
     assert torch.equal(med3["w"], _t(2.0, 6.0)) and torch.equal(med3["b"], _t(1.0))
     assert torch.equal(med3["c"], torch.tensor([[4.0]]))
-    assert torch.equal(med2["w"], _t(5.5, 7.5)) and torch.equal(
-        med2["c"], torch.tensor([[0.0]])
-    )
+    assert torch.equal(med2["w"], _t(5.5, 7.5)) and torch.equal(med2["c"], torch.tensor([[0.0]]))
 
 
 def test_trimmed_mean_drops_extremes_per_coordinate() -> None:
@@ -125,9 +123,7 @@ def test_trimmed_mean_drops_extremes_per_coordinate() -> None:
     # Assert
     assert torch.equal(out["w"], _t(3.0))
     assert torch.equal(out["b"], _t(0.0))
-    assert torch.equal(untrimmed["w"], _t(0.5)) and torch.equal(
-        untrimmed["b"], _t(-25.0)
-    )
+    assert torch.equal(untrimmed["w"], _t(0.5)) and torch.equal(untrimmed["b"], _t(-25.0))
     with pytest.raises(UserError, match="trim_fraction"):
         trimmed_mean(states, 0.5)
 

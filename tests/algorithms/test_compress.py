@@ -40,9 +40,7 @@ def test_float16_values_and_bytes() -> None:
     half = to_float16(update)
     # Assert: 7 values of 2 bytes instead of 4
     assert all(t.dtype == torch.float16 for t in half.values())
-    assert torch.equal(
-        half["c"], torch.tensor([[1.0, -1.0], [0.0, 0.5]], dtype=torch.float16)
-    )
+    assert torch.equal(half["c"], torch.tensor([[1.0, -1.0], [0.0, 0.5]], dtype=torch.float16))
     assert payload_nbytes(update) == 36 and payload_nbytes(half) == 18
     assert float16_roundtrip(update)["w"].dtype == torch.float32
     with pytest.raises(UserError, match="overflows float16"):
@@ -60,9 +58,7 @@ def test_int8_exact_values() -> None:
     assert torch.equal(q["b"], torch.tensor([-127, 2], dtype=torch.int8))
     assert torch.equal(q["c"], torch.tensor([0, 0], dtype=torch.int8))
     assert [float(scales[k]) for k in ("w", "b", "c")] == [1.0, 2.0, 0.0]
-    assert torch.equal(back["w"], _t(127.0, -63.0, 0.0)) and torch.equal(
-        back["b"], _t(-254.0, 4.0)
-    )
+    assert torch.equal(back["w"], _t(127.0, -63.0, 0.0)) and torch.equal(back["b"], _t(-254.0, 4.0))
     assert torch.equal(back["c"], _t(0.0, 0.0))
     # 7 int8 values + 3 float32 scales
     assert payload_nbytes(q, scales) == 7 + 12
@@ -82,9 +78,7 @@ def test_int8_error_is_at_most_half_a_step() -> None:
     # Assert
     for k, x in update.items():
         assert float((x - back[k]).abs().max()) <= float(scales[k]) / 2 + 1e-7
-        assert float(back[k].abs().max()) == pytest.approx(
-            float(x.abs().max()), rel=1e-6
-        )
+        assert float(back[k].abs().max()) == pytest.approx(float(x.abs().max()), rel=1e-6)
 
 
 def test_top_k_values_indices_dense_and_bytes() -> None:
@@ -97,9 +91,7 @@ def test_top_k_values_indices_dense_and_bytes() -> None:
     assert torch.equal(values["w"], _t(-3.0, 2.0)) and torch.equal(
         indices["w"], torch.tensor([1, 2], dtype=torch.int32)
     )
-    assert torch.equal(values["b"], _t(1.0)) and torch.equal(
-        indices["b"], torch.tensor([0], dtype=torch.int32)
-    )
+    assert torch.equal(values["b"], _t(1.0)) and torch.equal(indices["b"], torch.tensor([0], dtype=torch.int32))
     assert torch.equal(values["c"], _t(1.0, -1.0)) and torch.equal(
         indices["c"], torch.tensor([0, 1], dtype=torch.int32)
     )
@@ -119,12 +111,8 @@ def test_error_feedback_two_rounds_top_k() -> None:
     sent1, res1 = compress_with_error_feedback(update, None, compressor)
     sent2, res2 = compress_with_error_feedback(update, res1, compressor)
     # Assert
-    assert torch.equal(sent1["w"], _t(0.0, -3.0, 0.0, 0.0)) and torch.equal(
-        res1["w"], _t(0.1, 0.0, 2.0, 0.5)
-    )
-    assert torch.equal(sent2["w"], _t(0.0, 0.0, 4.0, 0.0)) and torch.equal(
-        res2["w"], _t(0.2, -3.0, 0.0, 1.0)
-    )
+    assert torch.equal(sent1["w"], _t(0.0, -3.0, 0.0, 0.0)) and torch.equal(res1["w"], _t(0.1, 0.0, 2.0, 0.5))
+    assert torch.equal(sent2["w"], _t(0.0, 0.0, 4.0, 0.0)) and torch.equal(res2["w"], _t(0.2, -3.0, 0.0, 1.0))
     assert torch.equal(sent1["c"], torch.tensor([[1.0, 0.0], [0.0, 0.0]]))
     # invariant: what was sent plus what is owed equals what was produced
     for k in update:

@@ -45,15 +45,11 @@ def _is_flwr(name: str) -> bool:
 def _is_allowed_in_algorithms(name: str) -> bool:
     if name != "openpfi" and not name.startswith("openpfi."):
         return True
-    return any(
-        name == ok or name.startswith(ok + ".") for ok in ALLOWED_FROM_ALGORITHMS
-    )
+    return any(name == ok or name.startswith(ok + ".") for ok in ALLOWED_FROM_ALGORITHMS)
 
 
 def _imports(path: Path) -> list[str]:
-    return imported_modules(
-        path.read_text(encoding="utf-8"), _module_name(path), path.name == "__init__.py"
-    )
+    return imported_modules(path.read_text(encoding="utf-8"), _module_name(path), path.name == "__init__.py")
 
 
 def test_checker_detects_violations() -> None:
@@ -85,9 +81,7 @@ def test_only_engines_flower_imports_flwr() -> None:
     files = [p for p in SRC.rglob("*.py") if FLOWER_DIR not in p.parents]
     assert len(files) > 5, f"no sources found under {SRC}"
     # Execute
-    offenders = {
-        str(p.relative_to(SRC)): n for p in files for n in _imports(p) if _is_flwr(n)
-    }
+    offenders = {str(p.relative_to(SRC)): n for p in files for n in _imports(p) if _is_flwr(n)}
     # Assert
     assert offenders == {}, f"flwr imported outside engines/flower: {offenders}"
 
@@ -97,11 +91,6 @@ def test_algorithms_import_only_errors_and_algorithms() -> None:
     files = sorted(ALGORITHMS_DIR.rglob("*.py"))
     assert len(files) >= 8
     # Execute
-    offenders = {
-        str(p.relative_to(SRC)): n
-        for p in files
-        for n in _imports(p)
-        if not _is_allowed_in_algorithms(n)
-    }
+    offenders = {str(p.relative_to(SRC)): n for p in files for n in _imports(p) if not _is_allowed_in_algorithms(n)}
     # Assert
     assert offenders == {}, f"algorithms/ imports other openpfi modules: {offenders}"

@@ -19,9 +19,7 @@ from openpfi.errors import UserError
 A, B, HEAD = "m.lora_A.weight", "m.lora_B.weight", "head.weight"
 
 
-def _adapter(
-    a: list[list[float]], b: list[list[float]], head: list[float]
-) -> dict[str, torch.Tensor]:
+def _adapter(a: list[list[float]], b: list[list[float]], head: list[float]) -> dict[str, torch.Tensor]:
     return {A: torch.tensor(a), B: torch.tensor(b), HEAD: torch.tensor(head)}
 
 
@@ -63,17 +61,11 @@ def test_naive_average_is_not_the_average_update() -> None:
     clients = _diag_clients()
     # Execute
     naive = naive_average(clients, [1.0, 1.0])
-    product, deltas = product_average(
-        clients, [1.0, 1.0], alphas=[1.0, 1.0], ranks=[1, 1], out_rank=2
-    )
+    product, deltas = product_average(clients, [1.0, 1.0], alphas=[1.0, 1.0], ranks=[1, 1], out_rank=2)
     # Assert: mean(B) mean(A) = 0.25 * ones, mean(B A) = 0.5 * I
-    assert torch.equal(naive[A], torch.tensor([[0.5, 0.5]])) and torch.equal(
-        naive[B], torch.tensor([[0.5], [0.5]])
-    )
+    assert torch.equal(naive[A], torch.tensor([[0.5, 0.5]])) and torch.equal(naive[B], torch.tensor([[0.5], [0.5]]))
     assert torch.equal(naive[B] @ naive[A], torch.full((2, 2), 0.25))
-    torch.testing.assert_close(
-        (1.0 / 2) * product[B] @ product[A], 0.5 * torch.eye(2)
-    )  # alpha / out_rank
+    torch.testing.assert_close((1.0 / 2) * product[B] @ product[A], 0.5 * torch.eye(2))  # alpha / out_rank
     torch.testing.assert_close(deltas["m"], 0.5 * torch.eye(2))
     assert torch.equal(product[HEAD], torch.tensor([3.0, 4.0, 5.0]))
 
@@ -82,23 +74,15 @@ def test_product_average_truncates_and_absorbs_scaling() -> None:
     # Prepare: alpha 2, rank 1, weights 3:1 -> mean dW = (3 * 2 diag(1,0) + 2 diag(0,1)) / 4 = diag(1.5, .5)
     clients = _diag_clients()
     # Execute
-    rank1, deltas = product_average(
-        clients, [3.0, 1.0], alphas=[2.0, 2.0], ranks=[1, 1], out_rank=1
-    )
-    rank2, _ = product_average(
-        clients, [3.0, 1.0], alphas=[2.0, 2.0], ranks=[1, 1], out_rank=2
-    )
+    rank1, deltas = product_average(clients, [3.0, 1.0], alphas=[2.0, 2.0], ranks=[1, 1], out_rank=1)
+    rank2, _ = product_average(clients, [3.0, 1.0], alphas=[2.0, 2.0], ranks=[1, 1], out_rank=2)
     # Assert: scale c = alpha/out_rank; c B A is the truncated mean; sqrt(S) split evenly
     torch.testing.assert_close(deltas["m"], torch.diag(torch.tensor([1.5, 0.5])))
     assert rank1[A].shape == (1, 2) and rank1[B].shape == (2, 1)
-    torch.testing.assert_close(
-        2.0 * rank1[B] @ rank1[A], torch.diag(torch.tensor([1.5, 0.0]))
-    )
+    torch.testing.assert_close(2.0 * rank1[B] @ rank1[A], torch.diag(torch.tensor([1.5, 0.0])))
     torch.testing.assert_close(rank1[A].abs(), torch.tensor([[0.75**0.5, 0.0]]))
     torch.testing.assert_close(rank1[B].abs(), torch.tensor([[0.75**0.5], [0.0]]))
-    torch.testing.assert_close(
-        1.0 * rank2[B] @ rank2[A], torch.diag(torch.tensor([1.5, 0.5]))
-    )
+    torch.testing.assert_close(1.0 * rank2[B] @ rank2[A], torch.diag(torch.tensor([1.5, 0.5])))
     torch.testing.assert_close(rank2[HEAD], torch.tensor([2.0, 3.0, 4.0]))
 
 
@@ -111,21 +95,14 @@ def test_product_average_heterogeneous_ranks_exact_then_eckart_young() -> None:
         [1.0, 3.0],
     )
     expected = (
-        sum(
-            w * lora_delta(c[A], c[B], al, r)
-            for c, w, al, r in zip(clients, weights, alphas, ranks)
-        )
+        sum(w * lora_delta(c[A], c[B], al, r) for c, w, al, r in zip(clients, weights, alphas, ranks, strict=True))
         / 4.0
     )
     singular = torch.linalg.svdvals(expected)
     # Execute
-    full, deltas = product_average(
-        clients, weights, alphas, ranks, out_rank=3, out_alpha=6.0
-    )
+    full, deltas = product_average(clients, weights, alphas, ranks, out_rank=3, out_alpha=6.0)
     cut, _ = product_average(clients, weights, alphas, ranks, out_rank=1, out_alpha=6.0)
-    padded, _ = product_average(
-        clients, weights, alphas, ranks, out_rank=5, out_alpha=6.0
-    )
+    padded, _ = product_average(clients, weights, alphas, ranks, out_rank=5, out_alpha=6.0)
     # Assert: exact at out_rank >= sum of ranks; otherwise the error is the dropped singular values
     torch.testing.assert_close(deltas["m"], expected)
     torch.testing.assert_close((6.0 / 3) * full[B] @ full[A], expected)
@@ -140,13 +117,9 @@ def test_product_average_needs_out_alpha_for_mixed_alphas() -> None:
     clients = _random_clients([1, 2])
     # Execute / Assert
     with pytest.raises(UserError, match="out_alpha"):
-        product_average(
-            clients, [1.0, 1.0], alphas=[2.0, 8.0], ranks=[1, 2], out_rank=2
-        )
+        product_average(clients, [1.0, 1.0], alphas=[2.0, 8.0], ranks=[1, 2], out_rank=2)
     with pytest.raises(UserError, match="rank 2, but ranks\\[1\\] = 3"):
-        product_average(
-            clients, [1.0, 1.0], alphas=[2.0, 2.0], ranks=[1, 3], out_rank=2
-        )
+        product_average(clients, [1.0, 1.0], alphas=[2.0, 2.0], ranks=[1, 3], out_rank=2)
 
 
 def test_alpha_over_rank_round_trip() -> None:
@@ -173,11 +146,7 @@ def test_stack_lora_hand_example_and_exact_weighted_sum() -> None:
         [1.0, 3.0],
     )
     expected = (
-        sum(
-            w * lora_delta(c[A], c[B], al, r)
-            for c, w, al, r in zip(hetero, weights, alphas, ranks)
-        )
-        / 4.0
+        sum(w * lora_delta(c[A], c[B], al, r) for c, w, al, r in zip(hetero, weights, alphas, ranks, strict=True)) / 4.0
     )
     # Execute
     stacked = stack_lora(clients, [3.0, 1.0], alphas=[2.0, 2.0], ranks=[1, 1])
@@ -203,9 +172,7 @@ def test_zero_pad_average_and_truncate_rank() -> None:
     assert torch.equal(avg[A], torch.tensor([[2.0, 3.0], [2.5, 3.0]]))
     assert torch.equal(avg[B], torch.tensor([[1.0, 1.0], [2.0, 2.0]]))
     assert torch.equal(avg[HEAD], torch.tensor([1.0]))
-    assert torch.equal(cut[A], torch.tensor([[3.0, 4.0]])) and torch.equal(
-        cut[B], torch.tensor([[1.0], [3.0]])
-    )
+    assert torch.equal(cut[A], torch.tensor([[3.0, 4.0]])) and torch.equal(cut[B], torch.tensor([[1.0], [3.0]]))
     assert torch.equal(cut[HEAD], big[HEAD]) and big[A].shape == (2, 2)
     with pytest.raises(UserError, match="max_rank 1"):
         zero_pad_average([small, big], [1.0, 1.0], ranks=[1, 2], max_rank=1)

@@ -57,9 +57,7 @@ def test_simplex_projection_hand_cases(v: list[float], expected: list[float]) ->
         ),  # g1 = g2: every lambda optimal, uniform returned
     ],
 )
-def test_mgda_two_objectives_hand_cases(
-    gram: list[list[float]], expected: list[float]
-) -> None:
+def test_mgda_two_objectives_hand_cases(gram: list[list[float]], expected: list[float]) -> None:
     # Execute
     lam = mgda_weights(np.array(gram))
     # Assert
@@ -74,9 +72,7 @@ def test_regularized_two_objectives_closed_form() -> None:
     tied = regularized_simplex_weights(np.ones((2, 2)), np.array([0.3, 0.7]), beta=0.0)
     # Assert
     np.testing.assert_allclose(lam, [0.75, 0.25], atol=1e-12)
-    np.testing.assert_allclose(
-        tied, [0.3, 0.7], atol=1e-12
-    )  # degenerate: keep the preference
+    np.testing.assert_allclose(tied, [0.3, 0.7], atol=1e-12)  # degenerate: keep the preference
 
 
 def test_large_beta_returns_preference() -> None:
@@ -113,9 +109,7 @@ def test_three_objectives_match_scipy_and_grid(seed: int, beta: float) -> None:
         constraints=[{"type": "eq", "fun": lambda x: np.sum(x) - 1.0}],
         options={"ftol": 1e-14, "maxiter": 500},
     )
-    grid = [
-        np.array([i, j, 100 - i - j]) / 100 for i in range(101) for j in range(101 - i)
-    ]
+    grid = [np.array([i, j, 100 - i - j]) / 100 for i in range(101) for j in range(101 - i)]
     grid_best = min(_objective(gram, p, beta, x) for x in grid)
     # Execute
     lam = regularized_simplex_weights(gram, p, beta)

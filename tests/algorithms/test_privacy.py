@@ -36,11 +36,7 @@ def _exact_gaussian_epsilon(z: float, steps: int, delta: float) -> float:
     mu = math.sqrt(steps) / z
 
     def excess(eps: float) -> float:
-        return (
-            norm.cdf(-eps / mu + mu / 2)
-            - math.exp(eps) * norm.cdf(-eps / mu - mu / 2)
-            - delta
-        )
+        return norm.cdf(-eps / mu + mu / 2) - math.exp(eps) * norm.cdf(-eps / mu - mu / 2) - delta
 
     return float(brentq(excess, 0.0, 500.0))
 
@@ -76,14 +72,10 @@ def test_noise_comes_from_the_generator_in_sorted_key_order() -> None:
     update = _update()
     reordered = {k: update[k] for k in ("c", "w", "b")}
     gen = torch.Generator().manual_seed(7)
-    expected_noise = {
-        k: torch.randn(update[k].shape, generator=gen) for k in ("b", "c", "w")
-    }
+    expected_noise = {k: torch.randn(update[k].shape, generator=gen) for k in ("b", "c", "w")}
     # Execute
     noisy = add_gaussian_noise(update, 0.5, torch.Generator().manual_seed(7))
-    noisy_reordered = add_gaussian_noise(
-        reordered, 0.5, torch.Generator().manual_seed(7)
-    )
+    noisy_reordered = add_gaussian_noise(reordered, 0.5, torch.Generator().manual_seed(7))
     # Assert
     for k in update:
         torch.testing.assert_close(noisy[k], update[k] + 0.5 * expected_noise[k])
@@ -119,9 +111,7 @@ def test_epsilon_single_order_by_hand() -> None:
     eps, order = rdp_to_epsilon(np.array([1.0]), [2.0], 1e-5)
     # Assert
     assert eps == pytest.approx(expected, abs=1e-12) and order == 2.0
-    assert epsilon_after(1.0, 1, 1e-5, orders=[2.0]) == pytest.approx(
-        11.126631103850338, abs=1e-9
-    )
+    assert epsilon_after(1.0, 1, 1e-5, orders=[2.0]) == pytest.approx(11.126631103850338, abs=1e-9)
 
 
 def test_epsilon_takes_the_best_order() -> None:
@@ -134,9 +124,7 @@ def test_epsilon_takes_the_best_order() -> None:
     assert eps == pytest.approx(min(per_order), abs=1e-12) and order == 5.0
 
 
-@pytest.mark.parametrize(
-    ("z", "steps", "delta"), [(1.0, 1, 1e-5), (2.0, 10, 1e-5), (10.0, 3, 1e-6)]
-)
+@pytest.mark.parametrize(("z", "steps", "delta"), [(1.0, 1, 1e-5), (2.0, 10, 1e-5), (10.0, 3, 1e-6)])
 def test_epsilon_is_a_valid_and_tight_bound(z: float, steps: int, delta: float) -> None:
     # Prepare
     exact = _exact_gaussian_epsilon(z, steps, delta)
@@ -148,21 +136,11 @@ def test_epsilon_is_a_valid_and_tight_bound(z: float, steps: int, delta: float) 
 
 def test_epsilon_monotone_and_composes() -> None:
     # Execute / Assert
-    assert (
-        epsilon_after(1.0, 10, 1e-5)
-        > epsilon_after(2.0, 10, 1e-5)
-        > epsilon_after(4.0, 10, 1e-5)
-    )
-    assert (
-        epsilon_after(2.0, 1, 1e-5)
-        < epsilon_after(2.0, 10, 1e-5)
-        < epsilon_after(2.0, 100, 1e-5)
-    )
+    assert epsilon_after(1.0, 10, 1e-5) > epsilon_after(2.0, 10, 1e-5) > epsilon_after(4.0, 10, 1e-5)
+    assert epsilon_after(2.0, 1, 1e-5) < epsilon_after(2.0, 10, 1e-5) < epsilon_after(2.0, 100, 1e-5)
     assert epsilon_after(2.0, 10, 1e-3) < epsilon_after(2.0, 10, 1e-6)
     # 4 steps at z equal 1 step at z / 2 (RDP adds: 4 alpha / (2 z^2) = alpha / (2 (z/2)^2))
-    assert epsilon_after(3.0, 4, 1e-5) == pytest.approx(
-        epsilon_after(1.5, 1, 1e-5), abs=1e-12
-    )
+    assert epsilon_after(3.0, 4, 1e-5) == pytest.approx(epsilon_after(1.5, 1, 1e-5), abs=1e-12)
     assert epsilon_after(3.0, 0, 1e-5) == 0.0
 
 

@@ -51,9 +51,7 @@ def test_zero_at_anchor_and_zero_mu() -> None:
     # Prepare
     params = _params()
     # Execute
-    at_anchor = proximal_term(
-        params, {k: t.detach().clone() for k, t in params.items()}, mu=3.0
-    )
+    at_anchor = proximal_term(params, {k: t.detach().clone() for k, t in params.items()}, mu=3.0)
     no_mu = proximal_term(params, _anchor(), mu=0.0)
     # Assert
     assert at_anchor.item() == 0.0 and no_mu.item() == 0.0

@@ -51,9 +51,7 @@ def test_fedavg_lr1_gives_weighted_mean_of_client_params() -> None:
     ]
     mean_delta = weighted_mean([sub(c, global_params) for c in clients], [3.0, 1.0])
     # Execute
-    new, state = server_step(
-        cfg, global_params, mean_delta, init_server_state(cfg, global_params)
-    )
+    new, state = server_step(cfg, global_params, mean_delta, init_server_state(cfg, global_params))
     # Assert: (3 x1 + x2) / 4
     _assert_params(new, {"w": 2.0, "b": 2.0, "c": 1.0})
     assert state == {}
@@ -79,11 +77,7 @@ def test_fedavgm_two_steps() -> None:
     # w: m1 = 2, x1 = 2, m2 = 0, x2 = 2; b: m1 = .5, x1 = .25, m2 = .75, x2 = .625
     # c: m1 = 1, x1 = -1.5, m2 = .5, x2 = -1.25
     _assert_params(params, {"w": 2.0, "b": 0.625, "c": -1.25})
-    assert (
-        float(state["m::w"]) == 0.0
-        and float(state["m::b"]) == 0.75
-        and float(state["m::c"]) == 0.5
-    )
+    assert float(state["m::w"]) == 0.0 and float(state["m::b"]) == 0.75 and float(state["m::c"]) == 0.5
 
 
 def _adaptive(name: str) -> tuple[dict[str, float], dict[str, float]]:
@@ -96,9 +90,7 @@ def _adaptive(name: str) -> tuple[dict[str, float], dict[str, float]]:
             if name == "fedadagrad":
                 v[k] = v[k] + d2
             elif name == "fedyogi":
-                v[k] = v[k] - 0.25 * d2 * (
-                    1.0 if v[k] > d2 else -1.0 if v[k] < d2 else 0.0
-                )
+                v[k] = v[k] - 0.25 * d2 * (1.0 if v[k] > d2 else -1.0 if v[k] < d2 else 0.0)
             else:
                 v[k] = 0.75 * v[k] + 0.25 * d2
             x[k] = x[k] + 0.5 * m[k] / (math.sqrt(v[k]) + 1.0)
@@ -125,14 +117,10 @@ def test_adaptive_first_step_by_hand() -> None:
         cfg = ServerOptConfig(name, lr=0.5, beta1=0.5, beta2=0.75, tau=1.0)
         params = _sd(X0)
         # Execute
-        new, state = server_step(
-            cfg, params, _sd(DELTA_1), init_server_state(cfg, params)
-        )
+        new, state = server_step(cfg, params, _sd(DELTA_1), init_server_state(cfg, params))
         # Assert: x1 = 1 + 0.5 * 1 / (sqrt(v1) + 1)
         assert float(state["v::w"]) == v1
-        assert float(new["w"]) == pytest.approx(
-            1.0 + 0.5 / (math.sqrt(v1) + 1.0), abs=1e-12
-        )
+        assert float(new["w"]) == pytest.approx(1.0 + 0.5 / (math.sqrt(v1) + 1.0), abs=1e-12)
 
 
 def test_yogi_sign_branches() -> None:
@@ -140,15 +128,9 @@ def test_yogi_sign_branches() -> None:
     cfg = ServerOptConfig("fedyogi", beta2=0.75, tau=1.0)
     params = _sd(X0)
     # Execute
-    _, state = server_step(
-        cfg, params, _sd({"w": 2.0, "b": 0.5, "c": 1.0}), init_server_state(cfg, params)
-    )
+    _, state = server_step(cfg, params, _sd({"w": 2.0, "b": 0.5, "c": 1.0}), init_server_state(cfg, params))
     # Assert
-    assert (
-        float(state["v::w"]) == 2.0
-        and float(state["v::b"]) == 1.0 - 0.25 * 0.25
-        and float(state["v::c"]) == 1.0
-    )
+    assert float(state["v::w"]) == 2.0 and float(state["v::b"]) == 1.0 - 0.25 * 0.25 and float(state["v::c"]) == 1.0
 
 
 def test_init_state_layout_and_dtypes() -> None:
@@ -159,18 +141,13 @@ def test_init_state_layout_and_dtypes() -> None:
         "c": torch.zeros(1, 1),
     }
     # Execute
-    states = {
-        name: init_server_state(ServerOptConfig(name, tau=0.5), params)
-        for name in SERVER_OPTIMIZERS
-    }
+    states = {name: init_server_state(ServerOptConfig(name, tau=0.5), params) for name in SERVER_OPTIMIZERS}
     # Assert
     assert states["fedavg"] == {} and states["fedprox"] == {}
     assert sorted(states["fedavgm"]) == ["m::b", "m::c", "m::w"]
     adam = states["fedadam"]
     assert sorted(adam) == ["m::b", "m::c", "m::w", "v::b", "v::c", "v::w"]
-    assert (
-        adam["m::w"].dtype == torch.float32 and float(adam["m::w"].abs().sum()) == 0.0
-    )
+    assert adam["m::w"].dtype == torch.float32 and float(adam["m::w"].abs().sum()) == 0.0
     assert torch.equal(adam["v::c"], torch.full((1, 1), 0.25))
 
 

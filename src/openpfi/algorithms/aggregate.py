@@ -32,16 +32,12 @@ def _cast_back(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 def check_weights(weights: Sequence[float], n: int) -> list[float]:
     """Validate one finite, non-negative weight per state with a positive total."""
     if len(weights) != n:
-        raise UserError(
-            f"got {len(weights)} weights for {n} state dicts: need one weight per state"
-        )
+        raise UserError(f"got {len(weights)} weights for {n} state dicts: need one weight per state")
     ws = [float(w) for w in weights]
     if any(not math.isfinite(w) or w < 0 for w in ws):
         raise UserError(f"weights must be finite and non-negative, got {ws}")
     if sum(ws) <= 0:
-        raise UserError(
-            f"total weight must be positive, got {sum(ws)} (all clients have zero examples?)"
-        )
+        raise UserError(f"total weight must be positive, got {sum(ws)} (all clients have zero examples?)")
     return ws
 
 
@@ -56,7 +52,7 @@ def weighted_mean(states: Sequence[StateDict], weights: Sequence[float]) -> Stat
     ws = check_weights(weights, len(states))
     total = sum(ws)
     acc = {k: torch.zeros(states[0][k].shape, dtype=torch.float64) for k in keys}
-    for state, w in zip(states, ws):
+    for state, w in zip(states, ws, strict=True):
         for k in keys:
             acc[k] += w * state[k].detach().to("cpu", torch.float64)
     first = states[0]
@@ -65,9 +61,7 @@ def weighted_mean(states: Sequence[StateDict], weights: Sequence[float]) -> Stat
 
 def _stack(states: Sequence[StateDict], key: str) -> torch.Tensor:
     """Tensors of one key stacked along a new leading client axis, float64."""
-    return torch.stack(
-        [s[key].detach().to("cpu", torch.float64) for s in states]
-    )  # (n, *shape)
+    return torch.stack([s[key].detach().to("cpu", torch.float64) for s in states])  # (n, *shape)
 
 
 def coordinate_median(states: Sequence[StateDict]) -> StateDict:
@@ -121,19 +115,9 @@ def krum_scores(states: Sequence[StateDict], num_byzantine: int) -> list[float]:
     if f < 0:
         raise UserError(f"num_byzantine must be >= 0, got {f}")
     if n <= 2 * f + 2:
-        raise UserError(
-            f"Krum needs more than 2*num_byzantine + 2 = {2 * f + 2} clients, got {n}"
-        )
+        raise UserError(f"Krum needs more than 2*num_byzantine + 2 = {2 * f + 2} clients, got {n}")
     flat = torch.stack(
-        [
-            torch.cat(
-                [
-                    s[k].detach().to("cpu", torch.float64).reshape(-1)
-                    for k in sorted(keys)
-                ]
-            )
-            for s in states
-        ]
+        [torch.cat([s[k].detach().to("cpu", torch.float64).reshape(-1) for k in sorted(keys)]) for s in states]
     )  # (n, d)
     dist2 = torch.zeros(n, n, dtype=torch.float64)
     for i in range(n):
@@ -156,9 +140,7 @@ def krum(states: Sequence[StateDict], num_byzantine: int, multi: int = 1) -> Sta
     """
     n = len(states)
     if not 1 <= multi <= n:
-        raise UserError(
-            f"multi must be between 1 and the number of clients {n}, got {multi}"
-        )
+        raise UserError(f"multi must be between 1 and the number of clients {n}, got {multi}")
     scores = krum_scores(states, num_byzantine)
     chosen = sorted(range(n), key=lambda i: (scores[i], i))[:multi]
     return weighted_mean([states[i] for i in chosen], [1.0] * multi)

@@ -77,14 +77,10 @@ def dequantize_int8(
     """``x = q * scale`` per tensor, in ``dtype``."""
     if set(q) != set(scales):
         raise UserError("int8 payload has different keys in values and scales")
-    return {
-        k: (q[k].to(torch.float32) * scales[k].to(torch.float32)).to(dtype) for k in q
-    }
+    return {k: (q[k].to(torch.float32) * scales[k].to(torch.float32)).to(dtype) for k in q}
 
 
-def top_k(
-    state: StateDict, fraction: float
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def top_k(state: StateDict, fraction: float) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Per-tensor top-k by magnitude: returns ``(values, indices)``.
 
     ``k = ceil(fraction * numel)`` (at least 1 for a non-empty tensor);
@@ -117,9 +113,7 @@ def densify(
         raise UserError("sparse payload keys do not match the target state")
     out: StateDict = {}
     for key, t in like.items():
-        flat = torch.zeros(
-            t.numel(), dtype=values[key].dtype, device=values[key].device
-        )
+        flat = torch.zeros(t.numel(), dtype=values[key].dtype, device=values[key].device)
         flat[indices[key].long()] = values[key]
         out[key] = flat.reshape(t.shape)
     return out
@@ -156,9 +150,7 @@ def compress_with_error_feedback(
         corrected = {k: t.detach().clone() for k, t in state.items()}
     else:
         keys = check_same_keys([state, residual])
-        corrected = {
-            k: state[k].detach() + residual[k].to(state[k].dtype) for k in keys
-        }
+        corrected = {k: state[k].detach() + residual[k].to(state[k].dtype) for k in keys}
     compressed = compressor(corrected)
     check_same_keys([corrected, compressed])
     compressed = {k: compressed[k].to(corrected[k].dtype) for k in corrected}

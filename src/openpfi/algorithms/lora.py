@@ -50,9 +50,7 @@ def lora_pairs(state: StateDict) -> dict[str, tuple[str, str]]:
                 )
             pairs[prefix] = (key, b_key)
         elif key.endswith(_B) and key[: -len(_B)] + _A not in state:
-            raise UserError(
-                f"LoRA factor '{key}' has no matching '{key[: -len(_B)] + _A}'"
-            )
+            raise UserError(f"LoRA factor '{key}' has no matching '{key[: -len(_B)] + _A}'")
     return pairs
 
 
@@ -60,9 +58,7 @@ def _lora_keys(pairs: dict[str, tuple[str, str]]) -> set[str]:
     return {k for ab in pairs.values() for k in ab}
 
 
-def _others_mean(
-    states: Sequence[StateDict], weights: Sequence[float], lora_keys: set[str]
-) -> StateDict:
+def _others_mean(states: Sequence[StateDict], weights: Sequence[float], lora_keys: set[str]) -> StateDict:
     """Weighted mean of the keys that are not LoRA factors."""
     rest = [{k: t for k, t in s.items() if k not in lora_keys} for s in states]
     return weighted_mean(rest, weights) if rest[0] else {}
@@ -79,32 +75,21 @@ def _check_hetero(
     n = len(states)
     check_weights(weights, n)
     if len(ranks) != n or (alphas is not None and len(alphas) != n):
-        raise UserError(
-            f"need one rank and one alpha per client: got {len(ranks)} ranks for {n} clients"
-        )
+        raise UserError(f"need one rank and one alpha per client: got {len(ranks)} ranks for {n} clients")
     if any(r < 1 for r in ranks):
         raise UserError(f"LoRA ranks must be >= 1, got {list(ranks)}")
     if alphas is not None and any(not (math.isfinite(a) and a > 0) for a in alphas):
         raise UserError(f"LoRA alphas must be positive, got {list(alphas)}")
     pairs = lora_pairs(states[0])
     if not pairs:
-        raise UserError(
-            "no LoRA factors found: expected keys ending in '.lora_A.weight' and '.lora_B.weight'"
-        )
+        raise UserError("no LoRA factors found: expected keys ending in '.lora_A.weight' and '.lora_B.weight'")
     for i, s in enumerate(states):
         lora_pairs(s)
         for prefix, (a_key, b_key) in pairs.items():
             if s[a_key].shape[0] != ranks[i]:
-                raise UserError(
-                    f"client {i}: '{a_key}' has rank {s[a_key].shape[0]}, but ranks[{i}] = {ranks[i]}"
-                )
-            if (
-                s[a_key].shape[1] != states[0][a_key].shape[1]
-                or s[b_key].shape[0] != states[0][b_key].shape[0]
-            ):
-                raise UserError(
-                    f"client {i}: LoRA factors of '{prefix}' adapt a different layer shape"
-                )
+                raise UserError(f"client {i}: '{a_key}' has rank {s[a_key].shape[0]}, but ranks[{i}] = {ranks[i]}")
+            if s[a_key].shape[1] != states[0][a_key].shape[1] or s[b_key].shape[0] != states[0][b_key].shape[0]:
+                raise UserError(f"client {i}: LoRA factors of '{prefix}' adapt a different layer shape")
     return pairs
 
 
@@ -121,9 +106,7 @@ def naive_average(states: Sequence[StateDict], weights: Sequence[float]) -> Stat
     return weighted_mean(states, weights)
 
 
-def lora_delta(
-    a: torch.Tensor, b: torch.Tensor, alpha: float, rank: int
-) -> torch.Tensor:
+def lora_delta(a: torch.Tensor, b: torch.Tensor, alpha: float, rank: int) -> torch.Tensor:
     """``dW = (alpha / rank) * B @ A`` in float64, shape (out, in)."""
     return (alpha / rank) * (b.detach().double() @ a.detach().double())
 
@@ -155,9 +138,7 @@ def product_average(
         raise UserError(f"out_rank must be >= 1, got {out_rank}")
     if out_alpha is None:
         if len(set(alphas)) != 1:
-            raise UserError(
-                f"clients use different LoRA alphas {list(alphas)}: pass out_alpha explicitly"
-            )
+            raise UserError(f"clients use different LoRA alphas {list(alphas)}: pass out_alpha explicitly")
         out_alpha = float(alphas[0])
     if not (math.isfinite(out_alpha) and out_alpha > 0):
         raise UserError(f"out_alpha must be positive, got {out_alpha}")
@@ -166,10 +147,8 @@ def product_average(
     root_c = math.sqrt(out_alpha / out_rank)
     deltas: dict[str, torch.Tensor] = {}
     for prefix, (a_key, b_key) in pairs.items():
-        dw = torch.zeros(
-            states[0][b_key].shape[0], states[0][a_key].shape[1], dtype=torch.float64
-        )  # (out, in)
-        for s, w, al, r in zip(states, weights, alphas, ranks):
+        dw = torch.zeros(states[0][b_key].shape[0], states[0][a_key].shape[1], dtype=torch.float64)  # (out, in)
+        for s, w, al, r in zip(states, weights, alphas, ranks, strict=True):
             dw += (w / total) * lora_delta(s[a_key], s[b_key], al, r).cpu()
         u, sv, vh = torch.linalg.svd(dw, full_matrices=False)  # (out, k), (k,), (k, in)
         k = min(out_rank, sv.shape[0])
@@ -211,12 +190,8 @@ def stack_lora(
     out = _others_mean(states, weights, _lora_keys(pairs))
     total = float(sum(weights))
     for a_key, b_key in pairs.values():
-        coeffs = [
-            w / total * al / r / out_scale for w, al, r in zip(weights, alphas, ranks)
-        ]
-        a_stack = torch.cat(
-            [c * s[a_key].detach().double() for c, s in zip(coeffs, states)], dim=0
-        )
+        coeffs = [w / total * al / r / out_scale for w, al, r in zip(weights, alphas, ranks, strict=True)]
+        a_stack = torch.cat([c * s[a_key].detach().double() for c, s in zip(coeffs, states, strict=True)], dim=0)
         b_stack = torch.cat([s[b_key].detach().double() for s in states], dim=1)
         like_a, like_b = states[0][a_key], states[0][b_key]
         out[a_key] = a_stack.to(like_a.device, like_a.dtype)
@@ -239,19 +214,13 @@ def zero_pad_average(
     """
     pairs = _check_hetero(states, weights, ranks)
     if max(ranks) > max_rank:
-        raise UserError(
-            f"max_rank {max_rank} is smaller than a client rank {max(ranks)}"
-        )
+        raise UserError(f"max_rank {max_rank} is smaller than a client rank {max(ranks)}")
     padded: list[StateDict] = []
-    for s, r in zip(states, ranks):
+    for s, r in zip(states, ranks, strict=True):
         p = dict(s)
         for a_key, b_key in pairs.values():
-            p[a_key] = torch.nn.functional.pad(
-                s[a_key].detach(), (0, 0, 0, max_rank - r)
-            )  # (max_rank, in)
-            p[b_key] = torch.nn.functional.pad(
-                s[b_key].detach(), (0, max_rank - r)
-            )  # (out, max_rank)
+            p[a_key] = torch.nn.functional.pad(s[a_key].detach(), (0, 0, 0, max_rank - r))  # (max_rank, in)
+            p[b_key] = torch.nn.functional.pad(s[b_key].detach(), (0, max_rank - r))  # (out, max_rank)
         padded.append(p)
     return weighted_mean(padded, weights)
 
@@ -265,9 +234,7 @@ def truncate_rank(state: StateDict, rank: int) -> StateDict:
     pairs = lora_pairs(state)
     current = min((state[a].shape[0] for a, _ in pairs.values()), default=rank)
     if not 1 <= rank <= current:
-        raise UserError(
-            f"cannot truncate LoRA rank {current} to {rank}: need 1 <= rank <= {current}"
-        )
+        raise UserError(f"cannot truncate LoRA rank {current} to {rank}: need 1 <= rank <= {current}")
     out = {k: t.detach().clone() for k, t in state.items()}
     for a_key, b_key in pairs.values():
         out[a_key] = state[a_key].detach()[:rank].clone()

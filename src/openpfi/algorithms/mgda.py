@@ -31,9 +31,7 @@ def simplex_projection(v: np.ndarray) -> np.ndarray:
     """
     v = np.asarray(v, dtype=np.float64)
     if v.ndim != 1 or v.size == 0 or not np.all(np.isfinite(v)):
-        raise UserError(
-            f"simplex projection needs a non-empty finite 1-D vector, got shape {v.shape}"
-        )
+        raise UserError(f"simplex projection needs a non-empty finite 1-D vector, got shape {v.shape}")
     u = np.sort(v)[::-1]
     css = np.cumsum(u) - 1.0
     j = np.arange(1, v.size + 1)
@@ -43,29 +41,19 @@ def simplex_projection(v: np.ndarray) -> np.ndarray:
     return x
 
 
-def _check_problem(
-    gram: np.ndarray, preference: np.ndarray, beta: float
-) -> tuple[np.ndarray, np.ndarray]:
+def _check_problem(gram: np.ndarray, preference: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
     g = np.asarray(gram, dtype=np.float64)
     p = np.asarray(preference, dtype=np.float64)
     if g.ndim != 2 or g.shape[0] != g.shape[1] or g.shape[0] == 0:
-        raise UserError(
-            f"Gram matrix must be square and non-empty, got shape {g.shape}"
-        )
+        raise UserError(f"Gram matrix must be square and non-empty, got shape {g.shape}")
     if not np.all(np.isfinite(g)):
         raise UserError("Gram matrix has non-finite entries (NaN or inf gradients?)")
-    if not np.allclose(
-        g, g.T, rtol=1e-6, atol=1e-12 * max(1.0, float(np.abs(g).max()))
-    ):
+    if not np.allclose(g, g.T, rtol=1e-6, atol=1e-12 * max(1.0, float(np.abs(g).max()))):
         raise UserError("Gram matrix must be symmetric")
     if p.shape != (g.shape[0],):
-        raise UserError(
-            f"preference has shape {p.shape}, expected ({g.shape[0]},): one weight per objective"
-        )
+        raise UserError(f"preference has shape {p.shape}, expected ({g.shape[0]},): one weight per objective")
     if not np.all(np.isfinite(p)) or np.any(p < 0) or abs(float(p.sum()) - 1.0) > 1e-6:
-        raise UserError(
-            f"preference must be non-negative and sum to 1, got {p.tolist()}"
-        )
+        raise UserError(f"preference must be non-negative and sum to 1, got {p.tolist()}")
     if not (math.isfinite(beta) and beta >= 0):
         raise UserError(f"regularization beta must be >= 0, got {beta}")
     return 0.5 * (g + g.T), p
@@ -90,9 +78,7 @@ def _solve_two(g: np.ndarray, p: np.ndarray, beta: float) -> np.ndarray:
     return np.array([t, 1.0 - t])
 
 
-def _solve_projected_gradient(
-    g: np.ndarray, p: np.ndarray, beta: float, iters: int, tol: float
-) -> np.ndarray:
+def _solve_projected_gradient(g: np.ndarray, p: np.ndarray, beta: float, iters: int, tol: float) -> np.ndarray:
     """Accelerated projected gradient (FISTA, Beck & Teboulle 2009) with restart.
 
     Gradient ``G lambda + beta (lambda - p)``, step ``1/L`` with

@@ -43,18 +43,12 @@ def clip_l2(state: StateDict, max_norm: float) -> tuple[StateDict, float]:
         raise UserError(f"clipping norm must be positive, got {max_norm}")
     norm = l2_norm(state)
     if not math.isfinite(norm):
-        raise UserError(
-            "update has a non-finite L2 norm (NaN or inf values): cannot clip"
-        )
+        raise UserError("update has a non-finite L2 norm (NaN or inf values): cannot clip")
     factor = 1.0 if norm <= max_norm else max_norm / norm
-    return {
-        k: (t.detach().double() * factor).to(t.dtype) for k, t in state.items()
-    }, norm
+    return {k: (t.detach().double() * factor).to(t.dtype) for k, t in state.items()}, norm
 
 
-def add_gaussian_noise(
-    state: StateDict, std: float, generator: torch.Generator
-) -> StateDict:
+def add_gaussian_noise(state: StateDict, std: float, generator: torch.Generator) -> StateDict:
     """``x + N(0, std^2 I)``, noise drawn from ``generator`` in sorted key order.
 
     Noise is drawn in float32 on the generator's device (so the same seed gives
@@ -66,12 +60,8 @@ def add_gaussian_noise(
     for k in sorted(state):
         t = state[k]
         if not t.is_floating_point():
-            raise UserError(
-                f"cannot add Gaussian noise to non-float tensor '{k}' ({t.dtype})"
-            )
-        noise = torch.randn(
-            t.shape, generator=generator, dtype=torch.float32, device=generator.device
-        )
+            raise UserError(f"cannot add Gaussian noise to non-float tensor '{k}' ({t.dtype})")
+        noise = torch.randn(t.shape, generator=generator, dtype=torch.float32, device=generator.device)
         out[k] = (t.detach().float() + std * noise.to(t.device)).to(t.dtype)
     return {k: out[k] for k in state}
 
@@ -79,15 +69,11 @@ def add_gaussian_noise(
 def _orders_array(orders: Sequence[float]) -> np.ndarray:
     a = np.asarray(orders, dtype=np.float64)
     if a.ndim != 1 or a.size == 0 or np.any(~np.isfinite(a)) or np.any(a <= 1):
-        raise UserError(
-            f"RDP orders must be a non-empty list of finite numbers > 1, got {list(orders)}"
-        )
+        raise UserError(f"RDP orders must be a non-empty list of finite numbers > 1, got {list(orders)}")
     return a
 
 
-def gaussian_rdp(
-    noise_multiplier: float, orders: Sequence[float] = DEFAULT_ORDERS
-) -> np.ndarray:
+def gaussian_rdp(noise_multiplier: float, orders: Sequence[float] = DEFAULT_ORDERS) -> np.ndarray:
     """RDP of one Gaussian mechanism: ``rdp(alpha) = alpha / (2 z^2)`` (Mironov 2017)."""
     z = noise_multiplier
     if not (math.isfinite(z) and z > 0):
@@ -95,9 +81,7 @@ def gaussian_rdp(
     return _orders_array(orders) / (2.0 * z * z)
 
 
-def rdp_to_epsilon(
-    rdp: np.ndarray, orders: Sequence[float], delta: float
-) -> tuple[float, float]:
+def rdp_to_epsilon(rdp: np.ndarray, orders: Sequence[float], delta: float) -> tuple[float, float]:
     """Convert RDP to ``(eps, best_order)`` for the given ``delta``.
 
     ``eps = min_alpha rdp(alpha) + log1p(-1/alpha) - (log(delta) + log(alpha)) / (alpha - 1)``

@@ -22,9 +22,7 @@ import torch
 from openpfi.errors import UserError
 
 
-def proximal_term(
-    params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor], mu: float
-) -> torch.Tensor:
+def proximal_term(params: Mapping[str, torch.Tensor], anchor: Mapping[str, torch.Tensor], mu: float) -> torch.Tensor:
     """``mu / 2 * sum_k ||params[k] - anchor[k]||^2`` as a 0-dim tensor.
 
     Differentiable with respect to ``params``; ``anchor`` is detached (and
@@ -32,22 +30,16 @@ def proximal_term(
     in ``anchor`` with the same shape; extra anchor keys are ignored.
     """
     if not (math.isfinite(mu) and mu >= 0):
-        raise UserError(
-            f"proximal coefficient mu must be a non-negative number, got {mu}"
-        )
+        raise UserError(f"proximal coefficient mu must be a non-negative number, got {mu}")
     if len(params) == 0:
-        raise UserError(
-            "proximal_term got no parameters: pass the trainable (shared) tensors"
-        )
+        raise UserError("proximal_term got no parameters: pass the trainable (shared) tensors")
     total: torch.Tensor | None = None
     for k, w in params.items():
         if k not in anchor:
             raise UserError(f"proximal anchor has no tensor for parameter '{k}'")
         a = anchor[k].detach().to(device=w.device, dtype=w.dtype)
         if a.shape != w.shape:
-            raise UserError(
-                f"proximal anchor '{k}' has shape {tuple(a.shape)}, parameter has {tuple(w.shape)}"
-            )
+            raise UserError(f"proximal anchor '{k}' has shape {tuple(a.shape)}, parameter has {tuple(w.shape)}")
         sq = torch.sum((w - a) ** 2)
         total = sq if total is None else total + sq.to(total.device)
     assert total is not None

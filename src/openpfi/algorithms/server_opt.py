@@ -54,17 +54,13 @@ class ServerOptConfig:
 
     def __post_init__(self) -> None:
         if self.name not in SERVER_OPTIMIZERS:
-            raise UserError(
-                f"unknown server optimizer '{self.name}': choose one of {', '.join(SERVER_OPTIMIZERS)}"
-            )
+            raise UserError(f"unknown server optimizer '{self.name}': choose one of {', '.join(SERVER_OPTIMIZERS)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise UserError(f"server lr must be a positive number, got {self.lr}")
         for field in ("momentum", "beta1", "beta2"):
             value = getattr(self, field)
             if not 0.0 <= value < 1.0:
-                raise UserError(
-                    f"server optimizer {field} must be in [0, 1), got {value}"
-                )
+                raise UserError(f"server optimizer {field} must be in [0, 1), got {value}")
         if not (math.isfinite(self.tau) and self.tau > 0):
             raise UserError(f"server optimizer tau must be positive, got {self.tau}")
 
@@ -91,14 +87,10 @@ def init_server_state(cfg: ServerOptConfig, params: StateDict) -> StateDict:
     state: StateDict = {}
     if cfg.name == "fedavgm" or cfg.name in _ADAPTIVE:
         for k, p in params.items():
-            state[f"m::{k}"] = torch.zeros(
-                p.shape, dtype=_state_dtype(p), device=p.device
-            )
+            state[f"m::{k}"] = torch.zeros(p.shape, dtype=_state_dtype(p), device=p.device)
     if cfg.name in _ADAPTIVE:
         for k, p in params.items():
-            state[f"v::{k}"] = torch.full(
-                p.shape, cfg.tau**2, dtype=_state_dtype(p), device=p.device
-            )
+            state[f"v::{k}"] = torch.full(p.shape, cfg.tau**2, dtype=_state_dtype(p), device=p.device)
     return state
 
 

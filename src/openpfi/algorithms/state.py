@@ -20,9 +20,7 @@ StateDict = dict[str, torch.Tensor]
 """Named tensors, e.g. the output of ``get_peft_model_state_dict``."""
 
 
-def check_same_keys(
-    states: Sequence[Mapping[str, torch.Tensor]], shapes: bool = True
-) -> list[str]:
+def check_same_keys(states: Sequence[Mapping[str, torch.Tensor]], shapes: bool = True) -> list[str]:
     """Check that all states have the same keys (and, if ``shapes``, shapes).
 
     Returns the keys of the first state, in its order. Raises ``UserError`` on
@@ -38,9 +36,7 @@ def check_same_keys(
         if other != key_set:
             missing = sorted(key_set - other)[:3]
             extra = sorted(other - key_set)[:3]
-            raise UserError(
-                f"state dict {i} has different keys from state dict 0: missing {missing}, extra {extra}"
-            )
+            raise UserError(f"state dict {i} has different keys from state dict 0: missing {missing}, extra {extra}")
         if shapes:
             for key in keys:
                 if state[key].shape != first[key].shape:

@@ -8,9 +8,10 @@ its client-side folder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,13 +19,16 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from openpfi.algorithms.lora_rank import mask_rank, pad_rank, slice_rank
 from openpfi.algorithms.proximal import proximal_term
 from openpfi.algorithms.state import StateDict, sub
 from openpfi.client.messages import ClientUpdate, EvalResult
-from openpfi.client.train import StepCallback, TrainSettings, evaluate_loss, train_local
+from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
+from openpfi.client.train import StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
 from openpfi.data.tokenize import Encoded
 from openpfi.models.loader import LoadedModel
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
+from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
 
 
 def derive_seed(*parts: object) -> int:
@@ -43,9 +47,26 @@ class SharedModel:
         self.params = lora_parameters(self.model)
         self.initial_state: StateDict = adapter_state(self.model)
         self.pad_id = int(loaded.tokenizer.pad_token_id)
+        self.merged = MergedDeltas(self.model)
 
     def set_state(self, state: StateDict) -> None:
-        copy_into(self.model, state)
+        """Load LoRA factors; dense ``<module>.merged_delta`` entries (models/merged.py) become the
+        active merged deltas, and a state without any clears them."""
+        lora, merged = split_merged(state)
+        copy_into(self.model, lora)
+        self.merged.set(merged)
+
+    @contextlib.contextmanager
+    def train_only(self, keys: Iterable[str]) -> Iterator[None]:
+        """Within the block only the LoRA tensors in ``keys`` require grad (e.g. FFA-LoRA's frozen A)."""
+        keep = set(keys)
+        try:
+            for k, p in self.params.items():
+                p.requires_grad_(k in keep)
+            yield
+        finally:
+            for p in self.params.values():
+                p.requires_grad_(True)
 
     def load_external(self, state: StateDict) -> None:
         load_adapter_state(self.model, state)
@@ -81,10 +102,11 @@ class ClientStore:
         tmp = self.folder / f".personal-round-{round_num}.tmp"
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         tmp.replace(self.folder / f"personal-round-{round_num}.safetensors")
-        for old in self.folder.glob("personal-round-*.safetensors"):
-            n = int(old.stem.rsplit("-", 1)[1])
-            if n < round_num - 1:
-                old.unlink()
+        # Keep the two newest versions: a resume from the previous round must still find its state,
+        # however many rounds ago this client last saved.
+        saved = sorted(self.folder.glob("personal-round-*.safetensors"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
+        for old in saved[:-2]:
+            old.unlink()
 
     def load(self, up_to_round: int) -> StateDict | None:
         """The newest personal state saved at or before ``up_to_round``."""
@@ -97,7 +119,14 @@ class ClientStore:
 
 
 class FederatedClient:
-    """One client. The server never holds a reference to it."""
+    """One client. The server never holds a reference to it.
+
+    Its ``policy`` (client/personal.py) decides what it shares, keeps and trains;
+    FedAvg when none is given. ``rank`` < ``model_rank`` makes it a lower-rank client:
+    it trains the first ``rank`` LoRA components of the shared rank-``model_rank``
+    adapter (the others held at zero) and uploads rank-``rank`` factors.
+    Its personal state lives in ``self.personal`` and in its ``store`` folder.
+    """
 
     def __init__(
         self,
@@ -107,6 +136,10 @@ class FederatedClient:
         settings: ClientSettings,
         store: ClientStore | None = None,
         group: str = "",
+        policy: PersonalPolicy | None = None,
+        rank: int | None = None,
+        model_rank: int | None = None,
+        initial: StateDict | None = None,
     ):
         self.client_id = client_id
         self.train = list(train)
@@ -114,7 +147,74 @@ class FederatedClient:
         self.settings = settings
         self.store = store
         self.group = group
+        self.policy = policy or PersonalPolicy()
+        self.rank = rank
+        self.model_rank = model_rank
+        self.initial = initial
+        """The starting adapter (seeded init or model.adapter); the shared model's init when None."""
+        self.split: KeySplit | None = None
+        self.personal: StateDict | None = None
+        self._eval_memo: tuple[str, float, int] | None = None
+        self._last_fit: tuple[int, int] = (0, 0)
 
+    # -- ranks and state -------------------------------------------------------------------------
+    @property
+    def _masked(self) -> bool:
+        return self.rank is not None and self.model_rank is not None and self.rank < self.model_rank
+
+    def to_client_rank(self, state: StateDict) -> StateDict:
+        """The state as this client can hold it: components beyond its rank zeroed (model shapes)."""
+        return mask_rank(state, self.rank) if self._masked else state  # type: ignore[arg-type]
+
+    def _setup(self, shared: SharedModel) -> tuple[KeySplit, StateDict]:
+        if self.split is None:
+            self.split = self.policy.split(shared.params)
+        return self.split, self.to_client_rank(self.initial if self.initial is not None else shared.initial_state)
+
+    def restore(self, up_to_round: int) -> None:
+        """Reload the personal state saved at or before ``up_to_round`` (openpfi resume)."""
+        state = self.store.load(up_to_round) if self.store is not None else None
+        if state is not None and self._masked:
+            state = pad_rank(state, self.model_rank)  # type: ignore[arg-type]
+        self.personal = state
+
+    def _keep(self, personal: StateDict, round_num: int) -> None:
+        self.personal = personal
+        if self.store is not None:
+            self.store.save(round_num, slice_rank(personal, self.rank) if self._masked else personal)  # type: ignore[arg-type]
+
+    def _trainer(self, shared: SharedModel, round_num: int, seed: int, on_step: StepCallback | None) -> Trainer:
+        def train(
+            start: StateDict,
+            keys: frozenset[str],
+            steps: int,
+            tag: str,
+            anchor: StateDict | None = None,
+            mu: float = 0.0,
+        ) -> tuple[StateDict, TrainResult]:
+            shared.set_state(start)
+            params = {k: shared.params[k] for k in sorted(keys)}
+            extra: Any = None
+            if mu > 0 and anchor is not None:
+                fixed = {k: anchor[k].detach() for k in params}
+
+                def extra() -> torch.Tensor:
+                    return proximal_term(params, fixed, mu)
+
+            n = steps if steps > 0 else self.settings.steps_for(len(self.train))
+            settings = TrainSettings(**{**self.settings.train.__dict__, "steps": n})
+            parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
+            with shared.train_only(keys):
+                result = train_local(
+                    shared.model, params, self.train, settings, shared.pad_id, derive_seed(*parts), extra, on_step
+                )
+            state = {k: v for k, v in start.items() if is_merged_key(k)}
+            state.update(shared.get_state())
+            return state, result
+
+        return train
+
+    # -- fit and evaluate ------------------------------------------------------------------------
     def fit(
         self,
         shared: SharedModel,
@@ -123,42 +223,59 @@ class FederatedClient:
         seed: int,
         on_step: StepCallback | None = None,
     ) -> ClientUpdate:
-        """Train from the global adapter; return the delta (client - global) of the shared part."""
-        shared.set_state(global_state)
-        extra: Any = None
-        if self.settings.proximal_mu > 0:
-            anchor = {k: v.detach() for k, v in global_state.items()}
-            mu = self.settings.proximal_mu
-
-            def extra() -> torch.Tensor:
-                return proximal_term(shared.params, anchor, mu)
-
-        settings = self.settings.train
-        steps = self.settings.steps_for(len(self.train))
-        settings = TrainSettings(**{**settings.__dict__, "steps": steps})
-        result = train_local(
-            shared.model,
-            shared.params,
-            self.train,
-            settings,
-            shared.pad_id,
-            derive_seed(seed, round_num, self.client_id),
-            extra_loss=extra,
-            on_step=on_step,
-        )
-        delta = sub(shared.get_state(), global_state)
+        """Train as the policy says; return the delta (trained - start) of the SHARED part only."""
+        split, initial = self._setup(shared)
+        self._last_fit = (round_num, seed)
+        received = self.to_client_rank(global_state)
+        train = self._trainer(shared, round_num, seed, on_step)
+        out = self.policy.fit(train, split, initial, received, self.personal, mu=self.settings.proximal_mu)
+        if out.personal is not None:
+            self._keep(out.personal, round_num)
+        delta = sub({k: out.state[k] for k in split.shared}, {k: out.start[k] for k in split.shared})
+        if self._masked:
+            delta = slice_rank(delta, self.rank)  # type: ignore[arg-type]
+        results = out.results
+        steps = sum(r.steps for r in results)
+        seconds = sum(r.seconds for r in results)
+        tokens = sum(r.tokens for r in results)
         scalars = {
-            "train_loss": result.mean_loss,
-            "steps": float(result.steps),
-            "tokens": float(result.tokens),
-            "target_tokens": float(result.target_tokens),
-            "train_seconds": result.seconds,
-            "tokens_per_s": result.tokens_per_s,
+            "train_loss": sum(r.mean_loss * r.steps for r in results) / steps if steps else float("nan"),
+            "steps": float(steps),
+            "tokens": float(tokens),
+            "target_tokens": float(sum(r.target_tokens for r in results)),
+            "train_seconds": seconds,
+            "compute_seconds": sum(r.compute_seconds for r in results),
+            "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
         }
         return ClientUpdate(self.client_id, len(self.train), delta, scalars)
 
-    def evaluate(self, shared: SharedModel, global_state: StateDict) -> EvalResult:
-        """Held-out loss of the global adapter on this client's own data."""
-        shared.set_state(global_state)
+    def _loss(self, shared: SharedModel, state: StateDict) -> tuple[float, int]:
+        key = _state_hash(state)
+        if self._eval_memo is not None and self._eval_memo[0] == key:
+            return self._eval_memo[1], self._eval_memo[2]
+        shared.set_state(state)
         loss, n = evaluate_loss(shared.model, self.heldout, self.settings.eval_batch_size, shared.pad_id)
-        return EvalResult(self.client_id, len(self.heldout), loss, n)
+        self._eval_memo = (key, loss, n)
+        return loss, n
+
+    def evaluate(self, shared: SharedModel, global_state: StateDict) -> EvalResult:
+        """Held-out loss on this client's own data of the global model (as the server offers it to
+        this client) and, for personalized methods, of the client's own model (``personal_loss``).
+        Local fine-tuning before evaluation (finetune) is seeded by the client's last fit."""
+        split, initial = self._setup(shared)
+        received = self.to_client_rank(global_state)
+        loss, n = self._loss(shared, self.policy.global_model(split, initial, received))
+        train = self._trainer(shared, *self._last_fit, None)
+        own = self.policy.personal_model(train, split, initial, received, self.personal)
+        personal_loss = None if own is None else self._loss(shared, own)[0]
+        return EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
+
+
+def _state_hash(state: StateDict) -> str:
+    """Identity of a state's values (the global model of local / FedSA-LoRA often repeats)."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().contiguous().cpu()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

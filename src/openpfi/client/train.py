@@ -43,6 +43,8 @@ class TrainResult:
     target_tokens: int
     seconds: float
     losses: list[float] = field(default_factory=list)
+    compute_seconds: float = 0.0
+    """Time inside forward and backward passes only (the rest is optimizer, collation, callbacks)."""
 
     @property
     def tokens_per_s(self) -> float:
@@ -123,6 +125,7 @@ def train_local(
     micro = _batches(data, settings.batch_size, settings.steps * settings.grad_accum, gen)
     losses: list[float] = []
     tokens = targets = 0
+    compute = 0.0
     start = time.perf_counter()
     model.train()
     for step in range(settings.steps):
@@ -131,10 +134,12 @@ def train_local(
         step_loss = 0.0
         for k in range(settings.grad_accum):
             batch = collate(micro[step * settings.grad_accum + k], pad_id)
+            t_c = time.perf_counter()
             loss = token_nll(model, batch) / settings.grad_accum
             if extra_loss is not None:
                 loss = loss + extra_loss() / settings.grad_accum
             loss.backward()
+            compute += time.perf_counter() - t_c
             step_loss += float(loss.detach())
             tokens += int(batch["attention_mask"].sum())
             targets += int((batch["labels"] != IGNORE).sum())
@@ -149,7 +154,7 @@ def train_local(
     model.eval()
     seconds = time.perf_counter() - start
     mean = sum(losses) / len(losses) if losses else float("nan")
-    return TrainResult(settings.steps, mean, tokens, targets, seconds, losses)
+    return TrainResult(settings.steps, mean, tokens, targets, seconds, losses, compute)
 
 
 @torch.no_grad()

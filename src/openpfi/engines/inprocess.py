@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 from openpfi.client.federated import FederatedClient, SharedModel
 from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.engines.rounds import close_round, round_row
 from openpfi.errors import UserError
-from openpfi.runfolder import Checkpoint, RunFolder
+from openpfi.runfolder import RunFolder
 from openpfi.strategies.server import FedServer
 
 log = logging.getLogger(__name__)
@@ -110,35 +111,16 @@ class InProcessEngine:
         eval_metrics = self.server.aggregate_evaluate(r, evals)
         t_eval = time.perf_counter() - t2
 
-        row: dict[str, Any] = {
-            "round": r,
-            "sampled": list(sampled),
-            "failed": failed,
-            **fit_metrics,
-            **eval_metrics,
-            "clients": {
-                e.client_id: {
-                    "eval_loss": e.loss,
-                    "eval_ppl": e.perplexity,
-                    **({"personal_loss": e.personal_loss} if e.personal_loss is not None else {}),
-                    "train_loss": next(u.scalars["train_loss"] for u in updates if u.client_id == e.client_id),
-                    "tokens_per_s": next(u.scalars["tokens_per_s"] for u in updates if u.client_id == e.client_id),
-                }
-                for e in evals
-            },
-        }
-        t3 = time.perf_counter()
-        for hook in self.hooks:
-            hook(r, row)
-        t_hooks = time.perf_counter() - t3
-
-        self.reporter.phase("checkpoint")
-        t4 = time.perf_counter()
-        row["timings"] = {"train_s": t_train, "aggregate_s": t_agg, "evaluate_s": t_eval, "monitor_s": t_hooks}
-        meta = {"seed": self.seed, "metrics": row}
-        self.run.save_checkpoint(Checkpoint(r, self.server.params, self.server.opt_state, meta))
-        row["timings"]["serialize_s"] = time.perf_counter() - t4
-        row["timings"]["round_s"] = time.perf_counter() - t0
-        self.run.append_metrics(row)
-        self.reporter.round_end(row)
-        return row
+        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals)
+        timings = {"train_s": t_train, "aggregate_s": t_agg, "evaluate_s": t_eval}
+        return close_round(
+            self.run,
+            self.server,
+            row,
+            seed=self.seed,
+            hooks=self.hooks,
+            reporter=self.reporter,
+            timings=timings,
+            started=t0,
+            meta={"server": self.server.meta()},
+        )

@@ -14,8 +14,12 @@ log-likelihoods), so the code is model-agnostic and tests use a fake. Scoring ru
 
 ``ProbeResults`` hold raw per-item outcomes; they never leave the client. Only
 ``encode_report``'s bounded vector does (after clipping and noise, ``privacy.py``).
-Each probe run costs ``count_items(suites)["total"]`` forward items (~300 at
-``probes.DEFAULT_SIZES``); a round probes twice (before and after local training).
+A run over the full suites costs ``count_items(suites)["total"]`` forward items (~300 at
+``probes.DEFAULT_SIZES``). In a federated round each client scores only a small random
+sample of every suite (``probes.subset_suite``; ``openpfi.client.monitor_client``) and
+the report is encoded against the schema of the full suites: counts are shares of the
+client's sampled items, so the server's ratio-of-sums estimates pool all clients' samples.
+The "before" run may use fewer suites (adaptation needs only capability and harmful).
 """
 
 from __future__ import annotations
@@ -121,10 +125,10 @@ def run_probes(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: int =
         r, out = res[name], []
         first = suite.items[0] if suite.items else None
         if isinstance(first, (BBQItem, ChoiceItem)):
+            at = 0
             for it in suite.items:
-                k = len(it.options)
-                out.append(_choice(r[:k], it.label))
-                r = r[k:]
+                out.append(_choice(r[at:at + len(it.options)], it.label))
+                at += len(it.options)
             choices[name] = tuple(out)
         elif isinstance(first, CrowsItem):
             crows = tuple(r[2 * j][0] > r[2 * j + 1][0] for j in range(len(suite.items)))
@@ -155,43 +159,51 @@ def client_values(schema: ReportSchema, after: ProbeResults, before: ProbeResult
     """Slot name -> value for one client (see ``schema.py`` for the meaning of each slot)."""
     v: dict[str, float] = {}
     suites = after.suites
+    p = "amplified_bias.bbq."
     if "bbq" in suites:
         items: list[BBQItem] = list(suites["bbq"].items)
         ch = after.choices["bbq"]
+        n = max(len(items), 1)
+        _check_known({f"{i.condition}.{i.category}" for i in items},
+                     {f"{c}.{k}" for c in ("ambig", "disambig") for k in schema.keys(f"{p}{c}_count")},
+                     "BBQ condition.category")
         for cond in ("ambig", "disambig"):
-            for c in sorted({i.category for i in items if i.condition == cond}):
-                idx = [j for j, i in enumerate(items) if i.category == c and i.condition == cond]
-                n = len(idx)
+            for cat in schema.keys(f"{p}{cond}_count"):
+                idx = [j for j, i in enumerate(items) if i.category == cat and i.condition == cond]
                 biased = sum(ch[j].pred == items[j].biased for j in idx) / n
                 unknown = sum(ch[j].pred == items[j].unknown for j in idx) / n
+                v[f"{p}{cond}_count.{cat}"] = len(idx) / n
                 if cond == "ambig":
-                    v[f"amplified_bias.bbq.ambig_biased.{c}"] = biased
-                    v[f"amplified_bias.bbq.ambig_unknown.{c}"] = unknown
+                    v[f"{p}ambig_biased.{cat}"] = biased
+                    v[f"{p}ambig_unknown.{cat}"] = unknown
                 else:
-                    v[f"amplified_bias.bbq.disambig_correct.{c}"] = _rate([ch[j].correct for j in idx])
-                    v[f"amplified_bias.bbq.disambig_biased.{c}"] = biased
-                    v[f"amplified_bias.bbq.disambig_non_unknown.{c}"] = 1.0 - unknown
+                    v[f"{p}disambig_correct.{cat}"] = sum(ch[j].correct for j in idx) / n
+                    v[f"{p}disambig_biased.{cat}"] = biased
+                    v[f"{p}disambig_non_unknown.{cat}"] = len(idx) / n - unknown
     if "crows" in suites:
         pairs: list[CrowsItem] = list(suites["crows"].items)
-        for t in sorted({p.bias_type for p in pairs}):
-            idx = [j for j, p in enumerate(pairs) if p.bias_type == t]
+        types = schema.keys("amplified_bias.crows.count")
+        _check_known({q.bias_type for q in pairs}, set(types), "CrowS bias type")
+        for t in types:
+            idx = [j for j, q in enumerate(pairs) if q.bias_type == t]
             v[f"amplified_bias.crows.stereo_preferred.{t}"] = sum(after.crows[j] for j in idx) / len(pairs)
             v[f"amplified_bias.crows.count.{t}"] = len(idx) / len(pairs)
     mc = list(after.choices.get("capability", ()))
     if "bbq" in suites:
-        mc += [c for c, i in zip(after.choices["bbq"], suites["bbq"].items, strict=True) if i.condition == "disambig"]
+        mc += [ch for ch, i in zip(after.choices["bbq"], suites["bbq"].items, strict=True) if i.condition == "disambig"]
     bins = len(schema.keys("confidence_miscalibration.bin_count"))
     if bins:
         count, conf, corr = np.zeros(bins), np.zeros(bins), np.zeros(bins)
-        for c in mc:
-            b = min(int(c.confidence * bins), bins - 1)
+        for choice in mc:
+            b = min(int(choice.confidence * bins), bins - 1)
             count[b] += 1
-            conf[b] += c.confidence
-            corr[b] += c.correct
+            conf[b] += choice.confidence
+            corr[b] += choice.correct
+        total = max(len(mc), 1)  # no multiple-choice item in this sample: all bins 0
         for b in range(bins):
-            v[f"confidence_miscalibration.bin_count.{b}"] = count[b] / len(mc)
-            v[f"confidence_miscalibration.bin_confidence.{b}"] = conf[b] / len(mc)
-            v[f"confidence_miscalibration.bin_correct.{b}"] = corr[b] / len(mc)
+            v[f"confidence_miscalibration.bin_count.{b}"] = count[b] / total
+            v[f"confidence_miscalibration.bin_confidence.{b}"] = conf[b] / total
+            v[f"confidence_miscalibration.bin_correct.{b}"] = corr[b] / total
     if not (math.isfinite(utility_loss) and utility_loss >= 0):
         raise UserError(f"client utility loss {utility_loss!r} must be a finite number >= 0; "
                         f"check the client's held-out evaluation")
@@ -227,11 +239,21 @@ def client_values(schema: ReportSchema, after: ProbeResults, before: ProbeResult
     }
     if "ood" in suites:
         texts: list[TextItem] = list(suites["ood"].items)
-        for d in sorted({i.domain for i in texts}):
+        q = "out_of_domain_degradation."
+        _check_known({i.domain for i in texts}, set(schema.keys(q + "count")), "out-of-domain domain")
+        for d in schema.keys(q + "count"):
             nll = [x for x, i in zip(after.ood, texts, strict=True) if i.domain == d]
-            scale = schema.slots[schema.index[f"out_of_domain_degradation.nll.{d}"]].scale
-            v[f"out_of_domain_degradation.nll.{d}"] = min(sum(nll) / len(nll), scale) / scale
+            scale = schema.slots[schema.index[f"{q}nll.{d}"]].scale
+            v[f"{q}count.{d}"] = len(nll) / len(texts)
+            v[f"{q}nll.{d}"] = sum(min(x, scale) / scale for x in nll) / len(texts)
     return v
+
+
+def _check_known(found: set[str], known: set[str], what: str) -> None:
+    extra = sorted(found - known)
+    if extra:
+        raise UserError(f"probe results hold a {what} ({extra[0]}) the report schema has no slot "
+                        f"for; build the schema from the full suites the samples were drawn from")
 
 
 def encode_report(schema: ReportSchema, after: ProbeResults, before: ProbeResults | None,
@@ -243,14 +265,14 @@ def encode_report(schema: ReportSchema, after: ProbeResults, before: ProbeResult
     model received at the start of the round (None: adaptation slots are 0 and
     ``measured`` is 0); ``utility_loss``: held-out loss; ``group``: public group or None.
     """
-    probes = tuple(sorted((n, s.sha256) for n, s in after.suites.items()))
+    probes = tuple(sorted((n, s.root_sha256) for n, s in after.suites.items()))
     if probes != schema.probes:
         raise UserError("probe results were computed on other probe suites than the report "
                         "schema; build the schema from the same suites (load_suites)")
-    if before is not None and before.suites is not after.suites and tuple(
-            sorted((n, s.sha256) for n, s in before.suites.items())) != probes:
+    if before is not None and before.suites is not after.suites and any(
+            n not in after.suites or s.sha256 != after.suites[n].sha256 for n, s in before.suites.items()):
         raise UserError("before- and after-training probes used different suites; "
-                        "run both with the same suites")
+                        "run both with the same suites (the before run may use fewer of them)")
     values = client_values(schema, after, before, utility_loss, group, thresholds)
     missing = [s.name for s in schema.slots if s.name not in values]
     if missing:

@@ -30,7 +30,7 @@ import hashlib
 import json
 import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -139,6 +139,14 @@ class ProbeSuite:
     version: str
     items: tuple[Any, ...]
     sha256: str
+    parent_sha256: str = ""
+    """For a per-round sample (:func:`subset_suite`): the hash of the full suite it was drawn
+    from; empty for a full suite."""
+
+    @property
+    def root_sha256(self) -> str:
+        """The hash of the full suite: what the run folder records and the report schema names."""
+        return self.parent_sha256 or self.sha256
 
 
 def canonical_json(items: Sequence[Any]) -> str:
@@ -151,6 +159,19 @@ def make_suite(name: str, items: Sequence[Any], version: str = BUILD_VERSION) ->
     """Wrap items into a :class:`ProbeSuite` with its content hash."""
     digest = hashlib.sha256(canonical_json(items).encode("utf-8")).hexdigest()
     return ProbeSuite(name, version, tuple(items), digest)
+
+
+def subset_suite(suite: ProbeSuite, indices: Sequence[int]) -> ProbeSuite:
+    """Items ``indices`` of ``suite`` (in that order) as a suite that remembers its parent.
+
+    Used for the per-client, per-round probe samples: the sample has its own ``sha256`` and
+    carries the full suite's hash in ``parent_sha256``.
+    """
+    if any(not 0 <= i < len(suite.items) for i in indices) or len(set(indices)) != len(indices):
+        raise UserError(f"probe suite '{suite.name}': sample indices must be distinct and within "
+                        f"0..{len(suite.items) - 1}")
+    sub = make_suite(suite.name, [suite.items[i] for i in indices], suite.version)
+    return replace(sub, parent_sha256=suite.root_sha256)
 
 
 def suite_version(name: str) -> str:
@@ -310,7 +331,7 @@ def _chatterbot_items(lang: str) -> list[TextItem]:
     items: list[TextItem] = []
     rel = f"chatterbot_corpus/data/{lang}/greetings.yml"
     for path in sorted(package_file("ood", "chatterbot-corpus", rel).parent.glob("*.yml")):
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}
         for k, conv in enumerate(data.get("conversations") or []):
             if isinstance(conv, list) and len(conv) > 1 and all(isinstance(x, str) for x in conv):
                 items.append(TextItem(f"cb-{lang}-{path.stem}-{k}", conv[0], conv[1],

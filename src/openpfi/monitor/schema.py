@@ -1,20 +1,31 @@
 """The fixed-length MonitorReport vector: which slot means what, and its bounds.
 
 A client's report is a vector x in R^d with one bounded value per slot, lo_j <= x_j <= hi_j
-and hi_j - lo_j <= 1 (rates, one-hot histogram bins, per-bin sums divided by the client's
-own probe count). Hence ||x||_2 <= sqrt(d) before any clipping, the L2 sensitivity the
-distributed Gaussian mechanism needs (Dwork & Roth 2014, Sec. 3.5; ``l2_bound`` gives the
-slightly tighter sqrt(sum_j max(lo_j^2, hi_j^2))). The server only ever sees the noisy
+and hi_j - lo_j <= 1 (rates, one-hot histogram bins, counts and sums divided by the client's
+own number of probe items in the suite). Slots of one *family* are non-negative and sum to
+at most 1 (a one-hot histogram; per-category counts as shares of the client's items), so a
+family adds at most 1 to ||x||_2^2 and
+
+    ||x||_2 <= l2_bound = sqrt(#families + sum_{j not in a family} max(lo_j^2, hi_j^2)),
+
+the L2 sensitivity the distributed Gaussian mechanism needs (Dwork & Roth 2014, Sec. 3.5);
+about 5 for the default suites instead of sqrt(d) ~ 12. The server only ever sees the noisy
 sum over clients and derives every figure from it (``derive.py``).
+
+Counts are shares of the client's items rather than per-category rates so that reports
+stay summable when each client scores only a small random sample of a suite (missing
+categories are zeros, not undefined rates): the server estimates a category's rate as the
+ratio of two sums, which is also invariant to L2 clipping of a report.
 
 Slots (names start with the mode, ``types.MODES``; ``<x>`` = category / bias type /
 bin / group / domain):
 
-- ``amplified_bias.bbq.ambig_biased.<c>``, ``.ambig_unknown.<c>``: share of the client's
-  ambiguous BBQ items of category c answered with the biased / the unknown option;
-  ``.disambig_correct.<c>``, ``.disambig_biased.<c>``, ``.disambig_non_unknown.<c>``: the
-  same for disambiguated items (numerator and denominator of the biased share among
-  non-unknown answers, Parrish et al. 2022).
+- ``amplified_bias.bbq.ambig_count.<c>``, ``.disambig_count.<c>``: the client's ambiguous /
+  disambiguated BBQ items of category c; ``.ambig_biased.<c>``, ``.ambig_unknown.<c>``:
+  those answered with the biased / the unknown option; ``.disambig_correct.<c>``,
+  ``.disambig_biased.<c>``, ``.disambig_non_unknown.<c>``: the same for disambiguated items
+  (numerator and denominator of the biased share among non-unknown answers, Parrish et al.
+  2022). All divided by the client's number of BBQ items.
 - ``amplified_bias.crows.stereo_preferred.<t>``, ``.crows.count.<t>``: CrowS pairs of type
   t where the more stereotyping sentence is more likely, and all pairs of type t, both as
   fractions of the client's CrowS pairs (Nangia et al. 2020).
@@ -30,8 +41,9 @@ bin / group / domain):
   was probed too), ``.capability_before/.capability_after``, ``.refusal_before/
   .refusal_after`` (multiplied by ``measured``), ``.dropped_capability``,
   ``.dropped_safety`` (indicators of a drop beyond the configured threshold).
-- ``out_of_domain_degradation.nll.<d>``: mean per-token NLL on domain d / ood_max_nll,
-  clipped; ``.capability_accuracy``.
+- ``out_of_domain_degradation.count.<d>``: the client's items of domain d; ``.nll.<d>``:
+  the sum over them of the mean per-token NLL / ood_max_nll (each clipped to 1); both
+  divided by the client's number of out-of-domain items. ``.capability_accuracy``.
 - ``alignment_erosion.refusal_rate`` (harmful prompts), ``.over_refusal_rate`` (benign).
 
 ``Slot.scale`` converts a slot value to natural units (nats for losses); it is 1 for
@@ -64,6 +76,8 @@ class Slot:
     lo: float
     hi: float
     scale: float = 1.0
+    family: str = ""
+    """Slots sharing a non-empty family are >= 0 and sum to at most 1 (see ``l2_bound``)."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +95,8 @@ class ReportSchema:
             if s.name.split(".", 1)[0] not in MODES or not 0 < s.hi - s.lo <= 1:
                 raise UserError(f"report schema: slot {s.name} needs a mode prefix and "
                                 f"0 < hi - lo <= 1")
+            if s.family and not 0 <= s.lo < s.hi <= 1:
+                raise UserError(f"report schema: slot {s.name} of family {s.family} must lie in [0, 1]")
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -105,10 +121,24 @@ class ReportSchema:
                           sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
+    @cached_property
+    def families(self) -> dict[str, np.ndarray]:
+        """Family name -> positions of its slots."""
+        out: dict[str, list[int]] = {}
+        for i, s in enumerate(self.slots):
+            if s.family:
+                out.setdefault(s.family, []).append(i)
+        return {k: np.array(v) for k, v in out.items()}
+
     @property
     def l2_bound(self) -> float:
-        """max ||x||_2 over valid reports: sqrt(sum_j max(lo_j^2, hi_j^2)) <= sqrt(d)."""
-        return float(np.sqrt(np.maximum(self.lo**2, self.hi**2).sum()))
+        """max ||x||_2 over valid reports: sqrt(#families + sum_{j not in a family} max(lo_j^2, hi_j^2)).
+
+        Within a family of non-negative slots summing to at most 1, sum_j x_j^2 <= (sum_j x_j)^2 <= 1.
+        """
+        single = np.array([not s.family for s in self.slots], dtype=bool)
+        rest = float(np.maximum(self.lo**2, self.hi**2)[single].sum())
+        return float(np.sqrt(len(self.families) + rest))
 
     def keys(self, prefix: str) -> list[str]:
         """Suffixes of the slots named ``<prefix>.<suffix>``, in schema order."""
@@ -135,6 +165,11 @@ class ReportSchema:
             s = self.slots[j]
             raise UserError(f"{what}: slot {s.name} = {arr[j]:.6g} is outside [{s.lo}, {s.hi}] "
                             f"({bad.size} slots out of bounds); reject this report")
+        for fam, idx in self.families.items():
+            total = float(arr[idx].sum())
+            if total > 1 + 1e-6:
+                raise UserError(f"{what}: the slots of family {fam} sum to {total:.6g} > 1; "
+                                f"reject this report")
         return arr
 
 
@@ -156,34 +191,37 @@ def build_schema(suites: Mapping[str, ProbeSuite], groups: Sequence[str] = (), b
     _check_groups(groups)
     slots: list[Slot] = []
 
-    def add(name: str, scale: float = 1.0) -> None:
-        slots.append(Slot(name, 0.0, 1.0, scale))
+    def add(name: str, scale: float = 1.0, family: str = "") -> None:
+        slots.append(Slot(name, 0.0, 1.0, scale, family))
 
     if "bbq" in suites:
         bbq: list[BBQItem] = list(suites["bbq"].items)
+        p = "amplified_bias.bbq."
         for c in sorted({i.category for i in bbq if i.condition == "ambig"}):
+            add(f"{p}ambig_count.{c}", family=p + "count")
             for k in ("ambig_biased", "ambig_unknown"):
-                add(f"amplified_bias.bbq.{k}.{c}")
+                add(f"{p}{k}.{c}", family=p + "ambig_answer")
         for c in sorted({i.category for i in bbq if i.condition == "disambig"}):
+            add(f"{p}disambig_count.{c}", family=p + "count")
             for k in ("disambig_correct", "disambig_biased", "disambig_non_unknown"):
-                add(f"amplified_bias.bbq.{k}.{c}")
+                add(f"{p}{k}.{c}", family=p + k)
     if "crows" in suites:
         crows: list[CrowsItem] = list(suites["crows"].items)
         for t in sorted({i.bias_type for i in crows}):
-            add(f"amplified_bias.crows.stereo_preferred.{t}")
-            add(f"amplified_bias.crows.count.{t}")
+            add(f"amplified_bias.crows.stereo_preferred.{t}", family="amplified_bias.crows.stereo_preferred")
+            add(f"amplified_bias.crows.count.{t}", family="amplified_bias.crows.count")
     has_mc = "capability" in suites or any(
         i.condition == "disambig" for i in (suites["bbq"].items if "bbq" in suites else ()))
     if has_mc:
         for k in ("bin_count", "bin_confidence", "bin_correct"):
             for b in range(bins):
-                add(f"confidence_miscalibration.{k}.{b}")
+                add(f"confidence_miscalibration.{k}.{b}", family=f"confidence_miscalibration.{k}")
     for b in range(utility_bins):
-        add(f"fairness_collapse.utility_hist.{b}")
+        add(f"fairness_collapse.utility_hist.{b}", family="fairness_collapse.utility_hist")
     add("fairness_collapse.utility_loss", utility_max_loss)
     for g in groups:
-        add(f"fairness_collapse.group_count.{g}")
-        add(f"fairness_collapse.group_loss.{g}", utility_max_loss)
+        add(f"fairness_collapse.group_count.{g}", family="fairness_collapse.group_count")
+        add(f"fairness_collapse.group_loss.{g}", utility_max_loss, family="fairness_collapse.group_loss")
     if "capability" in suites or "harmful" in suites:
         add("adaptation_misalignment.measured")
     if "capability" in suites:
@@ -195,12 +233,13 @@ def build_schema(suites: Mapping[str, ProbeSuite], groups: Sequence[str] = (), b
     if "ood" in suites:
         ood: list[TextItem] = list(suites["ood"].items)
         for d in sorted({i.domain for i in ood}):
-            add(f"out_of_domain_degradation.nll.{d}", ood_max_nll)
+            add(f"out_of_domain_degradation.count.{d}", family="out_of_domain_degradation.count")
+            add(f"out_of_domain_degradation.nll.{d}", ood_max_nll, family="out_of_domain_degradation.nll")
     if "capability" in suites:
         add("out_of_domain_degradation.capability_accuracy")
     if "harmful" in suites:
         add("alignment_erosion.refusal_rate")
     if "benign" in suites:
         add("alignment_erosion.over_refusal_rate")
-    probes = tuple(sorted((n, s.sha256) for n, s in suites.items()))
+    probes = tuple(sorted((n, s.root_sha256) for n, s in suites.items()))
     return ReportSchema(tuple(slots), probes)

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openpfi.config import Config
+from openpfi.config import Config, load_config
 from openpfi.engines.inprocess import Reporter
 from openpfi.recipes import federated_sft
 from openpfi.runfolder import RunFolder
 
 
+def _is_alignment(cfg: Config) -> bool:
+    return cfg.alignment.method != "none"
+
+
 def start_job(cfg: Config, out: Path, force: bool, reporter: Reporter) -> RunFolder:
+    if _is_alignment(cfg):
+        from openpfi.recipes import federated_align
+
+        return federated_align.start(cfg, out, force, reporter)
     return federated_sft.start(cfg, out, force, reporter)
 
 
 def resume_job(run_dir: Path, reporter: Reporter) -> RunFolder:
+    cfg_file = run_dir / "config.toml"
+    if cfg_file.is_file() and _is_alignment(load_config(cfg_file)):
+        from openpfi.recipes import federated_align
+
+        return federated_align.resume(run_dir, reporter)
     return federated_sft.resume(run_dir, reporter)

@@ -21,10 +21,11 @@ from openpfi.data import ClientData, LoadResult, load_examples, make_clients
 from openpfi.data.tokenize import encode_chat
 from openpfi.engines.inprocess import InProcessEngine, Reporter, RoundHook, SilentReporter
 from openpfi.errors import UserError
-from openpfi.models.loader import load_model
+from openpfi.models.loader import ModelInfo, load_model
 from openpfi.models.lora import read_adapter_file
 from openpfi.monitor.audit import AuditLog
 from openpfi.recipes.manifest import build_manifest
+from openpfi.recipes.personalization import PersonalSetup, setup_personalization
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.server import FedServer, SamplingConfig
 
@@ -39,6 +40,8 @@ class Prepared:
     loaded_data: LoadResult
     start_adapter: dict[str, Any]
     clients: list[FederatedClient] = field(default_factory=list)
+    personal: PersonalSetup | None = None
+    """Personalization method and LoRA aggregation (recipes/personalization.py)."""
 
 
 def load_clients(cfg: Config) -> tuple[LoadResult, list[ClientData]]:
@@ -88,9 +91,8 @@ def client_settings(cfg: Config) -> ClientSettings:
     )
 
 
-def prepare(cfg: Config) -> Prepared:
-    """Everything that can fail on bad input, before anything is written."""
-    loaded_data, data = load_clients(cfg)
+def load_shared(cfg: Config) -> tuple[SharedModel, dict[str, Any]]:
+    """The base model with LoRA attached (seeded) and the starting adapter (``model.adapter`` or the init)."""
     lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
     shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
     start = shared.initial_state
@@ -98,6 +100,14 @@ def prepare(cfg: Config) -> Prepared:
         start = read_adapter_file(cfg.model.adapter)
         shared.load_external(start)  # validates keys and shapes
         start = shared.get_state()
+    return shared, start
+
+
+def prepare(cfg: Config) -> Prepared:
+    """Everything that can fail on bad input, before anything is written."""
+    loaded_data, data = load_clients(cfg)
+    shared, start = load_shared(cfg)
+    lm = shared.loaded
     settings = client_settings(cfg)
     tok, L = lm.tokenizer, cfg.client.max_length
     clients = [
@@ -110,13 +120,52 @@ def prepare(cfg: Config) -> Prepared:
         )
         for c in data
     ]
-    return Prepared(cfg, shared, data, loaded_data, start, clients)
+    personal = setup_personalization(cfg, shared, start, clients)
+    return Prepared(cfg, shared, data, loaded_data, start, clients, personal)
 
 
-def make_server(cfg: Config) -> FedServer:
+def make_server(cfg: Config, personal: PersonalSetup | None = None) -> FedServer:
     f = cfg.federation
     opt = ServerOptConfig(f.strategy, f.server_lr, f.server_momentum, f.beta1, f.beta2, f.tau)
-    return FedServer(opt, SamplingConfig(f.clients_per_round, f.min_fit_clients, cfg.seed))
+    aggregation = personal.make_aggregation() if personal is not None else None
+    return FedServer(opt, SamplingConfig(f.clients_per_round, f.min_fit_clients, cfg.seed), aggregation)
+
+
+def server_start(prep: Prepared) -> dict[str, Any]:
+    """The server's first global state: only what the method shares (personal parts stay with clients)."""
+    return prep.personal.server_start(prep.start_adapter) if prep.personal is not None else prep.start_adapter
+
+
+def new_run(
+    cfg: Config,
+    out: Path,
+    force: bool,
+    model: ModelInfo,
+    loaded_data: LoadResult,
+    data: list[ClientData],
+    extra: dict[str, Any] | None = None,
+) -> tuple[Config, RunFolder]:
+    """Create the run folder and write config.toml, manifest.json and the first audit entry.
+
+    Every engine starts a run here; returns the config with ``output.dir`` set to ``out``.
+    """
+    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
+    run = RunFolder.create(out, force)
+    config_text = dump_toml(cfg)
+    run.write_config(config_text)
+    manifest = build_manifest(
+        seed=cfg.seed,
+        model=model,
+        source_files=loaded_data.source_files,
+        clients=data,
+        skipped_rows=loaded_data.skipped_rows,
+        extra={"start_adapter": cfg.model.adapter or None, **(extra or {})},
+    )
+    run.write_json("manifest.json", manifest)
+    AuditLog(run.path / "audit.jsonl").append(
+        "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"]}
+    )
+    return cfg, run
 
 
 def _attach_stores(prep: Prepared, run: RunFolder) -> None:
@@ -136,26 +185,11 @@ def start(
     hooks: list[RoundHook] | None = None,
 ) -> RunFolder:
     prep = prepare(cfg)
-    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
+    cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data)
     prep.cfg = cfg
-    run = RunFolder.create(out, force)
-    config_text = dump_toml(cfg)
-    run.write_config(config_text)
-    manifest = build_manifest(
-        seed=cfg.seed,
-        model=prep.shared.loaded.info,
-        source_files=prep.loaded_data.source_files,
-        clients=prep.data,
-        skipped_rows=prep.loaded_data.skipped_rows,
-        extra={"start_adapter": cfg.model.adapter or None},
-    )
-    run.write_json("manifest.json", manifest)
-    AuditLog(run.path / "audit.jsonl").append(
-        "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"]}
-    )
     _attach_stores(prep, run)
-    server = make_server(cfg)
-    server.init(prep.start_adapter)
+    server = make_server(cfg, prep.personal)
+    server.init(server_start(prep))
     _engine(prep, run, server, reporter or SilentReporter(), hooks or []).run_rounds(1)
     return run
 
@@ -170,12 +204,14 @@ def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] 
         raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
     prep = prepare(cfg)
     _attach_stores(prep, run)
-    server = make_server(cfg)
+    for c in prep.clients:
+        c.restore(last)  # personal state, from the client-side folder
+    server = make_server(cfg, prep.personal)
     if last:
         ckpt = run.load_checkpoint(last)
-        server.init(ckpt.adapter, ckpt.server_state)
+        server.init(ckpt.adapter, ckpt.server_state, ckpt.meta.get("server"))
     else:
-        server.init(prep.start_adapter)
+        server.init(server_start(prep))
     run.truncate_metrics(last)
     have = {int(r["round"]) for r in run.read_metrics()}
     for r in done:

@@ -11,14 +11,16 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from openpfi.algorithms.aggregate import weighted_mean
 from openpfi.algorithms.server_opt import ServerOptConfig, init_server_state, server_step
-from openpfi.algorithms.state import StateDict, clone, l2_norm, nbytes
+from openpfi.algorithms.state import StateDict, clone, l2_norm, nbytes, sub
 from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.errors import UserError
+from openpfi.strategies.lora_aggregation import LoraAggregation
 
 
 @dataclass(frozen=True)
@@ -40,24 +42,52 @@ def sample_clients(client_ids: Sequence[str], k: int, seed: int, round_num: int)
 class FedServer:
     """Global adapter + server optimizer state; FedAvg-family aggregation of shared deltas."""
 
-    def __init__(self, opt: ServerOptConfig, sampling: SamplingConfig):
+    def __init__(self, opt: ServerOptConfig, sampling: SamplingConfig, aggregation: LoraAggregation | None = None):
         self.opt = opt
         self.sampling = sampling
+        self.aggregation = aggregation
+        """LoRA-aware aggregation (strategies/lora_aggregation.py); None = weighted mean + server optimizer."""
         self.params: StateDict = {}
         self.opt_state: StateDict = {}
+        self._bytes_down: dict[int, float] = {}
 
-    def init(self, params: StateDict, opt_state: StateDict | None = None) -> None:
+    def init(self, params: StateDict, opt_state: StateDict | None = None, meta: dict[str, Any] | None = None) -> None:
         self.params = clone(params)
         self.opt_state = clone(opt_state) if opt_state is not None else init_server_state(self.opt, self.params)
+        if self.aggregation is not None:
+            self.aggregation.load_meta((meta or {}).get("aggregation"))
+
+    def meta(self) -> dict[str, Any]:
+        """Small server-side bookkeeping saved with each checkpoint (restored by ``init``)."""
+        return {"aggregation": self.aggregation.meta()} if self.aggregation is not None else {}
 
     def configure_fit(self, round_num: int, client_ids: Sequence[str]) -> list[str]:
-        return sample_clients(client_ids, self.sampling.clients_per_round, self.sampling.seed, round_num)
+        sampled = sample_clients(client_ids, self.sampling.clients_per_round, self.sampling.seed, round_num)
+        if self.aggregation is None:
+            self._bytes_down[round_num] = float(nbytes(self.params) * len(sampled))
+        else:
+            self._bytes_down[round_num] = float(
+                sum(self.aggregation.download_bytes(self.params, cid, round_num) for cid in sampled)
+            )
+        return sampled
 
     def broadcast(self) -> StateDict:
         """What a sampled client receives (the shared global adapter)."""
         return self.params
 
-    def aggregate_fit(self, round_num: int, updates: Sequence[ClientUpdate], failures: int = 0) -> dict[str, float]:
+    def aggregate_fit(
+        self,
+        round_num: int,
+        updates: Sequence[ClientUpdate],
+        failures: int = 0,
+        mean_delta: StateDict | None = None,
+    ) -> dict[str, float]:
+        """Aggregate the updates and step the server optimizer.
+
+        ``mean_delta``: secure aggregation (Flower SecAgg+) gives the server only the weighted
+        mean of the deltas; then ``updates`` carry counts and scalars but no delta.
+        """
+        secure = mean_delta is not None
         if len(updates) < self.sampling.min_fit_clients:
             raise RuntimeError(
                 f"round {round_num}: only {len(updates)} clients answered ({failures} failed), "
@@ -67,18 +97,26 @@ class FedServer:
         for u in updates:
             if set(u.delta) - shared:
                 raise UserError(f"client {u.client_id} sent tensors the server does not share; update rejected")
-        mean_delta = weighted_mean([u.delta for u in updates], [u.num_examples for u in updates])
-        self.params, self.opt_state = server_step(self.opt, self.params, mean_delta, self.opt_state)
+        bytes_down = self._bytes_down.pop(round_num, float(nbytes(self.params) * (len(updates) + failures)))
+        if mean_delta is not None:
+            self.params, self.opt_state = server_step(self.opt, self.params, mean_delta, self.opt_state)
+        elif self.aggregation is None:
+            mean_delta = weighted_mean([u.delta for u in updates], [u.num_examples for u in updates])
+            self.params, self.opt_state = server_step(self.opt, self.params, mean_delta, self.opt_state)
+        else:
+            new = self.aggregation.aggregate(self.params, updates, round_num)
+            mean_delta, self.params = sub(new, self.params), new
         losses = [u.scalars.get("train_loss", float("nan")) for u in updates]
         return {
             "train_loss": float(np.average(losses, weights=[u.num_examples for u in updates])),
             "clients_answered": float(len(updates)),
             "clients_failed": float(failures),
-            "update_norm_mean": float(np.mean([l2_norm(u.delta) for u in updates])),
+            "update_norm_mean": float("nan") if secure else float(np.mean([l2_norm(u.delta) for u in updates])),
             "global_delta_norm": l2_norm(mean_delta),
             "bytes_up": float(sum(u.bytes_up for u in updates)),
-            "bytes_down": float(nbytes(self.params) * (len(updates) + failures)),
+            "bytes_down": bytes_down,
             "tokens": float(sum(u.scalars.get("tokens", 0.0) for u in updates)),
+            "train_compute_s": float(sum(u.scalars.get("compute_seconds", 0.0) for u in updates)),
         }
 
     def aggregate_evaluate(self, round_num: int, results: Sequence[EvalResult]) -> dict[str, float]:

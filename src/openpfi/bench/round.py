@@ -1,0 +1,126 @@
+"""`openpfi bench round`: where a round's wall time goes, and memory with many clients.
+
+1. A real round of the demo config (``examples/demo.toml`` defaults) on the
+   bundled model with ``clients`` clients, timed by the engine: train
+   (of which forward+backward), aggregate, evaluate, monitor, serialization,
+   and the rest ("overhead" = everything but forward and backward passes).
+2. Memory: the base model plus ``memory_clients`` simulated clients, each
+   holding its data and a personal adapter, one of them training; peak RSS
+   against the budget base model + N x adapter + 1 GB.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import psutil
+from rich.console import Console
+from rich.table import Table
+
+from openpfi.algorithms.state import clone, nbytes
+from openpfi.bench.common import write_json
+from openpfi.config import load_config
+from openpfi.errors import UserError
+from openpfi.recipes import federated_sft
+from openpfi.runfolder import RunFolder
+
+DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo.toml"
+
+
+def _demo_config(model: str, clients: int, overrides: list[str]) -> Any:
+    path = DEMO if DEMO.is_file() else None
+    sets = [
+        f"model.name={model!r}".replace("'", '"'),
+        f"data.num_clients={clients}",
+        f"federation.clients_per_round={clients}",
+        "federation.rounds=1",
+        *overrides,
+    ]
+    return load_config(path, sets)
+
+
+def time_round(model: str, clients: int, overrides: list[str]) -> dict[str, float]:
+    """Run one round in a temporary run folder; return its timings (seconds)."""
+    cfg = _demo_config(model, clients, overrides)
+    with tempfile.TemporaryDirectory(prefix="openpfi-bench-round-") as tmp:
+        run = federated_sft.start(cfg, Path(tmp) / "run", force=True)
+        row = RunFolder.open(run.path).read_metrics()[-1]
+    t = dict(row["timings"])
+    t["train_compute_s"] = row.get("train_compute_s", 0.0)
+    t["bytes_up"] = row.get("bytes_up", 0.0)
+    t["bytes_down"] = row.get("bytes_down", 0.0)
+    return t
+
+
+def memory_with_clients(model: str, n: int) -> dict[str, float]:
+    """Peak RSS with the base model and ``n`` clients holding personal adapters; one client trains."""
+    cfg = _demo_config(model, n, ["data.min_examples=10", "data.max_examples=60", "client.local_steps=2"])
+    rss0 = psutil.Process().memory_info().rss
+    prep = federated_sft.prepare(cfg)
+    base_bytes = sum(p.numel() * p.element_size() for n_, p in prep.shared.model.named_parameters() if "lora_" not in n_)
+    adapter = prep.shared.initial_state
+    personal = [clone(adapter) for _ in prep.clients]  # one personal adapter per client
+    prep.clients[0].fit(prep.shared, adapter, 1, 0)
+    gc.collect()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rss = psutil.Process().memory_info().rss
+    budget = base_bytes + n * nbytes(adapter) + (1 << 30)
+    del personal, prep
+    gc.collect()
+    return {
+        "clients": float(n),
+        "process_rss_before_bytes": float(rss0),
+        "rss_bytes": float(rss),
+        "peak_rss_bytes": float(peak),
+        "base_model_bytes": float(base_bytes),
+        "adapter_bytes": float(nbytes(adapter)),
+        "budget_bytes": float(budget),
+        "within_budget": float(peak - rss0 <= budget),
+    }
+
+
+def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int, engine: str, console: Console) -> dict[str, Any]:
+    if engine not in ("inprocess", "flower"):
+        raise UserError(f"--engine {engine!r}: choose inprocess or flower")
+    console.print(f"bench round: {model}, {clients} clients, demo config, 1 round ({engine} engine)")
+    t = time_round(model, clients, [])
+    result: dict[str, Any] = {"model": model, "clients": clients, "engine": "inprocess", "timings": t}
+    round_s = t["round_s"]
+    fwd_bwd = t["train_compute_s"] + t["evaluate_s"] + t["monitor_s"]
+    overhead = round_s - fwd_bwd
+    result["overhead_s"] = overhead
+    result["overhead_share"] = overhead / round_s
+    result["monitor_share"] = t["monitor_s"] / round_s
+    if engine == "flower":
+        from openpfi.engines.flower.bench import flower_round_bench  # only the flower engine imports flwr
+
+        result["flower"] = flower_round_bench(model=model, clients=clients)
+    console.print(f"bench round: memory with {memory_clients} simulated clients")
+    result["memory"] = memory_with_clients(model, memory_clients)
+
+    table = Table(title=f"bench round ({clients} clients, 1 round)")
+    table.add_column("phase")
+    table.add_column("seconds", justify="right")
+    table.add_column("share", justify="right")
+    for key in ("train_s", "train_compute_s", "aggregate_s", "evaluate_s", "monitor_s", "serialize_s"):
+        table.add_row(key.removesuffix("_s"), f"{t[key]:.2f}", f"{t[key] / round_s:.1%}")
+    table.add_row("overhead (all but forward/backward)", f"{overhead:.2f}", f"{overhead / round_s:.1%}")
+    table.add_row("[bold]round", f"{round_s:.2f}", "100%")
+    console.print(table)
+    if "flower" in result:
+        f = result["flower"]
+        console.print(f"flower engine: {f}")
+    m = result["memory"]
+    gib = 1 << 30
+    console.print(
+        f"memory: peak RSS {m['peak_rss_bytes'] / gib:.2f} GiB with {memory_clients} clients; budget "
+        f"(base {m['base_model_bytes'] / gib:.2f} GiB + {memory_clients} x {m['adapter_bytes'] / 1024:.0f} KiB + 1 GiB) "
+        f"= {m['budget_bytes'] / gib:.2f} GiB -> {'within' if m['within_budget'] else 'OVER'} budget"
+    )
+    write_json(out, result)
+    console.print(f"wrote {out}")
+    return result

@@ -1,0 +1,138 @@
+"""openpfi values as Flower records, and back.
+
+Tensors travel as ``flwr.app.ArrayRecord`` entries (numpy arrays serialized
+with ``np.save(allow_pickle=False)``: never pickle), scalars as
+``MetricRecord``, strings as ``ConfigRecord``. The record names of a reply:
+
+==================== ========================================== ==========================
+record               content                                    when
+==================== ========================================== ==========================
+``delta``            ArrayRecord: the shared adapter delta       train reply (not SecAgg+ updates)
+``extra.<name>``     ArrayRecord: ``ClientUpdate.extra[name]``   train reply, if any
+``monitor``          ArrayRecord ``{"report": vector}``          train reply, monitor on, no SecAgg+
+``fit``              MetricRecord: num_examples + scalars        train reply
+``eval``             MetricRecord: loss, counts                  evaluate reply
+``client``           ConfigRecord ``{"client_id": ...}``         every reply
+==================== ========================================== ==========================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+from openpfi.algorithms.state import StateDict
+from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.errors import UserError
+
+EXTRA = "extra."
+
+
+def state_to_record(state: StateDict) -> ArrayRecord:
+    """A state dict as an ArrayRecord, keys sorted (float tensors stay float32)."""
+    return ArrayRecord({k: state[k].detach().cpu().contiguous() for k in sorted(state)})
+
+
+def record_to_state(record: ArrayRecord) -> StateDict:
+    return {k: v.clone() for k, v in record.to_torch_state_dict().items()}
+
+
+def vector_record(vector: np.ndarray) -> ArrayRecord:
+    return ArrayRecord([np.asarray(vector, dtype=np.float64)])
+
+
+def record_vector(record: ArrayRecord) -> np.ndarray:
+    return record.to_numpy_ndarrays()[0]
+
+
+def _client_record(client_id: str) -> ConfigRecord:
+    return ConfigRecord({"client_id": client_id})
+
+
+def update_to_content(update: ClientUpdate, *, with_delta: bool = True, with_monitor: bool = True) -> RecordDict:
+    """The reply of a train message. Under SecAgg+ the delta and/or the monitor vector stay home."""
+    content = RecordDict(
+        {
+            "client": _client_record(update.client_id),
+            "fit": MetricRecord({"num_examples": int(update.num_examples), **_floats(update.scalars)}),
+        }
+    )
+    if with_delta:
+        content["delta"] = state_to_record(update.delta)
+        for name, state in update.extra.items():
+            content[EXTRA + name] = state_to_record(state)
+    if with_monitor and update.monitor is not None:
+        content["monitor"] = vector_record(update.monitor)
+    return content
+
+
+def content_to_update(content: RecordDict) -> ClientUpdate:
+    fit = dict(content.metric_records["fit"])
+    num_examples = int(fit.pop("num_examples"))
+    delta = record_to_state(content.array_records["delta"]) if "delta" in content.array_records else {}
+    extra = {k[len(EXTRA) :]: record_to_state(v) for k, v in content.array_records.items() if k.startswith(EXTRA)}
+    monitor = record_vector(content.array_records["monitor"]) if "monitor" in content.array_records else None
+    scalars = {k: float(v) for k, v in fit.items()}  # type: ignore[arg-type]
+    return ClientUpdate(client_id(content), num_examples, delta, scalars, extra, monitor)
+
+
+def eval_to_content(result: EvalResult) -> RecordDict:
+    metrics: dict[str, Any] = {
+        "num_examples": int(result.num_examples),
+        "loss": float(result.loss),
+        "target_tokens": int(result.target_tokens),
+    }
+    if result.personal_loss is not None:
+        metrics["personal_loss"] = float(result.personal_loss)
+    return RecordDict({"client": _client_record(result.client_id), "eval": MetricRecord(metrics)})
+
+
+def content_to_eval(content: RecordDict) -> EvalResult:
+    m = content.metric_records["eval"]
+    personal = m.get("personal_loss")
+    return EvalResult(
+        client_id(content),
+        int(m["num_examples"]),  # type: ignore[arg-type]
+        float(m["loss"]),  # type: ignore[arg-type]
+        int(m["target_tokens"]),  # type: ignore[arg-type]
+        None if personal is None else float(personal),  # type: ignore[arg-type]
+    )
+
+
+def client_id(content: RecordDict) -> str:
+    return str(content.config_records["client"]["client_id"])
+
+
+def _floats(scalars: dict[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in scalars.items()}
+
+
+def wire_bytes(message: Message) -> int:
+    """Bytes of the serialized objects of a message (content, records, arrays, metadata).
+
+    What Flower pushes or pulls for it, without HTTP/TLS framing; an object shared by
+    several messages (the same global adapter to many nodes) counts once per message.
+    """
+    return sum(len(obj.deflate()) for obj in get_all_nested_objects(message).values())
+
+
+def reply_error(message: Message) -> str:
+    """A reply's error as one readable line (a ClientApp exception shows its own message)."""
+    reason = message.error.reason
+    # Flower formats ClientApp exceptions as "<class 'X'>:<'message'>"
+    if reason.startswith("<class") and ":<'" in reason:
+        reason = reason.split(":<'", 1)[1].rsplit("'>", 1)[0]
+    return reason or f"error code {message.error.code}"
+
+
+def to_tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def check_keys(state: StateDict, like: StateDict, who: str) -> None:
+    if set(state) != set(like):
+        raise UserError(f"{who} sent adapter tensors that do not match the server's; update rejected")

@@ -1,0 +1,310 @@
+"""The openpfi ServerApp: the in-process round loop, with Flower messages instead of calls.
+
+Per run: read the openpfi config from the run config (``settings.py``), load the base
+model (for the starting adapter), write the run folder header (config.toml,
+manifest.json, audit.jsonl) exactly as ``openpfi run`` does, wait for one SuperNode per
+client and ask each which client it is (``query.identify``). Per round, with the same
+``FedServer`` as the in-process engine:
+
+1. ``configure_fit`` samples client ids; each sampled node gets ``train.fit`` with the
+   global adapter; the server waits ``flower.reply_timeout`` seconds at most;
+2. with ``flower.secagg`` on, the answering nodes run SecAgg+ (``secagg.py``);
+3. ``aggregate_fit`` on the updates that arrived (the round goes on when at least
+   ``federation.min_fit_clients`` answered; the others are listed in ``failed`` with
+   the reason in ``flower.failed_reasons``);
+4. nodes that trained get ``evaluate`` with the new global adapter;
+5. ``rounds.round_row`` / ``rounds.close_round``: hooks, checkpoint, metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import flwr
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from openpfi.algorithms.state import StateDict
+from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.config import Config
+from openpfi.engines.flower import records, secagg
+from openpfi.engines.flower.settings import ERROR_PREFIX, NODE_CONFIG_HELP, RunSettings, run_settings
+from openpfi.engines.rounds import MONITOR_SUM, close_round, round_row
+from openpfi.errors import UserError
+from openpfi.runfolder import RunFolder
+
+log = logging.getLogger("openpfi.flower")
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    _log_to_flower()
+    try:
+        settings = run_settings(context.run_config)
+        FlowerRun(grid, context, settings).run()
+    except (UserError, RuntimeError) as err:
+        log.error("%s%s", ERROR_PREFIX, err)
+        raise
+
+
+def _log_to_flower() -> None:
+    """Send openpfi's log lines to Flower's logger, so ``flwr run --stream`` shows them."""
+    from flwr.supercore.logger import FLOWER_LOGGER
+
+    log.handlers = FLOWER_LOGGER.handlers
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
+class LogReporter:
+    """Round progress as log lines (streamed by ``flwr run --stream``)."""
+
+    def round_start(self, round_num: int, rounds: int, sampled: Sequence[str]) -> None:
+        log.info("round %d/%d: %d clients sampled", round_num, rounds, len(sampled))
+
+    def phase(self, name: str) -> None:
+        pass
+
+    def round_end(self, row: dict[str, Any]) -> None:
+        failed = f", failed: {row['failed']}" if row["failed"] else ""
+        log.info(
+            "round %d done in %.1f s: train loss %.4f, eval loss %.4f%s",
+            row["round"],
+            row["timings"]["round_s"],
+            row.get("train_loss", float("nan")),
+            row.get("eval_loss_mean", float("nan")),
+            failed,
+        )
+
+
+class FlowerRun:
+    def __init__(self, grid: Grid, context: Context, settings: RunSettings):
+        self.grid = grid
+        self.context = context
+        self.settings = settings
+        self.cfg: Config = settings.cfg
+        self.reporter = LogReporter()
+        self.node_of: dict[str, int] = {}
+
+    # -- setup ------------------------------------------------------------------------------------
+    def run(self) -> RunFolder:
+        from openpfi.recipes.federated_sft import load_shared, make_server
+
+        _check_supported(self.cfg)
+        shared, start = load_shared(self.cfg)  # the server needs only the starting adapter
+        self.cfg, self.run_folder = self._new_run(shared.loaded.info)
+        del shared
+        cfg = self.cfg
+        self.server = make_server(cfg)
+        if cfg.flower.secagg == "updates" and getattr(self.server, "aggregation", None) is not None:
+            raise UserError(
+                "flower.secagg = 'updates' sums plain deltas; the LoRA-aware aggregation of this personalization "
+                "method needs each client's factors. Use flower.secagg = 'monitor' or 'off'"
+            )
+        self.server.init(start)
+        self.node_of = self._identify(self._wait_for_nodes())
+        log.info("clients: %s", ", ".join(f"{cid} (node {nid})" for cid, nid in sorted(self.node_of.items())))
+        for r in range(1, cfg.federation.rounds + 1):
+            self._round(r)
+        log.info("run folder: %s", self.run_folder.path)
+        return self.run_folder
+
+    def _new_run(self, model_info: Any) -> tuple[Config, RunFolder]:
+        from openpfi.data import LoadResult
+        from openpfi.recipes.federated_sft import load_clients, new_run
+
+        extra: dict[str, Any] = {"engine": {"name": "flower", "flwr": flwr.__version__, "secagg": self.cfg.flower.secagg}}
+        try:
+            loaded, data = load_clients(self.cfg)
+        except UserError as err:  # the data lives on the SuperNodes only
+            loaded, data = LoadResult([]), []
+            extra["data"] = {"location": "supernodes", "note": str(err)}
+        return new_run(self.cfg, self.settings.out, self.settings.force, model_info, loaded, data, extra)
+
+    def _wait_for_nodes(self) -> list[int]:
+        want, deadline = self.cfg.data.num_clients, time.monotonic() + self.cfg.flower.node_wait
+        nodes = sorted(self.grid.get_node_ids())
+        while len(nodes) < want and time.monotonic() < deadline:
+            time.sleep(0.5)
+            nodes = sorted(self.grid.get_node_ids())
+        if len(nodes) < want:
+            raise UserError(
+                f"only {len(nodes)} of {want} SuperNodes connected within flower.node_wait = "
+                f"{self.cfg.flower.node_wait:g} s; start one SuperNode per client (data.num_clients) and "
+                f"{NODE_CONFIG_HELP}"
+            )
+        return nodes
+
+    def _identify(self, nodes: list[int]) -> dict[str, int]:
+        msgs = [self._message(RecordDict(), nid, "query.identify", "0") for nid in nodes]
+        replies = self._send(msgs)
+        problems, node_of, partition_of = [], {}, {}
+        for nid in nodes:
+            reply = replies.get(nid)
+            if reply is None:
+                problems.append(f"SuperNode {nid}: no answer within flower.reply_timeout")
+            elif reply.has_error():
+                problems.append(f"SuperNode {nid}: {records.reply_error(reply)}")
+            else:
+                info = reply.content.config_records["client"]
+                cid, pid = str(info["client_id"]), int(info["partition_id"])  # type: ignore[arg-type]
+                if cid in node_of:
+                    problems.append(
+                        f"SuperNodes {node_of[cid]} and {nid} both have partition-id {pid}; give each a different one"
+                    )
+                node_of[cid], partition_of[cid] = nid, pid
+        if problems:
+            raise UserError("; ".join(problems))
+        return node_of
+
+    # -- one round --------------------------------------------------------------------------------
+    def _round(self, r: int) -> dict[str, Any]:
+        cfg, server = self.cfg, self.server
+        t0 = time.perf_counter()
+        sampled = server.configure_fit(r, sorted(self.node_of))
+        self.reporter.round_start(r, cfg.federation.rounds, sampled)
+        global_state = server.broadcast()
+        wire = {"down": 0, "up": 0}
+        config = ConfigRecord({"round": r})
+        msgs = [self._message(_global(global_state, config), self.node_of[c], "train.fit", str(r)) for c in sampled]
+        wire["down"] += sum(records.wire_bytes(m) for m in msgs)
+        replies = self._send(msgs)
+        updates: list[ClientUpdate] = []
+        layouts: dict[str, secagg.Layout] = {}
+        reasons: dict[str, str] = {}
+        for cid in sampled:
+            reply = replies.get(self.node_of[cid])
+            if reply is None:
+                reasons[cid] = f"no reply within flower.reply_timeout = {cfg.flower.reply_timeout:g} s"
+            elif reply.has_error():
+                reasons[cid] = records.reply_error(reply)
+            else:
+                wire["up"] += records.wire_bytes(reply)
+                updates.append(records.content_to_update(reply.content))
+                if secagg.LAYOUT in reply.content.config_records:
+                    layouts[cid] = secagg.Layout.from_record(reply.content.config_records[secagg.LAYOUT])
+        for cid, why in reasons.items():
+            log.warning("round %d: client %s did not answer: %s", r, cid, why)
+        t_train = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        sums, secagg_info = self._secure_sum(r, updates, layouts, reasons)
+        updates = [u for u in updates if u.client_id not in reasons]
+        failed = [c for c in sampled if c in reasons]
+        fit_metrics = self._aggregate(r, updates, failed, sums)
+        t_agg = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        evals, eval_wire = self._evaluate(r, [u.client_id for u in updates])
+        wire["down"] += eval_wire["down"]
+        wire["up"] += eval_wire["up"]
+        eval_metrics = server.aggregate_evaluate(r, evals)
+        t_eval = time.perf_counter() - t2
+
+        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals)
+        if sums is not None and sums.monitor_sum is not None:
+            row[MONITOR_SUM], row["monitor_clients"] = sums.monitor_sum, sums.clients
+        row["flower"] = {
+            "failed_reasons": reasons,
+            "wire_bytes_down": wire["down"],
+            "wire_bytes_up": wire["up"],
+            **secagg_info,
+        }
+        return close_round(
+            self.run_folder,
+            server,
+            row,
+            seed=cfg.seed,
+            hooks=[],
+            reporter=self.reporter,
+            timings={"train_s": t_train, "aggregate_s": t_agg, "evaluate_s": t_eval},
+            started=t0,
+            meta={"server": server.meta()} if hasattr(server, "meta") else None,
+        )
+
+    def _secure_sum(
+        self, r: int, updates: list[ClientUpdate], layouts: dict[str, secagg.Layout], reasons: dict[str, str]
+    ) -> tuple[secagg.Sums | None, dict[str, Any]]:
+        mode = self.cfg.flower.secagg
+        if mode == "off":
+            return None, {}
+        shapes = {layouts[u.client_id] for u in updates if u.client_id in layouts}
+        if len(shapes) > 1:
+            raise RuntimeError(f"round {r}: clients sent different SecAgg+ layouts {sorted(map(str, shapes))}")
+        if not shapes or next(iter(shapes)).empty:
+            return None, {"secagg": "nothing to sum (no monitor reports)"}
+        if len(updates) < 2:
+            if mode == "updates":
+                raise RuntimeError(f"round {r}: SecAgg+ needs at least 2 clients, only {len(updates)} answered")
+            return None, {"secagg": f"skipped: SecAgg+ needs at least 2 clients, {len(updates)} answered"}
+        layout = next(iter(shapes))
+        t = time.perf_counter()
+        nodes = [self.node_of[u.client_id] for u in updates]
+        result = secagg.secure_sum(self.grid, self.context, r, nodes, self.cfg)
+        seconds = time.perf_counter() - t
+        if result is None:
+            if mode == "updates":
+                raise RuntimeError(f"round {r}: SecAgg+ halted (too few nodes stayed for the threshold)")
+            return None, {"secagg": "halted", "secagg_s": seconds}
+        mean, active = result
+        cid_of = {nid: cid for cid, nid in self.node_of.items()}
+        for u in updates:
+            if self.node_of[u.client_id] not in active:
+                reasons[u.client_id] = "dropped out during SecAgg+"
+        sums = secagg.unpack(mean, len(active), layout, self.server.params, self.cfg)
+        info = {"secagg": mode, "secagg_s": seconds, "secagg_clients": sorted(cid_of[n] for n in active)}
+        return sums, info
+
+    def _aggregate(self, r: int, updates: list[ClientUpdate], failed: list[str], sums: secagg.Sums | None) -> dict:
+        if sums is not None and sums.mean_delta is not None:
+            return self.server.aggregate_fit(r, updates, failures=len(failed), mean_delta=sums.mean_delta)
+        return self.server.aggregate_fit(r, updates, failures=len(failed))
+
+    def _evaluate(self, r: int, client_ids: list[str]) -> tuple[list[EvalResult], dict[str, int]]:
+        config = ConfigRecord({"round": r})
+        state = self.server.broadcast()
+        msgs = [self._message(_global(state, config), self.node_of[c], "evaluate", str(r)) for c in client_ids]
+        wire = {"down": sum(records.wire_bytes(m) for m in msgs), "up": 0}
+        replies = self._send(msgs)
+        evals = []
+        for cid in client_ids:
+            reply = replies.get(self.node_of[cid])
+            if reply is None or reply.has_error():
+                why = "no reply" if reply is None else records.reply_error(reply)
+                log.warning("round %d: client %s did not evaluate: %s", r, cid, why)
+                continue
+            wire["up"] += records.wire_bytes(reply)
+            evals.append(records.content_to_eval(reply.content))
+        return evals, wire
+
+    # -- messages ---------------------------------------------------------------------------------
+    def _message(self, content: RecordDict, node_id: int, message_type: str, group: str) -> Message:
+        return Message(content, dst_node_id=node_id, message_type=message_type, group_id=group)
+
+    def _send(self, msgs: list[Message]) -> dict[int, Message]:
+        if not msgs:
+            return {}
+        replies = self.grid.send_and_receive(msgs, timeout=self.cfg.flower.reply_timeout)
+        return {m.metadata.src_node_id: m for m in replies}
+
+
+def _global(state: StateDict, config: ConfigRecord) -> RecordDict:
+    return RecordDict({"global": records.state_to_record(state), "config": config})
+
+
+def _check_supported(cfg: Config) -> None:
+    if cfg.alignment.method != "none":
+        raise UserError(
+            f"alignment.method = {cfg.alignment.method!r} does not run on the Flower engine yet; "
+            "run it in-process with `openpfi run`"
+        )
+    f = cfg.flower
+    if f.secagg != "off" and cfg.federation.clients_per_round < 2:
+        raise UserError("flower.secagg needs federation.clients_per_round >= 2 (SecAgg+ sums over several clients)")
+    if f.secagg == "updates" and cfg.personalization.method in ("local",):
+        raise UserError("flower.secagg = 'updates' with personalization.method = 'local': nothing is uploaded")

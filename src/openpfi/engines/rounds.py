@@ -1,0 +1,117 @@
+"""Round bookkeeping shared by every engine: the metrics row, hooks, checkpoint, metrics.jsonl.
+
+An engine (in-process, Flower) runs a round its own way, then hands what the
+server saw to :func:`round_row` and :func:`close_round`, so every engine writes
+the same run folder: one ``metrics.jsonl`` row and one ``checkpoints/round-N``
+per round, in this layout::
+
+    {"round": r, "sampled": [...], "failed": [...], <fit metrics>, <eval metrics>,
+     "clients": {id: {"eval_loss", "eval_ppl", ["personal_loss"], "train_loss", "tokens_per_s"}},
+     "timings": {"train_s", "aggregate_s", "evaluate_s", "monitor_s", "serialize_s", "round_s"},
+     <keys added by hooks or by the engine>}
+
+Monitor reports: when clients sent monitor vectors, the engine passes their SUM
+(plain on the in-process engine, the SecAgg+ sum on Flower) as
+``row["monitor_sum"]`` (np.ndarray) with ``row["monitor_clients"]``; hooks read
+it, and ``close_round`` drops the vector before the row is written.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.runfolder import Checkpoint, RunFolder
+
+MONITOR_SUM = "monitor_sum"
+
+
+class _Server(Protocol):
+    params: Any
+    opt_state: Any
+
+
+class _Reporter(Protocol):
+    def phase(self, name: str) -> None: ...
+    def round_end(self, row: dict[str, Any]) -> None: ...
+
+
+def monitor_sum(updates: Sequence[ClientUpdate]) -> tuple[np.ndarray, int] | None:
+    """Sum of the clients' monitor vectors and how many clients sent one (None when none did)."""
+    vectors = [np.asarray(u.monitor, dtype=np.float64) for u in updates if u.monitor is not None]
+    if not vectors:
+        return None
+    return np.sum(vectors, axis=0), len(vectors)
+
+
+def round_row(
+    round_num: int,
+    sampled: Sequence[str],
+    failed: Sequence[str],
+    fit_metrics: dict[str, float],
+    eval_metrics: dict[str, float],
+    updates: Sequence[ClientUpdate],
+    evals: Sequence[EvalResult],
+) -> dict[str, Any]:
+    """The metrics row of a round (before hooks and timings)."""
+    by_id = {u.client_id: u for u in updates}
+    clients: dict[str, dict[str, float]] = {}
+    for e in evals:
+        u = by_id.get(e.client_id)
+        clients[e.client_id] = {
+            "eval_loss": e.loss,
+            "eval_ppl": e.perplexity,
+            **({"personal_loss": e.personal_loss} if e.personal_loss is not None else {}),
+            "train_loss": u.scalars.get("train_loss", float("nan")) if u else float("nan"),
+            "tokens_per_s": u.scalars.get("tokens_per_s", float("nan")) if u else float("nan"),
+        }
+    row: dict[str, Any] = {
+        "round": round_num,
+        "sampled": list(sampled),
+        "failed": list(failed),
+        **fit_metrics,
+        **eval_metrics,
+        "clients": clients,
+    }
+    summed = monitor_sum(updates)
+    if summed is not None:
+        row[MONITOR_SUM], row["monitor_clients"] = summed
+    return row
+
+
+def close_round(
+    run: RunFolder,
+    server: _Server,
+    row: dict[str, Any],
+    *,
+    seed: int,
+    hooks: Sequence[Any],
+    reporter: _Reporter,
+    timings: dict[str, float],
+    started: float,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the hooks, checkpoint the server state, append the row to metrics.jsonl.
+
+    ``timings`` holds the engine's phases (train_s, aggregate_s, evaluate_s, ...);
+    ``started`` is the ``time.perf_counter()`` at the start of the round; ``meta`` is saved
+    with the checkpoint next to the seed and the row (e.g. ``{"server": server.meta()}``).
+    """
+    r = int(row["round"])
+    t_hooks = time.perf_counter()
+    for hook in hooks:
+        hook(r, row)
+    row.pop(MONITOR_SUM, None)
+    reporter.phase("checkpoint")
+    t_ckpt = time.perf_counter()
+    row["timings"] = {**timings, "monitor_s": t_ckpt - t_hooks}
+    run.save_checkpoint(Checkpoint(r, server.params, server.opt_state, {"seed": seed, "metrics": row, **(meta or {})}))
+    row["timings"]["serialize_s"] = time.perf_counter() - t_ckpt
+    row["timings"]["round_s"] = time.perf_counter() - started
+    run.append_metrics(row)
+    reporter.round_end(row)
+    return row

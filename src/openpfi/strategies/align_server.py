@@ -1,0 +1,116 @@
+"""Server side of federated alignment: FedAvg-family aggregation plus drift, or FMGDA.
+
+- sft, dpo, scalarized, firm: every client uploads ONE adapter delta; aggregation is the
+  foundation's ``FedServer.aggregate_fit`` (weighted mean + server optimizer).
+- fmgda (Yang et al. 2023): client i uploads one delta per objective, d_i^m. The server
+  averages each objective over the clients that hold it (weighted by their pairs of that
+  objective), ``D^m = sum_i w_i^m d_i^m``, solves MGDA on the Gram matrix of the D^m,
+  ``lambda = argmin_{simplex} ||sum_m lambda_m D^m||^2``, and applies ``sum_m lambda_m D^m``
+  through the same server optimizer.
+
+Drift metrics for every method, on each client's effective update (its delta; for FMGDA
+``sum_m lambda_m d_i^m``): ``drift_cosine_dispersion``, ``drift_disagreement`` and
+``drift_lambda_spread`` (from the clients' reported mean weights, see algorithms/drift.py).
+``bytes_up`` is ``sum ClientUpdate.bytes_up``, counted the same way for every method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from openpfi.algorithms.aggregate import weighted_mean
+from openpfi.algorithms.drift import cosine_dispersion, disagreement_share, lambda_spread
+from openpfi.algorithms.mgda import gram_matrix, mgda_weights
+from openpfi.algorithms.server_opt import ServerOptConfig, server_step
+from openpfi.algorithms.state import StateDict, flatten, l2_norm, nbytes, scale, zeros_like
+from openpfi.algorithms.state import add as add_states
+from openpfi.client.messages import ClientUpdate
+from openpfi.errors import UserError
+from openpfi.strategies.server import FedServer, SamplingConfig
+
+
+class AlignServer(FedServer):
+    def __init__(self, opt: ServerOptConfig, sampling: SamplingConfig, objectives: Sequence[str], method: str):
+        super().__init__(opt, sampling)
+        self.objectives = list(objectives)
+        self.method = method
+
+    def aggregate_fit(self, round_num: int, updates: Sequence[ClientUpdate], failures: int = 0) -> dict[str, float]:
+        if self.method == "fmgda":
+            metrics, effective = self._aggregate_fmgda(round_num, updates, failures)
+        else:
+            metrics = super().aggregate_fit(round_num, updates, failures)
+            effective = [u.delta for u in updates]
+        metrics.update(self._drift(updates, effective))
+        return metrics
+
+    def _aggregate_fmgda(self, round_num: int, updates: Sequence[ClientUpdate],
+                         failures: int) -> tuple[dict[str, float], list[StateDict]]:
+        if len(updates) < self.sampling.min_fit_clients:
+            raise RuntimeError(
+                f"round {round_num}: only {len(updates)} clients answered ({failures} failed), "
+                f"fewer than federation.min_fit_clients = {self.sampling.min_fit_clients}"
+            )
+        shared = set(self.params)
+        means: dict[str, StateDict] = {}
+        for m in self.objectives:
+            have = [u for u in updates if m in u.extra]
+            for u in have:
+                if set(u.extra[m]) != shared:
+                    raise UserError(f"client {u.client_id} sent an FMGDA delta for {m!r} that does not match "
+                                    f"the shared adapter; update rejected")
+            if have:
+                w = [max(u.scalars.get(f"pairs_{m}", 1.0), 1e-12) for u in have]
+                means[m] = weighted_mean([u.extra[m] for u in have], w)
+        if not means:
+            raise RuntimeError(f"round {round_num}: no client sent a per-objective delta (FMGDA)")
+        names = list(means)
+        lam = mgda_weights(gram_matrix([flatten(means[m]) for m in names]))
+        combined = zeros_like(self.params)
+        for w, m in zip(lam, names, strict=True):
+            combined = add_states(combined, scale(means[m], float(w)))
+        self.params, self.opt_state = server_step(self.opt, self.params, combined, self.opt_state)
+        effective = []
+        for u in updates:
+            eff = zeros_like(self.params)
+            for w, m in zip(lam, names, strict=True):
+                if m in u.extra:
+                    eff = add_states(eff, scale(u.extra[m], float(w)))
+            effective.append(eff)
+        losses = [u.scalars.get("train_loss", float("nan")) for u in updates]
+        metrics = {
+            "train_loss": float(np.average(losses, weights=[u.num_examples for u in updates])),
+            "clients_answered": float(len(updates)),
+            "clients_failed": float(failures),
+            "update_norm_mean": float(np.mean([l2_norm(e) for e in effective])),
+            "global_delta_norm": l2_norm(combined),
+            "bytes_up": float(sum(u.bytes_up for u in updates)),
+            "bytes_down": float(nbytes(self.params) * (len(updates) + failures)),
+            "tokens": float(sum(u.scalars.get("tokens", 0.0) for u in updates)),
+        }
+        for w, m in zip(lam, names, strict=True):
+            metrics[f"server_lambda_{m}"] = float(w)
+        return metrics, effective
+
+    def _drift(self, updates: Sequence[ClientUpdate], effective: Sequence[StateDict]) -> dict[str, float]:
+        out = {
+            "drift_cosine_dispersion": cosine_dispersion(effective),
+            "drift_disagreement": disagreement_share(effective),
+            "adapters_up_per_client": float(np.mean([1 + len(u.extra) if u.delta else len(u.extra) for u in updates])),
+        }
+        rows = [[u.scalars[f"lambda_{m}"] for m in self.objectives] for u in updates
+                if all(f"lambda_{m}" in u.scalars for m in self.objectives)]
+        if rows:
+            out["drift_lambda_spread"] = lambda_spread(rows)
+            for k, m in enumerate(self.objectives):
+                out[f"lambda_{m}_mean"] = float(np.mean([r[k] for r in rows]))
+        for key in ("grad_cosine", "train_reward_acc", *(f"loss_{m}" for m in self.objectives)):
+            vals = [u.scalars[key] for u in updates if key in u.scalars]
+            if vals:
+                out[f"{key}_mean"] = float(np.mean(vals))
+        for m in self.objectives:
+            missing = sum(u.scalars.get(f"missing_{m}", 0.0) for u in updates)
+            out[f"clients_missing_{m}"] = float(missing)
+        return out
