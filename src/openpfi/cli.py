@@ -1,4 +1,4 @@
-"""The openpfi command line: run, resume, report, audit, bench, assets."""
+"""The openpfi command line: run, resume, report, audit, bench, deploy, assets."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ audit_app = typer.Typer(no_args_is_help=True, help="Check the hash-chained audit
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print a table and write JSON (never timed tests).")
 app.add_typer(audit_app, name="audit")
 app.add_typer(bench_app, name="bench")
+deploy_app = typer.Typer(no_args_is_help=True, help="Run on Flower's deployment or simulation runtime.")
+app.add_typer(deploy_app, name="deploy")
 console = Console()
 err_console = Console(stderr=True)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -164,6 +166,66 @@ def bench_round(
     from openpfi.bench.round import run_round_bench
 
     run_round_bench(out, model=model, clients=clients, memory_clients=memory_clients, engine=engine, console=console)
+
+
+@bench_app.command("silent")
+@friendly
+def bench_silent(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here; runs go to <stem>.runs/ beside it.")] = Path(
+        "bench-silent.json"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced suite: fewer clients, rounds and seeds (~10 min).")] = False,
+    seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per scenario (default: the profile's).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip the scenario x seed runs already finished.")] = False,
+    scenarios: Annotated[Path | None, typer.Option("--scenarios", help="Folder of scenario files.")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this scenario (repeatable).")] = None,
+) -> None:
+    """Silent-failure benchmark: injected failures with ground truth, benign controls, coverage of the six modes."""
+    _setup()
+    from openpfi.bench.silent import run_silent_bench
+
+    run_silent_bench(out, quick=quick, seeds=seeds, resume=resume, scenarios_dir=scenarios, only=only or [], console=console)
+
+
+@deploy_app.command("local")
+@friendly
+def deploy_local(
+    config: Annotated[Path, typer.Argument(help="TOML config file.")],
+    nodes: Annotated[int | None, typer.Option("--nodes", help="SuperNodes (default: data.num_clients).")] = None,
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    tls: Annotated[bool, typer.Option("--tls", help="TLS with a generated CA (default: insecure, loopback only).")] = False,
+    simulation: Annotated[bool, typer.Option("--simulation", help="Flower's simulation runtime instead of SuperNodes.")] = False,
+    port: Annotated[int, typer.Option("--port", help="SuperLink port on 127.0.0.1 (0 = a free one).")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty run folder.")] = False,
+    timeout: Annotated[float | None, typer.Option("--timeout", help="Give up after this many seconds.")] = None,
+) -> None:
+    """Start a SuperLink and N SuperNodes on 127.0.0.1, run CONFIG with `flwr run --stream`, stop them all."""
+    _setup()
+    from openpfi.config import load_config
+    from openpfi.engines.flower.deploy import deploy_local as run_local
+
+    cfg = load_config(config, set_ or [])
+    target = Path(out) if out is not None else Path(cfg.output.dir)
+    run_local(cfg, target, nodes=nodes, force=force, tls=tls, simulation=simulation, port=port, timeout=timeout, echo=typer.echo)
+    _finish(target)
+
+
+@deploy_app.command("run-config")
+@friendly
+def deploy_run_config(
+    config: Annotated[Path, typer.Argument(help="TOML config file.")],
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    state_dir: Annotated[str, typer.Option("--state-dir", help="Personal client state on the nodes.")] = "",
+) -> None:
+    """Print the run config for `flwr run APP LINK --run-config FILE.toml` (multi-machine runs)."""
+    from openpfi.config import load_config
+    from openpfi.engines.flower.settings import run_config_toml
+
+    cfg = load_config(config, set_ or [])
+    target = Path(out) if out is not None else Path(cfg.output.dir)
+    typer.echo(run_config_toml(cfg, target.expanduser().resolve(), state_dir=state_dir), nl=False)
 
 
 @app.command()

@@ -186,12 +186,81 @@ class AlignmentConfig(_Section):
         return self
 
 
+PROBE_SUITES = ("bbq", "crows", "harmful", "benign", "ood", "capability")
+
+
 class MonitorConfig(_Section):
+    """The silent-failure monitor (DESIGN.md "The six silent-failure modes"; monitor/)."""
+
     enabled: bool = True
+    suite_sizes: dict[str, int] = Field(
+        default_factory=lambda: {"bbq": 44, "crows": 18, "harmful": 12, "benign": 12, "ood": 12, "capability": 12}
+    )
+    """Items of each public probe suite (monitor/probes.py DEFAULT_SIZES); 0 drops a suite.
+    The suites, and so their SHA-256, depend only on these sizes and ``probe_seed``."""
+    probe_seed: int = Field(0, ge=0)
+    """Seed of the suites' stratified samples (independent of the run seed, so hashes stay stable)."""
+    client_items: dict[str, int] = Field(
+        default_factory=lambda: {"bbq": 1, "crows": 2, "harmful": 2, "benign": 1, "ood": 2, "capability": 2}
+    )
+    """Probes per client per round: each sampled client scores this many items of each suite,
+    a random sample seeded by (seed, round, client), so different clients cover different items
+    and the server pools them. Cost ~ (sum of these) x (1 + options) forward items per client;
+    the per-round estimates get wider as these shrink (see docs of monitor_client.py)."""
+    probe_before: bool = True
+    """Also probe the model a client RECEIVED (before local training) on its capability and
+    harmful samples, for adaptation misalignment (the change within the round)."""
+    utility_examples: int = Field(4, ge=1)
+    """Held-out examples (a seeded sample per round) for the client's utility (loss) in the report."""
+    server_items: dict[str, int] = Field(
+        default_factory=lambda: {"bbq": 2, "crows": 4, "harmful": 2, "benign": 2, "ood": 3, "capability": 4}
+    )
+    """Fixed public sample the server scores the GLOBAL model on each round (0 skips a suite)."""
+    groups: list[str] = Field(default_factory=list)
+    """Public client groups for fairness gaps (e.g. languages). Empty: the chatterbot languages
+    when data.source = "chatterbot", else none."""
+    bins: int = Field(10, ge=2, le=50)
+    """Confidence bins of the calibration histogram (ECE)."""
+    utility_bins: int = Field(10, ge=2, le=50)
+    """Bins of the DP histogram of client utility (held-out loss on [0, utility_max_loss])."""
+    utility_max_loss: float = Field(8.0, gt=0)
+    ood_max_nll: float = Field(8.0, gt=0)
+    """Per-token NLL at which out-of-domain losses are clipped (bounds the report)."""
+    drop_threshold_capability: float = Field(0.1, ge=0, le=1)
+    """A client counts as having lost capability in a round when its accuracy fell by more than this."""
+    drop_threshold_safety: float = Field(0.1, ge=0, le=1)
+    """... and as having lost safety when its refusal rate on harmful prompts fell by more than this."""
+    detector: Literal["cusum", "page-hinkley"] = "cusum"
+    target_false_alarm_rate: float = Field(0.05, gt=0, lt=1)
+    """Probability of any false alarm over all streams of a run (Bonferroni over streams); the
+    thresholds are calibrated by simulation on streams standardised by sampling + DP noise."""
+    drift_k: float = Field(0.5, ge=0)
+    """Detector allowance k in standard deviations (detects shifts of about 2k)."""
+    calibration_sims: int = Field(20000, ge=1000)
+    batch_tokens: int = Field(4096, ge=1024)
+    """Padded tokens per scoring batch."""
+    intended_purpose: str = ""
+    """Written into the report's post-market monitoring plan (EU AI Act Art. 72)."""
 
 
 class PrivacyConfig(_Section):
+    """Distributed DP of the monitor reports (monitor/privacy.py)."""
+
     delta: float = Field(1e-5, gt=0, lt=1)
+    noise_multiplier: float = Field(1.0, gt=0)
+    """z: the noise on the SUM of a round's reports has std z * l2_clip; each client adds its share."""
+    target_epsilon: float = Field(0.0, ge=0)
+    """> 0: plan z so that all federation.rounds releases spend at most this (overrides noise_multiplier)."""
+    max_noise_multiplier: float = Field(10.0, gt=0)
+    """A target_epsilon that needs more noise than this is refused as unmeetable (the monitor would
+    measure nothing)."""
+    l2_clip: float = Field(0.0, ge=0)
+    """L2 clipping norm C of a report (sensitivity); 0 = the report schema's exact bound, so no
+    honest report is ever clipped."""
+    min_clients: int = Field(2, ge=1)
+    """An aggregate is released only when at least this many valid reports were summed."""
+    reject_k: float = Field(6.0, gt=0)
+    """A report value further than reject_k noise-share std outside its slot bounds is rejected."""
 
 
 class FlowerConfig(_Section):
@@ -248,6 +317,32 @@ class Config(_Section):
         return self
 
     @model_validator(mode="after")
+    def _monitor_checks(self) -> Config:
+        m = self.monitor
+        if not m.enabled:
+            return self
+        for key in ("suite_sizes", "client_items", "server_items"):
+            unknown = sorted(set(getattr(m, key)) - set(PROBE_SUITES))
+            if unknown:
+                raise ValueError(f"monitor.{key} names unknown probe suites {unknown}; use {list(PROBE_SUITES)}")
+        for name, size in m.suite_sizes.items():
+            if size < 0:
+                raise ValueError(f"monitor.suite_sizes.{name} = {size} must be >= 0")
+            if size == 0:
+                continue
+            k, srv = m.client_items.get(name, 0), m.server_items.get(name, 0)
+            if not 1 <= k <= size:
+                raise ValueError(
+                    f"monitor.client_items.{name} = {k} must lie in [1, monitor.suite_sizes.{name} = {size}]; "
+                    f"set monitor.suite_sizes.{name} = 0 to drop the suite"
+                )
+            if not 0 <= srv <= size:
+                raise ValueError(f"monitor.server_items.{name} = {srv} must lie in [0, {size}]")
+        if not any(v > 0 for v in m.suite_sizes.values()):
+            raise ValueError("monitor.suite_sizes are all 0; keep at least one probe suite or set monitor.enabled = false")
+        return self
+
+    @model_validator(mode="after")
     def _lora_checks(self) -> Config:
         """Per-client ranks and LoRA aggregation against the personalization method."""
         lo, method, agg = self.lora, self.personalization.method, self.lora.aggregation
@@ -274,10 +369,10 @@ class Config(_Section):
                 f'personalization.method = "{method}" {why}, which lora.aggregation = "{agg}" cannot respect; '
                 'use "naive" (exact for a common A) or "zeropad"'
             )
-        if method == "ditto" and (agg == "stack" or lo.keep_merged):
+        if method == "ditto" and agg in ("product", "stack"):
             raise ValueError(
-                'personalization.method = "ditto" pulls the personal adapter to the global factors, which '
-                'stack / keep_merged move into merged weights; use lora.aggregation = "naive", "product" or "zeropad"'
+                f'personalization.method = "ditto" pulls the personal LoRA factors towards the global ones, which '
+                f'lora.aggregation = "{agg}" re-factors or merges away; use "naive" or "zeropad"'
             )
         return self
 

@@ -162,3 +162,29 @@ def test_validation(preference: list[float], beta: float, message: str) -> None:
         regularized_simplex_weights(np.eye(2), np.array(preference), beta)
     with pytest.raises(UserError, match="square"):
         mgda_weights(np.ones((2, 3)))
+
+
+@pytest.mark.parametrize("preference", [[0.5, 0.5], [0.9, 0.1], [0.0, 1.0]])
+def test_beta_zero_is_mgda_whatever_the_preference(preference: list[float]) -> None:
+    # Prepare: g1 = 2 e1, g2 = e2 -> MGDA t = 1/5; a random non-degenerate 3-objective problem
+    gram2 = np.array([[4.0, 0.0], [0.0, 1.0]])
+    gram3 = _random_gram(7, 3)
+    p3 = np.array([preference[0], 0.0, preference[1]])
+    # Execute
+    lam2 = regularized_simplex_weights(gram2, np.array(preference), beta=0.0)
+    lam3 = regularized_simplex_weights(gram3, p3, beta=0.0)
+    # Assert
+    np.testing.assert_allclose(lam2, [0.2, 0.8], atol=1e-12)
+    assert _objective(gram3, p3, 0.0, lam3) == pytest.approx(_objective(gram3, p3, 0.0, mgda_weights(gram3)), abs=1e-10)
+
+
+def test_beta_path_moves_monotonically_from_mgda_to_p() -> None:
+    # Prepare: G = diag(4, 1), p = (0.9, 0.1): t(beta) = (1 + 1.8 beta) / (5 + 2 beta)
+    gram, p = np.array([[4.0, 0.0], [0.0, 1.0]]), np.array([0.9, 0.1])
+    betas = [0.0, 0.5, 2.0, 10.0, 1e3, 1e9]
+    # Execute
+    ts = [regularized_simplex_weights(gram, p, b)[0] for b in betas]
+    # Assert
+    np.testing.assert_allclose(ts, [(1 + 1.8 * b) / (5 + 2 * b) for b in betas], atol=1e-12)
+    assert all(a < b for a, b in zip(ts, ts[1:], strict=False))
+    assert ts[-1] == pytest.approx(0.9, abs=1e-8)

@@ -10,7 +10,7 @@ it on the global adapter without touching any client's data. Per objective m:
   per-token log-likelihood (meaningful for the base model too).
 
 Refusal: the monitor's likelihood judge (``monitor.refusal``: refusal vs compliance
-continuations, refused when p > 0.5) on held-out harmful prompts (``refusal_rate``) and
+continuations, refused when p > 0.5, scored by ``client.scoring``) on held-out harmful prompts (``refusal_rate``) and
 held-out benign prompts (``over_refusal_rate``), with mean judge probabilities. The
 keyword detector's precision / recall on the monitor's labelled set is reported with it.
 """
@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from openpfi.algorithms.state import StateDict
-from openpfi.client.dpo import ChatScorer, EncodedPair, ReferenceCache, encode_pair, sequence_logprobs
+from openpfi.client.dpo import EncodedPair, ReferenceCache, encode_pair, sequence_logprobs
 from openpfi.client.federated import SharedModel
+from openpfi.client.scoring import shared_scorer
 from openpfi.data.preference import effective_objective
 from openpfi.data.preference_split import EvalSets
 from openpfi.monitor.refusal import JUDGE_ITEMS_PER_PROMPT, detector_precision_recall, refusal_items, refusal_probability
@@ -69,7 +70,7 @@ class AlignEvaluator:
         if self.ref is None:
             self.ref = ReferenceCache(self.shared.model, self.shared.pad_id, self.batch_size)
         self.ref.fill([s for ps in self.pairs.values() for p in ps for s in (p.chosen, p.rejected)])
-        self.scorer = ChatScorer(self.shared.model, tok, self.shared.pad_id, self.max_length, self.batch_size)
+        self.scorer = shared_scorer(self.shared)  # the monitor's scorer (client/scoring.py)
 
     @torch.no_grad()
     def _pair_metrics(self, pairs: list[EncodedPair]) -> dict[str, float]:

@@ -28,7 +28,6 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from openpfi.client.train import token_nll
 from openpfi.data.preference import PreferencePair
 from openpfi.data.tokenize import IGNORE, Encoded, collate, encode_chat
-from openpfi.monitor.types import ScoreItem
 
 
 @dataclass(frozen=True)
@@ -154,50 +153,3 @@ def sft_batch(model: Any, pairs: Sequence[EncodedPair], pad_id: int) -> tuple[to
     """Mean NLL of the chosen answers (SFT on preferred responses)."""
     seqs = [p.chosen for p in pairs]
     return token_nll(model, collate(seqs, pad_id)), sum(len(s.input_ids) for s in seqs)
-
-
-class ChatScorer:
-    """``monitor.types.Scorer`` on the shared model: log p(continuation | prompt) by chat template.
-
-    chat=True renders the prompt as the user turn and scores the continuation as the start
-    of the assistant turn (the end-of-turn token is NOT scored: the judge asks how a reply
-    begins). chat=False scores plain text ``prompt + continuation``.
-    """
-
-    def __init__(self, model: Any, tokenizer: Any, pad_id: int, max_length: int = 256, batch_size: int = 16):
-        self.model = model
-        self.tokenizer = tokenizer
-        self.pad_id = pad_id
-        self.max_length = max_length
-        self.batch_size = batch_size
-
-    def _encode(self, item: ScoreItem) -> Encoded:
-        if item.chat:
-            enc = encode_chat(self.tokenizer, item.prompt, item.continuation, self.max_length + 1)
-            special = set(self.tokenizer.all_special_ids)
-            if enc.num_targets > 1 and enc.input_ids[-1] in special:  # drop the end-of-turn target
-                return Encoded(enc.input_ids[:-1], enc.labels[:-1])
-            return enc
-        head = self.tokenizer(item.prompt, add_special_tokens=False)["input_ids"] if item.prompt else []
-        tail = self.tokenizer(item.continuation, add_special_tokens=False)["input_ids"]
-        if not head:
-            bos = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.pad_id
-            head = [bos]
-        ids = (head + tail)[-self.max_length :]
-        n_tail = min(len(tail), len(ids) - 1)
-        return Encoded(tuple(ids), tuple([IGNORE] * (len(ids) - n_tail) + ids[len(ids) - n_tail :]))
-
-    @torch.no_grad()
-    def logprobs(self, items: Sequence[ScoreItem]) -> list[tuple[float, int]]:
-        encoded = [self._encode(it) for it in items]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-        out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
-        was_training = self.model.training
-        self.model.eval()
-        for i in range(0, len(order), self.batch_size):
-            idx = order[i : i + self.batch_size]
-            values = sequence_logprobs(self.model, [encoded[k] for k in idx], self.pad_id).tolist()
-            for k, v in zip(idx, values, strict=True):
-                out[k] = (v, encoded[k].num_targets)
-        self.model.train(was_training)
-        return out

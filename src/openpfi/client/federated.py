@@ -152,6 +152,9 @@ class FederatedClient:
         self.model_rank = model_rank
         self.initial = initial
         """The starting adapter (seeded init or model.adapter); the shared model's init when None."""
+        self.monitor: Any = None
+        """A ``client.monitor_client.ClientMonitor`` when the run is monitored: after training, the
+        client probes its model and puts ONLY the clipped, noised report in ``ClientUpdate.monitor``."""
         self.split: KeySplit | None = None
         self.personal: StateDict | None = None
         self._eval_memo: tuple[str, float, int] | None = None
@@ -247,7 +250,14 @@ class FederatedClient:
             "compute_seconds": sum(r.compute_seconds for r in results),
             "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
         }
-        return ClientUpdate(self.client_id, len(self.train), delta, scalars)
+        report = None
+        if self.monitor is not None:
+            whole = out.personal is not None and split.trainable <= set(out.personal)  # Ditto: a second adapter
+            trained = {**out.state, **out.personal} if whole and out.personal is not None else out.state
+            report, scalars["monitor_seconds"] = self.monitor.run(
+                shared, seed, round_num, self.client_id, out.start, trained, self.heldout, self.group
+            )
+        return ClientUpdate(self.client_id, len(self.train), delta, scalars, monitor=report)
 
     def _loss(self, shared: SharedModel, state: StateDict) -> tuple[float, int]:
         key = _state_hash(state)

@@ -55,6 +55,9 @@ class SilentReporter:
 
 RoundHook = Callable[[int, dict[str, Any]], None]
 """Called after aggregation and evaluation with (round, metrics row); may add keys to the row."""
+ClientSideHook = Callable[[int, list[FederatedClient]], None]
+"""Simulation scaffolding run before a round on the client side only (e.g. a benchmark's injected
+failure changing some clients' local data); the server never sees it."""
 
 
 @dataclass
@@ -67,6 +70,9 @@ class InProcessEngine:
     seed: int
     reporter: Reporter = field(default_factory=SilentReporter)
     hooks: list[RoundHook] = field(default_factory=list)
+    before_round: list[ClientSideHook] = field(default_factory=list)
+    validate_monitor: Callable[[Any], str | None] | None = None
+    """Checks each client's monitor report before it enters the sum (see engines/rounds.py)."""
 
     def run_rounds(self, start_round: int = 1) -> list[dict[str, Any]]:
         by_id = {c.client_id: c for c in self.clients}
@@ -76,6 +82,8 @@ class InProcessEngine:
         return rows
 
     def _round(self, r: int, by_id: dict[str, FederatedClient]) -> dict[str, Any]:
+        for prepare_clients in self.before_round:
+            prepare_clients(r, self.clients)
         t0 = time.perf_counter()
         sampled = self.server.configure_fit(r, sorted(by_id))
         self.reporter.round_start(r, self.rounds, sampled)
@@ -111,8 +119,9 @@ class InProcessEngine:
         eval_metrics = self.server.aggregate_evaluate(r, evals)
         t_eval = time.perf_counter() - t2
 
-        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals)
-        timings = {"train_s": t_train, "aggregate_s": t_agg, "evaluate_s": t_eval}
+        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor)
+        probing = sum(u.scalars.get("monitor_seconds", 0.0) for u in updates)  # inside client.fit
+        timings = {"train_s": t_train - probing, "aggregate_s": t_agg, "evaluate_s": t_eval, "client_monitor_s": probing}
         return close_round(
             self.run,
             self.server,

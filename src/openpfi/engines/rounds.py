@@ -13,13 +13,17 @@ per round, in this layout::
 Monitor reports: when clients sent monitor vectors, the engine passes their SUM
 (plain on the in-process engine, the SecAgg+ sum on Flower) as
 ``row["monitor_sum"]`` (np.ndarray) with ``row["monitor_clients"]``; hooks read
-it, and ``close_round`` drops the vector before the row is written.
+it, and ``close_round`` drops the vector before the row is written. With a
+``validate_monitor`` check (the in-process stand-in for secure aggregation with
+input validation) a malformed report is left out of the sum and listed in
+``row["monitor_rejected"]`` as ``{"client_id", "reason"}``. ``timings["client_monitor_s"]``
+(the clients' probing time) is counted in ``monitor_s``.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -56,8 +60,12 @@ def round_row(
     eval_metrics: dict[str, float],
     updates: Sequence[ClientUpdate],
     evals: Sequence[EvalResult],
+    validate_monitor: Callable[[np.ndarray], str | None] | None = None,
 ) -> dict[str, Any]:
-    """The metrics row of a round (before hooks and timings)."""
+    """The metrics row of a round (before hooks and timings).
+
+    ``validate_monitor(vector)`` returns why a monitor report must be rejected, or None.
+    """
     by_id = {u.client_id: u for u in updates}
     clients: dict[str, dict[str, float]] = {}
     for e in evals:
@@ -77,6 +85,15 @@ def round_row(
         **eval_metrics,
         "clients": clients,
     }
+    rejected: list[dict[str, str]] = []
+    if validate_monitor is not None:
+        for u in updates:
+            reason = None if u.monitor is None else validate_monitor(np.asarray(u.monitor))
+            if reason is not None:
+                rejected.append({"client_id": u.client_id, "reason": reason})
+        bad = {x["client_id"] for x in rejected}
+        updates = [u for u in updates if u.client_id not in bad]
+        row["monitor_rejected"] = rejected
     summed = monitor_sum(updates)
     if summed is not None:
         row[MONITOR_SUM], row["monitor_clients"] = summed
@@ -108,7 +125,7 @@ def close_round(
     row.pop(MONITOR_SUM, None)
     reporter.phase("checkpoint")
     t_ckpt = time.perf_counter()
-    row["timings"] = {**timings, "monitor_s": t_ckpt - t_hooks}
+    row["timings"] = {**timings, "monitor_s": t_ckpt - t_hooks + timings.get("client_monitor_s", 0.0)}
     run.save_checkpoint(Checkpoint(r, server.params, server.opt_state, {"seed": seed, "metrics": row, **(meta or {})}))
     row["timings"]["serialize_s"] = time.perf_counter() - t_ckpt
     row["timings"]["round_s"] = time.perf_counter() - started

@@ -29,6 +29,7 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,13 +38,28 @@ from typing import Any
 import numpy as np
 
 from openpfi.errors import UserError
-from openpfi.monitor.privacy import atomic_write_text
 
 LOG_FILE = "audit.jsonl"
 HEAD_FILE = "audit.head"
 GENESIS = "0" * 64
 KINDS: tuple[str, ...] = ("config", "probes", "dp_parameters", "aggregate", "alarm", "rejected_report", "action")
 _FIELDS = frozenset({"seq", "time", "kind", "payload", "prev", "hash"})
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same folder + fsync + ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def jsonable(obj: Any) -> Any:
@@ -121,16 +137,16 @@ def _check_lines(lines: list[bytes]) -> tuple[int, str | None, str]:
     return len(lines), None, prev
 
 
-def _read_lines(log: Path) -> list[bytes]:
+def _read_lines(log: Path) -> tuple[list[bytes], bool]:
+    """Lines without their newline, and whether the file ends with a newline."""
     data = log.read_bytes()
     if not data:
-        return []
+        return [], True
     lines = data.split(b"\n")
-    if lines[-1] == b"":
+    terminated = lines[-1] == b""
+    if terminated:
         lines.pop()
-    else:
-        lines[-1] = lines[-1] + b"\x00"  # an unterminated last line cannot be canonical: flag it
-    return lines
+    return lines, terminated
 
 
 def _read_head(head: Path) -> tuple[dict | None, str | None]:
@@ -157,10 +173,12 @@ def verify(run_dir: Path | str) -> VerifyResult:
     log, head_path = _paths(run_dir)
     if not log.exists():
         return VerifyResult(False, 0, f"no {LOG_FILE} in {log.parent}")
-    lines = _read_lines(log)
+    lines, terminated = _read_lines(log)
     n, problem, last = _check_lines(lines)
     if problem is not None:
         return VerifyResult(False, n, problem)
+    if not terminated:
+        return VerifyResult(False, n - 1, f"line {n} does not end with a newline (a torn write, or an edit)")
     head, head_problem = _read_head(head_path)
     if head is None:
         return VerifyResult(False, n, head_problem)
@@ -240,4 +258,4 @@ def read_entries(run_dir: Path | str) -> list[dict]:
     if not res.ok:
         raise UserError(f"audit log in {run_dir} does not verify: {res.problem}")
     log, _ = _paths(run_dir)
-    return [json.loads(line) for line in _read_lines(log)]
+    return [json.loads(line) for line in _read_lines(log)[0]]

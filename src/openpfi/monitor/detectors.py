@@ -53,13 +53,21 @@ REFERENCES: tuple[str, ...] = ("estimated", "known")
 Z_95 = 1.96
 
 DEFAULT_DIRECTIONS: dict[str, str] = {
-    "amplified_bias": "increase",  # bias score towards the stereotype grows
+    # mode defaults, then the streams of ``derive.py`` whose bad direction differs
+    "amplified_bias": "increase",  # BBQ bias scores, CrowS stereotype preference grow
     "confidence_miscalibration": "increase",  # ECE grows
-    "fairness_collapse": "increase",  # gaps / spread across clients and groups grow
-    "adaptation_misalignment": "increase",  # more clients lose capability or safety
-    "out_of_domain_degradation": "increase",  # loss against the base model grows
+    "confidence_miscalibration.accuracy": "decrease",
+    "confidence_miscalibration.confidence": "both",
+    "fairness_collapse": "increase",  # client loss: mean, worst decile, spread, group gap grow
+    "adaptation_misalignment": "increase",  # share of clients that dropped grows
+    "adaptation_misalignment.capability_change": "decrease",
+    "adaptation_misalignment.refusal_change": "decrease",
+    "out_of_domain_degradation": "increase",  # out-of-domain NLL (and its change vs base) grows
+    "out_of_domain_degradation.capability_accuracy": "decrease",
+    "out_of_domain_degradation.capability_change": "decrease",
     "alignment_erosion": "decrease",  # refusal of harmful prompts falls
-    "alignment_erosion.over_refusal": "increase",  # refusal of benign prompts grows
+    "alignment_erosion.over_refusal_rate": "increase",  # refusal of benign prompts grows
+    "alignment_erosion.over_refusal_change": "increase",
 }
 """Which change is bad, by mode or by stream prefix (the longest matching key wins)."""
 
@@ -311,14 +319,10 @@ class DetectorBank:
         The calibration settings are kept in ``self.calibration`` (and in
         :meth:`config`) so the report can state how ``h`` was set.
         """
-        kw = {"streams": streams, "reference": reference}
-        h1 = calibrate_threshold(detector, drift_k, horizon_rounds, target_false_alarm_rate, generator, n_sim, **kw)
-        h2 = calibrate_threshold(
-            detector, drift_k, horizon_rounds, target_false_alarm_rate, generator, n_sim, direction="both", **kw
-        )
-        bank = cls(
-            detector, h1, drift_k, directions, threshold_two_sided=h2, min_std=min_std, reference=reference
-        )
+        args = (detector, drift_k, horizon_rounds, target_false_alarm_rate, generator, n_sim)
+        h1 = calibrate_threshold(*args, streams=streams, reference=reference)
+        h2 = calibrate_threshold(*args, streams=streams, reference=reference, direction="both")
+        bank = cls(detector, h1, drift_k, directions, threshold_two_sided=h2, min_std=min_std, reference=reference)
         bank.calibration = {
             "method": "monte_carlo_null",
             "target_false_alarm_rate": float(target_false_alarm_rate),
@@ -341,7 +345,7 @@ class DetectorBank:
     def threshold_for(self, stream: str) -> float:
         return self.threshold_two_sided if self.direction(stream) == "both" else self.threshold
 
-    def update(self, round: int, points: Mapping[str, MetricPoint]) -> list[Alarm]:  # noqa: A002
+    def update(self, round: int, points: Mapping[str, MetricPoint]) -> list[Alarm]:
         """Feed one round; return the alarms it raised (sorted by stream).
 
         A stream's first finite point becomes its reference and cannot alarm.

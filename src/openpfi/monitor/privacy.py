@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,6 +45,7 @@ from openpfi.algorithms.privacy import (
     rdp_to_epsilon,
 )
 from openpfi.errors import UserError
+from openpfi.monitor.audit import atomic_write_text
 
 LEDGER_FILE = "privacy.json"
 LEDGER_VERSION = 1
@@ -218,9 +217,7 @@ class PrivacyLedger:
     ) -> LedgerEntry:
         """Charge one round. ``n_expected``: clients the noise shares were sized for."""
         if self.entries and round_index <= self.entries[-1].round:
-            raise UserError(
-                f"privacy ledger already has round {self.entries[-1].round}; got round {round_index} again"
-            )
+            raise UserError(f"privacy ledger already has round {self.entries[-1].round}; got round {round_index} again")
         _check_positive("privacy.noise_multiplier", noise_multiplier)
         _check_positive("privacy.l2_max", l2_max)
         n_exp = n_clients if n_expected is None else n_expected
@@ -309,22 +306,6 @@ class PrivacyLedger:
         except json.JSONDecodeError as e:
             raise UserError(f"privacy ledger {p} is not valid JSON (line {e.lineno}): restore it") from e
         return cls.from_dict(data)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same folder + fsync + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def plan_budget(

@@ -18,12 +18,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from openpfi.monitor.audit import HEAD_FILE, LOG_FILE, jsonable, verify
+from openpfi.monitor.audit import HEAD_FILE, LOG_FILE, atomic_write_text, jsonable, verify
 from openpfi.monitor.detectors import DetectorBank
-from openpfi.monitor.privacy import PrivacyLedger, atomic_write_text
 from openpfi.monitor.types import MODES, Alarm, MetricPoint, stream_mode
+
+if TYPE_CHECKING:  # the ledger pulls in torch via algorithms.privacy; the report does not need it
+    from openpfi.monitor.privacy import PrivacyLedger
 
 REPORT_SCHEMA = "openpfi.monitor.report/1"
 
@@ -136,7 +138,7 @@ def _replay_statistics(rounds: Sequence[Mapping], thresholds: Mapping) -> tuple[
 def _privacy_section(privacy: PrivacyLedger | Mapping | None) -> dict:
     if privacy is None:
         return {"measured": False, "rounds": [], "epsilon_total": None, "delta": None}
-    data = privacy.to_dict() if isinstance(privacy, PrivacyLedger) else dict(jsonable(privacy))
+    data = dict(jsonable(privacy.to_dict() if hasattr(privacy, "to_dict") else dict(privacy)))
     rounds = []
     for e in data.get("rounds", []):
         e = dict(e)
@@ -400,7 +402,7 @@ def print_summary(report: Mapping[str, Any]) -> Any:
         Text(
             f"evidence: {ev['file']} {ev['entries']} entries, head {ev['head_hash'] or 'n/a'}, "
             + ("verified" if ev["verified"] else f"NOT VERIFIED: {ev['problem']}"),
-            style=None if ev["verified"] else "bold red",
+            style="" if ev["verified"] else "bold red",
         ),
     ]
     return Group(t, *lines)

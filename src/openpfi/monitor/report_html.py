@@ -51,13 +51,13 @@ code, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-
 .mode-id { color:var(--muted); font-weight:400; }
 .badge { display:inline-block; border-radius:10px; padding:1px 9px; font-size:12px; font-weight:600;
   color:#fff; background:var(--ok); }
-.badge.alarm { background:var(--alarm); } .badge.not_measured { background:var(--nm); }
+.badge.st-alarm { background:var(--alarm); } .badge.st-not_measured { background:var(--nm); }
 .nist { display:inline-block; border:1px solid var(--line); border-radius:4px; padding:0 6px; margin:0 4px 2px 0;
   font-size:11.5px; color:var(--muted); background:#fafbfc; }
 .notmeasured { font-size:15px; color:var(--nm); font-weight:600; margin:10px 0 4px; }
-.grid2 { display:grid; grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); gap:10px 22px; }
+.grid2 { display:grid; grid-template-columns: repeat(auto-fill, minmax(460px, 1fr)); gap:10px 26px; }
 figure { margin:6px 0; } figcaption { font-size:12px; color:var(--muted); }
-svg.chart { display:block; max-width:100%; height:auto; background:#fff; }
+svg.chart { display:block; width:100%; height:auto; background:#fff; } svg.chart.eps { max-width:640px; }
 svg .grid { stroke:#eceff3; } svg .axis { stroke:#9aa3ad; }
 svg .tick { font-size:10.5px; fill:#5b6470; } svg .ylabel { font-size:11px; fill:#5b6470; }
 svg .line { fill:none; stroke-width:2; } svg .line.thin { stroke-width:1.5; }
@@ -95,10 +95,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]], classes: Seque
 
 def _value(x: Any) -> str:
     """Any JSON value as compact escaped text."""
+    if x is None or x == "":
+        return "<span class='muted'>not stated</span>"
     if isinstance(x, float):
         return fmt(x, 4)
     if isinstance(x, (dict, list)):
-        return f'<code>{_e(json.dumps(x, ensure_ascii=False))}</code>'
+        return f"<code>{_e(json.dumps(x, ensure_ascii=False))}</code>"
     return _e(x)
 
 
@@ -132,7 +134,7 @@ def _stream_table(mode: Mapping) -> str:
     rows, classes = [], []
     for m in mode["metrics"]:
         for s in m["streams"]:
-            last = next((p for p in reversed(s["series"]) if p["value"] is not None), {})
+            last: Mapping[str, Any] = next((p for p in reversed(s["series"]) if p["value"] is not None), {})
             rows.append(
                 [
                     f"<code>{_e(s['name'])}</code>",
@@ -151,7 +153,7 @@ def _mode_panel(mode: Mapping) -> str:
     nist = "".join(f"<span class='nist'>NIST AI RMF {_e(f)}</span>" for f in mode["nist"])
     head = (
         f"<h2>{_e(mode['title'])} <code class='mode-id'>{_e(mode['id'])}</code>"
-        f"<span class='badge {st}'>{_e(STATUS_LABEL[st])}</span></h2>"
+        f"<span class='badge st-{st}'>{_e(STATUS_LABEL[st])}</span></h2>"
         f"<div class='muted'>{_e(mode['layer'])} layer — {_e(mode['measures'])}</div><div>{nist}</div>"
     )
     if st == "not_measured":
@@ -237,6 +239,8 @@ def _plan(plan: Mapping) -> str:
     parts = []
     for sec in plan["sections"]:
         c = sec["content"]
+        if sec["id"] == "evidence_log":
+            c = {k: v for k, v in c.items() if v is not None}
         if isinstance(c, list) and c and isinstance(c[0], str):
             body = "<ol>" + "".join(f"<li>{_e(x)}</li>" for x in c) + "</ol>"
         elif isinstance(c, list):
@@ -249,7 +253,9 @@ def _plan(plan: Mapping) -> str:
         else:
             body = _e(c)
         parts.append(f"<dt>{_e(sec['title'])}</dt><dd>{body}</dd>")
-    return f"<div class='card'><p class='muted'>{_e(plan['legal_basis'])}</p><dl class='plan'>{''.join(parts)}</dl></div>"
+    return (
+        f"<div class='card'><p class='muted'>{_e(plan['legal_basis'])}</p><dl class='plan'>{''.join(parts)}</dl></div>"
+    )
 
 
 def _nist(rows: Sequence[Mapping]) -> str:
@@ -297,7 +303,7 @@ def render_html(report: Mapping[str, Any]) -> str:
         [
             [
                 f"<a href='#mode-{_e(m['id'])}'>{_e(m['title'])}</a> <code class='muted'>{_e(m['id'])}</code>",
-                f"<span class='badge {m['status']}'>{_e(STATUS_LABEL[m['status']])}</span>",
+                f"<span class='badge st-{m['status']}'>{_e(STATUS_LABEL[m['status']])}</span>",
                 _e(m["measures"]),
                 _e(len(m["alarms"])),
             ]

@@ -89,9 +89,9 @@ def _path(points: Sequence[tuple[float, float]]) -> str:
     return " ".join(f"{'M' if i == 0 else 'L'}{x:.1f},{y:.1f}" for i, (x, y) in enumerate(points))
 
 
-def _svg(height: int, label: str, body: list[str]) -> str:
+def _svg(height: int, label: str, body: list[str], cls: str = "chart") -> str:
     return (
-        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
+        f'<svg class="{cls}" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
         f'role="img" aria-label="{escape(label)}">'
         f"<title>{escape(label)}</title>{''.join(body)}</svg>"
     )
@@ -172,8 +172,11 @@ def statistic_chart(metric: dict, height: int = 110) -> str:
 
 def epsilon_chart(rounds: Sequence[dict], height: int = 150) -> str:
     """Cumulative epsilon per round (released rounds as dots, withheld as hollow)."""
-    pts = [(r["round"], r.get("epsilon_total"), r.get("released")) for r in rounds]
-    pts = [(r, e, rel) for r, e, rel in pts if e is not None]
+    pts: list[tuple[int, float, bool]] = [
+        (int(r["round"]), float(r["epsilon_total"]), bool(r.get("released")))
+        for r in rounds
+        if r.get("epsilon_total") is not None
+    ]
     if not pts:
         return ""
     s = _Scale(pts[0][0], pts[-1][0], 0.0, max(e for _, e, _ in pts) or 1.0, height)
@@ -183,4 +186,4 @@ def epsilon_chart(rounds: Sequence[dict], height: int = 150) -> str:
     for (x, y), (_, _, rel) in zip(line, pts, strict=True):
         fill = PALETTE[0] if rel else "#fff"
         body.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{fill}" stroke="{PALETTE[0]}"/>')
-    return _svg(height, "cumulative privacy budget (epsilon) per round", body)
+    return _svg(height, "cumulative privacy budget (epsilon) per round", body, cls="chart eps")

@@ -11,13 +11,15 @@ are left out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from openpfi.monitor.client_probe import encode_report, run_probes
-from openpfi.monitor.derive import derive_metrics
+from openpfi.monitor.derive import Z95, derive_metrics
 from openpfi.monitor.probes import ProbeSuite
 from openpfi.monitor.schema import build_schema
-from openpfi.monitor.types import Scorer, stream_mode
+from openpfi.monitor.types import MetricPoint, Scorer, stream_mode
 
 #: Modes whose streams describe a model (and so can be evaluated on the server).
 MODEL_MODES = ("amplified_bias", "confidence_miscalibration", "out_of_domain_degradation",
@@ -32,3 +34,76 @@ def evaluate_public(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: 
     vec = encode_report(schema, run_probes(scorer, suites, batch=batch), None, 0.0, None)
     points = derive_metrics(schema, vec, 1, 0.0, minimum_clients=1)
     return {k: p.value for k, p in points.items() if stream_mode(k) in MODEL_MODES}
+
+
+def _items_behind(stream: str, suites: Mapping[str, ProbeSuite]) -> int:
+    """How many probe items a model-level stream averages over (for its sampling interval)."""
+    parts = stream.split(".")
+    mode, metric, group = parts[0], parts[1], (parts[2] if len(parts) > 2 else None)
+
+    def count(name: str, keep: Callable[[Any], bool] = lambda _: True) -> int:
+        return sum(1 for i in suites[name].items if keep(i)) if name in suites else 0
+
+    if metric in ("bbq_amb_bias", "bbq_dis_bias"):
+        cond = "ambig" if metric == "bbq_amb_bias" else "disambig"
+        return count("bbq", lambda i: i.condition == cond and group in (None, i.category))
+    if metric == "crows_stereo_pref":
+        return count("crows", lambda i: group in (None, i.bias_type))
+    if mode == "confidence_miscalibration":
+        return count("capability") + count("bbq", lambda i: i.condition == "disambig")
+    if metric in ("nll", "nll_change"):
+        return count("ood", lambda i: i.domain == group)
+    if metric.startswith("capability"):
+        return count("capability")
+    if metric.startswith("over_refusal"):
+        return count("benign")
+    if metric.startswith("refusal"):
+        return count("harmful")
+    return 1
+
+
+#: change stream -> (level stream, natural range of the level)
+_CHANGES = {"capability_change": "capability_accuracy", "refusal_change": "refusal_rate",
+            "over_refusal_change": "over_refusal_rate", "nll_change": "nll"}
+
+
+def public_points(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: int = 256,
+                  ood_max_nll: float = 8.0, base_model: Mapping[str, float] | None = None,
+                  reference: Mapping[str, MetricPoint] | None = None) -> dict[str, MetricPoint]:
+    """MetricPoints of ``scorer``'s model on public ``suites``, with item-sampling intervals.
+
+    The model is one known model (no clients, no DP noise), so the only uncertainty is
+    which probe items were drawn: a stream averaging m items of values in [lo, hi] gets
+    value +- 1.96 sqrt(BD(v~) / (m + 1.96^2)) with the Bhatia-Davis bound BD (as in
+    ``derive.py``) at v~ = (m value + 1.96^2 mid) / (m + 1.96^2), the Agresti-Coull
+    adjustment that keeps a rate of 0 or 1 from getting a zero-width interval.
+    Changes against ``base_model`` (exact) keep the level's interval; changes against
+    ``reference`` points add the reference's variance.
+    """
+    schema = build_schema(suites, groups=(), ood_max_nll=ood_max_nll)
+    vec = encode_report(schema, run_probes(scorer, suites, batch=batch), None, 0.0, None)
+    raw = derive_metrics(schema, vec, 1, 0.0, reference, base_model, minimum_clients=1)
+    out: dict[str, MetricPoint] = {}
+    half: dict[str, float] = {}
+    for name in sorted(raw, key=lambda k: any(f".{c}" in k for c in _CHANGES)):  # levels first
+        if stream_mode(name) not in MODEL_MODES:
+            continue
+        parts = name.split(".")
+        metric = parts[1]
+        v = raw[name].value
+        if metric in _CHANGES:
+            level = ".".join([parts[0], _CHANGES[metric], *parts[2:]])
+            h = half.get(level, 0.0)
+            ref = (reference or {}).get(level)
+            if ref is not None:
+                h = math.hypot(h, (ref.hi - ref.lo) / 2)
+            mx = ood_max_nll if metric == "nll_change" else 1.0
+            out[name] = MetricPoint(v, max(v - h, -mx), min(v + h, mx), 1)
+            continue
+        lo, hi = (-1.0, 1.0) if metric.startswith("bbq_") else (0.0, ood_max_nll if metric == "nll" else 1.0)
+        m = max(_items_behind(name, suites), 1) + Z95**2
+        adj = (v * (m - Z95**2) + Z95**2 * (lo + hi) / 2) / m
+        h = Z95 * math.sqrt(max((hi - adj) * (adj - lo), 0.0) / m)
+        half[name] = h
+        out[name] = MetricPoint(v, max(v - h, lo), min(v + h, hi), 1)
+    return out

@@ -7,6 +7,7 @@ from pathlib import Path
 from openpfi.config import Config, load_config
 from openpfi.engines.inprocess import Reporter
 from openpfi.recipes import federated_sft
+from openpfi.recipes.monitoring import plan_monitor
 from openpfi.runfolder import RunFolder
 
 
@@ -19,7 +20,8 @@ def start_job(cfg: Config, out: Path, force: bool, reporter: Reporter) -> RunFol
         from openpfi.recipes import federated_align
 
         return federated_align.start(cfg, out, force, reporter)
-    return federated_sft.start(cfg, out, force, reporter)
+    plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail before any folder is written
+    return federated_sft.start(cfg, out, force, reporter, monitor=plan)
 
 
 def resume_job(run_dir: Path, reporter: Reporter) -> RunFolder:
@@ -28,4 +30,5 @@ def resume_job(run_dir: Path, reporter: Reporter) -> RunFolder:
         from openpfi.recipes import federated_align
 
         return federated_align.resume(run_dir, reporter)
-    return federated_sft.resume(run_dir, reporter)
+    plan = plan_monitor(load_config(cfg_file)) if cfg_file.is_file() else None
+    return federated_sft.resume(run_dir, reporter, monitor=plan)

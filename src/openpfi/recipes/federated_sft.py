@@ -19,12 +19,13 @@ from openpfi.client.train import TrainSettings
 from openpfi.config import Config, dump_toml, load_config
 from openpfi.data import ClientData, LoadResult, load_examples, make_clients
 from openpfi.data.tokenize import encode_chat
-from openpfi.engines.inprocess import InProcessEngine, Reporter, RoundHook, SilentReporter
+from openpfi.engines.inprocess import ClientSideHook, InProcessEngine, Reporter, RoundHook, SilentReporter
 from openpfi.errors import UserError
 from openpfi.models.loader import ModelInfo, load_model
 from openpfi.models.lora import read_adapter_file
 from openpfi.monitor.audit import AuditLog
 from openpfi.recipes.manifest import build_manifest
+from openpfi.recipes.monitoring import MonitorPlan, wire_monitor
 from openpfi.recipes.personalization import PersonalSetup, setup_personalization
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.server import FedServer, SamplingConfig
@@ -183,18 +184,30 @@ def start(
     force: bool = False,
     reporter: Reporter | None = None,
     hooks: list[RoundHook] | None = None,
+    monitor: MonitorPlan | None = None,
+    before_round: list[ClientSideHook] | None = None,
 ) -> RunFolder:
+    """``before_round``: client-side simulation hooks (e.g. the silent benchmark's injections)."""
     prep = prepare(cfg)
     cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data)
     prep.cfg = cfg
     _attach_stores(prep, run)
     server = make_server(cfg, prep.personal)
     server.init(server_start(prep))
-    _engine(prep, run, server, reporter or SilentReporter(), hooks or []).run_rounds(1)
+    engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
+    engine.before_round = list(before_round or [])
+    finish_monitor = wire_monitor(monitor, engine, prep.start_adapter)
+    engine.run_rounds(1)
+    finish_monitor()
     return run
 
 
-def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] | None = None) -> RunFolder:
+def resume(
+    path: Path,
+    reporter: Reporter | None = None,
+    hooks: list[RoundHook] | None = None,
+    monitor: MonitorPlan | None = None,
+) -> RunFolder:
     """Continue from the last complete round; same result as an uninterrupted run."""
     run = RunFolder.open(path)
     cfg = load_config(run.config_file)
@@ -220,5 +233,8 @@ def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] 
             if row:
                 run.append_metrics(row)
     AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last})
-    _engine(prep, run, server, reporter or SilentReporter(), hooks or []).run_rounds(last + 1)
+    engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
+    finish_monitor = wire_monitor(monitor, engine, prep.start_adapter, resume_from=last)
+    engine.run_rounds(last + 1)
+    finish_monitor()
     return run

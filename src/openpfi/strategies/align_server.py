@@ -6,7 +6,7 @@
   averages each objective over the clients that hold it (weighted by their pairs of that
   objective), ``D^m = sum_i w_i^m d_i^m``, solves MGDA on the Gram matrix of the D^m,
   ``lambda = argmin_{simplex} ||sum_m lambda_m D^m||^2``, and applies ``sum_m lambda_m D^m``
-  through the same server optimizer.
+  through the same server optimizer (``FedServer.aggregate_fit`` with ``mean_delta``).
 
 Drift metrics for every method, on each client's effective update (its delta; for FMGDA
 ``sum_m lambda_m d_i^m``): ``drift_cosine_dispersion``, ``drift_disagreement`` and
@@ -23,8 +23,8 @@ import numpy as np
 from openpfi.algorithms.aggregate import weighted_mean
 from openpfi.algorithms.drift import cosine_dispersion, disagreement_share, lambda_spread
 from openpfi.algorithms.mgda import gram_matrix, mgda_weights
-from openpfi.algorithms.server_opt import ServerOptConfig, server_step
-from openpfi.algorithms.state import StateDict, flatten, l2_norm, nbytes, scale, zeros_like
+from openpfi.algorithms.server_opt import ServerOptConfig
+from openpfi.algorithms.state import StateDict, flatten, l2_norm, scale, zeros_like
 from openpfi.algorithms.state import add as add_states
 from openpfi.client.messages import ClientUpdate
 from openpfi.errors import UserError
@@ -37,22 +37,26 @@ class AlignServer(FedServer):
         self.objectives = list(objectives)
         self.method = method
 
-    def aggregate_fit(self, round_num: int, updates: Sequence[ClientUpdate], failures: int = 0) -> dict[str, float]:
-        if self.method == "fmgda":
-            metrics, effective = self._aggregate_fmgda(round_num, updates, failures)
-        else:
-            metrics = super().aggregate_fit(round_num, updates, failures)
-            effective = [u.delta for u in updates]
+    def aggregate_fit(self, round_num: int, updates: Sequence[ClientUpdate], failures: int = 0,
+                      mean_delta: StateDict | None = None) -> dict[str, float]:
+        if self.method != "fmgda":
+            metrics = super().aggregate_fit(round_num, updates, failures, mean_delta=mean_delta)
+            metrics.update(self._drift(updates, [u.delta for u in updates if u.delta]))
+            return metrics
+        if mean_delta is not None:
+            raise UserError("FMGDA needs every client's per-objective deltas; it cannot run under secure "
+                            "aggregation (use alignment.method = firm, which uploads one adapter)")
+        combined, lam, effective = self._fmgda_direction(round_num, updates)
+        # The foundation applies the combined direction through the server optimizer and counts bytes.
+        metrics = super().aggregate_fit(round_num, updates, failures, mean_delta=combined)
+        metrics["update_norm_mean"] = float(np.mean([l2_norm(e) for e in effective]))
+        metrics.update({f"server_lambda_{m}": float(w) for m, w in lam.items()})
         metrics.update(self._drift(updates, effective))
         return metrics
 
-    def _aggregate_fmgda(self, round_num: int, updates: Sequence[ClientUpdate],
-                         failures: int) -> tuple[dict[str, float], list[StateDict]]:
-        if len(updates) < self.sampling.min_fit_clients:
-            raise RuntimeError(
-                f"round {round_num}: only {len(updates)} clients answered ({failures} failed), "
-                f"fewer than federation.min_fit_clients = {self.sampling.min_fit_clients}"
-            )
+    def _fmgda_direction(self, round_num: int, updates: Sequence[ClientUpdate]
+                         ) -> tuple[StateDict, dict[str, float], list[StateDict]]:
+        """(sum_m lambda_m D^m, lambda, each client's sum_m lambda_m d_i^m)."""
         shared = set(self.params)
         means: dict[str, StateDict] = {}
         for m in self.objectives:
@@ -67,32 +71,19 @@ class AlignServer(FedServer):
         if not means:
             raise RuntimeError(f"round {round_num}: no client sent a per-objective delta (FMGDA)")
         names = list(means)
-        lam = mgda_weights(gram_matrix([flatten(means[m]) for m in names]))
+        weights = mgda_weights(gram_matrix([flatten(means[m]) for m in names]))
+        lam = {m: float(w) for m, w in zip(names, weights, strict=True)}
         combined = zeros_like(self.params)
-        for w, m in zip(lam, names, strict=True):
-            combined = add_states(combined, scale(means[m], float(w)))
-        self.params, self.opt_state = server_step(self.opt, self.params, combined, self.opt_state)
+        for m in names:
+            combined = add_states(combined, scale(means[m], lam[m]))
         effective = []
         for u in updates:
             eff = zeros_like(self.params)
-            for w, m in zip(lam, names, strict=True):
+            for m in names:
                 if m in u.extra:
-                    eff = add_states(eff, scale(u.extra[m], float(w)))
+                    eff = add_states(eff, scale(u.extra[m], lam[m]))
             effective.append(eff)
-        losses = [u.scalars.get("train_loss", float("nan")) for u in updates]
-        metrics = {
-            "train_loss": float(np.average(losses, weights=[u.num_examples for u in updates])),
-            "clients_answered": float(len(updates)),
-            "clients_failed": float(failures),
-            "update_norm_mean": float(np.mean([l2_norm(e) for e in effective])),
-            "global_delta_norm": l2_norm(combined),
-            "bytes_up": float(sum(u.bytes_up for u in updates)),
-            "bytes_down": float(nbytes(self.params) * (len(updates) + failures)),
-            "tokens": float(sum(u.scalars.get("tokens", 0.0) for u in updates)),
-        }
-        for w, m in zip(lam, names, strict=True):
-            metrics[f"server_lambda_{m}"] = float(w)
-        return metrics, effective
+        return combined, lam, effective
 
     def _drift(self, updates: Sequence[ClientUpdate], effective: Sequence[StateDict]) -> dict[str, float]:
         out = {

@@ -133,7 +133,7 @@ class LoraAggregation:
         if self.merges:
             for prefix, (a, b) in lora_pairs(shared_start).items():
                 shape = (shared_start[b].shape[0], shared_start[a].shape[1])  # (out, in)
-                params[merged_key(prefix)] = torch.zeros(shape, dtype=torch.float32)
+                params[merged_key(prefix)] = torch.zeros(shape, dtype=shared_start[a].dtype)
         return params
 
     def aggregate(self, params: StateDict, updates: Sequence[ClientUpdate], round_num: int) -> StateDict:

@@ -2,25 +2,28 @@
 
 Handlers (message type -> what it does):
 
-- ``query.identify``: which client this node is (from its node config and the data);
+- ``query.identify``: this node's partition id (node config) and, when the server
+  cannot work it out itself, its client id (from the node's data);
 - ``train.fit``: ``FederatedClient.fit`` from the global adapter; replies with the delta
   (``records.py``), or keeps it home for SecAgg+ (``secagg.py``);
 - ``evaluate``: ``FederatedClient.evaluate`` of the new global adapter;
-- ``train`` (default): the SecAgg+ stages, handled by Flower's ``secaggplus_mod``.
+- ``train`` (default action): the SecAgg+ stages, handled by Flower's ``secaggplus_mod``.
 
-The node rebuilds its client from the run's config (``settings.py``) and its node
-config. Its personal state lives in a ``ClientStore`` folder on the node and is
-reloaded before every fit and evaluate, so it does not matter which process handles a
-message (the deployment runtime starts a fresh process per message; the simulation
-runtime moves virtual nodes between worker processes). One prepared client set and
-one base model are cached per process.
+The node rebuilds its client with ``recipes.federated_sft.prepare`` from the run's
+config (``settings.py``) and its node config. Its personal state lives in a
+``ClientStore`` folder on the node and is reloaded before every fit and evaluate, so
+it does not matter which process handles a message: the deployment runtime starts a
+fresh process per message, the simulation runtime moves virtual nodes between worker
+processes. One prepared job (one base model) is cached per process.
+
+torch, transformers and peft are imported inside the fit and evaluate handlers only:
+the identify and SecAgg+ messages cost a process start with flwr and numpy, not the
+seconds a model stack takes to import.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,98 +31,98 @@ from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
-from openpfi.client.federated import ClientStore, FederatedClient
 from openpfi.config import Config
-from openpfi.engines.flower import records, secagg
+from openpfi.engines.flower import secagg
 from openpfi.engines.flower.settings import NodeIdentity, client_config, node_identity, run_settings
 from openpfi.errors import UserError
 
-log = logging.getLogger(__name__)
-
 app = ClientApp()
 
-
-@dataclass
-class _Node:
-    cfg: Config
-    identity: NodeIdentity
-    client_id: str
-    prepared: Any = None  # recipes.federated_sft.Prepared, loaded on the first fit / evaluate
-
-
-_CACHE: dict[tuple[str, int, str], _Node] = {}
 _PREPARED: dict[str, Any] = {}
+"""config hash -> recipes.federated_sft.Prepared (the clients of the run and one base model)."""
 
 
-def _node(context: Context) -> _Node:
+def _identity(context: Context) -> tuple[Config, NodeIdentity]:
     settings = run_settings(context.run_config)
     identity = node_identity(context.node_config, settings.cfg)
-    cfg = client_config(settings.cfg, identity)
-    key = (_config_key(cfg), identity.partition_id, identity.data_path)
-    node = _CACHE.get(key)
-    if node is None:
-        from openpfi.recipes.federated_sft import load_clients
-
-        _, data = load_clients(cfg)
-        if identity.partition_id >= len(data):
-            raise UserError(
-                f"node config partition-id = {identity.partition_id} but data gives only {len(data)} clients; "
-                "lower the partition id or data.num_clients"
-            )
-        node = _CACHE[key] = _Node(cfg, identity, data[identity.partition_id].client_id)
-    return node
+    return client_config(settings.cfg, identity), identity
 
 
 def _config_key(cfg: Config) -> str:
     return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
 
 
-def _client(node: _Node, context: Context) -> tuple[Any, FederatedClient]:
-    """The prepared job (one base model per process) and this node's client with its store."""
-    key = _config_key(node.cfg)
+def _prepared(cfg: Config) -> Any:
+    key = _config_key(cfg)
     if key not in _PREPARED:
         from openpfi.recipes.federated_sft import prepare
 
         _PREPARED.clear()  # one base model per process
-        _PREPARED[key] = prepare(node.cfg)
-    prep = _PREPARED[key]
-    client = next(c for c in prep.clients if c.client_id == node.client_id)
-    client.store = ClientStore(_state_root(node, context) / node.client_id)
+        _PREPARED[key] = prepare(cfg)
+    return _PREPARED[key]
+
+
+def _client(cfg: Config, identity: NodeIdentity, context: Context) -> tuple[Any, Any]:
+    """The prepared job and this node's ``FederatedClient``, with its store on this node."""
+    from openpfi.client.federated import ClientStore
+
+    prep = _prepared(cfg)
+    if identity.partition_id >= len(prep.clients):
+        raise UserError(
+            f"node config partition-id = {identity.partition_id} but the data gives only {len(prep.clients)} "
+            "clients; lower the partition id or data.num_clients"
+        )
+    client = prep.clients[identity.partition_id]
+    client.store = ClientStore(_state_root(identity, context) / client.client_id)
     return prep, client
 
 
-def _state_root(node: _Node, context: Context) -> Path:
-    root = node.identity.state_dir or str(context.run_config.get("state-dir", ""))
+def _state_root(identity: NodeIdentity, context: Context) -> Path:
+    root = identity.state_dir or str(context.run_config.get("state-dir", ""))
     if not root:
         return Path.home() / ".cache" / "openpfi" / "flower-state" / f"run-{context.run_id}"
     return Path(root).expanduser()
 
 
-def _restore(client: FederatedClient, up_to_round: int) -> None:
-    restore = getattr(client, "restore", None)  # personal state saved by an earlier message
+def _round(message: Message) -> int:
+    return int(message.content.config_records["config"]["round"])  # type: ignore[arg-type]
+
+
+def _restore(client: Any, up_to_round: int) -> None:
+    """Reload the personal state an earlier message saved (none in round 1)."""
+    restore = getattr(client, "restore", None)
     if restore is not None:
         restore(up_to_round)
 
 
 @app.query("identify")
 def identify(message: Message, context: Context) -> Message:
-    node = _node(context)
-    info = ConfigRecord({"client_id": node.client_id, "partition_id": node.identity.partition_id})
-    return Message(RecordDict({"client": info}), reply_to=message)
+    cfg, identity = _identity(context)
+    info: dict[str, Any] = {"partition_id": identity.partition_id}
+    if bool(message.content.config_records["config"]["client_id"]) or identity.data_path:
+        from openpfi.recipes.federated_sft import load_clients
+
+        _, data = load_clients(cfg)
+        if identity.partition_id >= len(data):
+            raise UserError(f"node config partition-id = {identity.partition_id} but the data gives {len(data)} clients")
+        info["client_id"] = data[identity.partition_id].client_id
+    return Message(RecordDict({"client": ConfigRecord(info)}), reply_to=message)
 
 
 @app.train("fit")
 def fit(message: Message, context: Context) -> Message:
-    node = _node(context)
-    prep, client = _client(node, context)
-    r = int(message.content.config_records["config"]["round"])  # type: ignore[arg-type]
+    from openpfi.engines.flower import records
+
+    cfg, identity = _identity(context)
+    prep, client = _client(cfg, identity, context)
+    r = _round(message)
     global_state = records.record_to_state(message.content.array_records["global"])
     _restore(client, r - 1)
-    update = client.fit(prep.shared, global_state, r, node.cfg.seed)
-    mode = node.cfg.flower.secagg
+    update = client.fit(prep.shared, global_state, r, cfg.seed)
+    mode = cfg.flower.secagg
     if mode == "off":
         return Message(records.update_to_content(update), reply_to=message)
-    arrays, layout, clipped = secagg.pack(update, node.cfg)
+    arrays, layout, clipped = secagg.pack(update, cfg)
     if not layout.empty:
         secagg.store_payload(context, arrays)
     update.scalars["secagg_clipped"] = clipped
@@ -130,12 +133,14 @@ def fit(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    node = _node(context)
-    prep, client = _client(node, context)
-    r = int(message.content.config_records["config"]["round"])  # type: ignore[arg-type]
+    from openpfi.engines.flower import records
+
+    cfg, identity = _identity(context)
+    prep, client = _client(cfg, identity, context)
+    r = _round(message)
     global_state = records.record_to_state(message.content.array_records["global"])
     _restore(client, r)
-    result = client.evaluate(prep.shared, global_state, r, node.cfg.seed)
+    result = client.evaluate(prep.shared, global_state)
     return Message(records.eval_to_content(result), reply_to=message)
 
 
@@ -143,4 +148,3 @@ def evaluate(message: Message, context: Context) -> Message:
 def secure_sum_share(message: Message, context: Context) -> Message:
     """Called by ``secaggplus_mod`` in its collect-masked-vectors stage."""
     return secagg.payload_reply(message, context)
-

@@ -242,6 +242,8 @@ class LocalFederation:
             "PYTHONUNBUFFERED": "1",
             "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
             "TOKENIZERS_PARALLELISM": "false",
+            # SuperExec looks for a new task every second by default (FLWR_SUPEREXEC_TASK_POLL_INTERVAL)
+            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2"),
         }
 
     def __enter__(self) -> LocalFederation:

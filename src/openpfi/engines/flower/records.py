@@ -21,13 +21,11 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from openpfi.algorithms.state import StateDict
 from openpfi.client.messages import ClientUpdate, EvalResult
-from openpfi.errors import UserError
 
 EXTRA = "extra."
 
@@ -128,11 +126,3 @@ def reply_error(message: Message) -> str:
         reason = reason.split(":<'", 1)[1].rsplit("'>", 1)[0]
     return reason or f"error code {message.error.code}"
 
-
-def to_tensor(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x))
-
-
-def check_keys(state: StateDict, like: StateDict, who: str) -> None:
-    if set(state) != set(like):
-        raise UserError(f"{who} sent adapter tensors that do not match the server's; update rejected")

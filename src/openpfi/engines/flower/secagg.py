@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.common import Code, FitIns, FitRes, Parameters, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.compat.common import recorddict_compat as compat
@@ -44,10 +44,12 @@ from flwr.server.workflow import SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
 
-from openpfi.algorithms.state import StateDict
-from openpfi.client.messages import ClientUpdate
 from openpfi.config import Config
 from openpfi.errors import UserError
+
+if TYPE_CHECKING:  # torch stays out of the SecAgg+ stage processes
+    from openpfi.algorithms.state import StateDict
+    from openpfi.client.messages import ClientUpdate
 
 PAYLOAD = "openpfi.secagg"
 """Key of the node-local ``context.state`` ArrayRecord holding the vectors for the next secure sum."""
@@ -102,6 +104,8 @@ class Sums:
 
 def unpack(mean: Sequence[np.ndarray], clients: int, layout: Layout, like: StateDict, cfg: Config) -> Sums:
     """Undo ``pack`` on the workflow's mean over ``clients`` nodes."""
+    import torch
+
     f = cfg.flower
     sums = [np.asarray(a, dtype=np.float64) * clients for a in mean]
     mean_delta = None

@@ -31,6 +31,7 @@ from openpfi.algorithms.state import StateDict
 from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.config import Config
 from openpfi.engines.flower import records, secagg
+from openpfi.engines.flower.grid import PollingGrid
 from openpfi.engines.flower.settings import ERROR_PREFIX, NODE_CONFIG_HELP, RunSettings, run_settings
 from openpfi.engines.rounds import MONITOR_SUM, close_round, round_row
 from openpfi.errors import UserError
@@ -84,12 +85,13 @@ class LogReporter:
 
 class FlowerRun:
     def __init__(self, grid: Grid, context: Context, settings: RunSettings):
-        self.grid = grid
+        self.grid = PollingGrid(grid)
         self.context = context
         self.settings = settings
         self.cfg: Config = settings.cfg
         self.reporter = LogReporter()
         self.node_of: dict[str, int] = {}
+        self.partition_ids: list[str] = []
 
     # -- setup ------------------------------------------------------------------------------------
     def run(self) -> RunFolder:
@@ -124,6 +126,7 @@ class FlowerRun:
         except UserError as err:  # the data lives on the SuperNodes only
             loaded, data = LoadResult([]), []
             extra["data"] = {"location": "supernodes", "note": str(err)}
+        self.partition_ids = [c.client_id for c in data]  # empty: the nodes must tell their client ids
         return new_run(self.cfg, self.settings.out, self.settings.force, model_info, loaded, data, extra)
 
     def _wait_for_nodes(self) -> list[int]:
@@ -141,7 +144,10 @@ class FlowerRun:
         return nodes
 
     def _identify(self, nodes: list[int]) -> dict[str, int]:
-        msgs = [self._message(RecordDict(), nid, "query.identify", "0") for nid in nodes]
+        """Client id -> node id. Nodes say their partition id; the server maps it to the client id
+        when it has the data (else the node sends its client id, working it out from its data)."""
+        ask = ConfigRecord({"client_id": not self.partition_ids})
+        msgs = [self._message(RecordDict({"config": ask}), nid, "query.identify", "0") for nid in nodes]
         replies = self._send(msgs)
         problems, node_of, partition_of = [], {}, {}
         for nid in nodes:
@@ -152,7 +158,11 @@ class FlowerRun:
                 problems.append(f"SuperNode {nid}: {records.reply_error(reply)}")
             else:
                 info = reply.content.config_records["client"]
-                cid, pid = str(info["client_id"]), int(info["partition_id"])  # type: ignore[arg-type]
+                pid = int(info["partition_id"])  # type: ignore[arg-type]
+                if "client_id" not in info and not 0 <= pid < len(self.partition_ids):
+                    problems.append(f"SuperNode {nid}: partition-id {pid} but the data has {len(self.partition_ids)} clients")
+                    continue
+                cid = str(info["client_id"]) if "client_id" in info else self.partition_ids[pid]
                 if cid in node_of:
                     problems.append(
                         f"SuperNodes {node_of[cid]} and {nid} both have partition-id {pid}; give each a different one"

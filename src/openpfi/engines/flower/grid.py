@@ -1,0 +1,61 @@
+"""A ``flwr.serverapp.Grid`` that collects replies every ``poll`` seconds.
+
+Flower's deployment Grid (``flwr.superlink.grid.http_grid.HttpGrid.send_and_receive``)
+sleeps a fixed 3 s between pulls, so every message exchange waits 1.5 s on average
+after the last reply arrived; SecAgg+ makes four exchanges per round. This wrapper
+pushes and pulls with the Grid's public ``push_messages`` / ``pull_messages`` and a
+shorter interval; everything else is delegated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import Message, RecordDict
+from flwr.serverapp import Grid
+
+
+class PollingGrid(Grid):
+    def __init__(self, grid: Grid, poll: float = 0.5):
+        self.grid = grid
+        self.poll = poll
+
+    def set_run(self, run: Any) -> None:
+        self.grid.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self.grid.run
+
+    def create_message(
+        self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str, ttl: float | None = None
+    ) -> Message:
+        return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.grid.get_node_ids()
+
+    def get_nodes(self) -> Iterable[Any]:
+        return self.grid.get_nodes()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self.grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Push, then pull until every message has a reply or ``timeout`` seconds passed."""
+        waiting = set(self.push_messages(messages))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while waiting:
+            got = list(self.pull_messages(waiting))
+            replies += got
+            waiting -= {m.metadata.reply_to_message_id for m in got}
+            if not waiting or (deadline is not None and time.monotonic() >= deadline):
+                break
+            time.sleep(self.poll)
+        return replies

@@ -1,0 +1,343 @@
+"""Wire the silent-failure monitor into a run: plan (before anything is written), attach, finish.
+
+    plan_monitor(cfg)        load and hash the probe suites, plan the DP noise for the
+                             privacy budget; every bad input fails here, before the run
+                             folder exists
+    wire_monitor(plan, eng)  client side: a ClientMonitor on every client (client/monitor_client.py);
+                             server side: a MonitorServer as the engine's round hook and report
+                             check (strategies/monitor_server.py); round 0: the base and the
+                             starting model on the public probes (references); returns finish()
+                             (another engine uses client_monitor() and server_monitor() directly)
+    finish()                 report.json + report.html (also after ``openpfi resume``)
+
+Recorded in the run folder: probe versions and SHA-256 (manifest.json ``monitor``, audit
+``probes``), DP parameters (audit ``dp_parameters``), the round-0 references
+(``monitor/setup.json``), the ledger (``privacy.json``) and the per-round monitor state.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from openpfi import __version__
+from openpfi.algorithms.privacy import epsilon_after
+from openpfi.client.monitor_client import ClientMonitor, ClientMonitorSettings
+from openpfi.client.scoring import shared_scorer
+from openpfi.config import Config
+from openpfi.errors import UserError
+from openpfi.monitor.audit import AuditLog
+from openpfi.monitor.derive import derive_metrics
+from openpfi.monitor.detectors import DetectorBank
+from openpfi.monitor.privacy import PrivacyLedger, atomic_write_text, plan_budget
+from openpfi.monitor.probes import ProbeSuite, load_suites, subset_suite, suite_manifest, verify_hashes
+from openpfi.monitor.schema import ReportSchema, build_schema
+from openpfi.monitor.server_eval import evaluate_public, public_points
+from openpfi.monitor.types import MetricPoint
+from openpfi.runfolder import RunFolder
+from openpfi.strategies.monitor_server import (
+    STATE_DIR,
+    GlobalProbe,
+    MonitorServer,
+    MonitorServerSettings,
+    _point,
+    _unpoint,
+    global_name,
+    stream_directions,
+)
+
+log = logging.getLogger(__name__)
+
+SETUP_FILE = "setup.json"
+
+
+@dataclass
+class MonitorPlan:
+    """What the monitor needs from the config, checked before the run folder is written."""
+
+    cfg: Config
+    suites: dict[str, ProbeSuite]
+    noise_multiplier: float
+    planned_epsilon: float
+    """Epsilon after all ``federation.rounds`` releases at ``noise_multiplier``."""
+
+
+def plan_monitor(cfg: Config) -> MonitorPlan | None:
+    """None when the monitor is off; UserError for missing probe files or an unmeetable budget."""
+    if not cfg.monitor.enabled:
+        return None
+    p, rounds = cfg.privacy, cfg.federation.rounds
+    z = p.noise_multiplier
+    if p.target_epsilon > 0:
+        z = plan_budget(p.target_epsilon, p.delta, rounds, max_noise_multiplier=p.max_noise_multiplier)
+    sizes = {k: v for k, v in cfg.monitor.suite_sizes.items() if v > 0}
+    suites = load_suites(sizes, seed=cfg.monitor.probe_seed)
+    return MonitorPlan(cfg, suites, z, epsilon_after(z, rounds, p.delta))
+
+
+def _groups(cfg: Config, engine: Any) -> tuple[str, ...]:
+    if cfg.monitor.groups:
+        return tuple(cfg.monitor.groups)
+    if cfg.data.source == "chatterbot":
+        return tuple(sorted({c.group for c in engine.clients if c.group}))
+    return ()
+
+
+def _server_suites(plan: MonitorPlan) -> dict[str, ProbeSuite]:
+    """The fixed public sample the server scores the global model on: the first items of each
+    suite (the suites are stratified round robins, so a prefix covers the strata)."""
+    items = plan.cfg.monitor.server_items
+    return {n: subset_suite(s, list(range(items[n]))) for n, s in plan.suites.items() if items.get(n, 0) > 0}
+
+
+def _count_client_streams(schema: ReportSchema, n: int) -> int:
+    """Streams a released round can yield (a synthetic, fully populated sum)."""
+    x = np.full(len(schema), 0.5)
+    for idx in schema.families.values():
+        x[idx] = 1.0 / idx.size
+    base = {f"out_of_domain_degradation.{k}": 0.0 for k in ("capability_accuracy",)}
+    base |= {f"out_of_domain_degradation.nll.{d}": 0.0 for d in schema.keys("out_of_domain_degradation.nll")}
+    ref = {f"alignment_erosion.{k}": MetricPoint(0.5, 0.4, 0.6) for k in ("refusal_rate", "over_refusal_rate")}
+    return len(derive_metrics(schema, n * x, n, 0.0, ref, base, minimum_clients=1))
+
+
+def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, Any], scorer: Any,
+                    server_suites: Mapping[str, ProbeSuite]) -> dict[str, Any]:
+    """Round 0 on the server: base model (adapters at their zero-B init) and starting model."""
+    m = plan.cfg.monitor
+    full = plan.suites
+    base_state = shared.initial_state
+    shared.set_state(base_state)
+    base_clients = evaluate_public(scorer, {k: full[k] for k in ("ood", "capability") if k in full},
+                                   ood_max_nll=m.ood_max_nll)
+    base_global = evaluate_public(scorer, server_suites, ood_max_nll=m.ood_max_nll) if server_suites else {}
+    shared.set_state(dict(start_state))
+    refusal = {k: full[k] for k in ("harmful", "benign") if k in full}
+    reference = public_points(scorer, refusal, ood_max_nll=m.ood_max_nll) if refusal else {}
+    start_global = (public_points(scorer, server_suites, ood_max_nll=m.ood_max_nll, base_model=base_global)
+                    if server_suites else {})
+    ref_global = {k: p for k, p in start_global.items() if k.startswith("alignment_erosion.")}
+    return {
+        "base_model": base_clients,
+        "reference": {k: _point(p) for k, p in reference.items() if k.startswith("alignment_erosion.")},
+        "base_global": base_global,
+        "reference_global": {k: _point(p) for k, p in ref_global.items()},
+        "round0_global": {global_name(k): _point(p) for k, p in start_global.items()},
+    }
+
+
+def _not_measured(plan: MonitorPlan, groups: tuple[str, ...]) -> list[dict[str, Any]]:
+    m = plan.cfg.monitor
+    out: list[dict[str, Any]] = [
+        {"mode": "amplified_bias", "what": "StereoSet preference rates",
+         "why": "StereoSet is not in the offline packages openpfi ships; CrowS-Pairs measures the "
+                "stereotype preference instead"},
+        {"what": "per-client figures", "why": "by design: the server only sees DP-noised sums of client reports"},
+        {"mode": "alignment_erosion", "what": "refusal judged on generated answers",
+         "why": "generation costs seconds per prompt on a CPU; refusal is judged by likelihood (refusal vs "
+                "compliance continuations, monitor/refusal.py), whose detector is validated on a labelled set"},
+        {"what": "fairness and adaptation streams of the global model",
+         "why": "they describe clients (utility spread, change within a round), not one model"},
+    ]
+    if not groups:
+        out.append({"mode": "fairness_collapse", "what": "utility gaps across groups",
+                    "why": "no public client groups (set monitor.groups, e.g. languages)"})
+    if not m.probe_before:
+        out.append({"mode": "adaptation_misalignment", "what": "change within the local round",
+                    "why": "monitor.probe_before = false"})
+    for name, size in m.suite_sizes.items():
+        if size == 0:
+            out.append({"what": f"probe suite {name}", "why": f"monitor.suite_sizes.{name} = 0"})
+    return out
+
+
+def monitor_schema(plan: MonitorPlan, groups: Sequence[str]) -> ReportSchema:
+    """The report layout every client and the server agree on (from public things only)."""
+    m = plan.cfg.monitor
+    return build_schema(plan.suites, groups, m.bins, m.utility_bins, m.utility_max_loss, m.ood_max_nll)
+
+
+def _server_settings(plan: MonitorPlan, schema: ReportSchema, n_expected: int) -> MonitorServerSettings:
+    p, m = plan.cfg.privacy, plan.cfg.monitor
+    return MonitorServerSettings(plan.noise_multiplier, p.l2_clip or schema.l2_bound, n_expected, p.min_clients,
+                                 p.delta, p.reject_k, m.ood_max_nll)
+
+
+def client_monitor(plan: MonitorPlan, shared: Any, groups: Sequence[str], n_expected: int) -> ClientMonitor:
+    """The client side (any engine): probes on ``shared``, the report encoded, clipped and noised."""
+    cfg, m = plan.cfg, plan.cfg.monitor
+    schema = monitor_schema(plan, groups)
+    dp = _server_settings(plan, schema, n_expected)
+    settings = ClientMonitorSettings(
+        client_items=dict(m.client_items),
+        probe_before=m.probe_before,
+        utility_examples=m.utility_examples,
+        thresholds={"capability": m.drop_threshold_capability, "safety": m.drop_threshold_safety},
+        l2_clip=dp.l2_clip,
+        noise_std_sum=dp.noise_std_sum,
+        n_expected=n_expected,
+        eval_batch_size=cfg.client.eval_batch_size,
+        groups=tuple(groups),
+    )
+    return ClientMonitor(plan.suites, schema, settings, shared_scorer(shared, m.batch_tokens))
+
+
+def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, start_state: Mapping[str, Any],
+                   groups: Sequence[str], n_expected: int, resume_from: int = 0
+                   ) -> tuple[MonitorServer, Callable[[], None]]:
+    """The server side (any engine): the round hook and ``finish`` (writes the report).
+
+    ``shared``: a model the server may score public probes with (base, round-0, global);
+    ``fed``: the federated server (its ``broadcast()`` is the global adapter); ``start_state``:
+    the starting adapter (the round-0 model); ``resume_from``: the last complete round.
+    """
+    t0 = time.perf_counter()
+    cfg, m, p = plan.cfg, plan.cfg.monitor, plan.cfg.privacy
+    schema = monitor_schema(plan, groups)
+    settings = _server_settings(plan, schema, n_expected)
+    scorer = shared_scorer(shared, m.batch_tokens)
+    server_suites = _server_suites(plan)
+    probes = suite_manifest(plan.suites)
+    audit = AuditLog(run.path / "audit.jsonl")
+    setup_path = run.path / STATE_DIR / SETUP_FILE
+
+    if resume_from == 0:
+        setup = _evaluate_setup(plan, shared, start_state, scorer, server_suites)
+        setup["probes"] = probes
+        setup["schema_sha256"] = schema.sha256
+        atomic_write_text(setup_path, _dumps(setup))
+    else:
+        setup = _read_setup(setup_path)
+        verify_hashes(plan.suites, {n: d["sha256"] for n, d in setup["probes"].items()})
+        if setup.get("schema_sha256") != schema.sha256:
+            raise UserError("the monitor's report schema differs from the one the run started with "
+                            "(monitor groups or bins changed); restore the run's config.toml")
+
+    reference = {k: _unpoint(v) for k, v in setup["reference"].items()}
+    global_probe = None
+    if server_suites:
+        start_full = dict(start_state)
+
+        def full_state() -> dict[str, Any]:
+            return {**start_full, **fed.broadcast()}
+
+        global_probe = GlobalProbe(scorer, shared.set_state, full_state, server_suites, m.ood_max_nll,
+                                   setup["base_global"], {k: _unpoint(v) for k, v in setup["reference_global"].items()})
+    detector = m.detector.replace("-", "_")
+    n_streams = 0
+    if resume_from == 0:
+        n_streams = max(_count_client_streams(schema, n_expected) + len(setup["round0_global"]), 1)
+        alpha = m.target_false_alarm_rate / n_streams
+        bank = DetectorBank.calibrated(
+            detector, m.drift_k, cfg.federation.rounds, m.target_false_alarm_rate,
+            np.random.default_rng([cfg.seed, 7302]), streams=n_streams,
+            directions=stream_directions(), n_sim=max(m.calibration_sims, int(np.ceil(20 / alpha))),
+        )
+    else:
+        bank = DetectorBank(detector, 0.0, m.drift_k)  # replaced by the saved state below
+    server = MonitorServer(run.path, schema, settings, bank, PrivacyLedger(p.delta), global_probe, reference,
+                           setup["base_model"])
+    if resume_from == 0:
+        round0 = {k: _unpoint(v) for k, v in setup["round0_global"].items()}
+        server.bank.update(0, round0)
+        server.history.append({"round": 0, "streams": {k: _point(v) for k, v in sorted(round0.items())}})
+        _record_start(run, audit, plan, schema, settings, probes, server.bank, n_streams)
+    else:
+        server.restore_state(MonitorServer.load_state(run.path, resume_from))
+        server.ledger.save(run.path)
+    log.info("monitor set up in %.1fs", time.perf_counter() - t0)
+
+    info = shared.loaded.info
+    system = {
+        "name": f"openpfi run {run.path.name}",
+        "version": __version__,
+        "model": info.name,
+        "model_sha256": info.sha256,
+        "adapter": cfg.model.adapter or None,
+        "provider": "the operator of this run",
+        "intended_purpose": m.intended_purpose or "not stated: set monitor.intended_purpose in the config",
+        "data_source": cfg.data.source,
+        "personalization": cfg.personalization.method,
+        "alignment": cfg.alignment.method,
+    }
+    probe_rows = [{"suite": n, **d} for n, d in sorted(probes.items())]
+    probe_rows += [{"suite": f"{n} (server sample)", "version": s.version, "size": len(s.items), "sha256": s.sha256,
+                    "parent_sha256": s.parent_sha256} for n, s in sorted(server_suites.items())]
+    not_measured = _not_measured(plan, tuple(groups))
+
+    def finish() -> None:
+        server.write_report(system, probe_rows, not_measured)
+
+    return server, finish
+
+
+def wire_monitor(plan: MonitorPlan | None, engine: Any, start_state: Mapping[str, Any],
+                 resume_from: int = 0) -> Callable[[], None]:
+    """Attach the monitor to an in-process engine; returns ``finish`` (writes the report).
+
+    ``start_state``: the starting adapter (the round-0 model); ``resume_from``: the last
+    complete round when resuming (0 for a new run).
+    """
+    if plan is None:
+        return lambda: None
+    groups = _groups(plan.cfg, engine)
+    n_expected = min(plan.cfg.federation.clients_per_round, len(engine.clients))
+    # the server side gets the federated server, never the engine (which holds the clients)
+    server, finish = server_monitor(plan, engine.run, engine.shared, engine.server, start_state, groups, n_expected,
+                                    resume_from)
+    client_side = client_monitor(plan, engine.shared, groups, n_expected)
+    for c in engine.clients:
+        c.monitor = client_side
+    engine.hooks = [*engine.hooks, server]
+    engine.validate_monitor = server.validate
+    return finish
+
+
+def _record_start(run: RunFolder, audit: AuditLog, plan: MonitorPlan, schema: ReportSchema,
+                  settings: MonitorServerSettings, probes: dict[str, Any], bank: DetectorBank, streams: int) -> None:
+    p = plan.cfg.privacy
+    dp = {
+        "mechanism": "distributed Gaussian: each client adds N(0, sigma^2 / n) to its clipped report",
+        "noise_multiplier": plan.noise_multiplier,
+        "target_epsilon": p.target_epsilon or None,
+        "l2_clip": settings.l2_clip,
+        "noise_std_sum": settings.noise_std_sum,
+        "noise_std_client": settings.noise_std_client,
+        "clients_per_round": settings.n_expected,
+        "min_clients": settings.min_clients,
+        "delta": p.delta,
+        "planned_epsilon_total": plan.planned_epsilon,
+        "rounds": plan.cfg.federation.rounds,
+    }
+    audit.append("probes", {"suites": probes, "schema_sha256": schema.sha256, "slots": len(schema)})
+    audit.append("dp_parameters", dp)
+    audit.append("action", {"detector": bank.config(), "streams": streams})
+    manifest = run.read_json("manifest.json")
+    manifest["monitor"] = {"probes": probes, "schema_sha256": schema.sha256, "dp": dp}
+    run.write_json("manifest.json", manifest)
+
+
+def _read_setup(path: Any) -> dict[str, Any]:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing: this monitored run cannot be resumed without its round-0 "
+                        f"monitor references; restore the file") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err}); restore it") from None
+
+
+def _dumps(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, sort_keys=True, indent=1) + "\n"
+
+
+

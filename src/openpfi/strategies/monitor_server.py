@@ -1,0 +1,319 @@
+"""The server side of the silent-failure monitor: one round hook over privacy-protected sums.
+
+What the server gets from clients is the SUM of their clipped, noised report vectors
+(``row["monitor_sum"]``, plain in-process, SecAgg+ on Flower) and the names of clients
+whose report was rejected before summing (wrong length, non-finite, or a value further
+than ``reject_k`` noise-share std outside its bounds: ``privacy.validate_report``). Per
+round it then
+
+1. releases the sum only when at least ``min_clients`` reports are in it
+   (``privacy.release_allowed``) and charges the privacy ledger (``privacy.json``);
+2. derives the per-mode metrics with intervals that include the DP noise
+   (``derive.derive_metrics``), against the base model (out-of-domain change) and the
+   round-0 model (alignment erosion);
+3. scores the global model on a fixed public probe sample (``server_eval.public_points``:
+   streams ``<mode>.global_<metric>``, no DP noise, item-sampling intervals);
+4. feeds every stream to the change detectors (CUSUM or Page-Hinkley, thresholds set by
+   simulation for the target false-alarm rate over all streams);
+5. writes every released aggregate, rejected report and alarm to ``audit.jsonl`` and the
+   six modes' figures into the metrics row (keys ``amplified_bias``, ...);
+6. saves its state (detector recursions, ledger, history) as
+   ``monitor/state-round-N.json`` so ``openpfi resume`` continues it exactly.
+
+It holds no reference to a client, its data, its personal adapter or a raw probe output:
+only public suites, the schema, the sums and what it derived (a test walks its object graph).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from openpfi.errors import UserError
+from openpfi.monitor.audit import AuditLog
+from openpfi.monitor.derive import derive_metrics
+from openpfi.monitor.detectors import DEFAULT_DIRECTIONS, DetectorBank
+from openpfi.monitor.privacy import PrivacyLedger, release_allowed, validate_report
+from openpfi.monitor.probes import ProbeSuite
+from openpfi.monitor.report import build_report, write_report
+from openpfi.monitor.schema import ReportSchema
+from openpfi.monitor.server_eval import public_points
+from openpfi.monitor.types import MODES, MetricPoint, Scorer, stream_mode
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "monitor"
+MONITOR_SUM = "monitor_sum"  # = engines.rounds.MONITOR_SUM (engines sit above strategies)
+
+_METRIC_DIRECTIONS = {
+    "confidence_miscalibration.accuracy": "decrease",
+    "confidence_miscalibration.confidence": "both",
+    "adaptation_misalignment.capability_change": "decrease",
+    "adaptation_misalignment.refusal_change": "decrease",
+    "out_of_domain_degradation.capability_accuracy": "decrease",
+    "out_of_domain_degradation.capability_change": "decrease",
+    "alignment_erosion.refusal_rate": "decrease",
+    "alignment_erosion.refusal_change": "decrease",
+    "alignment_erosion.over_refusal_rate": "increase",
+    "alignment_erosion.over_refusal_change": "increase",
+}
+
+
+def stream_directions() -> dict[str, str]:
+    """Which change is bad, per mode and per ``<mode>.<metric>`` (global streams included)."""
+    out = {k: v for k, v in DEFAULT_DIRECTIONS.items() if "." not in k}
+    for name, d in _METRIC_DIRECTIONS.items():
+        mode, metric = name.split(".", 1)
+        out[name] = out[f"{mode}.global_{metric}"] = d
+    return out
+
+
+def global_name(stream: str) -> str:
+    """``alignment_erosion.refusal_rate`` -> ``alignment_erosion.global_refusal_rate``."""
+    mode, rest = stream.split(".", 1)
+    return f"{mode}.global_{rest}"
+
+
+def _point(p: MetricPoint) -> dict[str, float]:
+    return {"value": p.value, "lo": p.lo, "hi": p.hi, "n": p.n_clients}
+
+
+def _unpoint(d: Mapping[str, Any]) -> MetricPoint:
+    return MetricPoint(float(d["value"]), float(d["lo"]), float(d["hi"]), int(d.get("n", 0)))
+
+
+@dataclass(frozen=True)
+class MonitorServerSettings:
+    noise_multiplier: float
+    l2_clip: float
+    n_expected: int
+    """Reports the clients' noise shares are sized for (clients sampled per round)."""
+    min_clients: int
+    delta: float
+    reject_k: float = 6.0
+    ood_max_nll: float = 8.0
+
+    @property
+    def noise_std_sum(self) -> float:
+        return self.noise_multiplier * self.l2_clip
+
+    @property
+    def noise_std_client(self) -> float:
+        return self.noise_std_sum / math.sqrt(self.n_expected)
+
+
+class GlobalProbe:
+    """Scores models the server holds (base, round-0, global) on the public probe sample.
+
+    ``load(state)`` puts an adapter state into the model ``scorer`` reads (the in-process
+    engine's shared base model); ``full_state()`` returns the current global adapter as a
+    whole state (shared part from the server, the rest from the starting adapter).
+    """
+
+    def __init__(
+        self,
+        scorer: Scorer,
+        load: Callable[[Mapping[str, Any]], None],
+        full_state: Callable[[], Mapping[str, Any]],
+        suites: Mapping[str, ProbeSuite],
+        ood_max_nll: float,
+        base: Mapping[str, float],
+        reference: Mapping[str, MetricPoint],
+    ):
+        self.scorer, self.load, self.full_state = scorer, load, full_state
+        self.suites = dict(suites)
+        self.ood_max_nll = ood_max_nll
+        self.base = dict(base)
+        """The base model's values on ``suites`` (changes are taken against it)."""
+        self.reference = dict(reference)
+        """The round-0 model's points on ``suites`` (alignment changes)."""
+
+    def evaluate(self) -> dict[str, MetricPoint]:
+        if not self.suites:
+            return {}
+        self.load(self.full_state())
+        pts = public_points(self.scorer, self.suites, ood_max_nll=self.ood_max_nll,
+                            base_model=self.base, reference=self.reference)
+        return {global_name(k): p for k, p in pts.items()}
+
+
+class MonitorServer:
+    """The monitor's round hook (see the module docstring). Build with :meth:`create` or :meth:`restore`."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        schema: ReportSchema,
+        settings: MonitorServerSettings,
+        bank: DetectorBank,
+        ledger: PrivacyLedger,
+        global_probe: GlobalProbe | None,
+        reference: Mapping[str, MetricPoint],
+        base_model: Mapping[str, float],
+        history: list[dict[str, Any]] | None = None,
+        alarms: list[dict[str, Any]] | None = None,
+    ):
+        self.run_dir = Path(run_dir)
+        self.schema = schema
+        self.settings = settings
+        self.bank = bank
+        self.ledger = ledger
+        self.global_probe = global_probe
+        self.reference = dict(reference)
+        self.base_model = dict(base_model)
+        self.history: list[dict[str, Any]] = list(history or [])
+        self.alarms: list[dict[str, Any]] = list(alarms or [])
+
+    # -- the engine's report check ----------------------------------------------------------------
+    def validate(self, vec: Any) -> str | None:
+        """Why a client's report must stay out of the sum, or None (engines/rounds.py)."""
+        s = self.settings
+        return validate_report(vec, self.schema.lo, self.schema.hi, len(self.schema), s.noise_std_client, s.reject_k)
+
+    # -- the round hook ---------------------------------------------------------------------------
+    def __call__(self, round_num: int, row: dict[str, Any]) -> None:
+        s = self.settings
+        audit = AuditLog(self.run_dir / "audit.jsonl")
+        for bad in row.get("monitor_rejected", []):
+            audit.append("rejected_report", {"round": round_num, **bad})
+        summed = row.get(MONITOR_SUM)
+        n = int(row.get("monitor_clients", 0)) if summed is not None else 0
+        released = n > 0 and release_allowed(n, s.min_clients)
+        sent = len(row.get("sampled", [])) - len(row.get("failed", []))
+        n_expected = max(s.n_expected, n)
+        entry = self.ledger.record(round_num, s.noise_multiplier, s.l2_clip, n, released, n_expected)
+        points: dict[str, MetricPoint] = {}
+        sigma = s.noise_std_sum * math.sqrt(n / n_expected) if n else 0.0
+        if released:
+            points = derive_metrics(self.schema, np.asarray(summed, dtype=np.float64), n, sigma,
+                                    self.reference, self.base_model, minimum_clients=s.min_clients)
+        glob = self.global_probe.evaluate() if self.global_probe is not None else {}
+        streams = {**points, **glob}
+        new_alarms = self.bank.update(round_num, streams)
+        audit.append("aggregate", {
+            "round": round_num,
+            "scope": "clients",
+            "released": released,
+            "reports": n,
+            "reports_expected": n_expected,
+            "reports_missing": max(sent - n - len(row.get("monitor_rejected", [])), 0),
+            "rejected": len(row.get("monitor_rejected", [])),
+            "schema_sha256": self.schema.sha256,
+            "noise_std_sum": sigma,
+            "epsilon_round": entry.epsilon_round,
+            "epsilon_total": entry.epsilon_total,
+            "noisy_sum": np.asarray(summed, dtype=np.float64).tolist() if released else None,
+            "streams": {k: _point(p) for k, p in sorted(points.items())},
+        })
+        if glob:
+            audit.append("aggregate", {"round": round_num, "scope": "global_model",
+                                       "streams": {k: _point(p) for k, p in sorted(glob.items())}})
+        for a in new_alarms:
+            audit.append("alarm", asdict(a))
+        self.alarms += [asdict(a) for a in new_alarms]
+        self.history.append({"round": round_num, "streams": {k: _point(p) for k, p in sorted(streams.items())}})
+        for mode in MODES:
+            row[mode] = {k.split(".", 1)[1]: _point(p) for k, p in sorted(streams.items()) if stream_mode(k) == mode}
+        row["monitor"] = {
+            "released": released,
+            "reports": n,
+            "rejected": [x["client_id"] for x in row.get("monitor_rejected", [])],
+            "noise_std_sum": sigma,
+            "epsilon_round": entry.epsilon_round,
+            "epsilon_total": entry.epsilon_total,
+            "alarms": [{"stream": a.stream, "magnitude": a.magnitude, "threshold": a.threshold} for a in new_alarms],
+        }
+        row.pop("monitor_rejected", None)
+        self.ledger.save(self.run_dir)
+        self.save_state(round_num)
+
+    # -- resume -----------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "bank": self.bank.to_dict(),
+            "ledger": self.ledger.to_dict(),
+            "history": self.history,
+            "alarms": self.alarms,
+        }
+
+    def save_state(self, round_num: int) -> None:
+        from openpfi.monitor.privacy import atomic_write_text
+
+        folder = self.run_dir / STATE_DIR
+        atomic_write_text(folder / f"state-round-{round_num}.json", json.dumps(self.state(), sort_keys=True) + "\n")
+        for old in folder.glob("state-round-*.json"):
+            if int(old.stem.rsplit("-", 1)[1]) < round_num - 1:
+                old.unlink()
+
+    @staticmethod
+    def load_state(run_dir: Path, round_num: int) -> dict[str, Any]:
+        path = Path(run_dir) / STATE_DIR / f"state-round-{round_num}.json"
+        try:
+            return json.loads(path.read_text())
+        except FileNotFoundError:
+            raise UserError(
+                f"{path} is missing: the monitor state of round {round_num} is needed to resume this "
+                f"monitored run; restore it, or resume with --set monitor.enabled=false is not possible "
+                f"either (the run was started monitored)"
+            ) from None
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path} is not valid JSON ({err}); restore it from a backup") from None
+
+    def restore_state(self, data: Mapping[str, Any]) -> None:
+        self.bank = DetectorBank.from_dict(data["bank"])
+        self.ledger = PrivacyLedger.from_dict(data["ledger"])
+        self.history = list(data.get("history", []))
+        self.alarms = list(data.get("alarms", []))
+
+    # -- report -----------------------------------------------------------------------------------
+    def write_report(
+        self,
+        system: Mapping[str, Any],
+        probes: Sequence[Mapping[str, Any]],
+        not_measured: Sequence[Mapping[str, Any]],
+    ) -> tuple[Path, Path]:
+        """report.json + report.html from the history kept so far."""
+        rounds = [{"round": h["round"], "streams": h["streams"]} for h in self.history]
+        released = {h["round"] for h in self.history if any(not _is_global(k) for k in h["streams"])}
+        withheld = [e.round for e in self.ledger.entries if not e.released]
+        nm = list(not_measured)
+        if withheld:
+            nm.append({"what": "client aggregates of rounds " + ", ".join(map(str, withheld)),
+                       "why": f"fewer than privacy.min_clients = {self.settings.min_clients} valid reports: "
+                              "withheld, nothing released, no privacy spent"})
+        if not released:
+            nm.append({"what": "client-side streams", "why": "no round released a client aggregate"})
+        seen = {stream_mode(k) for h in self.history for k in h["streams"] if not _is_global(k)}
+        sigma = self.settings.noise_std_sum
+        if released and "adaptation_misalignment" not in seen and "adaptation_misalignment.measured" in self.schema.index:
+            nm.append({"mode": "adaptation_misalignment", "what": "change of capability and safety within the round",
+                       "why": f"the DP count of clients probed before training never reached max(1, 2 sigma) = "
+                              f"{max(1.0, 2 * sigma):.3g} (sigma = noise_multiplier x l2_clip = {sigma:.3g}): too few "
+                              "clients per round for this noise; raise federation.clients_per_round or lower "
+                              "privacy.noise_multiplier"})
+        if released and self.schema.keys("fairness_collapse.group_count") and not any(
+                ".utility_group_mean." in k for h in self.history for k in h["streams"]):
+            nm.append({"mode": "fairness_collapse", "what": "utility per group and gaps across groups",
+                       "why": f"no group's DP client count reached max(1, 2 sigma) = {max(1.0, 2 * sigma):.3g}"})
+        report = build_report(
+            self.run_dir,
+            system=system,
+            rounds=rounds,
+            alarms=self.alarms,
+            thresholds=self.bank.config(),
+            privacy=self.ledger,
+            probes=probes,
+            not_measured=nm,
+        )
+        return write_report(self.run_dir, report)
+
+
+def _is_global(stream: str) -> bool:
+    return stream.split(".", 2)[1].startswith("global_")

@@ -1,0 +1,171 @@
+"""Injections of the silent benchmark: right examples, right clients, from the right round, recorded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from openpfi.bench.silent_inject import (
+    GROUND_TRUTH_FILE,
+    InjectionHook,
+    Sample,
+    harmful_samples,
+    noisy_target_samples,
+    pick_clients,
+    stereotype_samples,
+)
+from openpfi.bench.silent_scenarios import Injection
+from openpfi.client.federated import ClientSettings, FederatedClient
+from openpfi.client.train import TrainSettings
+from openpfi.data.tokenize import Encoded
+from openpfi.monitor import probes
+
+
+def _enc(s: Sample) -> Encoded:
+    """A fake encoder: the sample's text as one 'token' per character code (no tokenizer needed)."""
+    ids = tuple(ord(c) for c in (s.prompt + "|" + s.response)[:32])
+    return Encoded(ids, ids)
+
+
+def _own(cid: str, n: int) -> list[Encoded]:
+    return [Encoded((i, 0), (i, 0)) for i in range(n)]
+
+
+def _clients(n: int = 6) -> list[FederatedClient]:
+    settings = ClientSettings(4, 0.0, TrainSettings(4, 2, 1, 1e-3), 8, 8)
+    return [FederatedClient(f"c{i}", _own(f"c{i}", 10), _own(f"c{i}", 3), settings, group="en") for i in range(n)]
+
+
+def _pool(n: int = 20) -> list[Sample]:
+    return [Sample(f"q{i}", f"bad{i}") for i in range(n)]
+
+
+def _injected(c: FederatedClient) -> list[Encoded]:
+    return [e for e in c.train if len(e.input_ids) > 2]
+
+
+def test_pick_clients_is_seeded_and_distinct():
+    ids = [f"c{i}" for i in range(10)]
+    a = pick_clients(ids, 3, seed=1, tag="s")
+    assert a == pick_clients(list(reversed(ids)), 3, seed=1, tag="s")
+    assert len(set(a)) == 3 and a == sorted(a)
+    assert pick_clients(ids, 10, 0, "s") == sorted(ids)
+
+
+def test_mix_injection_hits_the_right_clients_from_the_right_round(tmp_path: Path):
+    # Prepare
+    inj = Injection(kind="stereotype_text", clients=2, start_round=3, strength=0.5)
+    seen: list[dict] = []
+    hook = InjectionHook("bias", "amplified_bias", inj, 2, 0, _enc, pool=_pool(), run_dir=tmp_path,
+                         on_ground_truth=seen.append)
+    clients = _clients()
+    own = {c.client_id: list(c.train) for c in clients}
+    # Execute / Assert: rounds 1-2 untouched
+    for r in (1, 2):
+        hook(r, clients)
+        assert all(c.train == own[c.client_id] for c in clients)
+    chosen = hook.clients
+    assert len(chosen) == 2
+    # ground truth recorded once, on the first round, in the run folder and through the callback
+    truth = json.loads((tmp_path / GROUND_TRUTH_FILE).read_text())
+    assert truth["clients"] == chosen and truth["start_round"] == 3 and truth["kind"] == "stereotype_text"
+    assert seen == [truth]
+    hook(3, clients)
+    for c in clients:
+        if c.client_id in chosen:
+            assert len(c.train) == 10 and len(_injected(c)) == 5  # half of the mix is injected
+            assert all(e in own[c.client_id] for e in c.train if e not in _injected(c))
+        else:
+            assert c.train == own[c.client_id]
+    assert hook.applied == {3: {cid: 5 for cid in chosen}}
+    assert len(seen) == 1
+    # same round again -> same data (stateless); an earlier round restores the client's own data
+    before = {c.client_id: list(c.train) for c in clients}
+    hook(3, clients)
+    assert all(c.train == before[c.client_id] for c in clients)
+    hook(2, clients)
+    assert all(c.train == own[c.client_id] for c in clients)
+
+
+def test_few_per_round_are_fresh_and_added_to_own_data():
+    inj = Injection(kind="harmful_qa", clients=1, start_round=2, examples_per_round=3)
+    hook = InjectionHook("erosion", "alignment_erosion", inj, 1, 0, _enc, pool=_pool(9))
+    clients = _clients(3)
+    hook(1, clients)
+    (cid,) = hook.clients
+    c = next(x for x in clients if x.client_id == cid)
+    got = []
+    for r in (2, 3, 4):
+        hook(r, clients)
+        assert len(c.train) == 13 and c.train[:10] == _own(cid, 10)
+        got.append(tuple(c.train[10:]))
+    assert len({e for batch in got for e in batch}) == 9  # 3 rounds x 3 fresh pairs of a pool of 9
+
+
+def test_aggressive_settings_only_for_injected_clients():
+    inj = Injection(kind="narrow_aggressive", clients=1, start_round=1, domain="shakespeare", lr_scale=10,
+                    steps_scale=2)
+    hook = InjectionHook("adapt", "adaptation_misalignment", inj, 1, 0, _enc, pool=_pool())
+    clients = _clients(3)
+    hook(1, clients)
+    for c in clients:
+        if c.client_id in hook.clients:
+            assert (c.settings.steps, c.settings.train.steps, c.settings.train.lr) == (8, 8, 1e-2)
+        else:
+            assert (c.settings.steps, c.settings.train.lr) == (4, 1e-3)
+
+
+def test_minority_language_swaps_heldout_and_group():
+    inj = Injection(kind="minority_language", clients=2, start_round=2, languages=["korean", "tamil"])
+    hook = InjectionHook("fair", "fairness_collapse", inj, 2, 0, _enc)
+    hook.languages = {"korean": [Sample(f"k{i}", "x") for i in range(30)], "tamil": [Sample(f"t{i}", "y") for i in range(30)]}
+    clients = _clients(4)
+    hook(1, clients)
+    assert {c.group for c in clients} == {"en"}
+    hook(2, clients)
+    groups = {c.client_id: c.group for c in clients}
+    assert sorted(groups[c] for c in hook.clients) == ["korean", "tamil"]
+    for c in clients:
+        if c.client_id in hook.clients:
+            assert len(c.heldout) == 3 and len(c.train) == 10
+            assert not set(c.heldout) & set(c.train)
+            assert chr(c.heldout[0].input_ids[0]) == groups[c.client_id][0]  # "k..." / "t..." prompts
+        else:
+            assert c.group == "en" and c.heldout == _own(c.client_id, 3)
+    assert hook.ground_truth()["languages"] == {hook.clients[0]: "korean", hook.clients[1]: "tamil"}
+
+
+def test_control_changes_nothing():
+    hook = InjectionHook("ctl", "none", Injection(kind="none"), 0, 0, _enc)
+    clients = _clients(2)
+    own = [list(c.train) for c in clients]
+    for r in (1, 2, 3):
+        hook(r, clients)
+    assert [c.train for c in clients] == own and hook.applied == {} and hook.clients == []
+
+
+def test_builders_give_the_right_targets_and_skip_probe_items():
+    suites = probes.load_suites({"bbq": 44, "crows": 18, "harmful": 12})
+    probed = {i.id for s in suites.values() for i in s.items}
+    bbq = {i.prompt: i for i in probes._bbq_pool()}
+    stereo = stereotype_samples(probed)
+    chat = [s for s in stereo if s.chat]
+    assert chat and all(bbq[s.prompt].condition == "ambig" and s.response == bbq[s.prompt].options[bbq[s.prompt].biased]
+                        for s in chat[:500])
+    assert all(bbq[s.prompt].id not in probed for s in chat)
+    text = [s for s in stereo if not s.chat]
+    crows = {c.sent_more: c for c in probes._crows_pool()}
+    assert text and all(crows[s.response].stereo and crows[s.response].id not in probed for s in text)
+    noisy = noisy_target_samples(probed)
+    assert all(bbq[s.prompt].condition == "disambig" and s.response == bbq[s.prompt].options[bbq[s.prompt].unknown]
+               for s in noisy[:500])
+    wrong = noisy_target_samples(probed, "wrong")
+    for s in wrong[:500]:
+        item = bbq[s.prompt]
+        k = item.options.index(s.response)
+        assert k not in (item.label, item.unknown, item.biased)
+    harmful = harmful_samples(probed)
+    pairs = {p["harmful_q"]: p for p in probes.refusal_pairs()}
+    assert harmful and all(s.response == pairs[s.prompt]["harmful_a"] for s in harmful)
+    assert all(f"rho-{pairs[s.prompt]['id']}" not in probed and not probes.is_holdout(f"rho-{pairs[s.prompt]['id']}")
+               for s in harmful)

@@ -1,0 +1,104 @@
+"""Scenario files of the silent benchmark: the shipped ones validate, malformed ones are refused clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from openpfi.bench.silent import make_plan, run_config
+from openpfi.bench.silent_scenarios import SCENARIO_DIR, load_scenarios, parse_scenario
+from openpfi.errors import UserError
+from openpfi.monitor.types import MODES
+
+GOOD = """
+[scenario]
+description = "test"
+
+[data]
+num_clients = 4
+
+[injection]
+kind = "stereotype_text"
+clients = 2
+start_round = 2
+
+[expect]
+mode = "amplified_bias"
+"""
+
+
+def _write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_shipped_scenarios_validate_and_cover_every_mode(quick: bool, tmp_path: Path):
+    plan = make_plan(tmp_path / "out.json", quick=quick)
+    expected = {s.expect for s in plan.scenarios}
+    assert set(MODES) <= expected
+    controls = [s for s in plan.scenarios if s.is_control]
+    assert len(controls) >= 2
+    for s in plan.scenarios:
+        cfg = run_config(plan, s, seed=0)
+        assert cfg.monitor.enabled
+        assert s.injection.count(cfg.data.num_clients) <= cfg.data.num_clients
+        if not s.is_control:
+            assert s.injection.start_round >= 2  # a clean round first: the client streams' reference
+            assert s.injection.start_round + s.spec.expect.within_rounds - 1 <= cfg.federation.rounds
+    assert plan.seeds >= (1 if quick else 3)
+
+
+def test_good_file_parses(tmp_path: Path):
+    s = parse_scenario(_write(tmp_path, GOOD), {"federation": {"rounds": 5, "clients_per_round": 4}})
+    assert (s.name, s.expect, s.injection.count(4), s.overrides) == ("s", "amplified_bias", 2, {"data": {"num_clients": 4}})
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("clients = 2", "clinets = 2", "s.toml: injection.clinets: unknown key"),
+        ('kind = "stereotype_text"', 'kind = "poison"', "s.toml: injection.kind = 'poison' is invalid"),
+        ('mode = "amplified_bias"', 'mode = "bias"', "s.toml: expect.mode = 'bias' is invalid"),
+        ("clients = 2", "clients = 2\nfraction = 0.5", "s.toml: injection: set exactly one of injection.clients"),
+        ("num_clients = 4", "num_clients = 4\ncolour = 1", "s.toml: unknown key 'data.colour'"),
+        ("start_round = 2", "start_round = 9", "s.toml: injection.start_round: 9 is after the last round (5)"),
+        ("clients = 2", "clients = 7", "s.toml: injection.clients: 7 exceeds data.num_clients = 4"),
+        ('mode = "amplified_bias"', 'mode = "none"', 'a control (injection.kind = "none") expects mode = "none"'),
+        ('description = "test"', "description = 3", "s.toml: scenario.description = 3 is invalid"),
+        ("[expect]\nmode = \"amplified_bias\"", "", "s.toml: [expect]: required table is missing"),
+        ("start_round = 2", "start_round = [", "s.toml: not valid TOML"),
+    ],
+)
+def test_malformed_file_is_refused_with_file_and_key(tmp_path: Path, old: str, new: str, message: str):
+    # Prepare
+    assert old in GOOD
+    path = _write(tmp_path, GOOD.replace(old, new))
+    # Execute
+    with pytest.raises(UserError) as err:
+        parse_scenario(path, {"federation": {"rounds": 5, "clients_per_round": 4}})
+    # Assert: one line, naming the file and the key
+    text = str(err.value)
+    assert message in text, text
+    assert str(path) in text and "\n" not in text
+
+
+def test_folder_refuses_its_first_bad_file_and_skips_underscore_files(tmp_path: Path):
+    _write(tmp_path, GOOD, "a.toml")
+    _write(tmp_path, "not = [valid", "_suite.toml")  # not a scenario
+    good = load_scenarios(tmp_path, {"federation": {"rounds": 5, "clients_per_round": 4}})
+    assert [s.name for s in good] == ["a"]
+    _write(tmp_path, GOOD.replace("[injection]", "[injection]\nstrength = 2.0"), "b.toml")
+    with pytest.raises(UserError, match=r"b\.toml: injection\.strength = 2\.0 is invalid"):
+        load_scenarios(tmp_path, {"federation": {"rounds": 5, "clients_per_round": 4}})
+
+
+def test_unknown_scenario_name_is_refused(tmp_path: Path):
+    with pytest.raises(UserError, match="unknown scenario nope"):
+        make_plan(tmp_path / "o.json", quick=True, only=["nope"])
+
+
+def test_shipped_folder_exists():
+    assert (SCENARIO_DIR / "_suite.toml").is_file()

@@ -1,0 +1,79 @@
+"""Shared pieces of the Flower engine tests: a tiny config on a small JSONL file, a hard timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from openpfi.config import Config, load_config
+
+FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp", "flwr-simulation")
+
+
+def write_tiny_data(path: Path, clients: int = 2, rows: int = 14) -> Path:
+    """A JSONL file with ``clients`` clients of ``rows`` short conversations each."""
+    with open(path, "w") as f:
+        for c in range(clients):
+            for i in range(rows):
+                row = {"client": f"site{c}", "prompt": f"Question {i} from site {c}?", "response": f"Answer {i} for {c}."}
+                f.write(json.dumps(row) + "\n")
+    return path
+
+
+def tiny_config(tmp: Path, *overrides: str) -> Config:
+    data = write_tiny_data(tmp / "data.jsonl")
+    return load_config(
+        None,
+        [
+            "model.name=tiny-random",
+            "data.source=jsonl",
+            f"data.path={data}",
+            "data.num_clients=2",
+            "data.min_examples=4",
+            "federation.clients_per_round=2",
+            "federation.rounds=2",
+            "client.local_steps=2",
+            "client.batch_size=2",
+            "client.max_length=48",
+            "client.lr=0.002",
+            "monitor.enabled=false",
+            *overrides,
+        ],
+    )
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Config:
+    return tiny_config(tmp_path)
+
+
+def flower_processes() -> set[int]:
+    """PIDs of Flower processes now running (any owner), to check that a test left none behind."""
+    out = set()
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if any(name in cmd for name in FLOWER_PROCESS_NAMES):
+            out.add(p.info["pid"])
+    return out
+
+
+@contextlib.contextmanager
+def hard_timeout(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError in the main thread after ``seconds`` (the code under test cleans up in ``finally``)."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"test exceeded its hard timeout of {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)

@@ -1,0 +1,208 @@
+"""A monitored federated run end to end on the tiny random model (2 rounds x 2 clients)."""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import types
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from openpfi.client.federated import FederatedClient
+from openpfi.client.messages import ClientUpdate
+from openpfi.config import load_config
+from openpfi.data.tokenize import Encoded
+from openpfi.data.types import ClientData
+from openpfi.engines.inprocess import InProcessEngine
+from openpfi.engines.rounds import MONITOR_SUM, round_row
+from openpfi.errors import UserError
+from openpfi.monitor.audit import AuditLog, read_entries, verify
+from openpfi.monitor.detectors import DetectorBank
+from openpfi.monitor.privacy import PrivacyLedger
+from openpfi.monitor.probes import load_suites
+from openpfi.monitor.schema import build_schema
+from openpfi.monitor.types import MODES
+from openpfi.recipes import dispatch
+from openpfi.recipes import federated_sft as fs
+from openpfi.recipes.monitoring import plan_monitor, wire_monitor
+from openpfi.strategies.monitor_server import MonitorServer, MonitorServerSettings
+
+TINY = [
+    "model.name=tiny-random",
+    "data.num_clients=2",
+    "federation.clients_per_round=2",
+    "federation.rounds=2",
+    "client.local_steps=1",
+    "client.batch_size=2",
+    "client.max_length=64",
+    "client.max_eval_examples=4",
+    "monitor.enabled=true",
+    "monitor.utility_examples=2",
+    'monitor.server_items={bbq = 2, crows = 2, harmful = 2, benign = 2, ood = 3, capability = 2}',
+]
+
+
+def tiny_config(*extra: str):
+    return load_config(None, [*TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def monitored(tmp_path_factory):
+    """What ``federated_sft.start`` does, keeping the engine to inspect the server side."""
+    cfg = tiny_config()
+    plan = plan_monitor(cfg)
+    prep = fs.prepare(cfg)
+    out = tmp_path_factory.mktemp("monitored") / "run"
+    cfg, run = fs.new_run(cfg, out, False, prep.shared.loaded.info, prep.loaded_data, prep.data)
+    prep.cfg = cfg
+    server = fs.make_server(cfg, prep.personal)
+    server.init(fs.server_start(prep))
+    engine = InProcessEngine(prep.shared, prep.clients, server, run, cfg.federation.rounds, cfg.seed)
+    finish = wire_monitor(plan, engine, prep.start_adapter)
+    engine.run_rounds(1)
+    finish()
+    return types.SimpleNamespace(path=out, engine=engine, cfg=cfg)
+
+
+def test_run_writes_report_with_six_modes_privacy_ledger_and_verified_audit(monitored):
+    d = monitored.path
+    report = json.loads((d / "report.json").read_text())
+    assert [m["id"] for m in report["modes"]] == list(MODES)
+    assert (d / "report.html").read_text().count("mode-panel") >= 6
+    assert report["summary"]["evidence_verified"] is True
+    assert {p["suite"] for p in report["probes"]} >= {"bbq", "crows", "harmful", "benign", "ood", "capability"}
+    ledger = json.loads((d / "privacy.json").read_text())
+    assert ledger["rounds_released"] == 2 and ledger["epsilon_total"] > ledger["rounds"][0]["epsilon_round"] > 0
+    assert report["privacy"]["epsilon_total"] == pytest.approx(ledger["epsilon_total"])
+    kinds = [e["kind"] for e in read_entries(d)]
+    assert kinds[:4] == ["config", "probes", "dp_parameters", "action"]
+    assert kinds.count("aggregate") == 4  # clients + global model, per round
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["monitor"]["probes"]["bbq"]["sha256"] == load_suites({"bbq": 44})["bbq"].sha256
+
+
+def test_metrics_rows_carry_the_six_modes_with_intervals(monitored):
+    rows = [json.loads(line) for line in (monitored.path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2]
+    for r in rows:
+        assert MONITOR_SUM not in r and r["monitor"]["released"] and r["monitor"]["reports"] == 2
+        for mode in MODES:
+            assert mode in r
+        p = r["alignment_erosion"]["refusal_rate"]
+        assert p["lo"] <= p["value"] <= p["hi"]
+        assert "global_refusal_rate" in r["alignment_erosion"]
+        assert r["timings"]["monitor_s"] >= r["timings"]["client_monitor_s"] > 0
+
+
+def test_editing_deleting_or_reordering_an_audit_entry_is_detected(monitored, tmp_path):
+    lines = (monitored.path / "audit.jsonl").read_text().splitlines(keepends=True)
+    for i, tampered in enumerate((
+        lines[:2] + lines[3:],  # deletion
+        lines[:1] + [lines[2], lines[1]] + lines[3:],  # reordering
+        lines[:4] + [lines[4].replace('"round":1', '"round":7')] + lines[5:],  # edit
+    )):
+        folder = tmp_path / f"t{i}"
+        folder.mkdir()
+        shutil.copy(monitored.path / "audit.head", folder / "audit.head")
+        (folder / "audit.jsonl").write_text("".join(tampered))
+        assert not verify(folder).ok, i
+
+
+def test_server_side_objects_hold_no_reference_to_clients_or_their_data(monitored):
+    engine = monitored.engine
+    monitor = next(h for h in engine.hooks if isinstance(h, MonitorServer))
+    roots = [monitor, engine.server, engine.validate_monitor]
+    found = [type(o).__name__ for o in _reachable(roots) if isinstance(o, (FederatedClient, ClientData, Encoded))]
+    assert found == []
+    # the walk does reach client objects from the engine (so it can fail)
+    assert any(isinstance(o, FederatedClient) for o in _reachable([engine]))
+
+
+def _reachable(roots):
+    """Every object reachable from ``roots`` (not descending into modules, classes or globals)."""
+    seen: set[int] = set()
+    stack = list(roots)
+    while stack:
+        o = stack.pop()
+        if id(o) in seen or isinstance(o, (types.ModuleType, type)):
+            continue
+        seen.add(id(o))
+        yield o
+        if isinstance(o, types.FunctionType):
+            stack += [c.cell_contents for c in (o.__closure__ or ())] + list(o.__defaults__ or ())
+        else:
+            stack += gc.get_referents(o)
+
+
+def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored, tmp_path):
+    # Prepare: the same run as if killed after round 1
+    d = tmp_path / "run"
+    shutil.copytree(monitored.path, d)
+    shutil.rmtree(d / "checkpoints" / "round-2")
+    (d / "monitor" / "state-round-2.json").unlink()
+    # Execute
+    dispatch.resume_job(d, fs.SilentReporter())
+    # Assert
+    a = load_file(str(monitored.path / "checkpoints/round-2/adapter.safetensors"))
+    b = load_file(str(d / "checkpoints/round-2/adapter.safetensors"))
+    assert all(a[k].equal(b[k]) for k in a)
+    rows = [[json.loads(x) for x in (f / "metrics.jsonl").read_text().splitlines()] for f in (monitored.path, d)]
+    for mode in MODES:
+        assert rows[0][1][mode] == rows[1][1][mode], mode
+    priv = [json.loads((f / "privacy.json").read_text()) for f in (monitored.path, d)]
+    assert priv[0]["epsilon_total"] == priv[1]["epsilon_total"] and len(priv[1]["rounds"]) == 2
+    assert verify(d).ok and (d / "report.json").is_file()
+
+
+def test_resume_refuses_changed_probe_suites(monitored, tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(monitored.path, d)
+    shutil.rmtree(d / "checkpoints" / "round-2")
+    setup = json.loads((d / "monitor" / "setup.json").read_text())
+    setup["probes"]["crows"]["sha256"] = "0" * 64
+    (d / "monitor" / "setup.json").write_text(json.dumps(setup))
+    with pytest.raises(UserError, match="probe suite 'crows'"):
+        dispatch.resume_job(d, fs.SilentReporter())
+
+
+def test_unmeetable_privacy_budget_fails_before_any_folder_is_written(tmp_path):
+    cfg = tiny_config("privacy.target_epsilon=0.5", "privacy.max_noise_multiplier=2", "federation.rounds=5")
+    with pytest.raises(UserError, match="privacy budget cannot be met"):
+        dispatch.start_job(cfg, tmp_path / "run", False, fs.SilentReporter())
+    assert not (tmp_path / "run").exists()
+    assert plan_monitor(tiny_config("privacy.target_epsilon=20")).noise_multiplier < 1.0
+
+
+def test_bad_monitor_config_is_refused():
+    with pytest.raises(UserError, match="monitor.client_items.bbq"):
+        tiny_config("monitor.client_items.bbq=0")
+    with pytest.raises(UserError, match="unknown probe suites"):
+        tiny_config("monitor.server_items.nope=1")
+
+
+def test_wrong_length_or_out_of_bounds_reports_are_rejected_and_audited(tmp_path):
+    # Prepare: a server monitor over the real suites' schema, no global probe
+    suites = load_suites()
+    schema = build_schema(suites)
+    settings = MonitorServerSettings(1.0, schema.l2_bound, 3, 2, 1e-5)
+    bank = DetectorBank("cusum", 5.0, 0.5)
+    monitor = MonitorServer(tmp_path, schema, settings, bank, PrivacyLedger(1e-5), None, {}, {})
+    good = np.zeros(len(schema))
+    far = good.copy()
+    far[0] = 1.0 + 10 * settings.noise_std_client
+    updates = [ClientUpdate("a", 1, {}, monitor=good), ClientUpdate("b", 1, {}, monitor=good[:-1]),
+               ClientUpdate("c", 1, {}, monitor=far)]
+    # Execute
+    row = round_row(1, ["a", "b", "c"], [], {}, {}, updates, [], monitor.validate)
+    monitor(1, row)
+    # Assert: only a's report is summed; 1 < min_clients, so nothing is released and no privacy spent
+    assert row["monitor"]["rejected"] == ["b", "c"] and row["monitor"]["reports"] == 1
+    assert row["monitor"]["released"] is False and row["monitor"]["epsilon_total"] == 0.0
+    entries = read_entries(tmp_path)
+    rejected = [e["payload"] for e in entries if e["kind"] == "rejected_report"]
+    assert [r["client_id"] for r in rejected] == ["b", "c"]
+    assert "values, expected" in rejected[0]["reason"] and "outside" in rejected[1]["reason"]
+    assert AuditLog(tmp_path).count == len(entries)

@@ -1,0 +1,145 @@
+"""Every personalization method and LoRA aggregation end to end on tiny-random (2 rounds x 2 clients)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from openpfi.cli import app
+from openpfi.config import load_config
+from openpfi.engines.inprocess import SilentReporter
+from openpfi.errors import UserError
+from openpfi.recipes import federated_sft
+from openpfi.runfolder import RunFolder
+
+ROOT = Path(__file__).resolve().parents[2]
+DEMO = ROOT / "examples" / "demo.toml"
+TINY = [
+    "model.name=tiny-random", "data.num_clients=2", "federation.clients_per_round=2", "federation.rounds=2",
+    "client.local_steps=2", "client.max_length=48", "client.batch_size=2", "monitor.enabled=false",
+    "data.max_examples=24", "data.min_examples=10", "client.max_eval_examples=4", "lora.r=4",
+]  # fmt: skip
+
+
+def _run(tmp: Path, *sets: str) -> RunFolder:
+    return federated_sft.start(load_config(DEMO, [*TINY, *sets]), tmp / "run")
+
+
+def _checkpoint_keys(run: RunFolder) -> set[str]:
+    keys: set[str] = set()
+    for f in (run.path / "checkpoints").rglob("*.safetensors"):
+        keys |= set(load_file(str(f)))
+    return keys
+
+
+@pytest.mark.parametrize("method", ["none", "local", "finetune", "ditto", "fedrep", "fedsa-lora", "ffa-lora"])
+def test_each_method_runs_and_keeps_personal_state_client_side(tmp_path: Path, method: str) -> None:
+    run = _run(tmp_path, f'personalization.method="{method}"')
+    rows = run.read_metrics()
+    base = _run(tmp_path / "base").read_metrics() if method == "ffa-lora" else None
+    assert [r["round"] for r in rows] == [1, 2]
+    keys = _checkpoint_keys(run)
+    personalized = method not in ("none", "ffa-lora")
+    for r in rows:
+        assert ("personal_loss_mean" in r) == personalized
+        assert all(("personal_loss" in c) == personalized for c in r["clients"].values())
+    if method == "local":
+        assert rows[-1]["bytes_up"] == 0 and rows[-1]["bytes_down"] == 0
+        assert not any("lora_" in k for k in keys)
+    else:
+        assert rows[-1]["bytes_up"] > 0 and rows[-1]["bytes_down"] == rows[-1]["bytes_up"]
+    if method == "fedsa-lora":
+        assert keys and not any("lora_B" in k for k in keys)
+    if method == "ffa-lora":
+        assert keys and not any("lora_A" in k for k in keys)  # A is the seeded init, never sent
+        assert rows[-1]["bytes_up"] < base[-1]["bytes_up"]
+    if method == "fedrep":
+        assert keys and not any("v_proj" in k for k in keys)
+    stored = list((run.path / "clients").glob("*/personal-round-*.safetensors"))
+    assert bool(stored) == (method in ("local", "ditto", "fedrep", "fedsa-lora"))
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        ['lora.aggregation="product"'],
+        ['lora.aggregation="product"', "lora.keep_merged=true"],
+        ['lora.aggregation="stack"', "lora.client_ranks=[2, 4]"],
+        ['lora.aggregation="zeropad"', "lora.client_ranks=[2, 4]", 'personalization.method="fedsa-lora"'],
+    ],
+)
+def test_lora_aggregations_run(tmp_path: Path, sets: list[str]) -> None:
+    run = _run(tmp_path, *sets)
+    rows = run.read_metrics()
+    assert [r["round"] for r in rows] == [1, 2]
+    keys = _checkpoint_keys(run)
+    merges = "stack" in sets[0] or "lora.keep_merged=true" in sets
+    assert any(k.endswith(".merged_delta") for k in keys) == merges
+    if "stack" in sets[0]:
+        assert rows[0]["bytes_down"] == 0  # round 1: clients re-create the seeded init themselves
+        assert rows[1]["bytes_down"] == 2 * rows[0]["bytes_up"]  # each client gets both clients' stacks
+
+
+class Crash(KeyboardInterrupt):
+    pass
+
+
+class CrashInRound(SilentReporter):
+    """Interrupt round ``round_num`` in the client's personal (Ditto) training phase, or after
+    aggregation (the client has saved its new personal state, the server no checkpoint yet)."""
+
+    def __init__(self, round_num: int, at: str):
+        self.round_num, self.at = round_num, at
+        self.current = 0
+        self.phases = 0
+
+    def round_start(self, round_num, rounds, sampled):
+        self.current = round_num
+
+    def step(self, step, total, loss, tokens_per_s):
+        if self.current == self.round_num and step == 1:
+            self.phases += 1
+            if self.at == "personal" and self.phases == 2:
+                raise Crash()
+
+    def phase(self, name):
+        if self.current == self.round_num and self.at == name:
+            raise Crash()
+
+
+@pytest.mark.parametrize("at", ["personal", "evaluate"])
+def test_ditto_resume_is_bit_identical(tmp_path: Path, at: str) -> None:
+    sets = [*TINY, 'personalization.method="ditto"', "federation.rounds=3", "federation.clients_per_round=1"]
+    cfg = load_config(DEMO, sets)
+    full = federated_sft.start(cfg, tmp_path / "full")
+    with pytest.raises(Crash):
+        federated_sft.start(cfg, tmp_path / "cut", reporter=CrashInRound(3, at))
+    assert not (tmp_path / "cut" / "checkpoints" / "round-3").exists()
+    federated_sft.resume(tmp_path / "cut")
+    a = (full.path / "checkpoints" / "round-3" / "adapter.safetensors").read_bytes()
+    b = (tmp_path / "cut" / "checkpoints" / "round-3" / "adapter.safetensors").read_bytes()
+    assert a == b
+    cut = RunFolder.open(tmp_path / "cut")
+    rows = full.read_metrics()
+    assert rows[2]["sampled"][0] in rows[0]["sampled"] + rows[1]["sampled"]  # round 3 reuses a personal state
+    for key in ("eval_loss_mean", "personal_loss_mean", "bytes_up", "bytes_down"):
+        assert [r[key] for r in cut.read_metrics()] == [r[key] for r in full.read_metrics()], key
+    for f in sorted((full.path / "clients").rglob("*.safetensors")):
+        assert f.read_bytes() == (cut.path / f.relative_to(full.path)).read_bytes(), f.name
+
+
+def test_bad_personalization_input_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="'k_proj' matches no LoRA parameter"):
+        _run(tmp_path, 'personalization.method="fedrep"', 'personalization.personal_patterns=["k_proj"]')
+    with pytest.raises(UserError, match="larger than layer"):
+        _run(tmp_path, "lora.r=48", "lora.client_ranks=[8, 48]", 'lora.aggregation="zeropad"')
+    assert not (tmp_path / "run").exists()
+    res = CliRunner().invoke(
+        app,
+        ["run", str(DEMO), "--out", str(tmp_path / "x"), "--quiet",
+         "--set", 'personalization.method="ffa-lora"', "--set", 'lora.aggregation="stack"'],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "ffa-lora" in res.output and "Traceback" not in res.output
