@@ -187,6 +187,40 @@ def bench_silent(
     run_silent_bench(out, quick=quick, seeds=seeds, resume=resume, scenarios_dir=scenarios, only=only or [], console=console)
 
 
+@bench_app.command("personalize")
+@friendly
+def bench_personalize(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here (PNG beside it; runs in <stem>.runs/).")] = Path(
+        "bench-personalize.json"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 1 seed, 2 rounds x 2 steps (<= 10 min).")] = False,
+    model: Annotated[str, typer.Option(help="Model to personalize.")] = "smollm2-135m-instruct",
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only these methods (repeatable).")] = None,
+) -> None:
+    """Every personalization method and LoRA aggregation on chitchat and shakespeare: per-client loss, bytes, time."""
+    _setup()
+    from openpfi.bench.personalize import run_personalize_bench
+
+    run_personalize_bench(out, quick=quick, model=model, only=only or (), console=console)
+
+
+@bench_app.command("align")
+@friendly
+def bench_align(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here (and the Pareto PNG beside it).")] = Path(
+        "bench-align.json"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 3 preference vectors, 1 seed (<= 10 min).")] = False,
+    model: Annotated[str, typer.Option(help="Model to align.")] = "smollm2-135m-instruct",
+    docs: Annotated[Path | None, typer.Option("--docs", help="Also write BENCHMARKS-align.md + the PNG into this folder.")] = None,
+) -> None:
+    """FIRM vs linear scalarization, FMGDA and DPO: Pareto front over p, hypervolume, bytes, drift."""
+    _setup()
+    from openpfi.bench.align import run_align_bench
+
+    run_align_bench(out, quick=quick, console=console, model=model, docs=docs)
+
+
 @deploy_app.command("local")
 @friendly
 def deploy_local(

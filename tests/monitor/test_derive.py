@@ -11,7 +11,7 @@ from openpfi.monitor.derive import Z95, derive_metrics, histogram_quantile
 from openpfi.monitor.probes import BBQItem, ChoiceItem, CrowsItem, PromptItem, TextItem, make_suite, subset_suite
 from openpfi.monitor.refusal import COMPLIANCE_CONTINUATIONS, REFUSAL_CONTINUATIONS
 from openpfi.monitor.schema import build_schema
-from openpfi.monitor.server_eval import evaluate_public
+from openpfi.monitor.server_eval import evaluate_public, public_points
 from openpfi.monitor.types import MetricPoint
 
 # The same tiny suites and fake clients as test_client_probe.py (kept local: tests are
@@ -210,3 +210,26 @@ def test_client_samples_pool_into_item_weighted_rates_by_hand():
     # only B scored a disambiguated item (a2: biased answer "first")
     assert m["amplified_bias.bbq_dis_bias.Age"].value == pytest.approx(1.0)
     assert "amplified_bias.bbq_dis_bias.Gender" not in m
+
+
+def test_public_points_have_item_sampling_intervals_by_hand():
+    # Prepare: client A's table as one known model; 2 harmful prompts, one refused
+    suites = tiny_suites()
+    ref = {"alignment_erosion.refusal_rate": MetricPoint(1.0, 0.8, 1.0)}
+    # Execute
+    pts = public_points(TableScorer(**CLIENT_A), suites, base_model={"out_of_domain_degradation.nll.shakespeare": 1.5},
+                        reference=ref)
+    # Assert: Agresti-Coull: m = 2 + z^2, v~ = (2 * 0.5 + z^2 * 0.5) / m = 0.5
+    m = 2 + Z95**2
+    half = Z95 * math.sqrt(0.25 / m)
+    p = pts["alignment_erosion.refusal_rate"]
+    assert (p.value, p.lo, p.hi) == pytest.approx((0.5, 0.5 - half, 0.5 + half))
+    change = pts["alignment_erosion.refusal_change"]
+    assert change.value == pytest.approx(-0.5)
+    assert change.hi - change.value == pytest.approx(math.hypot(half, 0.1))
+    nll = pts["out_of_domain_degradation.nll_change.shakespeare"]  # NLL 2.0 against the base model's 1.5
+    assert nll.value == pytest.approx(0.5) and nll.lo < 0.5 < nll.hi
+    assert not any(k.startswith(("fairness_collapse", "adaptation_misalignment")) for k in pts)
+    # a rate of 0 still gets a positive width
+    zero = pts["alignment_erosion.over_refusal_rate"]
+    assert zero.value == 0.0 and zero.hi > 0.0

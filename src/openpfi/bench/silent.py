@@ -300,23 +300,35 @@ class _Progress:
 
 
 def safety_adapter(cfg: Config, console: Console) -> dict[str, Any]:
-    """The cached safety-tuned starting adapter (built once by the alignment recipe) and its rates."""
+    """The cached safety-tuned starting adapter (built once by the alignment recipe, DPO on harmlessness
+    and helpfulness pairs, monitor probe prompts excluded) and its measured refusal / over-refusal rates."""
     try:
-        from openpfi.recipes.safety_adapter import build_safety_adapter
+        from openpfi.recipes.safety_adapter import SafetySettings, build_safety_adapter
     except ImportError:
         raise UserError(
             "scenarios with start = \"safety_adapter\" need openpfi.recipes.safety_adapter (the alignment "
             "issue's safety-tuned adapter), which this installation lacks; run the others with --only"
         ) from None
+    m = cfg.monitor
+    settings = SafetySettings(
+        model=cfg.model.name,
+        r=cfg.lora.r,
+        alpha=cfg.lora.alpha,
+        targets=tuple(cfg.lora.targets),
+        probe_sizes={k: v for k, v in m.suite_sizes.items() if k in ("harmful", "benign")},
+        probe_seed=m.probe_seed,
+    )
     t0 = time.perf_counter()
-    path, sha, rates = build_safety_adapter(cfg)
+    path, sha, rates = build_safety_adapter(settings)
+    base, tuned = rates.get("base", {}), rates.get("adapter", {})
     console.print(
-        f"safety-tuned starting adapter: {path} (sha256 {str(sha)[:12]}), refusal "
-        f"{rates.get('refusal_rate', float('nan')):.2f}, over-refusal {rates.get('over_refusal_rate', float('nan')):.2f}"
-        f" ({time.perf_counter() - t0:.0f}s)",
+        f"safety-tuned starting adapter {path} (sha256 {sha[:12]}, {time.perf_counter() - t0:.0f}s): refusal "
+        f"{base.get('refusal_rate', float('nan')):.2f} -> {tuned.get('refusal_rate', float('nan')):.2f}, "
+        f"over-refusal {base.get('over_refusal_rate', float('nan')):.2f} -> "
+        f"{tuned.get('over_refusal_rate', float('nan')):.2f} (held-out prompts, likelihood judge)",
         highlight=False,
     )
-    return {"path": str(path), "sha256": sha, **{k: v for k, v in rates.items()}}
+    return {"path": str(path), "sha256": sha, "rates": rates}
 
 
 # -- the suite --------------------------------------------------------------------------------------

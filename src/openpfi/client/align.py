@@ -260,7 +260,17 @@ class AlignClient(FederatedClient):
         for m in a.objectives:
             scalars[f"pairs_{m}"] = float(len(self.pairs[m]))
             scalars[f"missing_{m}"] = 0.0 if self.pairs[m] else 1.0
-        return ClientUpdate(self.client_id, len(self.union), delta, scalars, extra)
+        report = None
+        if self.monitor is not None:  # the silent-failure monitor (recipes/monitoring.py), as for SFT
+            if extra:  # FMGDA: the client's model is the global one plus its mean per-objective delta
+                trained = {k: v + sum(d[k] for d in extra.values()) / len(extra) for k, v in global_state.items()}
+            else:
+                trained = shared.get_state()
+            held = [p.chosen for p in self.heldout_pairs]
+            report, scalars["monitor_seconds"] = self.monitor.run(
+                shared, seed, round_num, self.client_id, global_state, trained, held, self.group
+            )
+        return ClientUpdate(self.client_id, len(self.union), delta, scalars, extra, monitor=report)
 
     @torch.no_grad()
     def evaluate(self, shared: SharedModel, global_state: StateDict, *_: Any, **__: Any) -> EvalResult:

@@ -30,7 +30,12 @@ from openpfi.client.federated import SharedModel
 from openpfi.client.scoring import shared_scorer
 from openpfi.data.preference import effective_objective
 from openpfi.data.preference_split import EvalSets
-from openpfi.monitor.refusal import JUDGE_ITEMS_PER_PROMPT, detector_precision_recall, refusal_items, refusal_probability
+from openpfi.monitor.refusal import (
+    JUDGE_ITEMS_PER_PROMPT,
+    detector_precision_recall,
+    refusal_items,
+    refusal_probability,
+)
 
 
 @lru_cache(maxsize=1)

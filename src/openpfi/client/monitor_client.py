@@ -21,15 +21,18 @@ public things (suites, schema, settings, a scorer over the shared model), never 
 client's data between calls.
 
 Trade-off (cost vs precision). Scoring every suite on every client costs ~21k forward
-tokens per probe run at the default suite sizes, about 1.5x one client's training round
-of the demo; the issue's budget is 10% of the round. So each client scores ~12 items
-(~1k tokens with shared prompts packed, client/scoring.py) and the server pools all
-clients' samples: counts in the report are shares of the client's sampled items and the
-server estimates every rate as a ratio of sums (schema.py, derive.py). A round with n
-clients thus rests on n x client_items[s] items of suite s (16 BBQ items with 8 clients
-at the defaults): pooled streams are meaningful every round, per-category streams only
-over several rounds or with more clients; the sampling part of every interval reflects
-that. Raise ``monitor.client_items`` for precision at a proportional cost.
+tokens per probe run at the default suite sizes (~8.6k with shared prompts packed,
+client/scoring.py), several times one client's training round of the demo (10 steps x 4
+x ~70 tokens, forward + backward); the issue's budget is 10% of the round. So each
+client scores a sample of 10 items (``monitor.client_items``: ~540 tokens), re-scores
+its 4 capability and harmful items on the received model (~220 tokens) and its utility
+on 4 held-out examples (~280 tokens); the server pools all clients' samples: counts in
+the report are shares of the client's sampled items and the server estimates every rate
+as a ratio of sums (schema.py, derive.py). A round with n clients thus rests on
+n x client_items[s] items of suite s (8 BBQ questions with 8 clients at the defaults):
+pooled streams are meaningful every round, per-category streams only over several rounds
+or with more clients; the sampling part of every interval reflects that. Raise
+``monitor.client_items`` for precision at a proportional cost.
 
 Privacy note: the noise generator is seeded from the run seed so that simulations are
 reproducible; a deployment must seed it from the client's own secret entropy.

@@ -73,6 +73,8 @@ class InProcessEngine:
     before_round: list[ClientSideHook] = field(default_factory=list)
     validate_monitor: Callable[[Any], str | None] | None = None
     """Checks each client's monitor report before it enters the sum (see engines/rounds.py)."""
+    eval_every: int = 1
+    """Held-out evaluation every this many rounds and at the last one (``federation.eval_every``)."""
 
     def run_rounds(self, start_round: int = 1) -> list[dict[str, Any]]:
         by_id = {c.client_id: c for c in self.clients}
@@ -114,8 +116,9 @@ class InProcessEngine:
         t2 = time.perf_counter()
         new_global = self.server.broadcast()
         evals: list[EvalResult] = []
-        for u in updates:
-            evals.append(by_id[u.client_id].evaluate(self.shared, new_global))
+        if r % self.eval_every == 0 or r == self.rounds:
+            for u in updates:
+                evals.append(by_id[u.client_id].evaluate(self.shared, new_global))
         eval_metrics = self.server.aggregate_evaluate(r, evals)
         t_eval = time.perf_counter() - t2
 

@@ -16,19 +16,19 @@ def _is_alignment(cfg: Config) -> bool:
 
 
 def start_job(cfg: Config, out: Path, force: bool, reporter: Reporter) -> RunFolder:
+    plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail before any folder is written
     if _is_alignment(cfg):
         from openpfi.recipes import federated_align
 
-        return federated_align.start(cfg, out, force, reporter)
-    plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail before any folder is written
+        return federated_align.start(cfg, out, force, reporter, monitor=plan)
     return federated_sft.start(cfg, out, force, reporter, monitor=plan)
 
 
 def resume_job(run_dir: Path, reporter: Reporter) -> RunFolder:
     cfg_file = run_dir / "config.toml"
+    plan = plan_monitor(load_config(cfg_file)) if cfg_file.is_file() else None
     if cfg_file.is_file() and _is_alignment(load_config(cfg_file)):
         from openpfi.recipes import federated_align
 
-        return federated_align.resume(run_dir, reporter)
-    plan = plan_monitor(load_config(cfg_file)) if cfg_file.is_file() else None
+        return federated_align.resume(run_dir, reporter, monitor=plan)
     return federated_sft.resume(run_dir, reporter, monitor=plan)

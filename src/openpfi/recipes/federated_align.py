@@ -35,6 +35,7 @@ from openpfi.models.registry import cache_dir
 from openpfi.monitor.audit import AuditLog
 from openpfi.recipes.federated_sft import client_settings
 from openpfi.recipes.manifest import build_manifest
+from openpfi.recipes.monitoring import MonitorPlan, wire_monitor
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.align_server import AlignServer
 from openpfi.strategies.server import SamplingConfig
@@ -147,7 +148,7 @@ def _attach_stores(prep: AlignPrepared, run: RunFolder) -> None:
         c.store = ClientStore(run.clients_dir / c.client_id)
 
 
-def alignment_manifest(prep: AlignPrepared) -> dict[str, Any]:
+def alignment_manifest(prep: AlignPrepared, start_eval: dict[str, Any] | None = None) -> dict[str, Any]:
     a = prep.cfg.alignment
     assert prep.evaluator is not None
     return {
@@ -159,13 +160,17 @@ def alignment_manifest(prep: AlignPrepared) -> dict[str, Any]:
         "eval_prompts": {"harmful": len(prep.sets.harmful_prompts), "benign": len(prep.sets.benign_prompts)},
         "clients": {c.client_id: {"mix": list(c.mix), "pairs": {m: len(ps) for m, ps in c.train.items()},
                                   "reused": c.reused} for c in prep.data},
-        "start_eval": prep.evaluator.evaluate(prep.start_adapter),
+        "start_eval": start_eval if start_eval is not None else prep.evaluator.evaluate(prep.start_adapter),
     }
 
 
 def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None = None,
           hooks: list[RoundHook] | None = None, shared: SharedModel | None = None,
-          ref: ReferenceCache | None = None) -> RunFolder:
+          ref: ReferenceCache | None = None, monitor: MonitorPlan | None = None,
+          start_eval: dict[str, Any] | None = None) -> RunFolder:
+    """``monitor``: the silent-failure monitor's plan (recipes/monitoring.py), None when off.
+    ``shared``, ``ref``, ``start_eval``: a benchmark's loaded model, reference cache and the
+    already computed held-out figures of the starting adapter (see ``prepare``)."""
     prep = prepare(cfg, shared, ref)
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
     prep.cfg = cfg
@@ -178,7 +183,7 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
         source_files=sorted(prep.pset.source_files),
         clients=_as_client_data(prep.data),
         skipped_rows=0,
-        extra={"start_adapter": cfg.model.adapter or None, "alignment": alignment_manifest(prep)},
+        extra={"start_adapter": cfg.model.adapter or None, "alignment": alignment_manifest(prep, start_eval)},
     )
     run.write_json("manifest.json", manifest)
     AuditLog(run.path / "audit.jsonl").append(
@@ -188,11 +193,15 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
     _attach_stores(prep, run)
     server = make_server(cfg)
     server.init(prep.start_adapter)
-    _engine(prep, run, server, reporter or SilentReporter(), hooks or []).run_rounds(1)
+    engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
+    finish_monitor = wire_monitor(monitor, engine, prep.start_adapter)
+    engine.run_rounds(1)
+    finish_monitor()
     return run
 
 
-def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] | None = None) -> RunFolder:
+def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] | None = None,
+           monitor: MonitorPlan | None = None) -> RunFolder:
     """Continue from the last complete round; same result as an uninterrupted run."""
     run = RunFolder.open(path)
     cfg = load_config(run.config_file)
@@ -216,5 +225,8 @@ def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] 
             if row:
                 run.append_metrics(row)
     AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last})
-    _engine(prep, run, server, reporter or SilentReporter(), hooks or []).run_rounds(last + 1)
+    engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
+    finish_monitor = wire_monitor(monitor, engine, prep.start_adapter, resume_from=last)
+    engine.run_rounds(last + 1)
+    finish_monitor()
     return run

@@ -25,7 +25,7 @@ from openpfi.models.loader import ModelInfo, load_model
 from openpfi.models.lora import read_adapter_file
 from openpfi.monitor.audit import AuditLog
 from openpfi.recipes.manifest import build_manifest
-from openpfi.recipes.monitoring import MonitorPlan, wire_monitor
+from openpfi.recipes.monitoring import MonitorPlan, plan_monitor, wire_monitor
 from openpfi.recipes.personalization import PersonalSetup, setup_personalization
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.server import FedServer, SamplingConfig
@@ -175,7 +175,9 @@ def _attach_stores(prep: Prepared, run: RunFolder) -> None:
 
 
 def _engine(prep: Prepared, run: RunFolder, server: FedServer, reporter: Reporter, hooks: list[RoundHook]) -> InProcessEngine:
-    return InProcessEngine(prep.shared, prep.clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter, hooks)
+    engine = InProcessEngine(prep.shared, prep.clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter, hooks)
+    engine.eval_every = prep.cfg.federation.eval_every
+    return engine
 
 
 def start(
@@ -187,7 +189,10 @@ def start(
     monitor: MonitorPlan | None = None,
     before_round: list[ClientSideHook] | None = None,
 ) -> RunFolder:
-    """``before_round``: client-side simulation hooks (e.g. the silent benchmark's injections)."""
+    """``before_round``: client-side simulation hooks (e.g. the silent benchmark's injections).
+
+    The monitor runs when ``cfg.monitor.enabled`` (``monitor``: an already checked plan)."""
+    monitor = monitor or plan_monitor(cfg)  # bad probes / budget fail before the folder is written
     prep = prepare(cfg)
     cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data)
     prep.cfg = cfg
@@ -215,6 +220,7 @@ def resume(
     last = done[-1] if done else 0
     if last >= cfg.federation.rounds:
         raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
+    monitor = monitor or plan_monitor(cfg)
     prep = prepare(cfg)
     _attach_stores(prep, run)
     for c in prep.clients:

@@ -31,10 +31,10 @@ from openpfi.client.monitor_client import ClientMonitor, ClientMonitorSettings
 from openpfi.client.scoring import shared_scorer
 from openpfi.config import Config
 from openpfi.errors import UserError
-from openpfi.monitor.audit import AuditLog
+from openpfi.monitor.audit import AuditLog, atomic_write_text
 from openpfi.monitor.derive import derive_metrics
 from openpfi.monitor.detectors import DetectorBank
-from openpfi.monitor.privacy import PrivacyLedger, atomic_write_text, plan_budget
+from openpfi.monitor.privacy import PrivacyLedger, plan_budget
 from openpfi.monitor.probes import ProbeSuite, load_suites, subset_suite, suite_manifest, verify_hashes
 from openpfi.monitor.schema import ReportSchema, build_schema
 from openpfi.monitor.server_eval import evaluate_public, public_points

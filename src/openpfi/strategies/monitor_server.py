@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from openpfi.errors import UserError
-from openpfi.monitor.audit import AuditLog
+from openpfi.monitor.audit import AuditLog, atomic_write_text
 from openpfi.monitor.derive import derive_metrics
 from openpfi.monitor.detectors import DEFAULT_DIRECTIONS, DetectorBank
 from openpfi.monitor.privacy import PrivacyLedger, release_allowed, validate_report
@@ -244,8 +244,6 @@ class MonitorServer:
         }
 
     def save_state(self, round_num: int) -> None:
-        from openpfi.monitor.privacy import atomic_write_text
-
         folder = self.run_dir / STATE_DIR
         atomic_write_text(folder / f"state-round-{round_num}.json", json.dumps(self.state(), sort_keys=True) + "\n")
         for old in folder.glob("state-round-*.json"):

@@ -7,6 +7,7 @@ import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -51,6 +52,12 @@ def tiny_config(tmp: Path, *overrides: str) -> Config:
 @pytest.fixture
 def tiny(tmp_path: Path) -> Config:
     return tiny_config(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def flower_kit() -> SimpleNamespace:
+    """The helpers of this file for test modules: tiny_config, processes, hard_timeout."""
+    return SimpleNamespace(tiny_config=tiny_config, processes=flower_processes, hard_timeout=hard_timeout)
 
 
 def flower_processes() -> set[int]:

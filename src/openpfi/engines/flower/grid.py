@@ -48,13 +48,22 @@ class PollingGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push, then pull until every message has a reply or ``timeout`` seconds passed."""
-        waiting = set(self.push_messages(messages))
+        return list(self.exchange(list(messages), timeout).values())
+
+    def exchange(self, messages: list[Message], timeout: float | None = None) -> dict[int, Message]:
+        """Replies by the node each message went to.
+
+        Keyed by destination, not by a reply's sender: the SuperLink itself answers for a
+        node that went offline (an error reply with its own node id as the sender).
+        """
+        waiting = {i for i in self.push_messages(messages) if i}  # a message that could not be pushed: no id
+        node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}  # set by the push
         deadline = None if timeout is None else time.monotonic() + timeout
-        replies: list[Message] = []
+        replies: dict[int, Message] = {}
         while waiting:
-            got = list(self.pull_messages(waiting))
-            replies += got
-            waiting -= {m.metadata.reply_to_message_id for m in got}
+            for m in self.pull_messages(waiting):
+                replies[node_of[m.metadata.reply_to_message_id]] = m
+                waiting.discard(m.metadata.reply_to_message_id)
             if not waiting or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(self.poll)

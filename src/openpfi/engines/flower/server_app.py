@@ -299,8 +299,7 @@ class FlowerRun:
     def _send(self, msgs: list[Message]) -> dict[int, Message]:
         if not msgs:
             return {}
-        replies = self.grid.send_and_receive(msgs, timeout=self.cfg.flower.reply_timeout)
-        return {m.metadata.src_node_id: m for m in replies}
+        return self.grid.exchange(msgs, timeout=self.cfg.flower.reply_timeout)
 
 
 def _global(state: StateDict, config: ConfigRecord) -> RecordDict:

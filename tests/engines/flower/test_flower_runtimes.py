@@ -1,0 +1,136 @@
+"""Real Flower runs on loopback: the simulation and deployment runtimes, SecAgg+, TLS, a dropout.
+
+Each run has a hard timeout and must leave no Flower process behind. The in-process
+run of the same config is the reference: Flower's aggregated adapter must match it
+within ATOL. (Flower's simulation workers run torch with 1 thread and the in-process
+engine with 2, so float sums differ in the last bits; SecAgg+ adds quantization noise
+of about 1e-7 per coordinate at the default clip. A client's update here is ~1e-3.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import psutil
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from openpfi.config import load_config
+from openpfi.engines.flower import deploy
+from openpfi.engines.flower.settings import NodeIdentity, node_config_text, run_config_toml
+from openpfi.engines.flower.tls import make_ca
+from openpfi.monitor.audit import verify
+from openpfi.recipes import federated_sft
+from openpfi.runfolder import RunFolder
+
+ATOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("flower")
+
+
+@pytest.fixture(scope="module")
+def reference(workspace: Path, flower_kit: SimpleNamespace) -> RunFolder:
+    """The in-process run of the tiny config (2 rounds)."""
+    return federated_sft.start(flower_kit.tiny_config(workspace), workspace / "inprocess")
+
+
+def _adapter(run: Path, r: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
+
+
+def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert set(a) == set(b)
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _no_new_flower_processes(before: set[int], kit: SimpleNamespace) -> None:
+    deadline = time.monotonic() + 10
+    while (left := kit.processes() - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == set(), f"Flower processes left running: {left}"
+
+
+def test_simulation_runtime_matches_the_inprocess_engine(reference: RunFolder, workspace: Path, flower_kit: SimpleNamespace) -> None:
+    # Prepare
+    cfg = flower_kit.tiny_config(workspace)
+    before = flower_kit.processes()
+    # Execute
+    with flower_kit.hard_timeout(480):
+        run = deploy.deploy_local(cfg, workspace / "simulation", simulation=True, timeout=420, echo=lambda s: None)
+    # Assert: same sampling, same aggregated adapter within ATOL, after both rounds
+    rows, ref_rows = run.read_metrics(), reference.read_metrics()
+    assert [r["sampled"] for r in rows] == [r["sampled"] for r in ref_rows]
+    for r in (1, 2):
+        assert _max_diff(_adapter(run.path, r), _adapter(reference.path, r)) < ATOL
+    assert _max_diff(_adapter(reference.path, 2), _adapter(reference.path, 1)) > 100 * ATOL  # the test can fail
+    assert rows[1]["train_loss"] == pytest.approx(ref_rows[1]["train_loss"], abs=1e-4)
+    assert set(rows[1]) - {"flower"} == set(ref_rows[1])  # the same row layout
+    _no_new_flower_processes(before, flower_kit)
+
+
+def test_deployment_runtime_runs_a_secagg_round_on_two_supernodes(
+    reference: RunFolder, workspace: Path, flower_kit: SimpleNamespace
+) -> None:
+    # Prepare: the adapter updates are summed under SecAgg+, so the server never sees one
+    cfg = flower_kit.tiny_config(workspace, "federation.rounds=1", "flower.secagg=updates")
+    out = workspace / "deployment"
+    before = flower_kit.processes()
+    # Execute
+    with flower_kit.hard_timeout(480):
+        deploy.deploy_local(cfg, out, nodes=2, timeout=420, echo=lambda s: None)
+    # Assert: the same run folder as `openpfi run`
+    assert load_config(out / "config.toml") == cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["engine"]["name"] == "flower" and manifest["data"]["clients"] == 2
+    rows = RunFolder(out).read_metrics()
+    assert len(rows) == 1 and rows[0]["failed"] == [] and len(rows[0]["clients"]) == 2
+    assert verify(out).ok
+    # ... SecAgg+ ran over both clients and gave the in-process aggregate
+    flower = rows[0]["flower"]
+    assert flower["secagg"] == "updates" and flower["secagg_clients"] == sorted(rows[0]["sampled"])
+    assert flower["secagg_s"] > 0 and flower["wire_bytes_up"] > 0
+    assert math.isnan(rows[0]["update_norm_mean"])  # no single update was seen
+    assert _max_diff(_adapter(out, 1), _adapter(reference.path, 1)) < ATOL
+    _no_new_flower_processes(before, flower_kit)
+
+
+def test_tls_run_refuses_a_wrong_ca_and_goes_on_when_a_node_drops_out(workspace: Path, flower_kit: SimpleNamespace) -> None:
+    # Prepare: TLS; two SuperNodes with the right CA, one with another CA; node 1 is killed mid-round
+    cfg = flower_kit.tiny_config(workspace, "federation.rounds=1", "federation.min_fit_clients=1", "flower.reply_timeout=90")
+    out, work = workspace / "tls", workspace / "tls-work"
+    dropped = federated_sft.load_clients(cfg)[1][1].client_id
+    before = flower_kit.processes()
+    with flower_kit.hard_timeout(480), deploy.LocalFederation(work, tls=True) as fed:
+        fed.start_superlink()
+        nodes = [fed.start_supernode(node_config_text(NodeIdentity(i, 2, str(out / "clients"), "")), threads=1) for i in range(2)]
+        wrong_ca, _ = make_ca(work / "other-ca")
+        intruder = fed.start_supernode("partition-id=0 num-partitions=2", name="wrong-ca", root_certificates=wrong_ca)
+        (work / "run.toml").write_text(run_config_toml(cfg, out))
+
+        def kill_node_1(line: str) -> None:
+            if "round 1/1" in line:  # the node leaves (SIGTERM); its running ClientApp dies (SIGKILL)
+                node = psutil.Process(nodes[1].popen.pid)
+                for p in node.children(recursive=True):
+                    p.kill()
+                node.terminate()
+
+        # Execute
+        code, lines = fed.run_app(deploy.write_app(work), work / "run.toml", on_line=kill_node_1, timeout=420)
+    # Assert: the wrong CA was refused at the TLS handshake
+    assert intruder.popen.returncode not in (None, 0)
+    assert "CERTIFICATE_VERIFY_FAILED" in intruder.log.read_text()
+    # ... the round went on with the node that answered, and the run folder says who did not
+    rows = RunFolder(out).read_metrics()
+    assert len(rows) == 1, "\n".join(lines[-30:])
+    assert rows[0]["failed"] == [dropped]
+    assert "Node Unavailable" in rows[0]["flower"]["failed_reasons"][dropped]
+    assert rows[0]["clients_answered"] == 1 and list(rows[0]["clients"]) != [dropped]
+    _no_new_flower_processes(before, flower_kit)
