@@ -28,7 +28,8 @@ def test_run_summary_statistics() -> None:
 
 
 def test_plans_fit_their_budgets() -> None:
-    assert len(FULL.datasets) == 2 and len(FULL.seeds) >= 2 and FULL.clients >= 20
+    assert set(FULL.datasets) == {"chitchat", "shakespeare"} and len(FULL.seeds) >= 2 and FULL.clients >= 20
+    assert len(set(FULL.methods)) == 10 and set(QUICK.methods) == set(FULL.methods)
     assert expected_seconds(FULL) <= 2 * 3600
     assert expected_seconds(QUICK) <= 10 * 60
 

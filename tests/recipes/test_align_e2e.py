@@ -99,3 +99,12 @@ def test_bad_alignment_config_is_refused_before_anything_is_written(tmp_path: Pa
         cfg = load_config(ROOT / "examples" / "demo.toml", [*SETS, "alignment.method=firm", override])
         start_job(cfg, tmp_path / "bad", False, SilentReporter())
     assert not (tmp_path / "bad").exists()
+
+
+def test_three_objectives_firm_and_fmgda(tmp_path: Path) -> None:
+    extra = ("alignment.objectives=['harmless', 'helpful', 'honest']", "alignment.preference=[0.4, 0.3, 0.3]")
+    firm = _run(tmp_path, "firm", *extra)[-1]
+    fmgda = _run(tmp_path, "fmgda", *extra)[-1]
+    assert fmgda["bytes_up"] == 3 * firm["bytes_up"]
+    total = sum(firm[f"lambda_{m}_mean"] for m in ("harmless", "helpful", "honest"))
+    assert total == pytest.approx(1.0) and "pref_acc_honest" in firm

@@ -125,26 +125,32 @@ FULL = BenchPlan(
     seeds=(0, 1),
     methods=tuple(m.name for m in METHODS),
     clients=20,
-    rounds=4,
-    local_steps=5,
+    rounds=3,
+    local_steps=3,
+    max_length=96,
+    eval_examples=12,
+    min_examples=20,
+    max_examples=80,
 )
 QUICK = BenchPlan(
     quick=True,
     datasets=("chitchat", "shakespeare"),
     seeds=(0,),
-    methods=("fedavg", "local", "finetune", "ditto", "fedrep", "fedsa-lora", "ffa-lora"),
-    clients=20,
+    methods=tuple(m.name for m in METHODS),
+    clients=5,
     rounds=2,
     local_steps=2,
-    eval_examples=8,
     max_length=96,
+    eval_examples=8,
+    min_examples=20,
+    max_examples=80,
 )
 
 # Measured alone on the project's 2-core machine (SmolLM2-135M, bf16; see docs/BENCHMARKS-personalize.md):
 STEP_SECONDS_PER_TOKEN = 1.0 / 550.0
 """Training: seconds per padded token of a step (forward + backward + optimizer)."""
 EVAL_SECONDS_PER_TOKEN = 1.0 / 1650.0
-SETUP_SECONDS = 15.0
+SETUP_SECONDS = 8.0
 """Per run: load the data, the model (cached safetensors) and tokenize."""
 TOKENS_PER_EXAMPLE = {"chitchat": 85.0, "shakespeare": 105.0}
 """Padded tokens per example (chat template included): mean length 68 and 86, x 1.25 for padding."""
@@ -288,16 +294,16 @@ def _fmt_bytes(x: float) -> str:
 
 
 def table(summary: dict[str, Any]) -> Table:
-    t = Table(title="Per-client held-out loss of each client's own model after the last round (lower is better)")
-    for col in ("dataset", "method", "mean", "worst decile", "spread", "global mean", "up/round", "down/round", "wall"):
-        t.add_column(col, justify="left" if col in ("dataset", "method") else "right")
+    t = Table(title="Held-out loss of each client's own model after the last round (lower is better; * best mean)")
+    for col in ("data", "method", "mean", "worst 10%", "spread", "global", "up/rnd", "down/rnd", "wall"):
+        t.add_column(col, justify="left" if col in ("data", "method") else "right", no_wrap=True)
     for dataset, d in summary.items():
         for name, v in d["methods"].items():
             star = " *" if name == d["best_mean"] else ""
             sd = f" ±{v['mean']['sd']:.3f}" if v["seeds"] > 1 else ""
             t.add_row(
-                dataset,
-                v["label"] + star,
+                dataset[:5],
+                name + star,
                 f"{v['mean']['mean']:.4f}{sd}",
                 f"{v['worst_decile']['mean']:.4f}",
                 f"{v['spread']['mean']:.4f}",
@@ -307,7 +313,7 @@ def table(summary: dict[str, Any]) -> Table:
                 f"{v['wall_s']:.0f}s",
             )
         if d["base_model_mean"] is not None:
-            t.add_row(dataset, "(base model, no training)", f"{d['base_model_mean']:.4f}", "", "", "", "", "", "")
+            t.add_row(dataset[:5], "(base model)", f"{d['base_model_mean']:.4f}", "", "", "", "", "", "")
         t.add_section()
     return t
 
@@ -343,8 +349,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         v = d["methods"]
         x = range(len(names))
         means = [v[n]["mean"]["mean"] for n in names]
-        ax.bar(x, means, yerr=[v[n]["mean"]["sd"] for n in names], capsize=3,
-               color=["tab:orange" if v[n]["personalized"] else "tab:blue" for n in names], label="mean")  # fmt: skip
+        colors = ["tab:orange" if v[n]["personalized"] else "tab:blue" for n in names]
+        ax.errorbar(x, means, yerr=[v[n]["mean"]["sd"] for n in names], fmt="none", ecolor="grey", capsize=3)
+        ax.scatter(x, means, c=colors, s=50, zorder=3, label="mean (bar: sd over seeds)")
         ax.scatter(x, [v[n]["worst_decile"]["mean"] for n in names], color="black", marker="v", zorder=3,
                    label="worst decile")  # fmt: skip
         if d["base_model_mean"] is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -60,14 +61,32 @@ def flower_kit() -> SimpleNamespace:
     return SimpleNamespace(tiny_config=tiny_config, processes=flower_processes, hard_timeout=hard_timeout)
 
 
-def flower_processes() -> set[int]:
-    """PIDs of Flower processes now running (any owner), to check that a test left none behind."""
+TAG = "OPENPFI_TEST_TAG"
+
+
+def flower_processes(tag: str = "") -> set[int]:
+    """PIDs of Flower processes now running; with ``tag``, only those whose environment carries it
+    (every process a test starts inherits the tag, so other Flower runs on the machine do not count)."""
     out = set()
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if any(name in cmd for name in FLOWER_PROCESS_NAMES):
-            out.add(p.info["pid"])
+        if not any(name in cmd for name in FLOWER_PROCESS_NAMES):
+            continue
+        try:
+            if tag and p.environ().get(TAG) != tag:
+                continue
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+        out.add(p.info["pid"])
     return out
+
+
+@pytest.fixture
+def flower_tag(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A tag in this process's environment, inherited by every process the test starts."""
+    tag = uuid.uuid4().hex
+    monkeypatch.setenv(TAG, tag)
+    return tag
 
 
 @contextlib.contextmanager

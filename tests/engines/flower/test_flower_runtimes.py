@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -20,7 +23,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from openpfi.config import load_config
+from openpfi.config import dump_toml, load_config
 from openpfi.engines.flower import deploy
 from openpfi.engines.flower.settings import NodeIdentity, node_config_text, run_config_toml
 from openpfi.engines.flower.tls import make_ca
@@ -51,17 +54,16 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def _no_new_flower_processes(before: set[int], kit: SimpleNamespace) -> None:
+def _no_flower_processes_left(tag: str, kit: SimpleNamespace) -> None:
     deadline = time.monotonic() + 10
-    while (left := kit.processes() - before) and time.monotonic() < deadline:
+    while (left := kit.processes(tag)) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert left == set(), f"Flower processes left running: {left}"
 
 
-def test_simulation_runtime_matches_the_inprocess_engine(reference: RunFolder, workspace: Path, flower_kit: SimpleNamespace) -> None:
+def test_simulation_runtime_matches_the_inprocess_engine(reference: RunFolder, workspace: Path, flower_kit: SimpleNamespace, flower_tag: str) -> None:
     # Prepare
     cfg = flower_kit.tiny_config(workspace)
-    before = flower_kit.processes()
     # Execute
     with flower_kit.hard_timeout(480):
         run = deploy.deploy_local(cfg, workspace / "simulation", simulation=True, timeout=420, echo=lambda s: None)
@@ -73,16 +75,15 @@ def test_simulation_runtime_matches_the_inprocess_engine(reference: RunFolder, w
     assert _max_diff(_adapter(reference.path, 2), _adapter(reference.path, 1)) > 100 * ATOL  # the test can fail
     assert rows[1]["train_loss"] == pytest.approx(ref_rows[1]["train_loss"], abs=1e-4)
     assert set(rows[1]) - {"flower"} == set(ref_rows[1])  # the same row layout
-    _no_new_flower_processes(before, flower_kit)
+    _no_flower_processes_left(flower_tag, flower_kit)
 
 
 def test_deployment_runtime_runs_a_secagg_round_on_two_supernodes(
-    reference: RunFolder, workspace: Path, flower_kit: SimpleNamespace
+    reference: RunFolder, workspace: Path, flower_kit: SimpleNamespace, flower_tag: str
 ) -> None:
     # Prepare: the adapter updates are summed under SecAgg+, so the server never sees one
     cfg = flower_kit.tiny_config(workspace, "federation.rounds=1", "flower.secagg=updates")
     out = workspace / "deployment"
-    before = flower_kit.processes()
     # Execute
     with flower_kit.hard_timeout(480):
         deploy.deploy_local(cfg, out, nodes=2, timeout=420, echo=lambda s: None)
@@ -99,15 +100,14 @@ def test_deployment_runtime_runs_a_secagg_round_on_two_supernodes(
     assert flower["secagg_s"] > 0 and flower["wire_bytes_up"] > 0
     assert math.isnan(rows[0]["update_norm_mean"])  # no single update was seen
     assert _max_diff(_adapter(out, 1), _adapter(reference.path, 1)) < ATOL
-    _no_new_flower_processes(before, flower_kit)
+    _no_flower_processes_left(flower_tag, flower_kit)
 
 
-def test_tls_run_refuses_a_wrong_ca_and_goes_on_when_a_node_drops_out(workspace: Path, flower_kit: SimpleNamespace) -> None:
+def test_tls_run_refuses_a_wrong_ca_and_goes_on_when_a_node_drops_out(workspace: Path, flower_kit: SimpleNamespace, flower_tag: str) -> None:
     # Prepare: TLS; two SuperNodes with the right CA, one with another CA; node 1 is killed mid-round
     cfg = flower_kit.tiny_config(workspace, "federation.rounds=1", "federation.min_fit_clients=1", "flower.reply_timeout=90")
     out, work = workspace / "tls", workspace / "tls-work"
     dropped = federated_sft.load_clients(cfg)[1][1].client_id
-    before = flower_kit.processes()
     with flower_kit.hard_timeout(480), deploy.LocalFederation(work, tls=True) as fed:
         fed.start_superlink()
         nodes = [fed.start_supernode(node_config_text(NodeIdentity(i, 2, str(out / "clients"), "")), threads=1) for i in range(2)]
@@ -133,4 +133,24 @@ def test_tls_run_refuses_a_wrong_ca_and_goes_on_when_a_node_drops_out(workspace:
     assert rows[0]["failed"] == [dropped]
     assert "Node Unavailable" in rows[0]["flower"]["failed_reasons"][dropped]
     assert rows[0]["clients_answered"] == 1 and list(rows[0]["clients"]) != [dropped]
-    _no_new_flower_processes(before, flower_kit)
+    _no_flower_processes_left(flower_tag, flower_kit)
+
+
+def test_ctrl_c_stops_every_process_deploy_started(workspace: Path, flower_kit: SimpleNamespace, flower_tag: str) -> None:
+    # Prepare: `openpfi deploy local` in the foreground of its own terminal session
+    cfg = flower_kit.tiny_config(workspace)
+    (workspace / "ctrl-c.toml").write_text(dump_toml(cfg))
+    cmd = [str(Path(sys.executable).parent / "openpfi"), "deploy", "local", str(workspace / "ctrl-c.toml")]
+    proc = subprocess.Popen([*cmd, "--out", str(workspace / "ctrl-c")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with flower_kit.hard_timeout(240):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Successfully started run" in line:  # SuperLink, SuperNodes, ServerApp all up
+                break
+        time.sleep(3)
+        # Execute: Ctrl-C
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    # Assert
+    assert proc.returncode == 130, out[-2000:]
+    _no_flower_processes_left(flower_tag, flower_kit)

@@ -91,3 +91,23 @@ def test_a_node_with_its_own_data_file_reads_it(cfg: Config) -> None:
     ident = NodeIdentity(0, 3, "", "/data/mine.jsonl")
     assert client_config(cfg, ident).data.path == "/data/mine.jsonl"
     assert client_config(cfg, NodeIdentity(0, 3, "", "")) is cfg
+
+
+def test_the_serverapp_names_a_config_it_cannot_parse_in_its_log(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: what `flwr run --run-config` could hand the SuperLink
+    from flwr.app import Context, RecordDict
+
+    from openpfi.engines.flower import server_app
+
+    monkeypatch.setattr(server_app, "_log_to_flower", lambda: None)  # keep the records where caplog sees them
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(), run_config={"openpfi-config": "[data]\nnum_clients = -1"})
+    # Execute
+    with pytest.raises(UserError):
+        server_app.main(None, context)  # type: ignore[arg-type]  # fails before it talks to a node
+    # Assert: the line `openpfi deploy` shows as the reason
+    from openpfi.engines.flower.deploy import error_line
+
+    reason = error_line([r.getMessage() for r in caplog.records])
+    assert reason is not None and "run config 'openpfi-config': data.num_clients = -1 is invalid" in reason

@@ -24,10 +24,11 @@ seconds a model stack takes to import.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
@@ -40,6 +41,21 @@ app = ClientApp()
 
 _PREPARED: dict[str, Any] = {}
 """config hash -> recipes.federated_sft.Prepared (the clients of the run and one base model)."""
+_HANDLED = [0]
+"""Messages this process handled (the deployment runtime: one; a simulation worker: many)."""
+
+
+def _process_seconds() -> dict[str, float]:
+    """What this message cost before training: seconds from the process start to the handler
+    (interpreter, flwr, fetching the task) and to import the model stack; 0 when warm."""
+    import psutil
+
+    _HANDLED[0] += 1
+    started = time.time() - psutil.Process().create_time() if _HANDLED[0] == 1 else 0.0
+    t = time.perf_counter()
+    import openpfi.recipes.federated_sft  # noqa: F401  (torch, transformers, peft)
+
+    return {"flower_process_s": started, "flower_import_s": time.perf_counter() - t}
 
 
 def _identity(context: Context) -> tuple[Config, NodeIdentity]:
@@ -111,14 +127,18 @@ def identify(message: Message, context: Context) -> Message:
 
 @app.train("fit")
 def fit(message: Message, context: Context) -> Message:
+    process_s = _process_seconds()
     from openpfi.engines.flower import records
 
     cfg, identity = _identity(context)
+    t = time.perf_counter()
     prep, client = _client(cfg, identity, context)
+    prepare_s = time.perf_counter() - t
     r = _round(message)
     global_state = records.record_to_state(message.content.array_records["global"])
     _restore(client, r - 1)
     update = client.fit(prep.shared, global_state, r, cfg.seed)
+    update.scalars.update({**process_s, "flower_prepare_s": prepare_s})
     mode = cfg.flower.secagg
     if mode == "off":
         return Message(records.update_to_content(update), reply_to=message)
@@ -133,15 +153,20 @@ def fit(message: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
+    process_s = _process_seconds()
     from openpfi.engines.flower import records
 
     cfg, identity = _identity(context)
+    t = time.perf_counter()
     prep, client = _client(cfg, identity, context)
+    prepare_s = time.perf_counter() - t
     r = _round(message)
     global_state = records.record_to_state(message.content.array_records["global"])
     _restore(client, r)
     result = client.evaluate(prep.shared, global_state)
-    return Message(records.eval_to_content(result), reply_to=message)
+    content = records.eval_to_content(result)
+    content["cost"] = MetricRecord({**process_s, "flower_prepare_s": prepare_s})
+    return Message(content, reply_to=message)
 
 
 @app.train(mods=[secaggplus_mod])

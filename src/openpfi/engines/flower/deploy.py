@@ -423,6 +423,9 @@ def deploy_local(
             raise UserError(f"the Flower run failed: {why} (logs: {workdir / 'logs'})")
         ok = True
         return RunFolder(out)
+    except KeyboardInterrupt:
+        ok = True  # stopped on purpose: no logs to keep
+        raise
     finally:
-        if ok:
+        if ok:  # else the logs stay for the error message
             shutil.rmtree(workdir, ignore_errors=True)

@@ -4,7 +4,7 @@ Flower's deployment Grid (``flwr.superlink.grid.http_grid.HttpGrid.send_and_rece
 sleeps a fixed 3 s between pulls, so every message exchange waits 1.5 s on average
 after the last reply arrived; SecAgg+ makes four exchanges per round. This wrapper
 pushes and pulls with the Grid's public ``push_messages`` / ``pull_messages`` and a
-shorter interval; everything else is delegated.
+shorter interval, and counts the serialized bytes both ways; everything else is delegated.
 """
 
 from __future__ import annotations
@@ -16,11 +16,17 @@ from typing import Any
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from openpfi.engines.flower.records import wire_bytes
+
 
 class PollingGrid(Grid):
     def __init__(self, grid: Grid, poll: float = 0.5):
         self.grid = grid
         self.poll = poll
+        self.bytes_down = 0
+        """Serialized bytes of every message sent so far (``records.wire_bytes``)."""
+        self.bytes_up = 0
+        """... and of every reply received."""
 
     def set_run(self, run: Any) -> None:
         self.grid.set_run(run)
@@ -56,12 +62,14 @@ class PollingGrid(Grid):
         Keyed by destination, not by a reply's sender: the SuperLink itself answers for a
         node that went offline (an error reply with its own node id as the sender).
         """
+        self.bytes_down += sum(wire_bytes(m) for m in messages)
         waiting = {i for i in self.push_messages(messages) if i}  # a message that could not be pushed: no id
         node_of = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}  # set by the push
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: dict[int, Message] = {}
         while waiting:
             for m in self.pull_messages(waiting):
+                self.bytes_up += wire_bytes(m)
                 replies[node_of[m.metadata.reply_to_message_id]] = m
                 waiting.discard(m.metadata.reply_to_message_id)
             if not waiting or (deadline is not None and time.monotonic() >= deadline):

@@ -95,30 +95,33 @@ class FlowerRun:
 
     # -- setup ------------------------------------------------------------------------------------
     def run(self) -> RunFolder:
-        from openpfi.recipes.federated_sft import load_shared, make_server
+        from openpfi.recipes.federated_sft import load_shared, make_server, new_run
 
-        _check_supported(self.cfg)
-        shared, start = load_shared(self.cfg)  # the server needs only the starting adapter
-        self.cfg, self.run_folder = self._new_run(shared.loaded.info)
-        del shared
         cfg = self.cfg
+        _check_supported(cfg)
+        shared, start = load_shared(cfg)  # the server needs only the starting adapter
+        model_info = shared.loaded.info
+        del shared
         self.server = make_server(cfg)
         if cfg.flower.secagg == "updates" and getattr(self.server, "aggregation", None) is not None:
             raise UserError(
                 "flower.secagg = 'updates' sums plain deltas; the LoRA-aware aggregation of this personalization "
                 "method needs each client's factors. Use flower.secagg = 'monitor' or 'off'"
             )
-        self.server.init(start)
-        self.node_of = self._identify(self._wait_for_nodes())
+        loaded, data, extra = self._data()
+        self.node_of = self._identify(self._wait_for_nodes())  # bad nodes stop the run before anything is written
         log.info("clients: %s", ", ".join(f"{cid} (node {nid})" for cid, nid in sorted(self.node_of.items())))
+        self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, model_info, loaded, data, extra)
+        self.server.init(start)
         for r in range(1, cfg.federation.rounds + 1):
             self._round(r)
         log.info("run folder: %s", self.run_folder.path)
         return self.run_folder
 
-    def _new_run(self, model_info: Any) -> tuple[Config, RunFolder]:
+    def _data(self) -> tuple[Any, list[Any], dict[str, Any]]:
+        """The clients' data for the manifest (and the client ids) when this host has it."""
         from openpfi.data import LoadResult
-        from openpfi.recipes.federated_sft import load_clients, new_run
+        from openpfi.recipes.federated_sft import load_clients
 
         extra: dict[str, Any] = {"engine": {"name": "flower", "flwr": flwr.__version__, "secagg": self.cfg.flower.secagg}}
         try:
@@ -126,8 +129,8 @@ class FlowerRun:
         except UserError as err:  # the data lives on the SuperNodes only
             loaded, data = LoadResult([]), []
             extra["data"] = {"location": "supernodes", "note": str(err)}
-        self.partition_ids = [c.client_id for c in data]  # empty: the nodes must tell their client ids
-        return new_run(self.cfg, self.settings.out, self.settings.force, model_info, loaded, data, extra)
+        self.partition_ids = [c.client_id for c in data]  # empty: the nodes tell their client ids
+        return loaded, data, extra
 
     def _wait_for_nodes(self) -> list[int]:
         want, deadline = self.cfg.data.num_clients, time.monotonic() + self.cfg.flower.node_wait
@@ -149,7 +152,8 @@ class FlowerRun:
         ask = ConfigRecord({"client_id": not self.partition_ids})
         msgs = [self._message(RecordDict({"config": ask}), nid, "query.identify", "0") for nid in nodes]
         replies = self._send(msgs)
-        problems, node_of, partition_of = [], {}, {}
+        problems: list[str] = []
+        node_of: dict[str, int] = {}
         for nid in nodes:
             reply = replies.get(nid)
             if reply is None:
@@ -167,7 +171,7 @@ class FlowerRun:
                     problems.append(
                         f"SuperNodes {node_of[cid]} and {nid} both have partition-id {pid}; give each a different one"
                     )
-                node_of[cid], partition_of[cid] = nid, pid
+                node_of[cid] = nid
         if problems:
             raise UserError("; ".join(problems))
         return node_of
@@ -179,10 +183,9 @@ class FlowerRun:
         sampled = server.configure_fit(r, sorted(self.node_of))
         self.reporter.round_start(r, cfg.federation.rounds, sampled)
         global_state = server.broadcast()
-        wire = {"down": 0, "up": 0}
+        down0, up0 = self.grid.bytes_down, self.grid.bytes_up
         config = ConfigRecord({"round": r})
         msgs = [self._message(_global(global_state, config), self.node_of[c], "train.fit", str(r)) for c in sampled]
-        wire["down"] += sum(records.wire_bytes(m) for m in msgs)
         replies = self._send(msgs)
         updates: list[ClientUpdate] = []
         layouts: dict[str, secagg.Layout] = {}
@@ -194,7 +197,6 @@ class FlowerRun:
             elif reply.has_error():
                 reasons[cid] = records.reply_error(reply)
             else:
-                wire["up"] += records.wire_bytes(reply)
                 updates.append(records.content_to_update(reply.content))
                 if secagg.LAYOUT in reply.content.config_records:
                     layouts[cid] = secagg.Layout.from_record(reply.content.config_records[secagg.LAYOUT])
@@ -210,9 +212,8 @@ class FlowerRun:
         t_agg = time.perf_counter() - t1
 
         t2 = time.perf_counter()
-        evals, eval_wire = self._evaluate(r, [u.client_id for u in updates])
-        wire["down"] += eval_wire["down"]
-        wire["up"] += eval_wire["up"]
+        self._eval_costs: dict[str, dict[str, float]] = {}
+        evals = self._evaluate(r, [u.client_id for u in updates])
         eval_metrics = server.aggregate_evaluate(r, evals)
         t_eval = time.perf_counter() - t2
 
@@ -221,9 +222,10 @@ class FlowerRun:
             row[MONITOR_SUM], row["monitor_clients"] = sums.monitor_sum, sums.clients
         row["flower"] = {
             "failed_reasons": reasons,
-            "wire_bytes_down": wire["down"],
-            "wire_bytes_up": wire["up"],
+            "wire_bytes_down": self.grid.bytes_down - down0,
+            "wire_bytes_up": self.grid.bytes_up - up0,
             **secagg_info,
+            "clients": _costs(updates, self._eval_costs),
         }
         return close_round(
             self.run_folder,
@@ -253,21 +255,22 @@ class FlowerRun:
                 raise RuntimeError(f"round {r}: SecAgg+ needs at least 2 clients, only {len(updates)} answered")
             return None, {"secagg": f"skipped: SecAgg+ needs at least 2 clients, {len(updates)} answered"}
         layout = next(iter(shapes))
-        t = time.perf_counter()
+        t, down0, up0 = time.perf_counter(), self.grid.bytes_down, self.grid.bytes_up
         nodes = [self.node_of[u.client_id] for u in updates]
         result = secagg.secure_sum(self.grid, self.context, r, nodes, self.cfg)
         seconds = time.perf_counter() - t
+        wire = {"secagg_bytes_down": self.grid.bytes_down - down0, "secagg_bytes_up": self.grid.bytes_up - up0}
         if result is None:
             if mode == "updates":
                 raise RuntimeError(f"round {r}: SecAgg+ halted (too few nodes stayed for the threshold)")
-            return None, {"secagg": "halted", "secagg_s": seconds}
+            return None, {"secagg": "halted", "secagg_s": seconds, **wire}
         mean, active = result
         cid_of = {nid: cid for cid, nid in self.node_of.items()}
         for u in updates:
             if self.node_of[u.client_id] not in active:
                 reasons[u.client_id] = "dropped out during SecAgg+"
         sums = secagg.unpack(mean, len(active), layout, self.server.params, self.cfg)
-        info = {"secagg": mode, "secagg_s": seconds, "secagg_clients": sorted(cid_of[n] for n in active)}
+        info = {"secagg": mode, "secagg_s": seconds, "secagg_clients": sorted(cid_of[n] for n in active), **wire}
         return sums, info
 
     def _aggregate(self, r: int, updates: list[ClientUpdate], failed: list[str], sums: secagg.Sums | None) -> dict:
@@ -275,11 +278,10 @@ class FlowerRun:
             return self.server.aggregate_fit(r, updates, failures=len(failed), mean_delta=sums.mean_delta)
         return self.server.aggregate_fit(r, updates, failures=len(failed))
 
-    def _evaluate(self, r: int, client_ids: list[str]) -> tuple[list[EvalResult], dict[str, int]]:
+    def _evaluate(self, r: int, client_ids: list[str]) -> list[EvalResult]:
         config = ConfigRecord({"round": r})
         state = self.server.broadcast()
         msgs = [self._message(_global(state, config), self.node_of[c], "evaluate", str(r)) for c in client_ids]
-        wire = {"down": sum(records.wire_bytes(m) for m in msgs), "up": 0}
         replies = self._send(msgs)
         evals = []
         for cid in client_ids:
@@ -288,9 +290,10 @@ class FlowerRun:
                 why = "no reply" if reply is None else records.reply_error(reply)
                 log.warning("round %d: client %s did not evaluate: %s", r, cid, why)
                 continue
-            wire["up"] += records.wire_bytes(reply)
             evals.append(records.content_to_eval(reply.content))
-        return evals, wire
+            if "cost" in reply.content.metric_records:
+                self._eval_costs[cid] = {k: float(v) for k, v in reply.content.metric_records["cost"].items()}  # type: ignore[arg-type]
+        return evals
 
     # -- messages ---------------------------------------------------------------------------------
     def _message(self, content: RecordDict, node_id: int, message_type: str, group: str) -> Message:
@@ -300,6 +303,16 @@ class FlowerRun:
         if not msgs:
             return {}
         return self.grid.exchange(msgs, timeout=self.cfg.flower.reply_timeout)
+
+
+def _costs(updates: list[ClientUpdate], eval_costs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per client: seconds its fit / evaluate process took to start and to prepare data and model."""
+    out: dict[str, dict[str, float]] = {}
+    for u in updates:
+        c = {f"fit_{k.removeprefix('flower_')}": v for k, v in u.scalars.items() if k.startswith("flower_")}
+        c.update({f"evaluate_{k.removeprefix('flower_')}": v for k, v in eval_costs.get(u.client_id, {}).items()})
+        out[u.client_id] = c
+    return out
 
 
 def _global(state: StateDict, config: ConfigRecord) -> RecordDict:

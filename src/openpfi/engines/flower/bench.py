@@ -1,0 +1,118 @@
+"""The Flower side of ``openpfi bench round --engine flower``: the same round on Flower.
+
+``flower_round_bench`` runs the in-process benchmark's config (the demo config, one
+round, ``clients`` clients) through ``openpfi deploy local`` and returns, per round,
+the wall time split as the in-process engine splits it (train = send the global
+adapter, train, collect; aggregate; evaluate), the SecAgg+ time, the bytes on the wire
+(serialized Flower messages, both directions) next to the adapter payload the
+in-process engine counts, and what Flower's process-per-message model costs: seconds
+from a ClientApp process's start to its handler (``process_s``), to import torch,
+transformers and peft (``import_s``) and to load data and model (``prepare_s``). ``startup_s`` is everything before the first round
+(SuperLink, SuperNodes, ServerApp start, waiting for and identifying the nodes).
+
+    python -m openpfi.engines.flower.bench --model tiny-random --clients 2 --secagg updates
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from openpfi.engines.flower.deploy import deploy_local
+
+
+def _config(model: str, clients: int, rounds: int, secagg: str, overrides: list[str]) -> Any:
+    from openpfi.bench.round import _demo_config  # the in-process benchmark's work, exactly
+
+    return _demo_config(model, clients, [f"federation.rounds={rounds}", f"flower.secagg={secagg}", *overrides])
+
+
+def _round_figures(row: dict[str, Any]) -> dict[str, Any]:
+    t, f = row["timings"], row.get("flower", {})
+    costs = list(f.get("clients", {}).values())
+
+    def mean(key: str) -> float:
+        vals = [c[key] for c in costs if key in c]
+        return statistics.fmean(vals) if vals else 0.0
+
+    return {
+        "round": row["round"],
+        "round_s": t["round_s"],
+        "train_s": t["train_s"],
+        "aggregate_s": t["aggregate_s"],
+        "evaluate_s": t["evaluate_s"],
+        "secagg_s": f.get("secagg_s", 0.0),
+        "secagg_bytes_up": f.get("secagg_bytes_up", 0),
+        "secagg_bytes_down": f.get("secagg_bytes_down", 0),
+        "train_compute_s": row.get("train_compute_s", 0.0),
+        "wire_bytes_up": f.get("wire_bytes_up", 0),
+        "wire_bytes_down": f.get("wire_bytes_down", 0),
+        "bytes_up": row.get("bytes_up", 0.0),
+        "bytes_down": row.get("bytes_down", 0.0),
+        **{f"{phase}_{part}_s": mean(f"{phase}_{part}_s") for phase in ("fit", "evaluate") for part in ("process", "import", "prepare")},
+        "failed": row["failed"],
+    }
+
+
+def flower_round_bench(
+    *,
+    model: str,
+    clients: int,
+    runtime: str = "deployment",
+    secagg: str = "off",
+    rounds: int = 1,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Run the benchmark round(s) on a local Flower federation; figures per round."""
+    if runtime not in ("deployment", "simulation"):
+        raise ValueError(f"runtime {runtime!r}: choose deployment or simulation")
+    cfg = _config(model, clients, rounds, secagg, list(overrides or []))
+    with tempfile.TemporaryDirectory(prefix="openpfi-bench-flower-") as tmp:
+        t0 = time.perf_counter()
+        run = deploy_local(cfg, Path(tmp) / "run", simulation=runtime == "simulation", echo=lambda s: None)
+        total = time.perf_counter() - t0
+        rows = run.read_metrics()
+    per_round = [_round_figures(r) for r in rows]
+    last = per_round[-1]
+    return {
+        "runtime": runtime,
+        "secagg": secagg,
+        "nodes": clients,
+        "rounds": rounds,
+        "total_s": total,
+        "startup_s": total - sum(r["round_s"] for r in per_round),
+        "round_s": last["round_s"],
+        "wire_bytes_up": last["wire_bytes_up"],
+        "wire_bytes_down": last["wire_bytes_down"],
+        "bytes_up": last["bytes_up"],
+        "bytes_down": last["bytes_down"],
+        "per_round": per_round,
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="tiny-random")
+    p.add_argument("--clients", type=int, default=2)
+    p.add_argument("--runtime", default="deployment", choices=("deployment", "simulation"))
+    p.add_argument("--secagg", default="off", choices=("off", "monitor", "updates"))
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--out", type=Path)
+    a = p.parse_args()
+    result = flower_round_bench(
+        model=a.model, clients=a.clients, runtime=a.runtime, secagg=a.secagg, rounds=a.rounds, overrides=a.overrides
+    )
+    text = json.dumps(result, indent=2)
+    if a.out:
+        a.out.write_text(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
