@@ -425,7 +425,7 @@ def run_personalize_bench(
         "runs": results,
     }
     write_json(out, payload)
-    console.print(table(summary))
+    console.print(table(summary), width=max(console.width, 132))
     for dataset, d in summary.items():
         beats = d["personalized_beating_fedavg_and_local"]
         console.print(

@@ -8,7 +8,7 @@ whose factors are split between shared and personal.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from openpfi.algorithms.lora import lora_pairs
@@ -56,10 +56,11 @@ def check_ranks(params: StateDict, ranks: Sequence[int]) -> None:
             )
 
 
-def setup_personalization(
-    cfg: Config, shared: SharedModel, start: StateDict, clients: Sequence[FederatedClient]
+def server_setup(
+    cfg: Config, start: StateDict, client_ids: Sequence[str], sizes: Mapping[str, int] | None = None
 ) -> PersonalSetup:
-    """Build the policy and rank plan, validate them against the model, and give each client its part."""
+    """The policy, key split and rank plan from the config and the starting adapter alone (what a
+    server needs: e.g. Flower's ServerApp, which has no model). Bad input refused with one line."""
     p, lo = cfg.personalization, cfg.lora
     settings = PersonalSettings(
         ditto_lambda=p.ditto_lambda,
@@ -68,18 +69,27 @@ def setup_personalization(
         head_steps=p.head_steps,
     )
     policy = make_policy(p.method, settings)
-    params = {k: v.detach() for k, v in shared.params.items()}
-    split = check_split(policy, sorted(params))
-    check_ranks(params, [lo.r, *lo.client_ranks])
+    split = check_split(policy, sorted(start))
+    check_ranks(start, [lo.r, *lo.client_ranks])
     if lo.aggregation in ("product", "stack") and policy.federated:
         check_pairs_shared(sorted(split.shared), lo.aggregation)
-    sizes = {c.client_id: len(c.train) for c in clients}
-    ranks = assign_ranks(list(sizes), lo.client_ranks, lo.client_ranks_by, sizes)
+    if lo.client_ranks_by == "examples" and sizes is None:
+        sizes = dict.fromkeys(client_ids, 0)
+    ranks = assign_ranks(list(client_ids), lo.client_ranks, lo.client_ranks_by, sizes)
     plan = RankPlan(model_rank=lo.r, alpha=lo.alpha, ranks=ranks)
-    for c in clients:
-        c.policy = policy
-        c.split = split
-        c.initial = start
-        c.rank = plan.rank(c.client_id)
-        c.model_rank = lo.r
     return PersonalSetup(policy, split, plan, lo.aggregation, lo.keep_merged)
+
+
+def setup_personalization(
+    cfg: Config, shared: SharedModel, start: StateDict, clients: Sequence[FederatedClient]
+) -> PersonalSetup:
+    """Build the policy and rank plan, validate them against the model, and give each client its part."""
+    sizes = {c.client_id: len(c.train) for c in clients}
+    setup = server_setup(cfg, {k: v.detach() for k, v in shared.params.items()}, list(sizes), sizes)
+    for c in clients:
+        c.policy = setup.policy
+        c.split = setup.split
+        c.initial = start
+        c.rank = setup.plan.rank(c.client_id)
+        c.model_rank = cfg.lora.r
+    return setup

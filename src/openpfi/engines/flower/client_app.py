@@ -69,12 +69,22 @@ def _config_key(cfg: Config) -> str:
 
 
 def _prepared(cfg: Config) -> Any:
+    """The run's clients on one base model, with the monitor's client side when it is on
+    (as ``recipes.monitoring.wire_monitor`` gives it to in-process clients)."""
     key = _config_key(cfg)
     if key not in _PREPARED:
         from openpfi.recipes.federated_sft import prepare
+        from openpfi.recipes.monitoring import _groups, client_monitor, plan_monitor
 
         _PREPARED.clear()  # one base model per process
-        _PREPARED[key] = prepare(cfg)
+        prep = prepare(cfg)
+        plan = plan_monitor(cfg)
+        if plan is not None:
+            n_expected = min(cfg.federation.clients_per_round, len(prep.clients))
+            monitor = client_monitor(plan, prep.shared, _groups(cfg, prep), n_expected)
+            for c in prep.clients:
+                c.monitor = monitor
+        _PREPARED[key] = prep
     return _PREPARED[key]
 
 
@@ -122,6 +132,7 @@ def identify(message: Message, context: Context) -> Message:
         if identity.partition_id >= len(data):
             raise UserError(f"node config partition-id = {identity.partition_id} but the data gives {len(data)} clients")
         info["client_id"] = data[identity.partition_id].client_id
+        info["num_examples"] = len(data[identity.partition_id].train)
     return Message(RecordDict({"client": ConfigRecord(info)}), reply_to=message)
 
 

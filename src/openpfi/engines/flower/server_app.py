@@ -92,31 +92,59 @@ class FlowerRun:
         self.reporter = LogReporter()
         self.node_of: dict[str, int] = {}
         self.partition_ids: list[str] = []
+        self.sizes: dict[str, int] = {}
 
     # -- setup ------------------------------------------------------------------------------------
     def run(self) -> RunFolder:
         from openpfi.recipes.federated_sft import load_shared, make_server, new_run
+        from openpfi.recipes.monitoring import plan_monitor
+        from openpfi.recipes.personalization import server_setup
 
         cfg = self.cfg
         _check_supported(cfg)
-        shared, start = load_shared(cfg)  # the server needs only the starting adapter
-        model_info = shared.loaded.info
-        del shared
-        self.server = make_server(cfg)
-        if cfg.flower.secagg == "updates" and getattr(self.server, "aggregation", None) is not None:
-            raise UserError(
-                "flower.secagg = 'updates' sums plain deltas; the LoRA-aware aggregation of this personalization "
-                "method needs each client's factors. Use flower.secagg = 'monitor' or 'off'"
-            )
+        plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail first
+        shared, start = load_shared(cfg)  # the starting adapter; the model scores the monitor's public probes
         loaded, data, extra = self._data()
         self.node_of = self._identify(self._wait_for_nodes())  # bad nodes stop the run before anything is written
         log.info("clients: %s", ", ".join(f"{cid} (node {nid})" for cid, nid in sorted(self.node_of.items())))
-        self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, model_info, loaded, data, extra)
-        self.server.init(start)
+        personal = server_setup(cfg, start, sorted(self.node_of), self.sizes or None)
+        self.server = make_server(cfg, personal)
+        if cfg.flower.secagg == "updates" and getattr(self.server, "aggregation", None) is not None:
+            raise UserError(
+                f"flower.secagg = 'updates' sums plain deltas; lora.aggregation = {cfg.lora.aggregation!r} / "
+                f"personalization.method = {cfg.personalization.method!r} needs each client's factors. "
+                "Use flower.secagg = 'monitor' or 'off'"
+            )
+        self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, shared.loaded.info, loaded, data, extra)
+        self.server.init(personal.server_start(start))
+        finish = self._wire_monitor(plan, shared, start, data)
+        if plan is None:
+            del shared
         for r in range(1, cfg.federation.rounds + 1):
             self._round(r)
+        finish()
         log.info("run folder: %s", self.run_folder.path)
         return self.run_folder
+
+    def _wire_monitor(self, plan: Any, shared: Any, start: StateDict, data: list[Any]) -> Any:
+        """The monitor's server side, as ``recipes.monitoring.wire_monitor`` sets it up in-process."""
+        self.hooks: list[Any] = []
+        self.validate_monitor: Any = None
+        if plan is None:
+            return lambda: None
+        from types import SimpleNamespace
+
+        from openpfi.recipes.monitoring import _groups, server_monitor
+
+        if not data and not self.cfg.monitor.groups and self.cfg.data.source == "chatterbot":
+            raise UserError("the SuperLink host has no data to name the monitor's groups; set monitor.groups")
+        groups = _groups(self.cfg, SimpleNamespace(clients=[SimpleNamespace(group=_group(c)) for c in data]))
+        n_expected = min(self.cfg.federation.clients_per_round, self.cfg.data.num_clients)
+        monitor, finish = server_monitor(plan, self.run_folder, shared, self.server, start, groups, n_expected)
+        self.hooks = [monitor]
+        if self.cfg.flower.secagg == "off":  # under SecAgg+ no single report reaches the server
+            self.validate_monitor = monitor.validate
+        return finish
 
     def _data(self) -> tuple[Any, list[Any], dict[str, Any]]:
         """The clients' data for the manifest (and the client ids) when this host has it."""
@@ -130,6 +158,7 @@ class FlowerRun:
             loaded, data = LoadResult([]), []
             extra["data"] = {"location": "supernodes", "note": str(err)}
         self.partition_ids = [c.client_id for c in data]  # empty: the nodes tell their client ids
+        self.sizes = {c.client_id: len(c.train) for c in data}
         return loaded, data, extra
 
     def _wait_for_nodes(self) -> list[int]:
@@ -167,6 +196,8 @@ class FlowerRun:
                     problems.append(f"SuperNode {nid}: partition-id {pid} but the data has {len(self.partition_ids)} clients")
                     continue
                 cid = str(info["client_id"]) if "client_id" in info else self.partition_ids[pid]
+                if "num_examples" in info:
+                    self.sizes[cid] = int(info["num_examples"])  # type: ignore[arg-type]
                 if cid in node_of:
                     problems.append(
                         f"SuperNodes {node_of[cid]} and {nid} both have partition-id {pid}; give each a different one"
@@ -213,13 +244,16 @@ class FlowerRun:
 
         t2 = time.perf_counter()
         self._eval_costs: dict[str, dict[str, float]] = {}
-        evals = self._evaluate(r, [u.client_id for u in updates])
+        evals: list[EvalResult] = []
+        if r % cfg.federation.eval_every == 0 or r == cfg.federation.rounds:
+            evals = self._evaluate(r, [u.client_id for u in updates])
         eval_metrics = server.aggregate_evaluate(r, evals)
         t_eval = time.perf_counter() - t2
 
-        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals)
+        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor)
         if sums is not None and sums.monitor_sum is not None:
             row[MONITOR_SUM], row["monitor_clients"] = sums.monitor_sum, sums.clients
+        probing = sum(u.scalars.get("monitor_seconds", 0.0) for u in updates)  # inside the clients' fit
         row["flower"] = {
             "failed_reasons": reasons,
             "wire_bytes_down": self.grid.bytes_down - down0,
@@ -232,9 +266,9 @@ class FlowerRun:
             server,
             row,
             seed=cfg.seed,
-            hooks=[],
+            hooks=self.hooks,
             reporter=self.reporter,
-            timings={"train_s": t_train, "aggregate_s": t_agg, "evaluate_s": t_eval},
+            timings={"train_s": t_train, "aggregate_s": t_agg, "evaluate_s": t_eval, "client_monitor_s": probing},
             started=t0,
             meta={"server": server.meta()} if hasattr(server, "meta") else None,
         )
@@ -303,6 +337,10 @@ class FlowerRun:
         if not msgs:
             return {}
         return self.grid.exchange(msgs, timeout=self.cfg.flower.reply_timeout)
+
+
+def _group(data: Any) -> str:
+    return data.train[0].group if data.train else ""
 
 
 def _costs(updates: list[ClientUpdate], eval_costs: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -1,0 +1,308 @@
+"""The ServerApp's round loop against the real ClientApp, in this process (no Flower processes).
+
+``LoopbackGrid`` hands every message straight to ``client_app.app`` with a per-node
+``Context`` (as a SuperNode would), turns a ClientApp exception into an error reply
+(as Flower does), and lets a node be "dead" (it never answers). So these tests run the
+real identify / fit / evaluate / SecAgg+ code in seconds; test_flower_runtimes.py runs
+the same code in Flower's runtimes.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.serverapp import Grid
+from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
+from flwr.supercore.task_identity import TaskIdentity
+from safetensors.torch import load_file
+
+from openpfi.config import Config
+from openpfi.engines.flower import client_app
+from openpfi.engines.flower.server_app import FlowerRun
+from openpfi.engines.flower.settings import RunSettings
+from openpfi.errors import UserError
+from openpfi.recipes import federated_sft
+
+
+class LoopbackGrid(Grid):
+    def __init__(self, node_configs: dict[int, dict[str, Any]], run_config: dict[str, Any], dead: Iterable[int] = ()):
+        self.contexts = {
+            nid: Context(run_id=7, node_id=nid, node_config=nc, state=RecordDict(), run_config=run_config)
+            for nid, nc in node_configs.items()
+        }
+        self.dead = set(dead)
+        self.replies: dict[str, Message] = {}
+        self.seen: list[str] = []
+
+    def set_run(self, run: Any) -> None:
+        pass
+
+    @property
+    def run(self) -> Any:
+        return SimpleNamespace(run_id=7)
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
+        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for m in messages:
+            mid = uuid.uuid4().hex
+            m.metadata.__dict__["_message_id"] = mid
+            ids.append(mid)
+            self.seen.append(m.metadata.message_type)
+            nid = m.metadata.dst_node_id
+            if nid in self.dead:
+                continue
+            try:
+                self.replies[mid] = client_app.app(_over_the_wire(m), self.contexts[nid])
+            except Exception as ex:  # what Flower's ClientApp runner sends back
+                self.replies[mid] = Message(Error(code=2, reason=f"{type(ex)}:<'{ex}'>"), reply_to=m)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        ids = list(self.push_messages(messages))
+        return list(self.pull_messages(ids))
+
+
+def _over_the_wire(message: Message) -> Message:
+    """The message as a node receives it: serialized and rebuilt (its own copy of every record)."""
+    contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(message).items()}
+    copy = inflate_object_from_contents(message.object_id, contents)
+    assert isinstance(copy, Message)
+    copy.metadata.__dict__["_message_id"] = message.metadata.message_id
+    return copy
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterator[None]:
+    """The identity a ServerApp process has (Message() needs it)."""
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
+    yield
+    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None  # type: ignore[assignment]
+
+
+def _nodes(n: int = 2, tmp: Path | None = None) -> dict[int, dict[str, Any]]:
+    extra = {"state-dir": str(tmp / "nodes")} if tmp else {}
+    return {100 + i: {"partition-id": i, "num-partitions": n, **extra} for i in range(n)}
+
+
+def _run(cfg: Config, out: Path, grid: LoopbackGrid) -> FlowerRun:
+    from openpfi.engines.flower.settings import RUN_CONFIG_DEFAULTS
+
+    context = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config=dict(RUN_CONFIG_DEFAULTS))
+    return FlowerRun(grid, context, RunSettings(cfg, out, False, ""))
+
+
+def _run_config(cfg: Config, out: Path) -> dict[str, Any]:
+    import tomllib
+
+    from openpfi.engines.flower.settings import run_config_toml
+
+    return tomllib.loads(run_config_toml(cfg, out))
+
+
+def test_a_supernode_without_partition_id_is_named_before_anything_is_written(tiny: Config, tmp_path: Path) -> None:
+    # Prepare: node 101 was started without --node-config
+    out = tmp_path / "run"
+    grid = LoopbackGrid({100: {"partition-id": 0, "num-partitions": 2}, 101: {}}, _run_config(tiny, out))
+    # Execute / Assert
+    with pytest.raises(UserError, match=r"SuperNode 101: this SuperNode's node config has no 'partition-id'"):
+        _run(tiny, out, grid).run()
+    assert not out.exists()
+
+
+def test_two_supernodes_with_one_partition_id_are_both_named(tiny: Config, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    nodes = {100: {"partition-id": 1, "num-partitions": 2}, 101: {"partition-id": 1, "num-partitions": 2}}
+    with pytest.raises(UserError, match="SuperNodes 100 and 101 both have partition-id 1"):
+        _run(tiny, out, LoopbackGrid(nodes, _run_config(tiny, out))).run()
+
+
+def test_missing_supernodes_are_a_clear_error(tiny: Config, tmp_path: Path) -> None:
+    cfg = tiny.model_copy(update={"flower": tiny.flower.model_copy(update={"node_wait": 0.5})})
+    out = tmp_path / "run"
+    grid = LoopbackGrid({100: {"partition-id": 0, "num-partitions": 2}}, _run_config(cfg, out))
+    with pytest.raises(UserError, match="only 1 of 2 SuperNodes connected within flower.node_wait"):
+        _run(cfg, out, grid).run()
+
+
+def test_loopback_run_equals_the_inprocess_run(tiny: Config, tmp_path: Path) -> None:
+    # Prepare: the same config, in-process and through the ServerApp / ClientApp messages
+    reference = federated_sft.start(tiny, tmp_path / "inprocess")
+    out = tmp_path / "flower"
+    grid = LoopbackGrid(_nodes(tmp=tmp_path), _run_config(tiny, out))
+    # Execute
+    run = _run(tiny, out, grid).run()
+    # Assert: same process, same threads: the very same adapters and metrics
+    for r in (1, 2):
+        a = load_file(str(run.path / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
+        b = load_file(str(reference.path / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
+        assert all(torch.equal(a[k], b[k]) for k in b)
+    rows, ref = run.read_metrics(), reference.read_metrics()
+    for row, ref_row in zip(rows, ref, strict=True):
+        assert row["train_loss"] == ref_row["train_loss"]
+        assert row["eval_loss_mean"] == ref_row["eval_loss_mean"]
+        assert row["bytes_up"] == ref_row["bytes_up"]
+        assert set(row) == set(ref_row) | {"flower"}
+    assert grid.seen.count("train.fit") == 4 and grid.seen.count("evaluate") == 4
+
+
+def test_a_node_that_does_not_answer_is_recorded_and_the_round_goes_on(tiny: Config, tmp_path: Path) -> None:
+    # Prepare: node 101 (partition 1) is dead from round 1 on; one answer is enough
+    cfg = tiny.model_copy(
+        update={
+            "federation": tiny.federation.model_copy(update={"rounds": 1, "min_fit_clients": 1}),
+            "flower": tiny.flower.model_copy(update={"reply_timeout": 0.5}),
+        }
+    )
+    out = tmp_path / "run"
+    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    flower_run = _run(cfg, out, grid)
+    flower_run.grid.poll = 0.05
+    original = flower_run._round
+
+    def kill_then_round(r: int) -> dict[str, Any]:
+        grid.dead.add(101)
+        return original(r)
+
+    flower_run._round = kill_then_round  # type: ignore[method-assign]
+    # Execute
+    flower_run.run()
+    # Assert
+    row = flower_run.run_folder.read_metrics()[0]
+    dropped = federated_sft.load_clients(cfg)[1][1].client_id
+    assert row["failed"] == [dropped]
+    assert row["flower"]["failed_reasons"] == {dropped: "no reply within flower.reply_timeout = 0.5 s"}
+    assert row["clients_answered"] == 1 and dropped not in row["clients"]
+
+
+def test_too_few_answers_stop_the_run_with_the_reason(tiny: Config, tmp_path: Path) -> None:
+    cfg = tiny.model_copy(update={"flower": tiny.flower.model_copy(update={"reply_timeout": 0.3})})
+    out = tmp_path / "run"
+    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    flower_run = _run(cfg, out, grid)
+    flower_run.grid.poll = 0.05
+    original = flower_run._round
+
+    def kill_all(r: int) -> dict[str, Any]:
+        grid.dead.update({100, 101})
+        return original(r)
+
+    flower_run._round = kill_all  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="only 0 clients answered .2 failed., fewer than federation.min_fit_clients"):
+        flower_run.run()
+
+
+def test_secagg_updates_through_the_clientapp_mod(tiny: Config, tmp_path: Path) -> None:
+    # Prepare: Flower's SecAggPlusWorkflow talks to secaggplus_mod on each node's ClientApp
+    cfg = tiny.model_copy(
+        update={
+            "federation": tiny.federation.model_copy(update={"rounds": 1}),
+            "flower": tiny.flower.model_copy(update={"secagg": "updates"}),
+        }
+    )
+    reference = federated_sft.start(cfg, tmp_path / "inprocess")
+    out = tmp_path / "flower"
+    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    # Execute
+    run = _run(cfg, out, grid).run()
+    # Assert: the four SecAgg+ stages ran; no delta crossed in the clear; the aggregate matches
+    assert grid.seen.count("train") == 8  # setup, share keys, collect masked vectors, unmask x 2 nodes
+    row = run.read_metrics()[0]
+    assert row["flower"]["secagg"] == "updates" and len(row["flower"]["secagg_clients"]) == 2
+    assert math.isnan(row["update_norm_mean"]) and row["bytes_up"] == 0
+    assert row["flower"]["secagg_bytes_up"] > 0
+    a = load_file(str(run.path / "checkpoints" / "round-1" / "adapter.safetensors"))
+    b = load_file(str(reference.path / "checkpoints" / "round-1" / "adapter.safetensors"))
+    err = max(float((a[k] - b[k]).abs().max()) for k in b)
+    assert 0 < err < 1e-6  # stochastic quantization to 2^22 levels of +-clip, nothing more
+    start = federated_sft.load_shared(cfg)[1]
+    assert max(float((b[k] - start[k]).abs().max()) for k in b) > 1e-4
+
+
+def test_secagg_monitor_sums_reports_for_the_hooks(tiny: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Prepare: clients that send a fixed monitor vector (the monitor itself is tested elsewhere)
+    from openpfi.client.federated import FederatedClient
+    from openpfi.engines import rounds
+
+    fit = FederatedClient.fit
+
+    def fit_with_report(self: FederatedClient, *args: Any, **kwargs: Any) -> Any:
+        update = fit(self, *args, **kwargs)
+        update.monitor = np.array([1.0, 0.25, float(len(self.client_id))])
+        return update
+
+    monkeypatch.setattr(FederatedClient, "fit", fit_with_report)
+    seen: list[tuple[np.ndarray, int]] = []
+    close_round = rounds.close_round
+
+    def spy(run: Any, server: Any, row: dict[str, Any], **kw: Any) -> Any:
+        seen.append((row[rounds.MONITOR_SUM], row["monitor_clients"]))
+        return close_round(run, server, row, **kw)
+
+    monkeypatch.setattr("openpfi.engines.flower.server_app.close_round", spy)
+    cfg = tiny.model_copy(
+        update={
+            "federation": tiny.federation.model_copy(update={"rounds": 1}),
+            "flower": tiny.flower.model_copy(update={"secagg": "monitor"}),
+        }
+    )
+    out = tmp_path / "flower"
+    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    # Execute
+    run = _run(cfg, out, grid).run()
+    # Assert: the hooks see the sum; the row on disk does not hold the vector
+    (summed, n), = seen
+    ids = [c.client_id for c in federated_sft.load_clients(cfg)[1]]
+    assert n == 2 and np.allclose(summed, [2.0, 0.5, sum(map(len, ids))], atol=1e-4)
+    row = run.read_metrics()[0]
+    assert rounds.MONITOR_SUM not in row and row["monitor_clients"] == 2
+    assert row["update_norm_mean"] > 0  # the deltas themselves travelled in the clear
+
+
+@pytest.mark.parametrize("secagg", ["off", "monitor"])
+def test_the_monitor_runs_on_flower_as_in_process(tiny: Config, tmp_path: Path, secagg: str) -> None:
+    # Prepare: the real monitor (small probe samples); with SecAgg+ the server gets only the sum
+    from openpfi.config import load_config
+    from openpfi.engines.inprocess import SilentReporter
+    from openpfi.recipes.dispatch import start_job
+
+    cfg = load_config(
+        None,
+        [
+            *(f"{k}={v}" for k, v in [("model.name", "tiny-random"), ("data.source", "jsonl"), ("data.path", f'"{tiny.data.path}"')]),
+            "data.num_clients=2", "data.min_examples=4", "federation.clients_per_round=2", "federation.rounds=1",
+            "client.local_steps=1", "client.batch_size=2", "client.max_length=48", "client.max_eval_examples=4",
+            "monitor.enabled=true", "monitor.utility_examples=2",
+            "monitor.server_items={bbq = 2, crows = 2, harmful = 2, benign = 2, ood = 3, capability = 2}",
+            f"flower.secagg={secagg}",
+        ],
+    )
+    reference = start_job(cfg, tmp_path / "inprocess", False, SilentReporter())
+    out = tmp_path / "flower"
+    # Execute
+    run = _run(cfg, out, LoopbackGrid(_nodes(), _run_config(cfg, out))).run()
+    # Assert: the same monitor row (SecAgg+ quantization aside) and a report
+    row, ref = run.read_metrics()[0]["monitor"], reference.read_metrics()[0]["monitor"]
+    assert row["reports"] == ref["reports"] == 2 and row["released"] == ref["released"]
+    assert set(row) == set(ref)
+    assert (run.path / "report.json").is_file() and (run.path / "report.html").is_file()
+    streams, ref_streams = run.read_metrics()[0].get("streams", {}), reference.read_metrics()[0].get("streams", {})
+    assert streams.keys() == ref_streams.keys()
