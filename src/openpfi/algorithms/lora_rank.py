@@ -69,11 +69,10 @@ def pad_rank(state: Mapping[str, torch.Tensor], rank: int) -> StateDict:
 
 def mask_rank(state: Mapping[str, torch.Tensor], rank: int) -> StateDict:
     """Keep the first ``rank`` LoRA components and zero the others, at the original shapes."""
-    full = {factor_rank(k, t) for k, t in state.items()} - {None}
+    full = {r for k, t in state.items() if (r := factor_rank(k, t)) is not None}
     if not full:
         return {k: t.detach().clone() for k, t in state.items()}
     if len(full) != 1:
         raise UserError(f"LoRA factors of different ranks {sorted(full)} in one state: mask each rank group apart")
     (r,) = full
-    assert r is not None
     return pad_rank(slice_rank(state, rank), r)

@@ -45,7 +45,7 @@ class MergedDeltas:
 
     def __init__(self, model: Any):
         self.model = model
-        self.modules = dict(model.named_modules())
+        self.modules: dict[str, Any] = dict(model.named_modules())
         self.active: dict[str, torch.Tensor] = {}
         self._hooked: set[str] = set()
 
@@ -56,7 +56,8 @@ class MergedDeltas:
             raise KeyError(f"merged delta for unknown module {unknown[0]}")
         active: dict[str, torch.Tensor] = {}
         for prefix, d in merged.items():
-            weight = getattr(self.modules[prefix], "base_layer", self.modules[prefix]).weight
+            module = self.modules[prefix]
+            weight = getattr(module, "base_layer", module).weight
             active[prefix] = d.detach().to(device=weight.device, dtype=weight.dtype)  # (out, in)
             if prefix not in self._hooked:
                 self.modules[prefix].register_forward_hook(self._hook(prefix))
