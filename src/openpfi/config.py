@@ -278,8 +278,9 @@ class FlowerConfig(_Section):
     """Share of those shares needed to rebuild a secret: the rest may drop out mid-protocol."""
     secagg_update_clip: float = Field(0.1, gt=0)
     """Bound on |delta| * num_examples / data.max_examples per coordinate before quantization (2^22 levels)."""
-    secagg_monitor_clip: float = Field(8.0, gt=0)
-    """Bound on |value| of a monitor report coordinate before quantization."""
+    secagg_monitor_clip: float = Field(0.0, ge=0)
+    """Bound on |value| of a monitor report coordinate before quantization; 0 = automatic:
+    1 + 6 standard deviations of a client's DP noise share (a coordinate is in [-1, 1] before noise)."""
     reply_timeout: float = Field(600.0, gt=0)
     """Seconds the server waits for the sampled clients in each phase of a round; then it goes on."""
     node_wait: float = Field(120.0, gt=0)

@@ -31,7 +31,7 @@ def test_updates_mode_gives_the_weighted_mean_delta_and_the_monitor_sum() -> Non
     sums = secagg.unpack(_mean([p[0] for p in packed]), 2, packed[0][1], {"w": torch.zeros(2), "b": torch.zeros(1)}, cfg)
     # Assert: (4 * 0.1 + 8 * 0.4) / 12 = 0.3, (4 * -0.2 + 8 * 0.2) / 12 = 0.0667, (4 * 0.3 - 8 * 0.3) / 12 = -0.1
     want = weighted_mean([a.delta, b.delta], [4, 8])
-    assert packed[0][1] == secagg.Layout(("b", "w"), 2)
+    assert packed[0][1] == secagg.Layout(("b", "w"), 2, 1.0)
     assert sums.mean_delta is not None
     for k in want:
         assert torch.allclose(sums.mean_delta[k], want[k], atol=1e-7)
@@ -43,9 +43,9 @@ def test_updates_mode_gives_the_weighted_mean_delta_and_the_monitor_sum() -> Non
 def test_monitor_mode_sums_reports_only() -> None:
     cfg = _cfg("monitor")
     ups = [ClientUpdate(c, 5, {"w": torch.ones(2)}, monitor=np.array([float(i), 2.0])) for i, c in enumerate("abc")]
-    packed = [secagg.pack(u, cfg) for u in ups]
+    packed = [secagg.pack(u, cfg, monitor_bound=4.0) for u in ups]
     sums = secagg.unpack(_mean([p[0] for p in packed]), 3, packed[0][1], {"w": torch.zeros(2)}, cfg)
-    assert packed[0][1] == secagg.Layout((), 2)
+    assert packed[0][1] == secagg.Layout((), 2, 4.0)
     assert sums.mean_delta is None
     assert sums.monitor_sum is not None and np.allclose(sums.monitor_sum, [3.0, 6.0])
 
@@ -62,3 +62,10 @@ def test_no_monitor_and_no_update_sum_means_an_empty_layout() -> None:
     _, layout, _ = secagg.pack(ClientUpdate("a", 3, {"w": torch.ones(1)}), _cfg("monitor"))
     assert layout.empty
     assert secagg.Layout.from_record(layout.record()) == layout
+
+
+def test_the_monitor_clip_covers_six_sigma_of_a_clients_noise_share() -> None:
+    # sigma_sum = 4, 4 clients: each client's share has sigma 2; 1 + 6 * 2 = 13
+    assert secagg.monitor_clip(_cfg("monitor"), noise_std_sum=4.0, n_expected=4) == pytest.approx(13.0)
+    fixed = load_config(None, ["flower.secagg=monitor", "flower.secagg_monitor_clip=3"])
+    assert secagg.monitor_clip(fixed, noise_std_sum=4.0, n_expected=4) == 3.0

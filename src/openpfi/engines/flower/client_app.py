@@ -121,6 +121,11 @@ def _restore(client: Any, up_to_round: int) -> None:
         restore(up_to_round)
 
 
+def _monitor_clip(cfg: Config, client: Any) -> float:
+    s = getattr(getattr(client, "monitor", None), "settings", None)
+    return secagg.monitor_clip(cfg, s.noise_std_sum, s.n_expected) if s is not None else secagg.monitor_clip(cfg)
+
+
 @app.query("identify")
 def identify(message: Message, context: Context) -> Message:
     cfg, identity = _identity(context)
@@ -153,7 +158,7 @@ def fit(message: Message, context: Context) -> Message:
     mode = cfg.flower.secagg
     if mode == "off":
         return Message(records.update_to_content(update), reply_to=message)
-    arrays, layout, clipped = secagg.pack(update, cfg)
+    arrays, layout, clipped = secagg.pack(update, cfg, _monitor_clip(cfg, client))
     if not layout.empty:
         secagg.store_payload(context, arrays)
     update.scalars["secagg_clipped"] = clipped

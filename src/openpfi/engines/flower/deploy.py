@@ -41,6 +41,7 @@ from openpfi.engines.flower.settings import (
     ERROR_PREFIX,
     RUN_CONFIG_DEFAULTS,
     NodeIdentity,
+    check_supported,
     node_config_text,
     run_config_toml,
 )
@@ -391,6 +392,7 @@ def deploy_local(
     echo: Callable[[str], None] = print,
 ) -> RunFolder:
     """Run ``cfg`` on a local Flower federation; returns the run folder the ServerApp wrote."""
+    check_supported(cfg)
     n = cfg.data.num_clients if nodes is None else nodes
     if n != cfg.data.num_clients:
         raise UserError(

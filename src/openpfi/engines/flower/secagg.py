@@ -18,7 +18,8 @@ the sum. At most 1024 clients (2^32 / 2^22) fit without overflow.
 
 What is summed (``flower.secagg``):
 
-- ``"monitor"``: the monitor report m_c / ``secagg_monitor_clip``;
+- ``"monitor"``: the monitor report m_c / ``secagg_monitor_clip`` (by default 1 + 6 standard
+  deviations of the client's DP noise share, ``monitor_clip``);
 - ``"updates"``: also (w_c / W) delta_c / ``secagg_update_clip`` and w_c / W, with w_c the
   client's example count and W = ``data.max_examples``, so that the server gets the
   weighted mean sum_c w_c delta_c / sum_c w_c and never a single client's delta.
@@ -62,37 +63,50 @@ class Layout:
     keys: tuple[str, ...]
     """Adapter tensors in the payload (sorted); empty unless secagg = "updates"."""
     monitor_dim: int
+    monitor_clip: float = 0.0
 
     @property
     def empty(self) -> bool:
         return not self.keys and self.monitor_dim == 0
 
     def record(self) -> ConfigRecord:
-        return ConfigRecord({"keys": list(self.keys) or [""], "monitor_dim": self.monitor_dim})
+        return ConfigRecord(
+            {"keys": list(self.keys) or [""], "monitor_dim": self.monitor_dim, "monitor_clip": self.monitor_clip}
+        )
 
     @classmethod
     def from_record(cls, record: ConfigRecord) -> Layout:
         keys = tuple(k for k in record["keys"] if k)  # type: ignore[union-attr]
-        return cls(keys, int(record["monitor_dim"]))  # type: ignore[arg-type]
+        return cls(keys, int(record["monitor_dim"]), float(record["monitor_clip"]))  # type: ignore[arg-type]
 
 
-def pack(update: ClientUpdate, cfg: Config) -> tuple[list[np.ndarray], Layout, float]:
-    """The client's vectors for the secure sum, scaled into [-1, 1]; its layout; the clipped share."""
+def monitor_clip(cfg: Config, noise_std_sum: float = 0.0, n_expected: int = 1) -> float:
+    """``flower.secagg_monitor_clip``, or 1 + 6 sigma_c with sigma_c = noise_std_sum / sqrt(n_expected),
+    the std of one client's DP noise share: a coordinate is clipped with probability ~2e-9."""
+    if cfg.flower.secagg_monitor_clip > 0:
+        return cfg.flower.secagg_monitor_clip
+    return 1.0 + 6.0 * noise_std_sum / max(1, n_expected) ** 0.5
+
+
+def pack(update: ClientUpdate, cfg: Config, monitor_bound: float = 1.0) -> tuple[list[np.ndarray], Layout, float]:
+    """The client's vectors for the secure sum, scaled into [-1, 1]; its layout; the clipped share.
+
+    ``monitor_bound``: ``monitor_clip(...)`` for this run's monitor reports."""
     f = cfg.flower
     parts: list[np.ndarray] = []
     keys: tuple[str, ...] = ()
-    if f.secagg == "updates":
+    if f.secagg == "updates" and update.delta:
         w = update.num_examples / cfg.data.max_examples
         keys = tuple(sorted(update.delta))
         parts += [update.delta[k].detach().double().cpu().numpy() * (w / f.secagg_update_clip) for k in keys]
         parts.append(np.array([w], dtype=np.float64))
-    dim = 0
+    dim, clip = 0, 0.0
     if update.monitor is not None:
-        dim = int(np.asarray(update.monitor).size)
-        parts.append(np.asarray(update.monitor, dtype=np.float64).reshape(-1) / f.secagg_monitor_clip)
+        dim, clip = int(np.asarray(update.monitor).size), monitor_bound
+        parts.append(np.asarray(update.monitor, dtype=np.float64).reshape(-1) / clip)
     total = sum(p.size for p in parts)
     clipped = sum(int(np.count_nonzero(np.abs(p) > 1.0)) for p in parts)
-    return [np.clip(p, -1.0, 1.0) for p in parts], Layout(keys, dim), clipped / total if total else 0.0
+    return [np.clip(p, -1.0, 1.0) for p in parts], Layout(keys, dim, clip), clipped / total if total else 0.0
 
 
 @dataclass
@@ -119,7 +133,7 @@ def unpack(mean: Sequence[np.ndarray], clients: int, layout: Layout, like: State
             for j, k in enumerate(layout.keys)
         }
         i = len(layout.keys) + 1
-    monitor = sums[i].reshape(-1) * f.secagg_monitor_clip if layout.monitor_dim else None
+    monitor = sums[i].reshape(-1) * layout.monitor_clip if layout.monitor_dim else None
     return Sums(mean_delta, monitor, clients)
 
 

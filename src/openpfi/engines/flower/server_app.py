@@ -1,10 +1,13 @@
 """The openpfi ServerApp: the in-process round loop, with Flower messages instead of calls.
 
-Per run: read the openpfi config from the run config (``settings.py``), load the base
-model (for the starting adapter), write the run folder header (config.toml,
-manifest.json, audit.jsonl) exactly as ``openpfi run`` does, wait for one SuperNode per
-client and ask each which client it is (``query.identify``). Per round, with the same
-``FedServer`` as the in-process engine:
+Per run, as ``recipes.federated_sft.start`` does in-process: read the openpfi config
+from the run config (``settings.py``), check the monitor's plan, load the base model
+(the starting adapter; the monitor's public probes), wait for one SuperNode per client
+and ask each which client it is (``query.identify``) -- bad input stops the run here,
+before anything is written -- then build the same ``FedServer`` (with the
+personalization method's aggregation, ``recipes.personalization.server_setup``), write
+the run folder header (``federated_sft.new_run``) and attach the monitor's server side
+(``recipes.monitoring.server_monitor``). Per round:
 
 1. ``configure_fit`` samples client ids; each sampled node gets ``train.fit`` with the
    global adapter; the server waits ``flower.reply_timeout`` seconds at most;
@@ -12,8 +15,9 @@ client and ask each which client it is (``query.identify``). Per round, with the
 3. ``aggregate_fit`` on the updates that arrived (the round goes on when at least
    ``federation.min_fit_clients`` answered; the others are listed in ``failed`` with
    the reason in ``flower.failed_reasons``);
-4. nodes that trained get ``evaluate`` with the new global adapter;
-5. ``rounds.round_row`` / ``rounds.close_round``: hooks, checkpoint, metrics.jsonl.
+4. nodes that trained get ``evaluate`` with the new global adapter (every
+   ``federation.eval_every`` rounds and at the last);
+5. ``rounds.round_row`` / ``rounds.close_round``: monitor hook, checkpoint, metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.config import Config
 from openpfi.engines.flower import records, secagg
 from openpfi.engines.flower.grid import PollingGrid
-from openpfi.engines.flower.settings import ERROR_PREFIX, NODE_CONFIG_HELP, RunSettings, run_settings
+from openpfi.engines.flower.settings import ERROR_PREFIX, NODE_CONFIG_HELP, RunSettings, check_supported, run_settings
 from openpfi.engines.rounds import MONITOR_SUM, close_round, round_row
 from openpfi.errors import UserError
 from openpfi.runfolder import RunFolder
@@ -101,7 +105,7 @@ class FlowerRun:
         from openpfi.recipes.personalization import server_setup
 
         cfg = self.cfg
-        _check_supported(cfg)
+        check_supported(cfg)
         plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail first
         shared, start = load_shared(cfg)  # the starting adapter; the model scores the monitor's public probes
         loaded, data, extra = self._data()
@@ -355,16 +359,3 @@ def _costs(updates: list[ClientUpdate], eval_costs: dict[str, dict[str, float]])
 
 def _global(state: StateDict, config: ConfigRecord) -> RecordDict:
     return RecordDict({"global": records.state_to_record(state), "config": config})
-
-
-def _check_supported(cfg: Config) -> None:
-    if cfg.alignment.method != "none":
-        raise UserError(
-            f"alignment.method = {cfg.alignment.method!r} does not run on the Flower engine yet; "
-            "run it in-process with `openpfi run`"
-        )
-    f = cfg.flower
-    if f.secagg != "off" and cfg.federation.clients_per_round < 2:
-        raise UserError("flower.secagg needs federation.clients_per_round >= 2 (SecAgg+ sums over several clients)")
-    if f.secagg == "updates" and cfg.personalization.method in ("local",):
-        raise UserError("flower.secagg = 'updates' with personalization.method = 'local': nothing is uploaded")

@@ -111,3 +111,14 @@ def client_config(cfg: Config, identity: NodeIdentity) -> Config:
     if not identity.data_path:
         return cfg
     return cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": identity.data_path})})
+
+
+def check_supported(cfg: Config) -> None:
+    """What the Flower engine cannot run (yet), as one clear line."""
+    if cfg.alignment.method != "none":
+        raise UserError(
+            f"alignment.method = {cfg.alignment.method!r} does not run on the Flower engine yet; "
+            "run it in-process with `openpfi run`"
+        )
+    if cfg.flower.secagg != "off" and cfg.federation.clients_per_round < 2:
+        raise UserError("flower.secagg needs federation.clients_per_round >= 2 (SecAgg+ sums over several clients)")
