@@ -244,11 +244,12 @@ def run_one(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str, consol
         run_dir=folder,
         on_ground_truth=record,
     )
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     federated_sft.start(cfg, folder, force=True, reporter=_Progress(console, scenario.name, seed),
                         monitor=monitor, before_round=[hook])
     seconds = time.perf_counter() - t0
     result = _collect(folder, scenario, seed, truth_box or hook.ground_truth(), seconds, cfg, sha)
+    result["cpu_seconds"] = time.process_time() - c0
     result["injected_examples"] = {str(r): c for r, c in sorted(hook.applied.items())}
     (folder / RESULT_FILE).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     return result

@@ -172,9 +172,10 @@ def test_loopback_run_equals_the_inprocess_run(tiny: Config, tmp_path: Path) -> 
     "sets",
     [
         ["personalization.method=ditto"],  # a personal adapter per client, kept on the node across rounds
-        ["personalization.method=fedsa-lora", "lora.aggregation=product", "lora.client_ranks=[4, 8]"],
+        ["personalization.method=fedsa-lora"],  # A shared, B personal
+        ["lora.aggregation=product", "lora.client_ranks=[4, 8]"],  # heterogeneous ranks, exact product mean
     ],
-    ids=["ditto", "fedsa-lora-product-ranks"],
+    ids=["ditto", "fedsa-lora", "product-ranks"],
 )
 def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Path, sets: list[str]) -> None:
     # Prepare
