@@ -62,7 +62,7 @@ def lambda_spread(lambdas: Sequence[Sequence[float]]) -> float:
 def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
     """Indices of non-dominated points (maximisation), sorted by the first coordinate."""
     pts = [tuple(float(x) for x in p) for p in points]
-    keep = []
+    keep: list[int] = []
     for i, p in enumerate(pts):
         dominated = any(
             all(q[k] >= p[k] for k in range(len(p))) and any(q[k] > p[k] for k in range(len(p)))

@@ -234,10 +234,10 @@ def analyse(runs: list[dict[str, Any]], base: dict[str, Any], plan: Plan) -> dic
         for key in ("pref_acc_harmless", "refusal_rate", "reward_margin_harmless"):
             rhos, steps = [], []
             for seed in plan.seeds:
-                pts = sorted((r["preference"][0], r[key]) for r in runs
-                             if r["method"] == method and r["seed"] == seed and r.get(key) is not None)
-                rhos.append(_spearman([p for p, _ in pts], [v for _, v in pts]))
-                steps.append(max((abs(b[1] - a[1]) for a, b in zip(pts, pts[1:], strict=False)), default=0.0))
+                curve = sorted((float(r["preference"][0]), float(r[key])) for r in runs
+                               if r["method"] == method and r["seed"] == seed and r.get(key) is not None)
+                rhos.append(_spearman([p for p, _ in curve], [v for _, v in curve]))
+                steps.append(max((abs(b[1] - a[1]) for a, b in zip(curve, curve[1:], strict=False)), default=0.0))
             smooth[key] = {"spearman_p_vs_metric": float(np.nanmean(rhos)) if not all(map(math.isnan, rhos))
                            else None, "largest_step": float(np.max(steps))}
         checks[f"smoothness_{method}"] = smooth

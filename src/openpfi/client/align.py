@@ -202,7 +202,7 @@ class AlignClient(FederatedClient):
             if len(grads) > 1:
                 cosines.append(_cosines(grads))
             for k, p in enumerate(params):
-                p.grad = sum(float(w) * g[k] for w, g in zip(lam, grads, strict=True))
+                p.grad = torch.stack([float(w) * g[k] for w, g in zip(lam, grads, strict=True)]).sum(dim=0)
             lambdas.append(lam)
             return float(sum(float(w) * outs[m].loss.detach() for w, m in zip(lam, objectives, strict=True))), n
 
@@ -285,10 +285,10 @@ class AlignClient(FederatedClient):
         for i in range(0, len(pairs), bs):
             chunk = pairs[i : i + bs]
             if self.align.method == "sft":
-                loss, _ = sft_batch(shared.model, chunk, shared.pad_id)
+                loss = sft_batch(shared.model, chunk, shared.pad_id)[0]
             else:
                 loss = dpo_batch(shared.model, chunk, self.ref, self.align.dpo_beta, shared.pad_id).loss
             total += float(loss) * len(chunk)
-            n_tok += sum(p.chosen.num_targets + p.rejected.num_targets for p in chunk)
+            n_tok += sum(q.chosen.num_targets + q.rejected.num_targets for q in chunk)
         loss_mean = total / len(pairs)
         return EvalResult(self.client_id, len(pairs), loss_mean if math.isfinite(loss_mean) else float("nan"), n_tok)

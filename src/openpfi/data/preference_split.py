@@ -84,7 +84,7 @@ def client_mixes(
         rng = np.random.default_rng([seed, 0xA11])
         return [tuple(float(x) for x in rng.dirichlet([alpha] * m)) for _ in range(n)]
     if m == 2:
-        out = []
+        out: list[tuple[float, ...]] = []
         for i in range(n):
             t = 0.5 if n == 1 else (1 - spread) / 2 + spread * i / (n - 1)
             out.append((t, 1.0 - t))

@@ -68,7 +68,7 @@ class SafetySettings:
     eval_prompts: int = 1000
     """Held-out harmful and benign prompts judged (capped by what exists: ~80 harmful, ~110 benign)."""
     probe_sizes: dict[str, int] = field(default_factory=lambda: {
-        k: v for k, v in MonitorConfig().suite_sizes.items() if k in ("harmful", "benign")})
+        k: v for k, v in MonitorConfig.model_validate({}).suite_sizes.items() if k in ("harmful", "benign")})
     probe_seed: int = 0
 
 

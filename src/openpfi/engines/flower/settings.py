@@ -63,7 +63,8 @@ def run_settings(run_config: Mapping[str, Any]) -> RunSettings:
 
 def run_config_toml(cfg: Config, out: Path, force: bool = False, state_dir: str = "") -> str:
     """The file to pass as ``flwr run ... --run-config FILE.toml``."""
-    return tomli_w.dumps({CONFIG_KEY: dump_toml(cfg), "out-dir": str(out), "force": force, "state-dir": state_dir})
+    text = {CONFIG_KEY: dump_toml(cfg), "out-dir": str(out), "force": force, "state-dir": state_dir}
+    return tomli_w.dumps(text, multiline_strings=True)
 
 
 @dataclass(frozen=True)
