@@ -209,11 +209,10 @@ class _Progress(SilentReporter):
         self.console, self.label = console, label
 
     def round_end(self, row: dict[str, Any]) -> None:
-        mean = row.get("personal_loss_mean", row.get("eval_loss_mean", float("nan")))
-        self.console.print(
-            f"  {self.label} round {row['round']}: own loss {mean:.4f}  ({row.get('timings', {}).get('round_s', 0):.0f}s)",
-            highlight=False,
-        )
+        mean = row.get("personal_loss_mean", row.get("eval_loss_mean"))
+        seen = f"own loss {mean:.4f}" if mean is not None else f"train loss {row.get('train_loss', float('nan')):.4f}"
+        secs = row.get("timings", {}).get("round_s", 0)
+        self.console.print(f"  {self.label} round {row['round']}: {seen}  ({secs:.0f}s)", highlight=False)
 
 
 def run_one(cfg: Config, folder: Path, label: str, console: Console) -> dict[str, Any]:
