@@ -233,3 +233,15 @@ def test_public_points_have_item_sampling_intervals_by_hand():
     # a rate of 0 still gets a positive width
     zero = pts["alignment_erosion.over_refusal_rate"]
     assert zero.value == 0.0 and zero.hi > 0.0
+
+
+def test_noisy_value_beyond_a_bound_keeps_an_interval() -> None:
+    # Prepare: 2 clients, a summed utility far above its bound (DP noise), noise std 3 on the sum
+    schema = build_schema(tiny_suites())
+    summed = np.zeros(len(schema))
+    summed[schema.index["fairness_collapse.utility_loss"]] = 5.0  # mean 2.5 slot units > 1
+    # Execute
+    p = derive_metrics(schema, summed, 2, 3.0)["fairness_collapse.utility_mean"]
+    # Assert: the value is clipped to the bound, the interval keeps its half-width below it
+    assert p.value == p.hi == 8.0
+    assert p.lo < 8.0 and 8.0 - p.lo == pytest.approx(min(8.0, Z95 * 8.0 * math.sqrt(3.0**2 / 4)), rel=0.05)

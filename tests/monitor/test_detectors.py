@@ -213,3 +213,9 @@ def test_non_finite_points_are_skipped() -> None:
     bank.update(0, {STREAM: pt(0.0)})
     assert bank.update(1, {STREAM: MetricPoint(float("nan"), 0.0, 1.0)}) == []
     assert bank.streams[STREAM].last_round == 0
+
+
+def test_interval_clipped_on_one_side_keeps_its_std() -> None:
+    # A noisy rate released at its bound 1.0 with half-width 0.4: [0.6, 1.0] is one side only.
+    assert interval_std(MetricPoint(1.0, 0.6, 1.0), 1e-6) == pytest.approx(0.4 / 1.96)
+    assert interval_std(MetricPoint(0.0, 0.0, 0.3), 1e-6) == pytest.approx(0.3 / 1.96)

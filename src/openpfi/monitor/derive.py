@@ -104,15 +104,17 @@ class _Sums:
 
     def put(self, stream: str, est: Est | None, lo: float, hi: float, scale: float = 1.0,
             n: float | None = None) -> None:
-        """Release scale * value +- Z95 * scale * sd, clipped to [lo, hi] (natural units)."""
+        """Release scale * value +- Z95 * scale * sd, clipped to [lo, hi] (natural units).
+
+        The value is clipped first and the interval is centred on the clipped value, so a noisy
+        value beyond a bound (DP noise) keeps the full half-width on the inner side instead of
+        collapsing to a zero-width interval at the bound (which a detector would read as exact).
+        """
         if est is None:
             return
         v, half = est[0] * scale, Z95 * math.sqrt(max(est[1], 0.0)) * scale
-
-        def clip(x: float) -> float:
-            return min(max(x, lo), hi)
-
-        self.out[stream] = MetricPoint(clip(v), clip(v - half), clip(v + half),
+        vc = min(max(v, lo), hi)
+        self.out[stream] = MetricPoint(vc, max(vc - half, lo), min(vc + half, hi),
                                        int(round(self.n if n is None else n)))
 
     def keys(self, prefix: str) -> list[str]:

@@ -73,9 +73,15 @@ DEFAULT_DIRECTIONS: dict[str, str] = {
 
 
 def interval_std(point: MetricPoint, min_std: float) -> float:
-    """``max((hi - lo) / (2 * 1.96), min_std)``: the std behind a ~95% interval, floored."""
-    width = float(point.hi) - float(point.lo)
-    s = width / (2.0 * Z_95) if math.isfinite(width) else math.inf
+    """``max(max(hi - x, x - lo) / 1.96, min_std)``: the std behind a ~95% interval, floored.
+
+    The larger side is used: an interval clipped to the metric's natural range on one side
+    (e.g. a noisy rate at 1.0, ``[0.6, 1.0]``) keeps its full half-width on the other, so
+    clipping does not shrink the std (for a symmetric interval this is ``(hi - lo) / 3.92``).
+    """
+    x, lo, hi = float(point.value), float(point.lo), float(point.hi)
+    half = max(hi - x, x - lo)
+    s = half / Z_95 if math.isfinite(half) else math.inf
     return max(s, min_std)
 
 

@@ -1,10 +1,12 @@
-"""Real Flower runs on loopback: the simulation and deployment runtimes, SecAgg+, TLS, a dropout.
+"""Real Flower runs on loopback: the simulation and deployment runtimes, SecAgg+, TLS, Ctrl-C.
 
 Each run has a hard timeout and must leave no Flower process behind. The in-process
 run of the same config is the reference: Flower's aggregated adapter must match it
 within ATOL. (Flower's simulation workers run torch with 1 thread and the in-process
-engine with 2, so float sums differ in the last bits; SecAgg+ adds quantization noise
-of about 1e-7 per coordinate at the default clip. A client's update here is ~1e-3.)
+engine with 2, so float sums differ in the last bits (~3e-7 measured); SecAgg+ adds
+quantization noise below 9e-7 per coordinate here. A client's update is ~4e-3.) Dropouts
+and bad nodes are tested against the real ClientApp, without processes, in
+test_flower_server.py; the plain insecure deployment path by the acceptance check.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import psutil
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -78,16 +79,27 @@ def test_simulation_runtime_matches_the_inprocess_engine(reference: RunFolder, w
     _no_flower_processes_left(flower_tag, flower_kit)
 
 
-def test_deployment_runtime_runs_a_secagg_round_on_two_supernodes(
+def test_deployment_runtime_runs_a_tls_secagg_round_on_two_supernodes(
     reference: RunFolder, workspace: Path, flower_kit: SimpleNamespace, flower_tag: str
 ) -> None:
-    # Prepare: the adapter updates are summed under SecAgg+, so the server never sees one
+    # Prepare: TLS; two SuperNodes with the right CA and one with another CA; the adapter updates
+    # are summed under SecAgg+, so the server never sees one
     cfg = flower_kit.tiny_config(workspace, "federation.rounds=1", "flower.secagg=updates")
-    out = workspace / "deployment"
-    # Execute
-    with flower_kit.hard_timeout(480):
-        deploy.deploy_local(cfg, out, nodes=2, timeout=420, echo=lambda s: None)
-    # Assert: the same run folder as `openpfi run`
+    out, work = workspace / "deployment", workspace / "deployment-work"
+    with flower_kit.hard_timeout(480), deploy.LocalFederation(work, tls=True) as fed:
+        fed.start_superlink()
+        for i in range(2):
+            fed.start_supernode(node_config_text(NodeIdentity(i, 2, str(out / "clients"), "")), threads=1)
+        wrong_ca, _ = make_ca(work / "other-ca")
+        intruder = fed.start_supernode("partition-id=0 num-partitions=2", name="wrong-ca", root_certificates=wrong_ca)
+        (work / "run.toml").write_text(run_config_toml(cfg, out))
+        # Execute
+        code, lines = fed.run_app(deploy.write_app(work), work / "run.toml", timeout=420)
+    # Assert: the wrong CA was refused at the TLS handshake
+    assert intruder.popen.returncode not in (None, 0)
+    assert "CERTIFICATE_VERIFY_FAILED" in intruder.log.read_text()
+    # ... the run folder is the one `openpfi run` writes
+    assert code == 0 and (out / "metrics.jsonl").is_file(), "\n".join(lines[-30:])
     assert load_config(out / "config.toml") == cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["engine"]["name"] == "flower" and manifest["data"]["clients"] == 2
@@ -97,42 +109,9 @@ def test_deployment_runtime_runs_a_secagg_round_on_two_supernodes(
     # ... SecAgg+ ran over both clients and gave the in-process aggregate
     flower = rows[0]["flower"]
     assert flower["secagg"] == "updates" and flower["secagg_clients"] == sorted(rows[0]["sampled"])
-    assert flower["secagg_s"] > 0 and flower["wire_bytes_up"] > 0
+    assert flower["secagg_s"] > 0 and flower["secagg_bytes_up"] > 0
     assert math.isnan(rows[0]["update_norm_mean"])  # no single update was seen
     assert _max_diff(_adapter(out, 1), _adapter(reference.path, 1)) < ATOL
-    _no_flower_processes_left(flower_tag, flower_kit)
-
-
-def test_tls_run_refuses_a_wrong_ca_and_goes_on_when_a_node_drops_out(workspace: Path, flower_kit: SimpleNamespace, flower_tag: str) -> None:
-    # Prepare: TLS; two SuperNodes with the right CA, one with another CA; node 1 is killed mid-round
-    cfg = flower_kit.tiny_config(workspace, "federation.rounds=1", "federation.min_fit_clients=1", "flower.reply_timeout=90")
-    out, work = workspace / "tls", workspace / "tls-work"
-    dropped = federated_sft.load_clients(cfg)[1][1].client_id
-    with flower_kit.hard_timeout(480), deploy.LocalFederation(work, tls=True) as fed:
-        fed.start_superlink()
-        nodes = [fed.start_supernode(node_config_text(NodeIdentity(i, 2, str(out / "clients"), "")), threads=1) for i in range(2)]
-        wrong_ca, _ = make_ca(work / "other-ca")
-        intruder = fed.start_supernode("partition-id=0 num-partitions=2", name="wrong-ca", root_certificates=wrong_ca)
-        (work / "run.toml").write_text(run_config_toml(cfg, out))
-
-        def kill_node_1(line: str) -> None:
-            if "round 1/1" in line:  # the node leaves (SIGTERM); its running ClientApp dies (SIGKILL)
-                node = psutil.Process(nodes[1].popen.pid)
-                for p in node.children(recursive=True):
-                    p.kill()
-                node.terminate()
-
-        # Execute
-        code, lines = fed.run_app(deploy.write_app(work), work / "run.toml", on_line=kill_node_1, timeout=420)
-    # Assert: the wrong CA was refused at the TLS handshake
-    assert intruder.popen.returncode not in (None, 0)
-    assert "CERTIFICATE_VERIFY_FAILED" in intruder.log.read_text()
-    # ... the round went on with the node that answered, and the run folder says who did not
-    rows = RunFolder(out).read_metrics()
-    assert len(rows) == 1, "\n".join(lines[-30:])
-    assert rows[0]["failed"] == [dropped]
-    assert "Node Unavailable" in rows[0]["flower"]["failed_reasons"][dropped]
-    assert rows[0]["clients_answered"] == 1 and list(rows[0]["clients"]) != [dropped]
     _no_flower_processes_left(flower_tag, flower_kit)
 
 
