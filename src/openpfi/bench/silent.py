@@ -150,6 +150,28 @@ def _alarms(folder: Path) -> list[dict[str, Any]]:
     ]
 
 
+def mode_margins(report: dict[str, Any], first_round: int) -> dict[str, dict[str, Any]]:
+    """Per mode, the stream whose detector statistic came closest to its threshold from
+    ``first_round`` on: ``{stream, round, statistic, threshold, ratio}`` (ratio >= 1 = alarm).
+    How far a missed mode was from alarming, read from report.json."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode in report.get("modes", []):
+        best: dict[str, Any] | None = None
+        for metric in mode.get("metrics", []):
+            h = metric.get("threshold") or 0.0
+            for stream in metric.get("streams", []):
+                for pt in stream.get("series", []):
+                    stat = pt.get("statistic")
+                    if stat is None or pt["round"] < first_round or h <= 0:
+                        continue
+                    if best is None or stat / h > best["ratio"]:
+                        best = {"stream": stream["name"], "round": pt["round"], "statistic": stat,
+                                "threshold": h, "ratio": stat / h}
+        if best is not None:
+            out[mode["id"]] = best
+    return out
+
+
 def _change(series: dict[int, float], before: int, after: int) -> float | None:
     a, b = series.get(before), series.get(after)
     if a is None or b is None or not a:
@@ -188,6 +210,7 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
     within = scenario.spec.expect.within_rounds
     score = score_run(alarms, scenario.expect, onset, within)
     ledger = json.loads((folder / "privacy.json").read_text()) if (folder / "privacy.json").is_file() else {}
+    report = json.loads((folder / "report.json").read_text()) if (folder / "report.json").is_file() else {}
     last = rows[-1] if rows else {}
     return {
         "version": RESULT_VERSION,
@@ -207,6 +230,7 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
             "final_heldout_loss_mean": last.get("eval_loss_mean"),
             "final_heldout_loss_worst": last.get("eval_loss_worst"),
         },
+        "closest_to_threshold": mode_margins(report, onset or 1),
         "epsilon": ledger.get("epsilon_total"),
         "delta": ledger.get("delta"),
         "seconds": seconds,
