@@ -199,6 +199,25 @@ def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Pat
         assert any((tmp_path / "nodes").rglob("personal-round-2.safetensors"))
 
 
+def test_each_node_can_bring_its_own_data_file(tiny: Config, tmp_path: Path) -> None:
+    # Prepare: every site has only its rows; the SuperLink host has no data at all
+    import json
+
+    rows = [json.loads(line) for line in Path(tiny.data.path).read_text().splitlines()]
+    nodes: dict[int, dict[str, Any]] = {}
+    for i, site in enumerate(("site0", "site1")):
+        path = tmp_path / f"{site}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["client"] == site))
+        nodes[100 + i] = {"partition-id": i, "num-partitions": 2, "data-path": str(path)}
+    cfg = tiny.model_copy(update={"data": tiny.data.model_copy(update={"path": str(tmp_path / "not-here.jsonl")})})
+    out = tmp_path / "run"
+    # Execute
+    run = _run(cfg, out, LoopbackGrid(nodes, _run_config(cfg, out))).run()
+    # Assert: each node is the client its file names; the manifest says where the data is
+    assert sorted(run.read_metrics()[-1]["clients"]) == ["site0", "site1"]
+    assert json.loads((out / "manifest.json").read_text())["data"]["location"] == "supernodes"
+
+
 def test_a_node_that_does_not_answer_is_recorded_and_the_round_goes_on(tiny: Config, tmp_path: Path) -> None:
     # Prepare: node 101 (partition 1) is dead from round 1 on; one answer is enough
     cfg = tiny.model_copy(

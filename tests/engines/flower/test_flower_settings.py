@@ -87,10 +87,22 @@ def test_node_config_text_parses_back_with_flowers_parser(cfg: Config) -> None:
     assert node_identity(parsed, cfg) == ident
 
 
-def test_a_node_with_its_own_data_file_reads_it(cfg: Config) -> None:
-    ident = NodeIdentity(0, 3, "", "/data/mine.jsonl")
-    assert client_config(cfg, ident).data.path == "/data/mine.jsonl"
+def test_a_node_with_its_own_data_file_is_one_client() -> None:
+    # Prepare
+    cfg = load_config(None, ["data.source=jsonl", "data.path=all.jsonl", "data.num_clients=3", "federation.clients_per_round=2"])
+    # Execute
+    local = client_config(cfg, NodeIdentity(2, 3, "", "/data/mine.jsonl"))
+    # Assert: its file, all of it one client named by the file's client field
+    assert (local.data.path, local.data.partition, local.data.num_clients) == ("/data/mine.jsonl", "natural", 1)
     assert client_config(cfg, NodeIdentity(0, 3, "", "")) is cfg
+
+
+def test_data_path_needs_jsonl_and_common_ranks(cfg: Config) -> None:
+    with pytest.raises(UserError, match='data-path needs data.source = "jsonl"'):
+        client_config(cfg, NodeIdentity(0, 3, "", "/data/mine.jsonl"))
+    ranked = load_config(None, ["data.source=jsonl", "data.path=a.jsonl", "lora.client_ranks=[4, 8]", "lora.aggregation=zeropad", "data.num_clients=2", "federation.clients_per_round=2"])
+    with pytest.raises(UserError, match="lora.client_ranks"):
+        client_config(ranked, NodeIdentity(0, 2, "", "/data/mine.jsonl"))
 
 
 def test_the_serverapp_names_a_config_it_cannot_parse_in_its_log(

@@ -58,17 +58,19 @@ def _process_seconds() -> dict[str, float]:
     return {"flower_process_s": started, "flower_import_s": time.perf_counter() - t}
 
 
-def _identity(context: Context) -> tuple[Config, NodeIdentity]:
+def _identity(context: Context) -> tuple[Config, NodeIdentity, int]:
+    """The config as this node applies it, its identity, and the reports a round's monitor sum expects."""
     settings = run_settings(context.run_config)
     identity = node_identity(context.node_config, settings.cfg)
-    return client_config(settings.cfg, identity), identity
+    n_expected = min(settings.cfg.federation.clients_per_round, identity.num_partitions)
+    return client_config(settings.cfg, identity), identity, n_expected
 
 
 def _config_key(cfg: Config) -> str:
     return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
 
 
-def _prepared(cfg: Config) -> Any:
+def _prepared(cfg: Config, n_expected: int) -> Any:
     """The run's clients on one base model, with the monitor's client side when it is on
     (as ``recipes.monitoring.wire_monitor`` gives it to in-process clients)."""
     key = _config_key(cfg)
@@ -80,7 +82,6 @@ def _prepared(cfg: Config) -> Any:
         prep = prepare(cfg)
         plan = plan_monitor(cfg)
         if plan is not None:
-            n_expected = min(cfg.federation.clients_per_round, len(prep.clients))
             monitor = client_monitor(plan, prep.shared, _groups(cfg, prep), n_expected)
             for c in prep.clients:
                 c.monitor = monitor
@@ -88,17 +89,18 @@ def _prepared(cfg: Config) -> Any:
     return _PREPARED[key]
 
 
-def _client(cfg: Config, identity: NodeIdentity, context: Context) -> tuple[Any, Any]:
+def _client(cfg: Config, identity: NodeIdentity, n_expected: int, context: Context) -> tuple[Any, Any]:
     """The prepared job and this node's ``FederatedClient``, with its store on this node."""
     from openpfi.client.federated import ClientStore
 
-    prep = _prepared(cfg)
-    if identity.partition_id >= len(prep.clients):
+    prep = _prepared(cfg, n_expected)
+    index = 0 if identity.data_path else identity.partition_id  # a node's own file holds one client
+    if index >= len(prep.clients):
         raise UserError(
             f"node config partition-id = {identity.partition_id} but the data gives only {len(prep.clients)} "
             "clients; lower the partition id or data.num_clients"
         )
-    client = prep.clients[identity.partition_id]
+    client = prep.clients[index]
     client.store = ClientStore(_state_root(identity, context) / client.client_id)
     return prep, client
 
@@ -128,16 +130,17 @@ def _monitor_clip(cfg: Config, client: Any) -> float:
 
 @app.query("identify")
 def identify(message: Message, context: Context) -> Message:
-    cfg, identity = _identity(context)
+    cfg, identity, _ = _identity(context)
     info: dict[str, Any] = {"partition_id": identity.partition_id}
     if bool(message.content.config_records["config"]["client_id"]) or identity.data_path:
         from openpfi.recipes.federated_sft import load_clients
 
         _, data = load_clients(cfg)
-        if identity.partition_id >= len(data):
+        index = 0 if identity.data_path else identity.partition_id
+        if index >= len(data):
             raise UserError(f"node config partition-id = {identity.partition_id} but the data gives {len(data)} clients")
-        info["client_id"] = data[identity.partition_id].client_id
-        info["num_examples"] = len(data[identity.partition_id].train)
+        info["client_id"] = data[index].client_id
+        info["num_examples"] = len(data[index].train)
     return Message(RecordDict({"client": ConfigRecord(info)}), reply_to=message)
 
 
@@ -146,9 +149,9 @@ def fit(message: Message, context: Context) -> Message:
     process_s = _process_seconds()
     from openpfi.engines.flower import records
 
-    cfg, identity = _identity(context)
+    cfg, identity, n_expected = _identity(context)
     t = time.perf_counter()
-    prep, client = _client(cfg, identity, context)
+    prep, client = _client(cfg, identity, n_expected, context)
     prepare_s = time.perf_counter() - t
     r = _round(message)
     global_state = records.record_to_state(message.content.array_records["global"])
@@ -172,9 +175,9 @@ def evaluate(message: Message, context: Context) -> Message:
     process_s = _process_seconds()
     from openpfi.engines.flower import records
 
-    cfg, identity = _identity(context)
+    cfg, identity, n_expected = _identity(context)
     t = time.perf_counter()
-    prep, client = _client(cfg, identity, context)
+    prep, client = _client(cfg, identity, n_expected, context)
     prepare_s = time.perf_counter() - t
     r = _round(message)
     global_state = records.record_to_state(message.content.array_records["global"])

@@ -13,8 +13,9 @@ Run config (``[tool.flwr.app.config]``, overridden by ``flwr run --run-config FI
 
 Node config (``flower-supernode --node-config '...'``): ``partition-id`` (this
 node's client, 0-based) and ``num-partitions`` (must equal ``data.num_clients``),
-both required; optional ``state-dir`` and ``data-path`` (a JSONL file on this node,
-replacing ``data.path``). Flower's simulation runtime sets the first two itself.
+both required; optional ``state-dir`` and ``data-path`` (a JSONL file on this node with
+this client's rows only; see ``client_config``). Flower's simulation runtime sets the
+first two itself.
 """
 
 from __future__ import annotations
@@ -108,10 +109,22 @@ def node_config_text(identity: NodeIdentity) -> str:
 
 
 def client_config(cfg: Config, identity: NodeIdentity) -> Config:
-    """The config as this node applies it: its own data file, when it has one."""
+    """The config as this node applies it.
+
+    Without ``data-path`` the node partitions the run's data like every engine and is client
+    ``partition-id``. With ``data-path`` the file holds this node's rows only: they are its one
+    client (natural partition, so the file's client field names it), split into train and
+    held-out with the run's settings.
+    """
     if not identity.data_path:
         return cfg
-    return cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": identity.data_path})})
+    if cfg.data.source != "jsonl":
+        raise UserError(f'node config data-path needs data.source = "jsonl" (the run has {cfg.data.source!r})')
+    if cfg.lora.client_ranks:
+        raise UserError("lora.client_ranks are dealt over all clients' data; not with a node's own data-path")
+    data = cfg.data.model_copy(update={"path": identity.data_path, "partition": "natural", "num_clients": 1})
+    federation = cfg.federation.model_copy(update={"clients_per_round": 1})
+    return cfg.model_copy(update={"data": data, "federation": federation})
 
 
 def check_supported(cfg: Config) -> None:
