@@ -4,6 +4,8 @@ import pytest
 import torch
 
 from openpfi.client.scoring import ModelScorer
+from openpfi.client.train import evaluate_loss
+from openpfi.data.tokenize import encode_chat
 from openpfi.models.loader import load_model
 from openpfi.monitor.types import ScoreItem
 
@@ -68,3 +70,23 @@ def test_bf16_scorer_is_close_to_float32():
         want, n_want = direct(lm.model, lm.tokenizer, item)
         assert n == n_want
         assert lp == pytest.approx(want, rel=0.05, abs=0.5)
+
+
+def test_rows_split_across_small_packs_give_the_same_scores(model32):
+    wide = ModelScorer(model32.model, model32.tokenizer).logprobs(ITEMS)
+    narrow = ModelScorer(model32.model, model32.tokenizer, max_batch_tokens=1024, pack_tokens=32).logprobs(ITEMS)
+    assert [n for _, n in narrow] == [n for _, n in wide]
+    assert [lp for lp, _ in narrow] == pytest.approx([lp for lp, _ in wide], abs=1e-3)
+
+
+def test_heldout_examples_scored_in_the_same_pass_match_evaluate_loss(model32):
+    # Prepare: two chat examples as the client holds them (loss on the response only)
+    tok = model32.tokenizer
+    examples = [encode_chat(tok, "How are you?", "Fine, thanks.", 64), encode_chat(tok, "Hi", "Hello there!", 64)]
+    # Execute
+    scores, held = ModelScorer(model32.model, tok).score(ITEMS[:2], examples)
+    # Assert
+    loss, n = evaluate_loss(model32.model, examples, 8, tok.pad_token_id)
+    assert sum(k for _, k in held) == n
+    assert -sum(lp for lp, _ in held) / n == pytest.approx(loss, abs=1e-4)
+    assert len(scores) == 2

@@ -8,7 +8,8 @@ In a round, a sampled client that has trained:
    capability and harmful items only, with the model it started the round from
    ("before": adaptation misalignment needs nothing else);
 3. measures its utility: held-out loss of the trained model on ``utility_examples``
-   of its held-out examples (a seeded sample per round);
+   of its held-out examples (a seeded sample per round), scored in the same packed pass
+   as the probes (``client.scoring.ModelScorer.score``);
 4. encodes the bounded report (``monitor.client_probe.encode_report``) against the
    schema of the FULL suites, clips it to L2 norm C and adds its share
    N(0, sigma^2 / n I) of the round's noise (``monitor.privacy``; sigma = z C, n the
@@ -40,7 +41,6 @@ reproducible; a deployment must seed it from the client's own secret entropy.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,13 +49,13 @@ from typing import Any
 import numpy as np
 
 from openpfi.client.federated import derive_seed
-from openpfi.client.train import evaluate_loss
+from openpfi.client.scoring import ModelScorer
 from openpfi.data.tokenize import Encoded
-from openpfi.monitor.client_probe import encode_report, run_probes
+from openpfi.monitor.client_probe import encode_report, probe_items, run_probes
 from openpfi.monitor.privacy import client_noise, clip_vector
 from openpfi.monitor.probes import ProbeSuite, subset_suite
 from openpfi.monitor.schema import ReportSchema
-from openpfi.monitor.types import Scorer
+from openpfi.monitor.types import ScoreItem
 
 BEFORE_SUITES = ("capability", "harmful")
 """The only suites the before-training probe needs (adaptation_misalignment slots)."""
@@ -90,7 +90,7 @@ class ClientMonitor:
         suites: Mapping[str, ProbeSuite],
         schema: ReportSchema,
         settings: ClientMonitorSettings,
-        scorer: Scorer,
+        scorer: ModelScorer,
         batch: int = 256,
     ):
         self.suites = dict(suites)
@@ -134,10 +134,14 @@ class ClientMonitor:
             shared.set_state(dict(start))
             before = run_probes(self.scorer, {k: v for k, v in sample.items() if k in BEFORE_SUITES}, batch=self.batch)
         shared.set_state(dict(trained))
-        after = run_probes(self.scorer, sample, batch=self.batch)
-        utility = self._utility(shared, seed, round_num, client_id, heldout)
-        if not math.isfinite(utility):
+        items = probe_items(sample)
+        examples = self._utility_examples(seed, round_num, client_id, heldout)
+        scores, held = self.scorer.score(items, examples)  # one packed pass for probes and utility
+        after = run_probes(_Precomputed(dict(zip(items, scores, strict=True))), sample, batch=max(len(items), 1))
+        n_tokens = sum(n for _, n in held)
+        if n_tokens == 0:
             return None, time.perf_counter() - t0  # no held-out tokens: nothing to report
+        utility = -sum(lp for lp, _ in held) / n_tokens  # mean NLL per target token, as evaluate_loss
         vec = encode_report(
             self.schema, after, before, utility, group if group in s.groups else None, s.thresholds
         )
@@ -145,11 +149,17 @@ class ClientMonitor:
         noise = client_noise(len(clipped), s.noise_std_sum, s.n_expected, _rng("monitor-noise", seed, round_num, client_id))
         return clipped + noise, time.perf_counter() - t0
 
-    def _utility(self, shared: Any, seed: int, round_num: int, client_id: str, heldout: Sequence[Encoded]) -> float:
-        if not heldout:
-            return float("nan")
+    def _utility_examples(self, seed: int, round_num: int, client_id: str, heldout: Sequence[Encoded]) -> list[Encoded]:
         k = min(self.settings.utility_examples, len(heldout))
         idx = _rng("monitor-utility", seed, round_num, client_id).choice(len(heldout), size=k, replace=False)
-        loss, _ = evaluate_loss(shared.model, [heldout[i] for i in sorted(idx.tolist())],
-                                self.settings.eval_batch_size, shared.pad_id)
-        return loss
+        return [heldout[i] for i in sorted(idx.tolist())]
+
+
+class _Precomputed:
+    """A Scorer answering from scores computed ahead (the packed pass of ``ClientMonitor.run``)."""
+
+    def __init__(self, table: dict[ScoreItem, tuple[float, int]]):
+        self.table = table
+
+    def logprobs(self, items: Sequence[ScoreItem]) -> list[tuple[float, int]]:
+        return [self.table[it] for it in items]

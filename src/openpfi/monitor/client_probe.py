@@ -79,6 +79,11 @@ def _suite_items(name: str, suite: ProbeSuite) -> list[ScoreItem]:
     return out
 
 
+def probe_items(suites: Mapping[str, ProbeSuite]) -> list[ScoreItem]:
+    """Every ScoreItem ``run_probes`` asks the scorer for, in its order (to score them ahead)."""
+    return [it for n, s in suites.items() for it in _suite_items(n, s)]
+
+
 def count_items(suites: Mapping[str, ProbeSuite]) -> dict[str, int]:
     """ScoreItems per suite for one probe run, plus ``"total"``."""
     counts = {n: len(_suite_items(n, s)) for n, s in suites.items()}
