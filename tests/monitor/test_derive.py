@@ -245,3 +245,18 @@ def test_noisy_value_beyond_a_bound_keeps_an_interval() -> None:
     # Assert: the value is clipped to the bound, the interval keeps its half-width below it
     assert p.value == p.hi == 8.0
     assert p.lo < 8.0 and 8.0 - p.lo == pytest.approx(min(8.0, Z95 * 8.0 * math.sqrt(3.0**2 / 4)), rel=0.05)
+
+
+def test_an_exact_measured_count_releases_adaptation_under_heavy_noise():
+    # Prepare: two copies of client A (probed before and after: refusal 1.0 -> 0.5)
+    _, schema, a, _ = client_vectors()
+    exact = {"adaptation_misalignment.measured": 2.0}
+    # Execute / Assert: the noisy count (2 < 2 sigma) withholds the streams, the exact one does not
+    assert "adaptation_misalignment.refusal_change" not in derive_metrics(schema, 2 * a, 2, 10.0)
+    p = derive_metrics(schema, 2 * a, 2, 0.1, exact=exact)["adaptation_misalignment.refusal_change"]
+    # V = BD(-0.5 on [-1, 1]) / 2 + sigma^2 (1 + 1) / 2^2: no noise term for the exact denominator
+    half = Z95 * math.sqrt(1.5 * 0.5 / 2 + 0.1**2 * 2 / 4)
+    assert (p.value, p.lo, p.hi) == pytest.approx((-0.5, max(-0.5 - half, -1.0), min(-0.5 + half, 1.0)))
+    assert "adaptation_misalignment.refusal_change" in derive_metrics(schema, 2 * a, 2, 10.0, exact=exact)
+    with pytest.raises(UserError, match="exact"):
+        derive_metrics(schema, 2 * a, 2, 0.1, exact={"nope": 1.0})

@@ -67,12 +67,21 @@ def _bd(mu: float, lo: float, hi: float) -> float:
 class _Sums:
     """The noisy sum S with the estimators of the module docstring."""
 
-    def __init__(self, schema: ReportSchema, summed: np.ndarray, n: int, sigma: float) -> None:
+    def __init__(self, schema: ReportSchema, summed: np.ndarray, n: int, sigma: float,
+                 exact: Mapping[str, float] | None = None) -> None:
         self.schema, self.s, self.n, self.sigma = schema, summed, n, sigma
+        self.exact = dict(exact or {})
+        """Slot sums the server knows without noise (public), used instead of the noisy ones."""
         self.out: dict[str, MetricPoint] = {}
 
     def get(self, name: str) -> float:
+        if name in self.exact:
+            return float(self.exact[name])
         return float(self.s[self.schema.index[name]])
+
+    def noise(self, name: str) -> float:
+        """1 for a noisy slot, 0 for one known exactly (its coefficient carries no DP variance)."""
+        return 0.0 if name in self.exact else 1.0
 
     def has(self, name: str) -> bool:
         return name in self.schema.index
@@ -83,7 +92,7 @@ class _Sums:
     def lin(self, a: Mapping[str, float], const: float, lo: float, hi: float) -> Est:
         """Mean over clients of v = sum_j a_j x_j + const, v in [lo, hi]."""
         v = sum(c * self.get(m) for m, c in a.items()) / self.n + const
-        var_dp = self.sigma**2 * sum(c * c for c in a.values()) / self.n**2
+        var_dp = self.sigma**2 * sum(c * c * self.noise(m) for m, c in a.items()) / self.n**2
         return v, _bd(v, lo, hi) / self.n + var_dp
 
     def ratio(self, a: Mapping[str, float], d: Mapping[str, float], lo: float, hi: float,
@@ -99,7 +108,7 @@ class _Sums:
         r = sum(c * self.get(m) for m, c in a.items()) / den
         # dict.fromkeys, not a set: a fixed summation order keeps results bit-reproducible
         grad = {m: a.get(m, 0.0) - r * d.get(m, 0.0) for m in dict.fromkeys([*a, *d])}
-        var_dp = self.sigma**2 * sum(g * g for g in grad.values()) / den**2
+        var_dp = self.sigma**2 * sum(g * g * self.noise(m) for m, g in grad.items()) / den**2
         return r, _bd(r, lo, hi) / (self.n if count is None else count) + var_dp
 
     def put(self, stream: str, est: Est | None, lo: float, hi: float, scale: float = 1.0,
@@ -226,7 +235,7 @@ def _adaptation(c: _Sums) -> None:
     if not c.has(p + "measured"):
         return
     m = c.get(p + "measured")
-    if m < max(1.0, 2 * c.sigma):
+    if m < max(1.0, 2 * c.sigma * c.noise(p + "measured")):  # a noisy count must clear the noise
         return
     den = {p + "measured": 1.0}
     for what, drop in (("capability", "dropped_capability"), ("refusal", "dropped_safety")):
@@ -270,17 +279,24 @@ def _alignment(c: _Sums, reference: Mapping[str, MetricPoint]) -> None:
 def derive_metrics(schema: ReportSchema, summed: np.ndarray, n_clients: int,
                    noise_std_sum: float, reference: Mapping[str, MetricPoint] | None = None,
                    base_model: Mapping[str, float] | None = None, *,
-                   minimum_clients: int = 2) -> dict[str, MetricPoint]:
+                   minimum_clients: int = 2,
+                   exact: Mapping[str, float] | None = None) -> dict[str, MetricPoint]:
     """Per-mode MetricPoints from the noisy sum of ``n_clients`` reports (module docstring).
 
     Returns {} (nothing released) when ``n_clients < minimum_clients``; the caller logs it.
+    ``exact``: slot sums the server knows without noise and uses instead of the noisy ones,
+    e.g. ``adaptation_misalignment.measured`` = n when every client probes before training
+    (a public setting), so that ratio has an exact denominator.
     """
     if n_clients < max(minimum_clients, 1):
         return {}
     if not (math.isfinite(noise_std_sum) and noise_std_sum >= 0):
         raise UserError(f"monitor noise_std_sum {noise_std_sum!r} must be a finite number >= 0")
+    unknown = sorted(set(exact or {}) - set(schema.index))
+    if unknown:
+        raise UserError(f"exact slot sums given for slots the schema does not have: {unknown}")
     c = _Sums(schema, schema.check_length(summed, "summed monitor reports"), n_clients,
-              float(noise_std_sum))
+              float(noise_std_sum), exact)
     _bias(c)
     _calibration(c)
     _fairness(c)

@@ -117,7 +117,7 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
                                    ood_max_nll=m.ood_max_nll)
     base_global = evaluate_public(scorer, server_suites, ood_max_nll=m.ood_max_nll) if server_suites else {}
     shared.set_state(dict(start_state))
-    refusal = {k: full[k] for k in ("harmful", "benign") if k in full}
+    refusal: dict[str, ProbeSuite] = {k: full[k] for k in ("harmful", "benign") if k in full}
     reference = public_points(scorer, refusal, ood_max_nll=m.ood_max_nll) if refusal else {}
     start_global = (public_points(scorer, server_suites, ood_max_nll=m.ood_max_nll, base_model=base_global)
                     if server_suites else {})
@@ -164,8 +164,10 @@ def monitor_schema(plan: MonitorPlan, groups: Sequence[str]) -> ReportSchema:
 
 def _server_settings(plan: MonitorPlan, schema: ReportSchema, n_expected: int) -> MonitorServerSettings:
     p, m = plan.cfg.privacy, plan.cfg.monitor
-    return MonitorServerSettings(plan.noise_multiplier, p.l2_clip or schema.l2_bound, n_expected, p.min_clients,
-                                 p.delta, p.reject_k, m.ood_max_nll)
+    l2 = p.l2_clip or schema.l2_bound
+    exact = m.probe_before and "adaptation_misalignment.measured" in schema.index and l2 >= schema.l2_bound
+    return MonitorServerSettings(plan.noise_multiplier, l2, n_expected, p.min_clients, p.delta, p.reject_k,
+                                 m.ood_max_nll, exact)
 
 
 def client_monitor(plan: MonitorPlan, shared: Any, groups: Sequence[str], n_expected: int) -> ClientMonitor:

@@ -99,6 +99,9 @@ class MonitorServerSettings:
     delta: float
     reject_k: float = 6.0
     ood_max_nll: float = 8.0
+    measured_exact: bool = False
+    """Every valid report has ``adaptation_misalignment.measured`` = 1 (all clients probe before
+    training and no report is clipped): its sum is the number of reports, known without noise."""
 
     @property
     def noise_std_sum(self) -> float:
@@ -192,8 +195,9 @@ class MonitorServer:
         points: dict[str, MetricPoint] = {}
         sigma = s.noise_std_sum * math.sqrt(n / n_expected) if n else 0.0
         if released:
+            exact = {"adaptation_misalignment.measured": float(n)} if s.measured_exact else None
             points = derive_metrics(self.schema, np.asarray(summed, dtype=np.float64), n, sigma,
-                                    self.reference, self.base_model, minimum_clients=s.min_clients)
+                                    self.reference, self.base_model, minimum_clients=s.min_clients, exact=exact)
         glob = self.global_probe.evaluate() if self.global_probe is not None else {}
         streams = {**points, **glob}
         new_alarms = self.bank.update(round_num, streams)

@@ -209,7 +209,12 @@ def test_each_node_can_bring_its_own_data_file(tiny: Config, tmp_path: Path) -> 
         path = tmp_path / f"{site}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["client"] == site))
         nodes[100 + i] = {"partition-id": i, "num-partitions": 2, "data-path": str(path)}
-    cfg = tiny.model_copy(update={"data": tiny.data.model_copy(update={"path": str(tmp_path / "not-here.jsonl")})})
+    cfg = tiny.model_copy(
+        update={
+            "data": tiny.data.model_copy(update={"path": str(tmp_path / "not-here.jsonl")}),
+            "federation": tiny.federation.model_copy(update={"rounds": 1}),
+        }
+    )
     out = tmp_path / "run"
     # Execute
     run = _run(cfg, out, LoopbackGrid(nodes, _run_config(cfg, out))).run()
