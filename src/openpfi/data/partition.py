@@ -79,7 +79,7 @@ def make_clients(
         shards = [(names[k], [pool[i] for i in part]) for k, part in enumerate(parts)]
     return [
         _split(cid, items, heldout_fraction, max_examples, np.random.default_rng(seq))
-        for (cid, items), seq in zip(shards, client_seqs)
+        for (cid, items), seq in zip(shards, client_seqs, strict=True)
     ]
 
 
@@ -223,7 +223,7 @@ def _quantity(
             "lower data.num_clients or data.quantity_sigma, or use more data"
         )
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    return [list(range(s, s + c)) for s, c in zip(starts.tolist(), counts.tolist())]
+    return [list(range(s, s + c)) for s, c in zip(starts.tolist(), counts.tolist(), strict=True)]
 
 
 def _split(
