@@ -175,3 +175,16 @@ def test_assign_ranks_cycles_and_follows_examples() -> None:
     assert assign_ranks(ids, [2, 8]) == {"a": 2, "b": 8, "c": 2}
     assert assign_ranks(ids, [2, 8], "examples", {"a": 30, "b": 10, "c": 20}) == {"b": 2, "c": 2, "a": 8}
     assert assign_ranks(ids, []) == {}
+
+
+def test_product_refactoring_keeps_a_at_the_scale_of_the_global_a() -> None:
+    # The singular values go into B; A keeps orthonormal rows at the global A's row norm, so the
+    # next round does not start near LoRA's A = B = 0 saddle.
+    plan = RankPlan(model_rank=2, alpha=2.0)
+    params = _global()
+    t = float(torch.sqrt((params[A] ** 2).sum(dim=1).mean()))
+    ups = [ClientUpdate("a", 1, {A: torch.zeros(2, 4, dtype=D), B: 1e-3 * torch.ones(3, 2, dtype=D)})]
+    out = ProductAggregation(plan).aggregate(params, ups, 1)
+    assert torch.allclose(out[A] @ out[A].T, t**2 * torch.eye(2, dtype=D), atol=1e-12)
+    a, b = _trained(params, ups[0], 2)
+    assert torch.allclose(out[B] @ out[A], b @ a, atol=1e-12)

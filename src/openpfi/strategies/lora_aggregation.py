@@ -178,9 +178,17 @@ class ZeroPadAggregation(LoraAggregation):
 
 
 class ProductAggregation(LoraAggregation):
-    """Exact product averaging: ``dW = sum_i p_i (alpha_i/r_i) B_i A_i``, re-factored by
-    truncated SVD to rank r (``algorithms.lora.product_average``). With ``keep_merged`` the
-    residual ``dW - (alpha/r) B' A'`` is added to the global merged delta (exact)."""
+    """Exact product averaging: ``dW = sum_i p_i (alpha_i/r_i) B_i A_i`` (``algorithms.lora.product_average``),
+    re-factored by truncated SVD ``dW ~ U_r S_r V_r^T`` to rank r. With ``keep_merged`` the residual
+    ``dW - (alpha/r) B' A'`` is added to the global merged delta (exact).
+
+    Balance of the factors. Any ``A' = t V_r^T``, ``B' = U_r S_r / (c t)`` (``c = alpha/r``) has the same
+    product; we keep A's rows orthonormal at the row norm ``t`` of the global A before the round
+    (the init's scale, ~0.58 for peft's Kaiming init) and put the singular values into B. The
+    symmetric split ``sqrt(S)`` on both sides shrinks A to the size of the update: the next round
+    then starts near LoRA's saddle at A = B = 0 and learns much more slowly (B's gradient is
+    proportional to A x). Components are ordered by singular value, so a client of rank r_i
+    receives the best rank-r_i part."""
 
     name = "product"
 
@@ -195,18 +203,40 @@ class ProductAggregation(LoraAggregation):
         r, alpha = self.plan.model_rank, self.plan.alpha
         new, deltas = product_average(states, self._weights(updates), alphas, ranks, out_rank=r, out_alpha=alpha)
         out = {**params, **new}
-        if self.merges:
-            pairs = lora_pairs(new)
-            inc = 0
-            for prefix, dw in deltas.items():
-                a_key, b_key = pairs[prefix]
-                kept = (alpha / r) * (new[b_key].double() @ new[a_key].double())  # (out, in)
+        pairs = lora_pairs(new)
+        inc = 0
+        for prefix, dw in deltas.items():
+            a_key, b_key = pairs[prefix]
+            a_new, b_new = refactor(dw, r, alpha / r, row_norm(params[a_key]))
+            out[a_key] = a_new.to(params[a_key].dtype)
+            out[b_key] = b_new.to(params[b_key].dtype)
+            if self.merges:
+                kept = (alpha / r) * (b_new @ a_new)  # (out, in)
                 key = merged_key(prefix)
                 out[key] = (params[key].double() + dw.double() - kept).to(params[key].dtype)
                 rows, cols = dw.shape
                 inc += 4 * min(rows * cols, sum(ranks) * (rows + cols))
+        if self.merges:
             self.increments[round_num] = inc
         return out
+
+
+def row_norm(a: torch.Tensor) -> float:
+    """Root-mean-square row norm of A (r, in); 1.0 for an all-zero A."""
+    t = float(torch.sqrt((a.detach().double() ** 2).sum(dim=1).mean()))
+    return t if t > 0 else 1.0
+
+
+def refactor(dw: torch.Tensor, rank: int, scale: float, a_norm: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A, B)`` with ``scale * B @ A`` the best rank-``rank`` approximation of ``dw`` (out, in),
+    A's rows orthonormal times ``a_norm`` and the singular values in B. float64."""
+    u, sv, vh = torch.linalg.svd(dw.detach().double(), full_matrices=False)  # (out, k), (k,), (k, in)
+    k = min(rank, sv.shape[0])
+    a = torch.zeros(rank, dw.shape[1], dtype=torch.float64)
+    b = torch.zeros(dw.shape[0], rank, dtype=torch.float64)
+    a[:k] = a_norm * vh[:k]
+    b[:, :k] = u[:, :k] * sv[:k] / (scale * a_norm)
+    return a, b
 
 
 class StackAggregation(LoraAggregation):
