@@ -102,9 +102,11 @@ def test_bad_alignment_config_is_refused_before_anything_is_written(tmp_path: Pa
 
 
 def test_three_objectives_firm_and_fmgda(tmp_path: Path) -> None:
-    extra = ("alignment.objectives=['harmless', 'helpful', 'honest']", "alignment.preference=[0.4, 0.3, 0.3]")
+    extra = ("alignment.objectives=['harmless', 'helpful', 'honest']", "alignment.preference=[0.4, 0.3, 0.3]",
+             "alignment.mix=uniform", "alignment.pairs_per_client=9")
     firm = _run(tmp_path, "firm", *extra)[-1]
     fmgda = _run(tmp_path, "fmgda", *extra)[-1]
+    assert firm["clients_missing_honest"] == 0.0, "every client must hold all three objectives for the 3x check"
     assert fmgda["bytes_up"] == 3 * firm["bytes_up"]
     total = sum(firm[f"lambda_{m}_mean"] for m in ("harmless", "helpful", "honest"))
     assert total == pytest.approx(1.0) and "pref_acc_honest" in firm
