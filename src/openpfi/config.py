@@ -204,7 +204,7 @@ class MonitorConfig(_Section):
     probe_seed: int = Field(0, ge=0)
     """Seed of the suites' stratified samples (independent of the run seed, so hashes stay stable)."""
     client_items: dict[str, int] = Field(
-        default_factory=lambda: {"bbq": 1, "crows": 2, "harmful": 2, "benign": 1, "ood": 2, "capability": 2}
+        default_factory=lambda: {"bbq": 1, "crows": 1, "harmful": 1, "benign": 1, "ood": 1, "capability": 1}
     )
     """Probes per client per round: each sampled client scores this many items of each suite,
     a random sample seeded by (seed, round, client), so different clients cover different items
@@ -213,7 +213,7 @@ class MonitorConfig(_Section):
     probe_before: bool = True
     """Also probe the model a client RECEIVED (before local training) on its capability and
     harmful samples, for adaptation misalignment (the change within the round)."""
-    utility_examples: int = Field(4, ge=1)
+    utility_examples: int = Field(2, ge=1)
     """Held-out examples (a seeded sample per round) for the client's utility (loss) in the report."""
     server_items: dict[str, int] = Field(
         default_factory=lambda: {"bbq": 2, "crows": 4, "harmful": 2, "benign": 2, "ood": 3, "capability": 4}

@@ -86,6 +86,9 @@ def memory_with_clients(model: str, n: int) -> dict[str, float]:
 def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int, engine: str, console: Console) -> dict[str, Any]:
     if engine not in ("inprocess", "flower"):
         raise UserError(f"--engine {engine!r}: choose inprocess or flower")
+    # memory first, so the process peak (ru_maxrss) is this measurement's and not the round's
+    console.print(f"bench round: memory with {memory_clients} simulated clients")
+    memory = memory_with_clients(model, memory_clients)
     console.print(f"bench round: {model}, {clients} clients, demo config, 1 round ({engine} engine)")
     t = time_round(model, clients, [])
     result: dict[str, Any] = {"model": model, "clients": clients, "engine": "inprocess", "timings": t}
@@ -99,8 +102,7 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
         from openpfi.engines.flower.bench import flower_round_bench  # only the flower engine imports flwr
 
         result["flower"] = flower_round_bench(model=model, clients=clients)
-    console.print(f"bench round: memory with {memory_clients} simulated clients")
-    result["memory"] = memory_with_clients(model, memory_clients)
+    result["memory"] = memory
 
     table = Table(title=f"bench round ({clients} clients, 1 round)")
     table.add_column("phase")
@@ -117,7 +119,9 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
     m = result["memory"]
     gib = 1 << 30
     console.print(
-        f"memory: peak RSS {m['peak_rss_bytes'] / gib:.2f} GiB with {memory_clients} clients; budget "
+        f"memory: peak RSS {m['peak_rss_bytes'] / gib:.2f} GiB with {memory_clients} clients, "
+        f"{(m['peak_rss_bytes'] - m['process_rss_before_bytes']) / gib:.2f} GiB above the process before "
+        f"(Python + torch, {m['process_rss_before_bytes'] / gib:.2f} GiB); budget "
         f"(base {m['base_model_bytes'] / gib:.2f} GiB + {memory_clients} x {m['adapter_bytes'] / 1024:.0f} KiB + 1 GiB) "
         f"= {m['budget_bytes'] / gib:.2f} GiB -> {'within' if m['within_budget'] else 'OVER'} budget"
     )
