@@ -348,8 +348,18 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _lora_checks(self) -> Config:
-        """Per-client ranks and LoRA aggregation against the personalization method."""
+        """Per-client ranks and LoRA aggregation against the personalization and alignment methods."""
         lo, method, agg = self.lora, self.personalization.method, self.lora.aggregation
+        align = self.alignment.method
+        if align != "none":
+            clashes = [f'personalization.method = "{method}"'] if method != "none" else []
+            clashes += [f'lora.aggregation = "{agg}"'] if agg != "naive" else []
+            clashes += [f"lora.client_ranks = {lo.client_ranks}"] if lo.client_ranks else []
+            if clashes:
+                raise ValueError(
+                    f'alignment.method = "{align}" does not combine with {clashes[0]}; alignment trains one '
+                    "shared adapter, so unset one of them"
+                )
         too_big = [r for r in lo.client_ranks if not 1 <= r <= lo.r]
         if too_big:
             raise ValueError(

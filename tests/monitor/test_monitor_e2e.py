@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from openpfi.client.federated import FederatedClient
+from openpfi.client.federated import ClientStore, FederatedClient
 from openpfi.client.messages import ClientUpdate
+from openpfi.client.monitor_client import noise_rng
 from openpfi.config import load_config
 from openpfi.data.tokenize import Encoded
 from openpfi.data.types import ClientData
@@ -58,6 +59,7 @@ def monitored(tmp_path_factory):
     out = tmp_path_factory.mktemp("monitored") / "run"
     cfg, run = fs.new_run(cfg, out, False, prep.shared.loaded.info, prep.loaded_data, prep.data)
     prep.cfg = cfg
+    fs._attach_stores(prep, run)  # client-side folders: personal state and the monitor secret
     server = fs.make_server(cfg, prep.personal)
     server.init(fs.server_start(prep))
     engine = InProcessEngine(prep.shared, prep.clients, server, run, cfg.federation.rounds, cfg.seed)
@@ -156,6 +158,71 @@ def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored,
     priv = [json.loads((f / "privacy.json").read_text()) for f in (monitored.path, d)]
     assert priv[0]["epsilon_total"] == priv[1]["epsilon_total"] and len(priv[1]["rounds"]) == 2
     assert verify(d).ok and (d / "report.json").is_file()
+
+
+def test_monitor_noise_is_seeded_by_a_client_secret_kept_client_side_only(monitored, tmp_path, monkeypatch):
+    # Prepare: the run's first client, re-fitting round 2 of the same run (same seed, same model)
+    engine = monitored.engine
+    client = engine.clients[0]
+    run_secret = client.store.secret()
+    global_state = engine.server.broadcast()
+
+    def report(store):
+        monkeypatch.setattr(client, "store", store)
+        return client.fit(engine.shared, global_state, 2, monitored.cfg.seed).monitor
+
+    # Execute: the same seed, round and client with the run's secret, with the same folder again,
+    # and with two fresh client folders (fresh secrets)
+    own = report(ClientStore(monitored.path / "clients" / client.client_id))
+    again = report(ClientStore(monitored.path / "clients" / client.client_id))
+    fresh = [report(ClientStore(tmp_path / name / client.client_id)) for name in ("a", "b")]
+    # Assert: the secret (not the public seed) decides the noise; the same secret reproduces it
+    assert np.array_equal(own, again)
+    assert not np.allclose(own, fresh[0]) and not np.allclose(fresh[0], fresh[1])
+    # the clipped report underneath is the same: the difference is two independent noise shares
+    s = client.monitor.settings
+    std = s.noise_std_sum / np.sqrt(s.n_expected)
+    assert 0.7 < np.std(fresh[0] - own) / (np.sqrt(2) * std) < 1.3
+    keys = {ClientStore(tmp_path / n / client.client_id).secret() for n in ("a", "b")} | {run_secret}
+    assert len(keys) == 3 and all(len(k) == 32 for k in keys)
+    # ... and the secret lives in the client-side folder only: nowhere in checkpoints, metrics,
+    # audit, monitor state or any other server-written file
+    d = monitored.path
+    files = [f for f in d.rglob("*") if f.is_file()]
+    holders = [f for f in files if f.name == "monitor-secret.key"]
+    assert sorted(f.parent.name for f in holders) == sorted(c.client_id for c in engine.clients)
+    assert all(f.parent.parent == d / "clients" for f in holders)
+    assert all(f.stat().st_mode & 0o077 == 0 for f in holders)
+    assert not list((d / "checkpoints").rglob("monitor-secret*"))
+    server_files = [f for f in files if (d / "clients") not in f.parents]
+    assert server_files
+    for c in engine.clients:
+        key = c.store.secret()
+        for f in server_files:
+            data = f.read_bytes()
+            assert key not in data and key.hex().encode() not in data, f
+
+
+def test_a_client_without_a_store_keeps_one_secret_in_memory():
+    client = FederatedClient("x", [], [], types.SimpleNamespace(max_eval_examples=0))
+    assert client.secret() == client.secret() and len(client.secret()) == 32
+    other = FederatedClient("x", [], [], types.SimpleNamespace(max_eval_examples=0))
+    assert other.secret() != client.secret()
+
+
+def test_a_corrupt_secret_file_is_refused(tmp_path):
+    (tmp_path / "monitor-secret.key").write_bytes(b"short")
+    with pytest.raises(UserError, match="32-byte client secret"):
+        ClientStore(tmp_path).secret()
+
+
+def test_noise_rng_needs_a_real_secret():
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        noise_rng(b"", 1, "c0")
+    a, b = (noise_rng(s, 1, "c0").normal(size=4) for s in (b"k" * 32, b"K" * 32))
+    assert not np.allclose(a, b)
+    assert np.array_equal(noise_rng(b"k" * 32, 1, "c0").normal(size=4), a)
+    assert not np.allclose(noise_rng(b"k" * 32, 2, "c0").normal(size=4), a)
 
 
 def test_resume_refuses_changed_probe_suites(monitored, tmp_path):

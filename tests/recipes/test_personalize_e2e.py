@@ -88,8 +88,9 @@ class Crash(KeyboardInterrupt):
 
 
 class CrashInRound(SilentReporter):
-    """Interrupt round ``round_num`` in the client's personal (Ditto) training phase, or after
-    aggregation (the client has saved its new personal state, the server no checkpoint yet)."""
+    """Interrupt round ``round_num`` at the first step of the client's first ("train") or second
+    ("personal": Ditto's personal model, FedRep's body) training phase, or after aggregation
+    ("evaluate": the client has saved its new personal state, the server no checkpoint yet)."""
 
     def __init__(self, round_num: int, at: str):
         self.round_num, self.at = round_num, at
@@ -102,7 +103,7 @@ class CrashInRound(SilentReporter):
     def step(self, step, total, loss, tokens_per_s):
         if self.current == self.round_num and step == 1:
             self.phases += 1
-            if self.at == "personal" and self.phases == 2:
+            if (self.at, self.phases) in (("train", 1), ("personal", 2)):
                 raise Crash()
 
     def phase(self, name):
@@ -110,9 +111,18 @@ class CrashInRound(SilentReporter):
             raise Crash()
 
 
-@pytest.mark.parametrize("at", ["personal", "evaluate"])
-def test_ditto_resume_is_bit_identical(tmp_path: Path, at: str) -> None:
-    sets = [*TINY, 'personalization.method="ditto"', "federation.rounds=3", "federation.clients_per_round=1"]
+@pytest.mark.parametrize(
+    ("method", "at"),
+    [
+        ("ditto", "personal"), ("ditto", "evaluate"),
+        ("local", "evaluate"), ("fedrep", "evaluate"), ("fedrep-head", "personal"), ("fedsa-lora", "train"),
+        ("fedsa-lora", "evaluate"),
+    ],
+)  # fmt: skip
+def test_personal_resume_is_bit_identical(tmp_path: Path, method: str, at: str) -> None:
+    extra = ["personalization.head_steps=1"] if method == "fedrep-head" else []
+    sets = [*TINY, f'personalization.method="{method.removesuffix("-head")}"', *extra,
+            "federation.rounds=3", "federation.clients_per_round=1"]  # fmt: skip
     cfg = load_config(DEMO, sets)
     full = federated_sft.start(cfg, tmp_path / "full")
     with pytest.raises(Crash):
@@ -127,7 +137,9 @@ def test_ditto_resume_is_bit_identical(tmp_path: Path, at: str) -> None:
     assert rows[2]["sampled"][0] in rows[0]["sampled"] + rows[1]["sampled"]  # round 3 reuses a personal state
     for key in ("eval_loss_mean", "personal_loss_mean", "bytes_up", "bytes_down"):
         assert [r[key] for r in cut.read_metrics()] == [r[key] for r in full.read_metrics()], key
-    for f in sorted((full.path / "clients").rglob("*.safetensors")):
+    personal = sorted((full.path / "clients").rglob("*.safetensors"))
+    assert personal, "the personal state this test resumes must be stored"
+    for f in personal:
         assert f.read_bytes() == (cut.path / f.relative_to(full.path)).read_bytes(), f.name
 
 

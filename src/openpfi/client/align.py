@@ -268,7 +268,8 @@ class AlignClient(FederatedClient):
                 trained = shared.get_state()
             held = [p.chosen for p in self.heldout_pairs]
             report, scalars["monitor_seconds"] = self.monitor.run(
-                shared, seed, round_num, self.client_id, global_state, trained, held, self.group
+                shared, seed, round_num, self.client_id, global_state, trained, held, self.group,
+                secret=self.secret(),
             )
         return ClientUpdate(self.client_id, len(self.union), delta, scalars, extra, monitor=report)
 

@@ -3,7 +3,8 @@
 The in-process engine keeps ONE base model (``SharedModel``); each client
 swaps its adapter weights in, trains, and hands back a ``ClientUpdate`` with
 the shared part of its delta. Personal parameters stay in this object and in
-its client-side folder.
+its client-side folder, and so does the client's secret (``ClientStore.secret``): the
+seed of its monitor noise, which the server must not be able to regenerate.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
+import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,7 @@ from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
 from openpfi.client.train import StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
 from openpfi.data.tokenize import Encoded
+from openpfi.errors import UserError
 from openpfi.models.loader import LoadedModel
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
@@ -35,6 +39,15 @@ def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any parts (seed, round, client id, ...)."""
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+SECRET_BYTES = 32
+SECRET_FILE = "monitor-secret.key"
+
+
+def new_secret() -> bytes:
+    """Fresh secret entropy for one client (``secrets.token_bytes``; never derived from the run seed)."""
+    return secrets.token_bytes(SECRET_BYTES)
 
 
 class SharedModel:
@@ -117,6 +130,37 @@ class ClientStore:
                 best = (n, f)
         return None if best is None else load_file(str(best[1]))
 
+    def secret(self) -> bytes:
+        """This client's 32-byte secret: made with ``new_secret`` on first use and kept in this
+        folder (``monitor-secret.key``, mode 0600), so a resumed run draws the same monitor noise.
+        It never leaves the client: nothing sent to the server or written by it derives from it
+        except the noised report."""
+        path = self.folder / SECRET_FILE
+        if not path.is_file():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            tmp = self.folder / f".{SECRET_FILE}.{os.getpid()}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(new_secret())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)  # atomic and never replaces a secret another process wrote first
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links
+                if not path.exists():
+                    os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+        data = path.read_bytes()
+        if len(data) != SECRET_BYTES:
+            raise UserError(
+                f"{path} is not a {SECRET_BYTES}-byte client secret; restore it from a backup, or delete it "
+                "to start a new one (this client's monitor noise then differs from the original run)"
+            )
+        return data
+
 
 class FederatedClient:
     """One client. The server never holds a reference to it.
@@ -157,6 +201,7 @@ class FederatedClient:
         client probes its model and puts ONLY the clipped, noised report in ``ClientUpdate.monitor``."""
         self.split: KeySplit | None = None
         self.personal: StateDict | None = None
+        self._secret: bytes | None = None
         self._eval_memo: tuple[str, float, int] | None = None
         self._last_fit: tuple[int, int] = (0, 0)
 
@@ -180,6 +225,15 @@ class FederatedClient:
         if state is not None and self._masked:
             state = pad_rank(state, self.model_rank)  # type: ignore[arg-type]
         self.personal = state
+
+    def secret(self) -> bytes:
+        """The secret seeding this client's monitor noise: from its ``store`` (persisted, so a resumed
+        run is bit-identical), or made once in memory for a client without one. Never sent."""
+        if self.store is not None:
+            return self.store.secret()  # read each time: under Flower the store is set per message
+        if self._secret is None:
+            self._secret = new_secret()
+        return self._secret
 
     def _keep(self, personal: StateDict, round_num: int) -> None:
         self.personal = personal
@@ -255,7 +309,8 @@ class FederatedClient:
             whole = out.personal is not None and split.trainable <= set(out.personal)  # Ditto: a second adapter
             trained = {**out.state, **out.personal} if whole and out.personal is not None else out.state
             report, scalars["monitor_seconds"] = self.monitor.run(
-                shared, seed, round_num, self.client_id, out.start, trained, self.heldout, self.group
+                shared, seed, round_num, self.client_id, out.start, trained, self.heldout, self.group,
+                secret=self.secret(),
             )
         return ClientUpdate(self.client_id, len(self.train), delta, scalars, monitor=report)
 

@@ -14,7 +14,7 @@ In a round, a sampled client that has trained:
    schema of the FULL suites, clips it to L2 norm C and adds its share
    N(0, sigma^2 / n I) of the round's noise (``monitor.privacy``; sigma = z C, n the
    clients the round was sampled for), drawn from a ``numpy`` generator seeded by
-   (seed, round, client).
+   (client secret, round, client) (``noise_rng``).
 
 Only that vector leaves the client (``ClientUpdate.monitor``); the raw probe outcomes,
 the utility and the sample are dropped when ``run`` returns. This object holds only
@@ -35,12 +35,20 @@ pooled streams are meaningful every round, per-category streams only over severa
 or with more clients; the sampling part of every interval reflects that. Raise
 ``monitor.client_items`` for precision at a proportional cost.
 
-Privacy note: the noise generator is seeded from the run seed so that simulations are
-reproducible; a deployment must seed it from the client's own secret entropy.
+Privacy: the noise must be unknown to the server, or it could regenerate and subtract it
+and the DP guarantee would be void. So the noise generator is NOT seeded from the run seed,
+the round and the client id (all known to the server) but from a 32-byte secret of the
+client (``secrets.token_bytes``, ``client.federated.ClientStore.secret``), kept in the
+client-side folder (in-process: ``<run>/clients/<id>/monitor-secret.key``; Flower: the
+node's state dir), never in the checkpoints, metrics, audit or anything sent. A resumed
+run reads the secret back, so its noise (and everything downstream) is bit-identical;
+two fresh runs with the same seed draw different noise. The probe and utility samples
+stay seeded by (seed, round, client): they are public choices and carry no protection.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -82,6 +90,15 @@ def _rng(*parts: object) -> np.random.Generator:
     return np.random.default_rng(derive_seed(*parts))
 
 
+def noise_rng(secret: bytes, round_num: int, client_id: str) -> np.random.Generator:
+    """The generator of a client's monitor noise in a round: SHA-256 of (secret, round, client)
+    as a 256-bit seed. Without the secret (>= 16 bytes) it cannot be regenerated."""
+    if len(secret) < 16:
+        raise ValueError(f"the monitor noise needs a client secret of at least 16 bytes, got {len(secret)}")
+    h = hashlib.sha256(b"openpfi-monitor-noise\0" + secret + f"\0{int(round_num)}\0{client_id}".encode()).digest()
+    return np.random.default_rng(np.random.SeedSequence(int.from_bytes(h, "little")))
+
+
 class ClientMonitor:
     """Runs the monitor for any client on the shared model (see the module docstring)."""
 
@@ -120,11 +137,15 @@ class ClientMonitor:
         trained: Mapping[str, Any],
         heldout: Sequence[Encoded],
         group: str | None,
+        *,
+        secret: bytes,
     ) -> tuple[np.ndarray | None, float]:
         """(the clipped, noised report vector or None, seconds spent). Leaves ``trained`` loaded.
 
         ``start``: the adapter state the client started the round from (the received global
-        model with its personal part); ``trained``: its model after local training.
+        model with its personal part); ``trained``: its model after local training;
+        ``secret``: the client's secret seeding the noise (``FederatedClient.secret``), used
+        here and not kept.
         """
         t0 = time.perf_counter()
         s = self.settings
@@ -146,7 +167,7 @@ class ClientMonitor:
             self.schema, after, before, utility, group if group in s.groups else None, s.thresholds
         )
         clipped = clip_vector(vec, self.schema.lo, self.schema.hi, s.l2_clip)
-        noise = client_noise(len(clipped), s.noise_std_sum, s.n_expected, _rng("monitor-noise", seed, round_num, client_id))
+        noise = client_noise(len(clipped), s.noise_std_sum, s.n_expected, noise_rng(secret, round_num, client_id))
         return clipped + noise, time.perf_counter() - t0
 
     def _utility_examples(self, seed: int, round_num: int, client_id: str, heldout: Sequence[Encoded]) -> list[Encoded]:

@@ -33,6 +33,7 @@ capped at the dense delta.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,7 +112,7 @@ def client_states(params: StateDict, updates: Sequence[ClientUpdate], plan: Rank
     return out
 
 
-class LoraAggregation:
+class LoraAggregation(ABC):
     """Common part: reconstruct client states, count bytes, keep the catch-up ledger."""
 
     name = "base"
@@ -136,8 +137,9 @@ class LoraAggregation:
                 params[merged_key(prefix)] = torch.zeros(shape, dtype=shared_start[a].dtype)
         return params
 
+    @abstractmethod
     def aggregate(self, params: StateDict, updates: Sequence[ClientUpdate], round_num: int) -> StateDict:
-        raise NotImplementedError
+        """The new global state from this round's client updates (each subclass's rule)."""
 
     # -- bytes -----------------------------------------------------------------------------------
     def download_bytes(self, params: StateDict, client_id: str, round_num: int) -> int:

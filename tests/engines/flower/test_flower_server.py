@@ -10,6 +10,7 @@ the same code in Flower's runtimes.
 from __future__ import annotations
 
 import math
+import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -368,10 +369,22 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
         ],
     )
     reference = start_job(cfg, tmp_path / "inprocess", False, SilentReporter())
+    # Each client's noise is seeded by its secret, kept client-side (in-process: <run>/clients/<id>;
+    # Flower: the node's state dir). For the same noise, the nodes get the in-process clients' secrets.
+    secrets = sorted((reference.path / "clients").glob("*/monitor-secret.key"))
+    assert len(secrets) == 2
+    for f in secrets:
+        (tmp_path / "nodes" / f.parent.name).mkdir(parents=True)
+        shutil.copy(f, tmp_path / "nodes" / f.parent.name / f.name)
     out = tmp_path / "flower"
     # Execute
-    run = _run(cfg, out, LoopbackGrid(_nodes(), _run_config(cfg, out))).run()
-    # Assert: the same sum of the clients' noised reports (SecAgg+: up to its quantization)
+    run = _run(cfg, out, LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out))).run()
+    # Assert: the secrets stayed on the nodes, never in the server's run folder
+    assert not list(out.rglob("monitor-secret*"))
+    assert sorted(f.read_bytes() for f in (tmp_path / "nodes").glob("*/monitor-secret.key")) == sorted(
+        f.read_bytes() for f in secrets
+    )
+    # ... and the same sum of the clients' noised reports (SecAgg+: up to its quantization)
     assert sums["flower"].shape == sums["inprocess"].shape and sums["flower"].size > 50
     assert np.abs(sums["flower"] - sums["inprocess"]).max() < 1e-3  # 2^22 levels on +-(1 + 6 sigma_client)
     # ... hence the same derived streams, and a report

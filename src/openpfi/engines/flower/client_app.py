@@ -11,7 +11,9 @@ Handlers (message type -> what it does):
 
 The node rebuilds its client with ``recipes.federated_sft.prepare`` from the run's
 config (``settings.py``) and its node config. Its personal state lives in a
-``ClientStore`` folder on the node and is reloaded before every fit and evaluate, so
+``ClientStore`` folder on the node and is reloaded before every fit and evaluate, as is
+its monitor secret (``ClientStore.secret``: made on the node the first time, seeding its
+monitor noise, never sent; client/monitor_client.py), so
 it does not matter which process handles a message: the deployment runtime starts a
 fresh process per message, the simulation runtime moves virtual nodes between worker
 processes. One prepared job (one base model) is cached per process.
