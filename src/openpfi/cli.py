@@ -133,7 +133,7 @@ def audit_verify(run_dir: Annotated[Path, typer.Argument(help="A run folder.")])
     if result.ok:
         console.print(f"audit log intact: {result.entries} entries")
         return
-    err_console.print(f"[bold red]audit log broken:[/] {result.problem}")
+    err_console.print(f"[bold red]audit log broken:[/] {result.problem}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 

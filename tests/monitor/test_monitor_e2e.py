@@ -114,6 +114,43 @@ def test_editing_deleting_or_reordering_an_audit_entry_is_detected(monitored, tm
         assert not verify(folder).ok, i
 
 
+def test_audit_verify_cli_passes_untouched_and_names_the_entry_of_a_tampered_log(monitored, tmp_path):
+    from typer.testing import CliRunner
+
+    from openpfi.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["audit", "verify", str(monitored.path)])
+    assert ok.exit_code == 0, ok.output
+    assert "audit log intact" in ok.stdout
+    lines = (monitored.path / "audit.jsonl").read_text().splitlines(keepends=True)
+    assert '"round":1' in lines[4]
+    cases = {
+        "deleted": (lines[:2] + lines[3:], "line 3: seq is 4, expected 3"),
+        "swapped": (lines[:1] + [lines[2], lines[1]] + lines[3:], "line 2: seq is 3, expected 2"),
+        "edited": (lines[:4] + [lines[4].replace('"round":1', '"round":7')] + lines[5:], "line 5: hash does not match"),
+    }
+    for name, (tampered, where) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        shutil.copy(monitored.path / "audit.head", folder / "audit.head")
+        (folder / "audit.jsonl").write_text("".join(tampered))
+        res = runner.invoke(app, ["audit", "verify", str(folder)])
+        assert res.exit_code == 1, (name, res.output)
+        message = res.stderr.strip()
+        assert "\n" not in message, (name, message)
+        assert message.startswith("audit log broken: ") and where in message, (name, message)
+
+
+def test_a_missing_monitor_state_on_resume_says_what_and_how_to_fix(tmp_path):
+    with pytest.raises(UserError) as err:
+        MonitorServer.load_state(tmp_path, 3)
+    msg = str(err.value)
+    assert "\n" not in msg and "not possible" not in msg
+    assert msg.startswith("cannot resume: the monitor state after round 3 (")
+    assert "state-round-3.json) is missing" in msg and "restore the file from a backup" in msg
+
+
 def test_server_side_objects_hold_no_reference_to_clients_or_their_data(monitored):
     engine = monitored.engine
     monitor = next(h for h in engine.hooks if isinstance(h, MonitorServer))

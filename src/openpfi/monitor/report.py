@@ -309,7 +309,7 @@ def _monitoring_plan(system: dict, modes: list[dict], det: dict, evidence: dict,
             {
                 "id": "intended_purpose",
                 "title": "Intended purpose",
-                "content": system.get("intended_purpose") or "not stated: set system.intended_purpose",
+                "content": system.get("intended_purpose") or "not stated: set monitor.intended_purpose in the config",
             },
             {
                 "id": "metrics",

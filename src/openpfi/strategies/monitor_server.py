@@ -261,9 +261,9 @@ class MonitorServer:
             return json.loads(path.read_text())
         except FileNotFoundError:
             raise UserError(
-                f"{path} is missing: the monitor state of round {round_num} is needed to resume this "
-                f"monitored run; restore it, or resume with --set monitor.enabled=false is not possible "
-                f"either (the run was started monitored)"
+                f"cannot resume: the monitor state after round {round_num} ({path}) is missing, and a "
+                f"monitored run cannot continue without its detectors and privacy ledger; restore the file "
+                f"from a backup of the run folder, or start a new run with `openpfi run`"
             ) from None
         except json.JSONDecodeError as err:
             raise UserError(f"{path} is not valid JSON ({err}); restore it from a backup") from None
