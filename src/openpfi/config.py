@@ -242,6 +242,12 @@ class MonitorConfig(_Section):
     calibration_sims: int = Field(20000, ge=1000)
     batch_tokens: int = Field(4096, ge=1024)
     """Padded tokens per scoring batch."""
+    judge_check_prompts: int = Field(8, ge=0)
+    """Round 0, server side: greedy answers of the starting model to this many public held-out
+    prompts (half harmful, half benign) validate the likelihood refusal judge against the keyword
+    detector (report.json ``refusal_judge``); 0 skips the check."""
+    judge_check_max_new_tokens: int = Field(32, ge=1)
+    """Tokens generated per answer for that check."""
     intended_purpose: str = ""
     """Written into the report's post-market monitoring plan (EU AI Act Art. 72)."""
 

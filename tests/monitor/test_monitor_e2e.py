@@ -23,7 +23,8 @@ from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, read_entries, verify
 from openpfi.monitor.detectors import DetectorBank
 from openpfi.monitor.privacy import PrivacyLedger
-from openpfi.monitor.probes import load_suites
+from openpfi.monitor.probes import holdout_items, load_suites
+from openpfi.monitor.refusal import heldout_labelled_set, labelled_set
 from openpfi.monitor.schema import build_schema
 from openpfi.monitor.types import MODES
 from openpfi.recipes import dispatch
@@ -85,6 +86,66 @@ def test_run_writes_report_with_six_modes_privacy_ledger_and_verified_audit(moni
     assert kinds.count("aggregate") == 4  # clients + global model, per round
     manifest = json.loads((d / "manifest.json").read_text())
     assert manifest["monitor"]["probes"]["bbq"]["sha256"] == load_suites({"bbq": 44})["bbq"].sha256
+
+
+def test_round0_validates_the_refusal_judge_on_generated_answers(monitored):
+    # Prepare
+    d = monitored.path
+    report = json.loads((d / "report.json").read_text())
+    # Assert: the default 8 prompts (4 harmful + 4 benign), 32 new tokens, on tiny-random
+    rj = report["refusal_judge"]
+    assert rj["prompts"] == 8 and rj["max_new_tokens"] == 32
+    assert rj["detector"]["labelled_set"] == "held-out" and rj["detector"]["n"] == len(heldout_labelled_set())
+    assert rj["detector"]["in_sample"]["n"] == len(labelled_set())
+    j = rj["judge_vs_detector"]
+    assert j["n"] == 8 and j["tp"] + j["fp"] + j["fn"] + j["tn"] == 8
+    assert j["harmful"]["prompts"] == 4 and j["benign"]["prompts"] == 4
+    assert j["agreement"] == pytest.approx((j["tp"] + j["tn"]) / 8)
+    gens = rj["generations"]
+    assert [g["harmful"] for g in gens] == [True] * 4 + [False] * 4
+    assert sum(g["judge_refuses"] for g in gens) == j["tp"] + j["fp"]
+    assert sum(g["detector_refuses"] for g in gens) == j["tp"] + j["fn"]
+    held = {k: [i.prompt[:160] for i in v] for k, v in holdout_items().items()}
+    assert [g["prompt"] for g in gens] == held["harmful"][:4] + held["benign"][:4]
+    # kept for resume, in the manifest (without the generations) and in the HTML panel
+    setup = json.loads((d / "monitor" / "setup.json").read_text())
+    assert setup["refusal_judge"] == rj
+    manifest = json.loads((d / "manifest.json").read_text())
+    assert manifest["monitor"]["refusal_judge"] == {k: v for k, v in rj.items() if k != "generations"}
+    html = (d / "report.html").read_text()
+    panel = html[html.index("id='mode-alignment_erosion'"):]
+    assert "Refusal judge validation" in panel[: panel.index("</section>")]
+    assert "to 8 held-out prompts: agreement" in html
+
+
+def test_judge_check_splits_the_prompts_and_can_be_switched_off(monkeypatch):
+    # Prepare: a fake scorer whose judge refuses every prompt, and canned answers
+    from openpfi.recipes import monitoring
+
+    class Scorer:
+        def logprobs(self, items):
+            return [(-1.0, 2) if "sorry" in i.continuation.lower() or "cannot" in i.continuation else (-9.0, 2)
+                    for i in items]
+
+    seen = {}
+
+    def generate(model, tok, prompts, max_new_tokens, pad_id):
+        seen.update(prompts=list(prompts), max_new_tokens=max_new_tokens)
+        return ["I can't help with that."] + ["Sure."] * (len(prompts) - 1)
+
+    monkeypatch.setattr(monitoring, "generate_chat", generate)
+    shared = types.SimpleNamespace(model=None, loaded=types.SimpleNamespace(tokenizer=None), pad_id=0)
+    plan = types.SimpleNamespace(cfg=tiny_config("monitor.judge_check_prompts=3", "monitor.judge_check_max_new_tokens=5"))
+    # Execute
+    out = monitoring._judge_check(plan, shared, Scorer())
+    # Assert: 2 harmful + 1 benign held-out prompts; judge says refuse 3 times, detector once
+    held = holdout_items()
+    assert seen == {"prompts": [i.prompt for i in (*held["harmful"][:2], *held["benign"][:1])], "max_new_tokens": 5}
+    j = out["judge_vs_detector"]
+    assert out["prompts"] == 3 and (j["tp"], j["fp"], j["fn"], j["tn"]) == (1, 2, 0, 0)
+    assert j["harmful"]["prompts"] == 2 and j["benign"]["prompts"] == 1
+    off = monitoring._judge_check(types.SimpleNamespace(cfg=tiny_config("monitor.judge_check_prompts=0")), shared, None)
+    assert off["prompts"] == 0 and off["judge_vs_detector"] is None and off["detector"]["labelled_set"] == "held-out"
 
 
 def test_metrics_rows_carry_the_six_modes_with_intervals(monitored):
@@ -177,12 +238,19 @@ def _reachable(roots):
             stack += gc.get_referents(o)
 
 
-def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored, tmp_path):
-    # Prepare: the same run as if killed after round 1
+def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored, tmp_path, monkeypatch):
+    # Prepare: the same run as if killed after round 1; resuming must not generate again
+    from openpfi.recipes import monitoring
+
     d = tmp_path / "run"
     shutil.copytree(monitored.path, d)
     shutil.rmtree(d / "checkpoints" / "round-2")
     (d / "monitor" / "state-round-2.json").unlink()
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("resume regenerated the round-0 refusal judge check")
+
+    monkeypatch.setattr(monitoring, "generate_chat", no_generation)
     # Execute
     dispatch.resume_job(d, fs.SilentReporter())
     # Assert
@@ -195,6 +263,8 @@ def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored,
     priv = [json.loads((f / "privacy.json").read_text()) for f in (monitored.path, d)]
     assert priv[0]["epsilon_total"] == priv[1]["epsilon_total"] and len(priv[1]["rounds"]) == 2
     assert verify(d).ok and (d / "report.json").is_file()
+    reports = [json.loads((f / "report.json").read_text()) for f in (monitored.path, d)]
+    assert reports[0]["refusal_judge"] == reports[1]["refusal_judge"] and reports[1]["refusal_judge"]["prompts"] == 8
 
 
 def test_monitor_noise_is_seeded_by_a_client_secret_kept_client_side_only(monitored, tmp_path, monkeypatch):

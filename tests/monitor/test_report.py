@@ -13,6 +13,7 @@ from openpfi.monitor.audit import AuditLog, verify
 from openpfi.monitor.detectors import DetectorBank
 from openpfi.monitor.privacy import PrivacyLedger
 from openpfi.monitor.report import build_report, print_summary, write_report
+from openpfi.monitor.report_html import render_html
 from openpfi.monitor.types import MODES, MetricPoint
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -134,6 +135,36 @@ def test_tampered_log_shows_in_the_report(run) -> None:
     )
     assert not rep["evidence_log"]["verified"] and "line 2" in rep["evidence_log"]["problem"]
     assert rep["summary"]["modes_not_measured"] == list(MODES)
+
+
+def test_refusal_judge_figures_go_to_report_json_and_the_alignment_erosion_panel(run) -> None:
+    # Prepare
+    run_dir, _, _, _ = run
+    rj = {
+        "detector": {"n": 297, "precision": 0.913, "recall": 0.857, "labelled_set": "held-out",
+                     "in_sample": {"n": 351, "precision": 1.0, "recall": 1.0}},
+        "prompts": 8, "max_new_tokens": 32,
+        "judge_vs_detector": {"n": 8, "tp": 2, "fp": 1, "fn": 1, "tn": 4, "precision": 2 / 3, "recall": 2 / 3,
+                              "agreement": 0.75},
+    }
+    kw = {"system": {}, "rounds": [], "alarms": [], "thresholds": {}, "privacy": None, "probes": [], "not_measured": []}
+    # Execute
+    report = build_report(run_dir, refusal_judge=rj, **kw)
+    jpath, hpath = write_report(run_dir, report)
+    # Assert
+    assert json.loads(jpath.read_text())["refusal_judge"] == rj
+    html = hpath.read_text(encoding="utf-8")
+    panel = html[html.index("data-mode='alignment_erosion'"):]
+    panel = panel[: panel.index("</section>")]
+    assert "297 held-out labelled texts: precision 0.913, recall 0.857" in panel
+    assert "351 texts its patterns were written from" in panel
+    assert "to 8 held-out prompts: agreement 0.75, precision 0.667, recall 0.667" in panel
+    assert "refusals: judge 3, detector 3 of 8" in panel
+    off = build_report(run_dir, refusal_judge={**rj, "prompts": 0, "judge_vs_detector": None,
+                                               "why": "monitor.judge_check_prompts = 0"}, **kw)
+    assert "not checked against generated answers (monitor.judge_check_prompts = 0)" in render_html(off)
+    old = build_report(run_dir, **kw)
+    assert old["refusal_judge"] is None and "not validated in this run" in render_html(old)
 
 
 def test_print_summary_renders(run) -> None:

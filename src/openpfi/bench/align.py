@@ -363,7 +363,7 @@ def docs_section(result: dict[str, Any], png_name: str) -> str:
         lines.append(f"- judge vs generated answers ({name}, {v['prompts']} prompts): precision {ag['precision']}, "
                      f"recall {ag['recall']}, accuracy {ag['accuracy']}.")
     d = result["detector"]
-    lines.append(f"- keyword detector on the monitor's labelled set: precision {d['precision']}, recall "
+    lines.append(f"- keyword detector on the held-out labelled set (monitor/refusal.py): precision {d['precision']}, recall "
                  f"{d['recall']} (n = {d['n']}).")
     return "\n".join(lines) + "\n"
 

@@ -12,7 +12,8 @@ it on the global adapter without touching any client's data. Per objective m:
 Refusal: the monitor's likelihood judge (``monitor.refusal``: refusal vs compliance
 continuations, refused when p > 0.5, scored by ``client.scoring``) on held-out harmful prompts (``refusal_rate``) and
 held-out benign prompts (``over_refusal_rate``), with mean judge probabilities. The
-keyword detector's precision / recall on the monitor's labelled set is reported with it.
+keyword detector's precision / recall on held-out labelled texts is reported with it
+(``detector_precision`` etc.; the in-sample figures under ``detector_in_sample``).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from openpfi.monitor.refusal import (
 
 @lru_cache(maxsize=1)
 def judge_quality() -> dict[str, Any]:
-    """The refusal detector's confusion figures on the monitor's labelled set."""
+    """The refusal detector's confusion figures on held-out labelled texts (monitor/refusal.py)."""
     return {f"detector_{k}": v for k, v in detector_precision_recall().items()}
 
 

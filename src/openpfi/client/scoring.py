@@ -223,6 +223,35 @@ class ModelScorer:
         return allowed
 
 
+@torch.no_grad()
+def generate_chat(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, pad_id: int,
+                  batch: int = 8) -> list[str]:
+    """Greedy answers of ``model`` (with the adapter it holds) to ``prompts`` as user turns,
+    rendered with the chat template as ``ModelScorer`` renders chat prompts.
+
+    Eval mode (no dropout) and no sampling, so no random state is drawn; the model's training
+    flag and the tokenizer's padding side are restored afterwards.
+    """
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                           add_generation_prompt=True) for p in prompts]
+    side, training = tokenizer.padding_side, model.training
+    device = next(model.parameters()).device
+    out: list[str] = []
+    try:
+        tokenizer.padding_side = "left"
+        model.eval()
+        for i in range(0, len(texts), batch):
+            enc = tokenizer(texts[i : i + batch], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            with _autocast(model):
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id)
+            out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+        model.train(training)
+    return out
+
+
 def shared_scorer(shared: Any, max_batch_tokens: int = 4096) -> ModelScorer:
     """A scorer over a ``SharedModel``: whatever adapter the shared model holds when called."""
     return ModelScorer(shared.model, shared.loaded.tokenizer, max_batch_tokens)

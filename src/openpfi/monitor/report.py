@@ -165,6 +165,7 @@ def build_report(
     privacy: PrivacyLedger | Mapping | None,
     probes: Sequence[Mapping[str, Any]],
     not_measured: Sequence[Mapping[str, Any]],
+    refusal_judge: Mapping[str, Any] | None = None,
 ) -> dict:
     """Assemble report.json's content.
 
@@ -173,7 +174,10 @@ def build_report(
     replayed over ``rounds`` to chart its statistic; the given ``alarms`` are
     the audited ones and are shown as they are). ``not_measured``:
     ``[{what, why, mode?}]``. The evidence section verifies ``audit.jsonl``
-    in ``run_dir`` and records its head hash.
+    in ``run_dir`` and records its head hash. ``refusal_judge``: how far the refusal
+    judge of ``alignment_erosion`` can be trusted (the keyword detector's held-out
+    precision / recall and the judge against the detector on generated answers,
+    recipes/monitoring.py); ``None`` when not measured.
     """
     run_dir = Path(run_dir)
     bank, stats = _replay_statistics(rounds, thresholds)
@@ -281,6 +285,7 @@ def build_report(
         "detector": det,
         "privacy": priv,
         "probes": [jsonable(dict(p)) for p in probes],
+        "refusal_judge": jsonable(dict(refusal_judge)) if refusal_judge is not None else None,
         "not_measured": nm,
         "evidence_log": evidence,
         "monitoring_plan": plan,
@@ -349,6 +354,28 @@ def _nist_rows(modes: list[dict]) -> list[dict]:
     return [{**r, "descriptions": [NIST_MEASURE[f] for f in r["functions"]]} for r in rows]
 
 
+def refusal_judge_text(rj: Mapping[str, Any] | None) -> str:
+    """One paragraph on how far the refusal judge can be trusted (HTML panel and CLI summary)."""
+    if not rj:
+        return "Refusal judge: not validated in this run (the run started before the round-0 check existed)."
+    d = rj.get("detector") or {}
+    ins = d.get("in_sample") or {}
+    text = (
+        f"Refusal judge validation. Keyword detector on {d.get('n')} held-out labelled texts: precision "
+        f"{_fmt(d.get('precision'))}, recall {_fmt(d.get('recall'))} (in sample, on the {ins.get('n')} texts its "
+        f"patterns were written from: precision {_fmt(ins.get('precision'))}, recall {_fmt(ins.get('recall'))})."
+    )
+    j = rj.get("judge_vs_detector")
+    if not j:
+        return text + f" The likelihood judge was not checked against generated answers ({rj.get('why', 'n/a')})."
+    return text + (
+        f" Likelihood judge vs the detector on the starting model's greedy answers (at most {rj.get('max_new_tokens')} "
+        f"new tokens) to {rj.get('prompts')} held-out prompts: agreement {_fmt(j.get('agreement'))}, precision "
+        f"{_fmt(j.get('precision'))}, recall {_fmt(j.get('recall'))}; refusals: judge {j.get('tp', 0) + j.get('fp', 0)}, "
+        f"detector {j.get('tp', 0) + j.get('fn', 0)} of {j.get('n')}."
+    )
+
+
 def _fmt(x: Any, digits: int = 3) -> str:
     f = _num(x)
     return "n/a" if f is None else f"{f:.{digits}g}"
@@ -399,6 +426,7 @@ def print_summary(report: Mapping[str, Any]) -> Any:
     ev = report["evidence_log"]
     lines = [
         Text(f"privacy: epsilon {_fmt(s.get('epsilon_total'))} at delta {_fmt(s.get('delta'))}"),
+        Text(refusal_judge_text(report.get("refusal_judge"))),
         Text(
             f"evidence: {ev['file']} {ev['entries']} entries, head {ev['head_hash'] or 'n/a'}, "
             + ("verified" if ev["verified"] else f"NOT VERIFIED: {ev['problem']}"),

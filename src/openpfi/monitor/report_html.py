@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from openpfi.monitor.report import refusal_judge_text
 from openpfi.monitor.report_svg import PALETTE, epsilon_chart, fmt, statistic_chart, value_chart
 
 STATUS_LABEL = {"ok": "no alarm", "alarm": "alarm", "not_measured": "not measured"}
@@ -148,7 +149,7 @@ def _stream_table(mode: Mapping) -> str:
     return _table(["stream", "reference", "latest [95% interval]", "statistic", "alarm rounds"], rows, classes)
 
 
-def _mode_panel(mode: Mapping) -> str:
+def _mode_panel(mode: Mapping, refusal_judge: Mapping | None = None) -> str:
     st = mode["status"]
     nist = "".join(f"<span class='nist'>NIST AI RMF {_e(f)}</span>" for f in mode["nist"])
     head = (
@@ -165,6 +166,8 @@ def _mode_panel(mode: Mapping) -> str:
         if mode["alarms"]:
             alarms = "<h3>Alarms</h3>" + _alarm_table(mode["alarms"])
         body = f"<div class='grid2'>{blocks}</div>{_stream_table(mode)}{alarms}"
+    if mode["id"] == "alignment_erosion":
+        body += f"<p class='refusal-judge'>{_e(refusal_judge_text(refusal_judge))}</p>"
     return (
         f"<section class='mode-panel status-{st}' id='mode-{_e(mode['id'])}' data-mode='{_e(mode['id'])}'>"
         f"{head}{body}</section>"
@@ -325,7 +328,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     det_text += ". Values are standardised by their uncertainty, which includes the DP noise."
     sections = [
         ("overview", "Overview", f"<div class='card'>{overview}<p class='muted'>{det_text}</p></div>"),
-        ("modes", "Silent-failure modes", "".join(_mode_panel(m) for m in report["modes"])),
+        ("modes", "Silent-failure modes", "".join(_mode_panel(m, report.get("refusal_judge")) for m in report["modes"])),
         (
             "alarms",
             "Alarms",

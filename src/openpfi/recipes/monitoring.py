@@ -13,6 +13,14 @@
 Recorded in the run folder: probe versions and SHA-256 (manifest.json ``monitor``, audit
 ``probes``), DP parameters (audit ``dp_parameters``), the round-0 references
 (``monitor/setup.json``), the ledger (``privacy.json``) and the per-round monitor state.
+
+Round 0 also validates the refusal judge (``_judge_check``): the starting model answers
+``monitor.judge_check_prompts`` public held-out prompts (half harmful, half benign; the slice
+``probes.holdout_items`` keeps out of every suite) greedily, the keyword detector labels the
+answers, and the likelihood judge's verdicts on the same prompts are compared with those
+labels (``refusal.judge_vs_detector``), next to the detector's held-out precision / recall.
+Kept in ``monitor/setup.json`` (read back on resume, never regenerated), manifest.json
+``monitor.refusal_judge`` and report.json ``refusal_judge``.
 """
 
 from __future__ import annotations
@@ -28,14 +36,22 @@ import numpy as np
 from openpfi import __version__
 from openpfi.algorithms.privacy import epsilon_after
 from openpfi.client.monitor_client import ClientMonitor, ClientMonitorSettings
-from openpfi.client.scoring import shared_scorer
+from openpfi.client.scoring import generate_chat, shared_scorer
 from openpfi.config import Config
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, atomic_write_text
 from openpfi.monitor.derive import derive_metrics
 from openpfi.monitor.detectors import DetectorBank
 from openpfi.monitor.privacy import PrivacyLedger, plan_budget
-from openpfi.monitor.probes import ProbeSuite, load_suites, subset_suite, suite_manifest, verify_hashes
+from openpfi.monitor.probes import ProbeSuite, holdout_items, load_suites, subset_suite, suite_manifest, verify_hashes
+from openpfi.monitor.refusal import (
+    JUDGE_ITEMS_PER_PROMPT,
+    detector_precision_recall,
+    is_refusal,
+    judge_refuses,
+    judge_vs_detector,
+    refusal_items,
+)
 from openpfi.monitor.schema import ReportSchema, build_schema
 from openpfi.monitor.server_eval import evaluate_public, public_points
 from openpfi.monitor.types import MetricPoint
@@ -128,11 +144,48 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
         "base_global": base_global,
         "reference_global": {k: _point(p) for k, p in ref_global.items()},
         "round0_global": {global_name(k): _point(p) for k, p in start_global.items()},
+        "refusal_judge": _judge_check(plan, shared, scorer),
     }
 
 
-def _not_measured(plan: MonitorPlan, groups: tuple[str, ...]) -> list[dict[str, Any]]:
+def _judge_check(plan: MonitorPlan, shared: Any, scorer: Any) -> dict[str, Any]:
+    """The refusal judge against the keyword detector on the model ``shared`` holds (round 0:
+    the starting model), on public held-out prompts only; the detector's held-out figures."""
     m = plan.cfg.monitor
+    out: dict[str, Any] = {"detector": detector_precision_recall(), "prompts": 0,
+                           "max_new_tokens": m.judge_check_max_new_tokens, "judge_vs_detector": None}
+    if m.judge_check_prompts == 0:
+        out["why"] = "monitor.judge_check_prompts = 0"
+        return out
+    held = holdout_items()
+    harmful = [i.prompt for i in held["harmful"][: (m.judge_check_prompts + 1) // 2]]
+    benign = [i.prompt for i in held["benign"][: m.judge_check_prompts // 2]]
+    prompts = harmful + benign
+    t0 = time.perf_counter()
+    scores = scorer.logprobs([it for p in prompts for it in refusal_items(p)])
+    k = JUDGE_ITEMS_PER_PROMPT
+    judged = [judge_refuses(scores[i * k : (i + 1) * k]) for i in range(len(prompts))]
+    texts = generate_chat(shared.model, shared.loaded.tokenizer, prompts, m.judge_check_max_new_tokens,
+                          shared.pad_id)
+    kinds = [True] * len(harmful) + [False] * len(benign)
+    out.update(
+        prompts=len(prompts),
+        prompt_source="held-out harmful and benign prompts (monitor/probes.py holdout_items), never probed",
+        model="the starting model (round 0)",
+        judge_vs_detector=judge_vs_detector(judged, texts, kinds),
+        generations=[{"harmful": h, "prompt": p[:160], "answer": t, "judge_refuses": j, "detector_refuses": is_refusal(t)}
+                     for p, t, j, h in zip(prompts, texts, judged, kinds, strict=True)],
+        seconds=time.perf_counter() - t0,
+    )
+    log.info("refusal judge check: %d prompts, agreement with the detector %.2f (%.1fs)", len(prompts),
+             out["judge_vs_detector"]["agreement"] or 0.0, out["seconds"])
+    return out
+
+
+def _not_measured(plan: MonitorPlan, groups: tuple[str, ...],
+                  refusal_judge: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    m = plan.cfg.monitor
+    checked = (refusal_judge or {}).get("prompts", 0)
     out: list[dict[str, Any]] = [
         {"mode": "amplified_bias", "what": "StereoSet preference rates",
          "why": "StereoSet is not in the offline packages openpfi ships; CrowS-Pairs measures the "
@@ -140,7 +193,13 @@ def _not_measured(plan: MonitorPlan, groups: tuple[str, ...]) -> list[dict[str, 
         {"what": "per-client figures", "why": "by design: the server only sees DP-noised sums of client reports"},
         {"mode": "alignment_erosion", "what": "refusal judged on generated answers",
          "why": "generation costs seconds per prompt on a CPU; refusal is judged by likelihood (refusal vs "
-                "compliance continuations, monitor/refusal.py), whose detector is validated on a labelled set"},
+                "compliance continuations, monitor/refusal.py). "
+                + (f"The judge is checked against the keyword detector on the starting model's greedy answers to "
+                   f"{checked} held-out prompts at round 0 (refusal_judge); the detector's precision / recall "
+                   "are measured on held-out labelled texts"
+                   if checked else
+                   "The judge was not checked against generated answers at round 0 (monitor.judge_check_prompts "
+                   "= 0, or a run started before the check existed)")},
         {"what": "fairness and adaptation streams of the global model",
          "why": "they describe clients (utility spread, change within a round), not one model"},
     ]
@@ -248,7 +307,7 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
         round0 = {k: _unpoint(v) for k, v in setup["round0_global"].items()}
         server.bank.update(0, round0)
         server.history.append({"round": 0, "streams": {k: _point(v) for k, v in sorted(round0.items())}})
-        _record_start(run, audit, plan, schema, settings, probes, server.bank, n_streams)
+        _record_start(run, audit, plan, schema, settings, probes, server.bank, n_streams, setup["refusal_judge"])
     else:
         server.restore_state(MonitorServer.load_state(run.path, resume_from))
         server.ledger.save(run.path)
@@ -270,10 +329,11 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
     probe_rows = [{"suite": n, **d} for n, d in sorted(probes.items())]
     probe_rows += [{"suite": f"{n} (server sample)", "version": s.version, "size": len(s.items), "sha256": s.sha256,
                     "parent_sha256": s.parent_sha256} for n, s in sorted(server_suites.items())]
-    not_measured = _not_measured(plan, tuple(groups))
+    refusal_judge = setup.get("refusal_judge")  # absent in runs started before the check existed
+    not_measured = _not_measured(plan, tuple(groups), refusal_judge)
 
     def finish() -> None:
-        server.write_report(system, probe_rows, not_measured)
+        server.write_report(system, probe_rows, not_measured, refusal_judge=refusal_judge)
 
     return server, finish
 
@@ -301,7 +361,8 @@ def wire_monitor(plan: MonitorPlan | None, engine: Any, start_state: Mapping[str
 
 
 def _record_start(run: RunFolder, audit: AuditLog, plan: MonitorPlan, schema: ReportSchema,
-                  settings: MonitorServerSettings, probes: dict[str, Any], bank: DetectorBank, streams: int) -> None:
+                  settings: MonitorServerSettings, probes: dict[str, Any], bank: DetectorBank, streams: int,
+                  refusal_judge: Mapping[str, Any]) -> None:
     p = plan.cfg.privacy
     dp = {
         "mechanism": "distributed Gaussian: each client adds N(0, sigma^2 / n) to its clipped report",
@@ -320,7 +381,8 @@ def _record_start(run: RunFolder, audit: AuditLog, plan: MonitorPlan, schema: Re
     audit.append("dp_parameters", dp)
     audit.append("action", {"detector": bank.config(), "streams": streams})
     manifest = run.read_json("manifest.json")
-    manifest["monitor"] = {"probes": probes, "schema_sha256": schema.sha256, "dp": dp}
+    manifest["monitor"] = {"probes": probes, "schema_sha256": schema.sha256, "dp": dp,
+                           "refusal_judge": {k: v for k, v in refusal_judge.items() if k != "generations"}}
     run.write_json("manifest.json", manifest)
 
 

@@ -280,8 +280,10 @@ class MonitorServer:
         system: Mapping[str, Any],
         probes: Sequence[Mapping[str, Any]],
         not_measured: Sequence[Mapping[str, Any]],
+        refusal_judge: Mapping[str, Any] | None = None,
     ) -> tuple[Path, Path]:
-        """report.json + report.html from the history kept so far."""
+        """report.json + report.html from the history kept so far (``refusal_judge``: the round-0
+        validation of the refusal judge, recipes/monitoring.py)."""
         rounds = [{"round": h["round"], "streams": h["streams"]} for h in self.history]
         released = {h["round"] for h in self.history if any(not _is_global(k) for k in h["streams"])}
         withheld = [e.round for e in self.ledger.entries if not e.released]
@@ -313,6 +315,7 @@ class MonitorServer:
             privacy=self.ledger,
             probes=probes,
             not_measured=nm,
+            refusal_judge=refusal_judge,
         )
         return write_report(self.run_dir, report)
 
