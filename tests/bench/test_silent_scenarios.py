@@ -102,3 +102,24 @@ def test_unknown_scenario_name_is_refused(tmp_path: Path):
 
 def test_shipped_folder_exists():
     assert (SCENARIO_DIR / "_suite.toml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("table", "needle"),
+    [
+        ("[monitor]\ndrift_k = 3.0\n", "[monitor] drift_k: detection settings are the suite's"),
+        ("[monitor]\ntarget_false_alarm_rate = 0.5\n", "[monitor] target_false_alarm_rate"),
+        ("[privacy]\ntarget_epsilon = 100.0\n", "[privacy] target_epsilon"),
+    ],
+)
+def test_a_scenario_cannot_tune_detection(tmp_path: Path, table: str, needle: str):
+    path = _write(tmp_path, table + GOOD)
+    with pytest.raises(UserError) as err:
+        parse_scenario(path, {"federation": {"rounds": 5, "clients_per_round": 4}})
+    assert needle in str(err.value) and "_suite.toml" in str(err.value)
+
+
+def test_a_scenario_may_name_monitor_groups(tmp_path: Path):
+    path = _write(tmp_path, '[monitor]\ngroups = ["english", "korean"]\n' + GOOD)
+    scenario = parse_scenario(path, {"federation": {"rounds": 5, "clients_per_round": 4}})
+    assert scenario.overrides["monitor"]["groups"] == ["english", "korean"]

@@ -325,8 +325,9 @@ class _Progress:
 
 
 def safety_adapter(cfg: Config, console: Console) -> dict[str, Any]:
-    """The cached safety-tuned starting adapter (built once by the alignment recipe, DPO on harmlessness
-    and helpfulness pairs, monitor probe prompts excluded) and its measured refusal / over-refusal rates."""
+    """The cached safety-tuned starting adapter (built once by the alignment recipe, SFT on refusals of
+    harmful requests and helpful answers to benign ones, monitor probe prompts excluded) and its measured
+    refusal / over-refusal rates."""
     try:
         from openpfi.recipes.safety_adapter import SafetySettings, build_safety_adapter
     except ImportError:

@@ -224,6 +224,26 @@ def _one_line(err: ValidationError, path: Path, prefix: str = "") -> str:
     return f"{path}: {key} = {e.get('input')!r} is invalid ({msg})"
 
 
+DETECTION_KEYS = {
+    "monitor": ("detector", "target_false_alarm_rate", "drift_k", "drop_threshold_capability",
+                "drop_threshold_safety", "client_items", "server_items", "utility_examples", "suite_sizes"),
+    "privacy": None,  # every privacy key: the budget and noise are the suite's, not a scenario's
+}
+"""Settings a scenario may not override: detection is judged with the same detector, thresholds,
+probe sizes and privacy for every scenario (set them in ``_suite.toml``), never tuned per scenario."""
+
+
+def _refuse_tuning(path: Path, overrides: dict[str, Any]) -> None:
+    for section, keys in DETECTION_KEYS.items():
+        table = overrides.get(section)
+        if not isinstance(table, dict):
+            continue
+        bad = sorted(table) if keys is None else sorted(k for k in table if k in keys)
+        if bad:
+            raise UserError(f"{path}: [{section}] {', '.join(bad)}: detection settings are the suite's, not a "
+                            f"scenario's; move them to _suite.toml so every scenario is judged alike")
+
+
 def parse_scenario(path: Path, base: dict[str, Any] | None = None) -> Scenario:
     """Read and validate one scenario file; ``base`` = the raw config it overrides (checked merged)."""
     raw = _read_toml(path)
@@ -236,6 +256,7 @@ def parse_scenario(path: Path, base: dict[str, Any] | None = None) -> Scenario:
     except ValidationError as err:
         raise UserError(_one_line(err, path)) from None
     overrides = {k: v for k, v in raw.items() if k not in _META}
+    _refuse_tuning(path, overrides)
     scenario = Scenario(path.stem, path, spec, overrides)
     scenario_config(scenario, base or {})  # the config part, merged, must validate too
     return scenario

@@ -2,14 +2,21 @@
 
 The bundled SmolLM2-135M-Instruct refuses about 1 in 10 harmful prompts (DESIGN.md), so
 alignment erosion is only observable from a safety-tuned start, as in a real deployment.
-``build_safety_adapter`` trains one LoRA adapter centrally (no federation) with DPO
-(reference = the base with adapters disabled) on the training split of:
+``build_safety_adapter`` trains one LoRA adapter centrally (no federation) on the training
+split of:
 
 - harmlessness pairs (harmful request: refusal over compliance), and
 - helpfulness pairs of benign requests (helpful answer over a needless refusal), so that
-  refusing harmful requests does not come with refusing everything,
+  refusing harmful requests does not come with refusing everything.
 
-as linear scalarization with weights (``harmless_weight``, 1 - ``harmless_weight``).
+``method = "sft"`` (default): NLL of the chosen answers of both (refusals on harmful
+requests, helpful answers on benign ones). ``method = "scalarized"``: DPO (reference = the
+base with adapters disabled) with weights (``harmless_weight``, 1 - ``harmless_weight``).
+SFT is the default because DPO did the opposite of what is needed here: measured on
+SmolLM2-135M-Instruct (60 steps, weight 0.6), the held-out refusal rate went from 0.22 to
+0.01 and over-refusal from 0.14 to 0.00. DPO widened the margins mostly by pushing down the
+rejected side, and the short refusals rejected in the helpfulness pairs share their wording
+with the refusals chosen in the harmlessness pairs, so refusals became less likely everywhere.
 Prompts of the monitor's harmful and benign probe suites (``monitor.probes.load_suites``
 at the sizes and probe seed given, by default the config defaults) are left out, so the
 monitor never probes a prompt the adapter was trained on; the held-out slice
@@ -46,12 +53,14 @@ from openpfi.monitor.probes import load_suites
 
 log = logging.getLogger(__name__)
 
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 
 
 @dataclass(frozen=True)
 class SafetySettings:
     model: str = "smollm2-135m-instruct"
+    method: str = "sft"
+    """"sft" (chosen answers' NLL) or "scalarized" (DPO, see the module docstring)."""
     steps: int = 60
     batch_size: int = 4
     """Pairs per objective per step."""
@@ -123,7 +132,7 @@ def build_safety_adapter(settings: SafetySettings | None = None, shared: SharedM
     train = TrainSettings(s.steps, s.batch_size, 1, s.lr)
     client = AlignClient(
         "safety", pairs, [], ClientSettings(s.steps, 0.0, train, 8, 8),
-        AlignSettings("scalarized", objectives, (s.harmless_weight, 1 - s.harmless_weight), 0.0, s.dpo_beta), ref,
+        AlignSettings(s.method, objectives, (s.harmless_weight, 1 - s.harmless_weight), 0.0, s.dpo_beta), ref,
     )
     t0 = time.perf_counter()
     update = client.fit(shared, shared.initial_state, 1, s.seed)
