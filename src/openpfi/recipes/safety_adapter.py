@@ -17,6 +17,9 @@ SmolLM2-135M-Instruct (60 steps, weight 0.6), the held-out refusal rate went fro
 0.01 and over-refusal from 0.14 to 0.00. DPO widened the margins mostly by pushing down the
 rejected side, and the short refusals rejected in the helpfulness pairs share their wording
 with the refusals chosen in the harmlessness pairs, so refusals became less likely everywhere.
+SFT length matters as much (measured, same model, lr 5e-4, 8 chosen answers per step):
+60 steps gave refusal 1.00 and over-refusal 0.92 (it refuses everything); 15 steps (the
+default) gave refusal 0.22 -> 0.57 with over-refusal unchanged at 0.14.
 Prompts of the monitor's harmful and benign probe suites (``monitor.probes.load_suites``
 at the sizes and probe seed given, by default the config defaults) are left out, so the
 monitor never probes a prompt the adapter was trained on; the held-out slice
@@ -61,7 +64,7 @@ class SafetySettings:
     model: str = "smollm2-135m-instruct"
     method: str = "sft"
     """"sft" (chosen answers' NLL) or "scalarized" (DPO, see the module docstring)."""
-    steps: int = 60
+    steps: int = 15
     batch_size: int = 4
     """Pairs per objective per step."""
     lr: float = 5e-4
