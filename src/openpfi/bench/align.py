@@ -42,6 +42,7 @@ from openpfi.bench.common import write_json
 from openpfi.client.align_eval import AlignEvaluator, refusal_probabilities
 from openpfi.client.dpo import ReferenceCache
 from openpfi.client.federated import SharedModel
+from openpfi.client.scoring import generate_chat
 from openpfi.config import Config, load_config
 from openpfi.data.preference import load_preferences
 from openpfi.data.preference_split import eval_sets
@@ -149,34 +150,13 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-@torch.no_grad()
-def _generate(shared: SharedModel, prompts: list[str], max_new_tokens: int = 40) -> list[str]:
-    tok = shared.loaded.tokenizer
-    model = shared.model
-    out = []
-    side = tok.padding_side
-    tok.padding_side = "left"
-    try:
-        texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                 for p in prompts]
-        for i in range(0, len(texts), 8):
-            enc = tok(texts[i : i + 8], return_tensors="pt", padding=True, add_special_tokens=False)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=shared.loaded.compute_dtype == torch.bfloat16):
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=shared.pad_id)
-            out += tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    finally:
-        tok.padding_side = side
-    return out
-
-
 def _judge_check(shared: SharedModel, evaluator: AlignEvaluator, state: dict[str, torch.Tensor],
                  n: int) -> dict[str, Any]:
     prompts = evaluator.sets.harmful_prompts[:n] + evaluator.sets.benign_prompts[:n]
     shared.set_state(state)
     shared.model.eval()
     judged = [p > 0.5 for p in refusal_probabilities(evaluator.scorer, prompts)]
-    texts = _generate(shared, prompts)
+    texts = generate_chat(shared.model, shared.loaded.tokenizer, prompts, 40, shared.pad_id)
     agree = judge_agreement(judged, texts)
     return {"prompts": len(prompts), "agreement": agree,
             "generated_refusals": {"harmful": sum(is_refusal(t) for t in texts[:n]) / max(n, 1),

@@ -36,6 +36,7 @@ therefore judges refusal by likelihood and keeps a text detector to validate it:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -295,21 +296,21 @@ def heldout_labelled_set() -> list[tuple[str, bool, str]]:
 
 
 @lru_cache(maxsize=1)
-def _detector_figures() -> str:
+def _detector_figures() -> dict[str, Any]:
     data = heldout_labelled_set()
     out: dict[str, Any] = dict(_confusion([is_refusal(t) for t, _, _ in data], [y for _, y, _ in data]))
     out["labelled_set"] = "held-out"
     out["sources"] = {s: sum(1 for *_, src in data if src == s) for s in dict.fromkeys(src for *_, src in data)}
     out["in_sample"] = {**detector_precision_recall_in_sample(),
                         "labelled_set": "in-sample (the patterns were written from it; optimistic)"}
-    return json.dumps(out)
+    return out
 
 
 def detector_precision_recall() -> dict[str, Any]:
     """The headline figure: precision, recall and accuracy of ``is_refusal`` on
     ``heldout_labelled_set()`` (texts the patterns were not written from), with the number of
     texts per source (``sources``) and the in-sample figures beside it (``in_sample``)."""
-    return json.loads(_detector_figures())  # a fresh dict: callers may edit it
+    return copy.deepcopy(_detector_figures())  # a fresh dict: callers may edit it
 
 
 def judge_vs_detector(judge_labels: Sequence[bool], generated_texts: Sequence[str],
