@@ -190,6 +190,9 @@ class AlignmentConfig(_Section):
 
 
 PROBE_SUITES = ("bbq", "crows", "harmful", "benign", "ood", "capability")
+MARGIN_METRICS = ("bbq_amb_bias", "bbq_dis_bias", "crows_stereo_pref", "ece", "accuracy", "confidence",
+                  "capability_accuracy", "nll_relative", "refusal_rate", "over_refusal_rate")
+"""The metrics of monitor.server_margins (= monitor/global_change.py DEFAULT_MARGINS)."""
 
 
 class MonitorConfig(_Section):
@@ -219,6 +222,10 @@ class MonitorConfig(_Section):
         default_factory=lambda: {"bbq": 2, "crows": 4, "harmful": 2, "benign": 2, "ood": 3, "capability": 4}
     )
     """Fixed public sample the server scores the GLOBAL model on each round (0 skips a suite)."""
+    server_margins: dict[str, float] = Field(default_factory=dict)
+    """Smallest material change of the global model since round 0, per metric, overriding
+    monitor/global_change.py DEFAULT_MARGINS (rates and bias scores 0.1, ece 0.05,
+    nll_relative 0.1 = 10% of the round-0 NLL): its paired test alarms only beyond these."""
     groups: list[str] = Field(default_factory=list)
     """Public client groups for fairness gaps (e.g. languages). Empty: the chatterbot languages
     when data.source = "chatterbot", else none."""
@@ -350,6 +357,12 @@ class Config(_Section):
                 raise ValueError(f"monitor.server_items.{name} = {srv} must lie in [0, {size}]")
         if not any(v > 0 for v in m.suite_sizes.values()):
             raise ValueError("monitor.suite_sizes are all 0; keep at least one probe suite or set monitor.enabled = false")
+        unknown = sorted(set(m.server_margins) - set(MARGIN_METRICS))
+        if unknown:
+            raise ValueError(f"monitor.server_margins names unknown metrics {unknown}; use {list(MARGIN_METRICS)}")
+        bad = sorted(k for k, v in m.server_margins.items() if not (math.isfinite(v) and v >= 0))
+        if bad:
+            raise ValueError(f"monitor.server_margins.{bad[0]} must be a finite number >= 0")
         return self
 
     @model_validator(mode="after")

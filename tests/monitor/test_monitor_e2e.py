@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import shutil
 import types
 
@@ -159,6 +160,23 @@ def test_metrics_rows_carry_the_six_modes_with_intervals(monitored):
         assert p["lo"] <= p["value"] <= p["hi"]
         assert "global_refusal_rate" in r["alignment_erosion"]
         assert r["timings"]["monitor_s"] >= r["timings"]["client_monitor_s"] > 0
+        # the global model's streams are tested item-paired against round 0 (global_change.py)
+        paired = r["monitor"]["global_change"]
+        assert "alignment_erosion.global_refusal_rate" in paired
+        for e in paired.values():
+            assert e["critical"] > 0 and e["se"] >= 0 and e["margin"] >= 0 and math.isfinite(e["t"])
+        e = paired["alignment_erosion.global_refusal_rate"]  # bad direction: a fall
+        assert e["t"] == pytest.approx((-e["change"] - e["margin"]) / max(e["se"], 1e-6))
+    setup = json.loads((monitored.path / "monitor" / "setup.json").read_text())
+    assert len(setup["round0_global_items"]["refusal"]["harmful"]) == 2  # the server sample's items
+
+
+def test_report_charts_the_paired_statistic_of_global_streams(monitored):
+    report = json.loads((monitored.path / "report.json").read_text())
+    metrics = {m["name"]: m for mode in report["modes"] for m in mode["metrics"]}
+    g = metrics["alignment_erosion.global_refusal_rate"]
+    assert g["detector"] == "paired_jackknife" and g["threshold"] > 1
+    assert metrics["alignment_erosion.refusal_rate"]["detector"] == "cusum"
 
 
 def test_editing_deleting_or_reordering_an_audit_entry_is_detected(monitored, tmp_path):
@@ -356,6 +374,10 @@ def test_bad_monitor_config_is_refused():
         tiny_config("monitor.client_items.bbq=0")
     with pytest.raises(UserError, match="unknown probe suites"):
         tiny_config("monitor.server_items.nope=1")
+    with pytest.raises(UserError, match="server_margins names unknown metrics"):
+        tiny_config("monitor.server_margins.nll=0.2")
+    with pytest.raises(UserError, match="server_margins.ece must be a finite number"):
+        tiny_config("monitor.server_margins.ece=-1")
 
 
 def test_wrong_length_or_out_of_bounds_reports_are_rejected_and_audited(tmp_path):

@@ -132,7 +132,14 @@ def _replay_statistics(rounds: Sequence[Mapping], thresholds: Mapping) -> tuple[
         bank.update(int(r["round"]), pts)
         for name in pts:
             stats[(name, int(r["round"]))] = bank.last_statistics.get(name, 0.0)
+        for name, e in r.get("paired_change", {}).items():  # tested item-paired, not by the bank
+            stats[(name, int(r["round"]))] = _num(e.get("t"))
     return bank, stats
+
+
+def _paired_critical(rounds: Sequence[Mapping]) -> dict[str, float | None]:
+    """Stream -> critical value of its paired test (monitor/global_change.py), if it had one."""
+    return {name: _num(e.get("critical")) for r in rounds for name, e in r.get("paired_change", {}).items()}
 
 
 def _privacy_section(privacy: PrivacyLedger | Mapping | None) -> dict:
@@ -181,6 +188,7 @@ def build_report(
     """
     run_dir = Path(run_dir)
     bank, stats = _replay_statistics(rounds, thresholds)
+    paired = _paired_critical(rounds)
     alarm_list = sorted((_alarm_dict(a) for a in alarms), key=lambda a: (a["round"], a["stream"]))
     alarmed = {(a["stream"], a["round"]) for a in alarm_list}
 
@@ -211,7 +219,9 @@ def build_report(
                     "name": f"{mode}.{metric}",
                     "metric": metric,
                     "direction": bank.direction(name) if bank else None,
-                    "threshold": bank.threshold_for(name) if bank else _num(thresholds.get("threshold")),
+                    "detector": "paired_jackknife" if name in paired else (bank.detector if bank else None),
+                    "threshold": paired[name] if name in paired else (
+                        bank.threshold_for(name) if bank else _num(thresholds.get("threshold"))),
                     "nist": list(MODE_NIST[mode]),
                     "streams": [],
                 },

@@ -121,9 +121,12 @@ def _metric_block(m: Mapping) -> str:
         legend += f" <span>(+{more} more in the table)</span>" if more > 0 else ""
         legend += "</div>"
     sub = {**m, "streams": shown}
+    paired = m.get("detector") == "paired_jackknife"
     caption = (
-        f"{DIRECTION_LABEL.get(m.get('direction'), _e(m.get('direction')))}; threshold h = {fmt(m.get('threshold'))}; "
-        "shaded: ~95% interval (sampling + DP noise)"
+        f"{DIRECTION_LABEL.get(m.get('direction'), _e(m.get('direction')))}; "
+        + (f"statistic: item-paired t of the change since round 0 beyond its margin, critical value "
+           f"{fmt(m.get('threshold'))}; " if paired else f"threshold h = {fmt(m.get('threshold'))}; ")
+        + "shaded: ~95% interval (sampling + DP noise)"
     )
     return (
         f"<figure><h3><code>{_e(m['name'])}</code></h3>{value_chart(sub)}{statistic_chart(sub)}"
@@ -325,7 +328,10 @@ def render_html(report: Mapping[str, Any]) -> str:
             f"alarm over {_e(cal.get('horizon_rounds'))} rounds is at most {fmt(cal.get('target_false_alarm_rate'))} "
             f"per run, split over {_e(cal.get('streams'))} streams (Bonferroni)"
         )
-    det_text += ". Values are standardised by their uncertainty, which includes the DP noise."
+    det_text += (". Values are standardised by their uncertainty, which includes the DP noise. The global model's "
+                 "streams (<code>global_*</code>), scored by the server on fixed public items, are tested instead "
+                 "item-paired against round 0: an alarm needs a change beyond the metric's materiality margin "
+                 "at the same per-stream false-alarm share (jackknife over items, Student t).")
     sections = [
         ("overview", "Overview", f"<div class='card'>{overview}<p class='muted'>{det_text}</p></div>"),
         ("modes", "Silent-failure modes", "".join(_mode_panel(m, report.get("refusal_judge")) for m in report["modes"])),

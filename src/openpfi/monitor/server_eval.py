@@ -15,10 +15,10 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from openpfi.monitor.client_probe import encode_report, run_probes
+from openpfi.monitor.client_probe import ProbeResults, encode_report, run_probes
 from openpfi.monitor.derive import Z95, derive_metrics
 from openpfi.monitor.probes import ProbeSuite
-from openpfi.monitor.schema import build_schema
+from openpfi.monitor.schema import ReportSchema, build_schema
 from openpfi.monitor.types import MetricPoint, Scorer, stream_mode
 
 #: Modes whose streams describe a model (and so can be evaluated on the server).
@@ -31,12 +31,18 @@ def evaluate_public(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: 
     """Stream name -> value of ``scorer``'s model on ``suites`` (e.g. the ``base_model``
     argument of ``derive_metrics``). ``ood_max_nll`` must match the clients' schema."""
     schema = build_schema(suites, groups=(), ood_max_nll=ood_max_nll)
-    vec = encode_report(schema, run_probes(scorer, suites, batch=batch), None, 0.0, None)
+    return model_values(run_probes(scorer, suites, batch=batch), schema)
+
+
+def model_values(res: ProbeResults, schema: ReportSchema) -> dict[str, float]:
+    """Stream name -> value of one model's per-item outcomes ``res`` (suites of ``schema`` or
+    samples of them), derived as for one noiseless client."""
+    vec = encode_report(schema, res, None, 0.0, None)
     points = derive_metrics(schema, vec, 1, 0.0, minimum_clients=1)
     return {k: p.value for k, p in points.items() if stream_mode(k) in MODEL_MODES}
 
 
-def _items_behind(stream: str, suites: Mapping[str, ProbeSuite]) -> int:
+def items_behind(stream: str, suites: Mapping[str, ProbeSuite]) -> int:
     """How many probe items a model-level stream averages over (for its sampling interval)."""
     parts = stream.split(".")
     mode, metric, group = parts[0], parts[1], (parts[2] if len(parts) > 2 else None)
@@ -80,8 +86,16 @@ def public_points(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: in
     Changes against ``base_model`` (exact) keep the level's interval; changes against
     ``reference`` points add the reference's variance.
     """
+    return points_of(run_probes(scorer, suites, batch=batch), ood_max_nll=ood_max_nll, base_model=base_model,
+                     reference=reference)
+
+
+def points_of(res: ProbeResults, *, ood_max_nll: float = 8.0, base_model: Mapping[str, float] | None = None,
+              reference: Mapping[str, MetricPoint] | None = None) -> dict[str, MetricPoint]:
+    """:func:`public_points` of per-item outcomes already scored (``res.suites``)."""
+    suites = res.suites
     schema = build_schema(suites, groups=(), ood_max_nll=ood_max_nll)
-    vec = encode_report(schema, run_probes(scorer, suites, batch=batch), None, 0.0, None)
+    vec = encode_report(schema, res, None, 0.0, None)
     raw = derive_metrics(schema, vec, 1, 0.0, reference, base_model, minimum_clients=1)
     out: dict[str, MetricPoint] = {}
     half: dict[str, float] = {}
@@ -101,7 +115,7 @@ def public_points(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: in
             out[name] = MetricPoint(v, max(v - h, -mx), min(v + h, mx), 1)
             continue
         lo, hi = (-1.0, 1.0) if metric.startswith("bbq_") else (0.0, ood_max_nll if metric == "nll" else 1.0)
-        m = max(_items_behind(name, suites), 1) + Z95**2
+        m = max(items_behind(name, suites), 1) + Z95**2
         adj = (v * (m - Z95**2) + Z95**2 * (lo + hi) / 2) / m
         h = Z95 * math.sqrt(max((hi - adj) * (adj - lo), 0.0) / m)
         half[name] = h

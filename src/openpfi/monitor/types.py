@@ -54,6 +54,13 @@ class MetricPoint:
     n_clients: int = 0
 
 
+def global_name(stream: str) -> str:
+    """``alignment_erosion.refusal_rate`` -> ``alignment_erosion.global_refusal_rate``: the
+    stream of the global model the server scores itself."""
+    mode, rest = stream.split(".", 1)
+    return f"{mode}.global_{rest}"
+
+
 def stream_mode(stream: str) -> str:
     """Streams are named ``<mode>.<metric>[.<group>]``; return the mode."""
     return stream.split(".", 1)[0]

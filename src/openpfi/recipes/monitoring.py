@@ -40,8 +40,10 @@ from openpfi.client.scoring import generate_chat, shared_scorer
 from openpfi.config import Config
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, atomic_write_text
+from openpfi.monitor.client_probe import run_probes
 from openpfi.monitor.derive import derive_metrics
 from openpfi.monitor.detectors import DetectorBank
+from openpfi.monitor.global_change import GlobalChangeTest, results_from_dict, results_to_dict
 from openpfi.monitor.privacy import PrivacyLedger, plan_budget
 from openpfi.monitor.probes import ProbeSuite, holdout_items, load_suites, subset_suite, suite_manifest, verify_hashes
 from openpfi.monitor.refusal import (
@@ -53,7 +55,7 @@ from openpfi.monitor.refusal import (
     refusal_items,
 )
 from openpfi.monitor.schema import ReportSchema, build_schema
-from openpfi.monitor.server_eval import evaluate_public, public_points
+from openpfi.monitor.server_eval import evaluate_public, points_of, public_points
 from openpfi.monitor.types import MetricPoint
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.monitor_server import (
@@ -122,6 +124,20 @@ def _count_client_streams(schema: ReportSchema, n: int) -> int:
     return len(derive_metrics(schema, n * x, n, 0.0, ref, base, minimum_clients=1))
 
 
+def _change_test(plan: MonitorPlan, server_suites: Mapping[str, ProbeSuite],
+                 setup: Mapping[str, Any]) -> GlobalChangeTest | None:
+    """The paired test of the global model against round 0 (None for runs set up before it
+    existed, whose global streams stay with the change detectors). Its per-stream false-alarm
+    share is set by the caller once all streams are counted."""
+    items = setup.get("round0_global_items")
+    if not items or not server_suites:
+        return None
+    m = plan.cfg.monitor
+    return GlobalChangeTest(server_suites, results_from_dict(items, server_suites), DetectorBank(
+        "cusum", 0.0, 0.0, stream_directions()).direction, m.target_false_alarm_rate, plan.cfg.federation.rounds,
+        m.ood_max_nll, m.server_margins)
+
+
 def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, Any], scorer: Any,
                     server_suites: Mapping[str, ProbeSuite]) -> dict[str, Any]:
     """Round 0 on the server: base model (adapters at their zero-B init) and starting model."""
@@ -135,8 +151,8 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
     shared.set_state(dict(start_state))
     refusal: dict[str, ProbeSuite] = {k: full[k] for k in ("harmful", "benign") if k in full}
     reference = public_points(scorer, refusal, ood_max_nll=m.ood_max_nll) if refusal else {}
-    start_global = (public_points(scorer, server_suites, ood_max_nll=m.ood_max_nll, base_model=base_global)
-                    if server_suites else {})
+    start_items = run_probes(scorer, server_suites, batch=256) if server_suites else None
+    start_global = points_of(start_items, ood_max_nll=m.ood_max_nll, base_model=base_global) if start_items else {}
     ref_global = {k: p for k, p in start_global.items() if k.startswith("alignment_erosion.")}
     return {
         "base_model": base_clients,
@@ -144,6 +160,7 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
         "base_global": base_global,
         "reference_global": {k: _point(p) for k, p in ref_global.items()},
         "round0_global": {global_name(k): _point(p) for k, p in start_global.items()},
+        "round0_global_items": results_to_dict(start_items) if start_items else None,
         "refusal_judge": _judge_check(plan, shared, scorer),
     }
 
@@ -290,10 +307,13 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
         global_probe = GlobalProbe(scorer, shared.set_state, full_state, server_suites, m.ood_max_nll,
                                    setup["base_global"], {k: _unpoint(v) for k, v in setup["reference_global"].items()})
     detector = m.detector.replace("-", "_")
-    n_streams = 0
+    change_test = _change_test(plan, server_suites, setup)
+    n_global = len(change_test.streams) if change_test is not None else len(setup["round0_global"])
+    n_streams = max(_count_client_streams(schema, n_expected) + n_global, 1)
+    alpha = m.target_false_alarm_rate / n_streams
+    if change_test is not None:
+        change_test.alpha = alpha  # the same per-stream share of the run's false-alarm budget
     if resume_from == 0:
-        n_streams = max(_count_client_streams(schema, n_expected) + len(setup["round0_global"]), 1)
-        alpha = m.target_false_alarm_rate / n_streams
         bank = DetectorBank.calibrated(
             detector, m.drift_k, cfg.federation.rounds, m.target_false_alarm_rate,
             np.random.default_rng([cfg.seed, 7302]), streams=n_streams,
@@ -302,7 +322,7 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
     else:
         bank = DetectorBank(detector, 0.0, m.drift_k)  # replaced by the saved state below
     server = MonitorServer(run.path, schema, settings, bank, PrivacyLedger(p.delta), global_probe, reference,
-                           setup["base_model"])
+                           setup["base_model"], change_test=change_test)
     if resume_from == 0:
         round0 = {k: _unpoint(v) for k, v in setup["round0_global"].items()}
         server.bank.update(0, round0)

@@ -12,9 +12,11 @@ round it then
    (``derive.derive_metrics``), against the base model (out-of-domain change) and the
    round-0 model (alignment erosion);
 3. scores the global model on a fixed public probe sample (``server_eval.public_points``:
-   streams ``<mode>.global_<metric>``, no DP noise, item-sampling intervals);
-4. feeds every stream to the change detectors (CUSUM or Page-Hinkley, thresholds set by
-   simulation for the target false-alarm rate over all streams);
+   streams ``<mode>.global_<metric>``, no DP noise, item-sampling intervals) and tests its
+   change since round 0 item-paired, against a materiality margin
+   (``monitor/global_change.py``);
+4. feeds the client streams to the change detectors (CUSUM or Page-Hinkley, thresholds set
+   by simulation for the target false-alarm rate over all streams);
 5. writes every released aggregate, rejected report and alarm to ``audit.jsonl`` and the
    six modes' figures into the metrics row (keys ``amplified_bias``, ...);
 6. saves its state (detector recursions, ledger, history) as
@@ -38,14 +40,16 @@ import numpy as np
 
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, atomic_write_text
+from openpfi.monitor.client_probe import ProbeResults, run_probes
 from openpfi.monitor.derive import derive_metrics
 from openpfi.monitor.detectors import DEFAULT_DIRECTIONS, DetectorBank
+from openpfi.monitor.global_change import GlobalChangeTest
 from openpfi.monitor.privacy import PrivacyLedger, release_allowed, validate_report
 from openpfi.monitor.probes import ProbeSuite
 from openpfi.monitor.report import build_report, write_report
 from openpfi.monitor.schema import ReportSchema
-from openpfi.monitor.server_eval import public_points
-from openpfi.monitor.types import MODES, MetricPoint, Scorer, stream_mode
+from openpfi.monitor.server_eval import points_of
+from openpfi.monitor.types import MODES, MetricPoint, Scorer, global_name, stream_mode
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +77,6 @@ def stream_directions() -> dict[str, str]:
         mode, metric = name.split(".", 1)
         out[name] = out[f"{mode}.global_{metric}"] = d
     return out
-
-
-def global_name(stream: str) -> str:
-    """``alignment_erosion.refusal_rate`` -> ``alignment_erosion.global_refusal_rate``."""
-    mode, rest = stream.split(".", 1)
-    return f"{mode}.global_{rest}"
 
 
 def _point(p: MetricPoint) -> dict[str, float]:
@@ -138,12 +136,16 @@ class GlobalProbe:
         self.reference = dict(reference)
         """The round-0 model's points on ``suites`` (alignment changes)."""
 
+        self.last_results: ProbeResults | None = None
+        """The per-item outcomes of the last :meth:`evaluate` (for the paired change test)."""
+
     def evaluate(self) -> dict[str, MetricPoint]:
         if not self.suites:
             return {}
         self.load(self.full_state())
-        pts = public_points(self.scorer, self.suites, ood_max_nll=self.ood_max_nll,
-                            base_model=self.base, reference=self.reference)
+        self.last_results = run_probes(self.scorer, self.suites, batch=256)
+        pts = points_of(self.last_results, ood_max_nll=self.ood_max_nll, base_model=self.base,
+                        reference=self.reference)
         return {global_name(k): p for k, p in pts.items()}
 
 
@@ -162,6 +164,7 @@ class MonitorServer:
         base_model: Mapping[str, float],
         history: list[dict[str, Any]] | None = None,
         alarms: list[dict[str, Any]] | None = None,
+        change_test: GlobalChangeTest | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.schema = schema
@@ -173,6 +176,9 @@ class MonitorServer:
         self.base_model = dict(base_model)
         self.history: list[dict[str, Any]] = list(history or [])
         self.alarms: list[dict[str, Any]] = list(alarms or [])
+        self.change_test = change_test
+        """The global model's paired test against round 0; when set, the global streams are
+        tested by it instead of the change detectors."""
 
     # -- the engine's report check ----------------------------------------------------------------
     def validate(self, vec: Any) -> str | None:
@@ -200,7 +206,12 @@ class MonitorServer:
                                     self.reference, self.base_model, minimum_clients=s.min_clients, exact=exact)
         glob = self.global_probe.evaluate() if self.global_probe is not None else {}
         streams = {**points, **glob}
-        new_alarms = self.bank.update(round_num, streams)
+        paired: dict[str, dict[str, float]] = {}
+        if self.change_test is not None and self.global_probe is not None and self.global_probe.last_results:
+            paired = self.change_test.evaluate(self.global_probe.last_results)
+            new_alarms = self.bank.update(round_num, points) + self.change_test.alarms(round_num, paired)
+        else:
+            new_alarms = self.bank.update(round_num, streams)
         audit.append("aggregate", {
             "round": round_num,
             "scope": "clients",
@@ -218,11 +229,14 @@ class MonitorServer:
         })
         if glob:
             audit.append("aggregate", {"round": round_num, "scope": "global_model",
-                                       "streams": {k: _point(p) for k, p in sorted(glob.items())}})
+                                       "streams": {k: _point(p) for k, p in sorted(glob.items())},
+                                       "paired_change": {global_name(k): v for k, v in sorted(paired.items())}})
         for a in new_alarms:
             audit.append("alarm", asdict(a))
         self.alarms += [asdict(a) for a in new_alarms]
-        self.history.append({"round": round_num, "streams": {k: _point(p) for k, p in sorted(streams.items())}})
+        self.history.append({"round": round_num, "streams": {k: _point(p) for k, p in sorted(streams.items())},
+                             **({"paired_change": {global_name(k): v for k, v in sorted(paired.items())}}
+                                if paired else {})})
         for mode in MODES:
             row[mode] = {k.split(".", 1)[1]: _point(p) for k, p in sorted(streams.items()) if stream_mode(k) == mode}
         row["monitor"] = {
@@ -233,6 +247,8 @@ class MonitorServer:
             "epsilon_round": entry.epsilon_round,
             "epsilon_total": entry.epsilon_total,
             "alarms": [{"stream": a.stream, "magnitude": a.magnitude, "threshold": a.threshold} for a in new_alarms],
+            "global_change": {global_name(k): {f: v[f] for f in ("change", "se", "margin", "t", "critical")}
+                              for k, v in sorted(paired.items())},
         }
         row.pop("monitor_rejected", None)
         self.ledger.save(self.run_dir)
@@ -284,7 +300,7 @@ class MonitorServer:
     ) -> tuple[Path, Path]:
         """report.json + report.html from the history kept so far (``refusal_judge``: the round-0
         validation of the refusal judge, recipes/monitoring.py)."""
-        rounds = [{"round": h["round"], "streams": h["streams"]} for h in self.history]
+        rounds = [{k: h[k] for k in ("round", "streams", "paired_change") if k in h} for h in self.history]
         released = {h["round"] for h in self.history if any(not _is_global(k) for k in h["streams"])}
         withheld = [e.round for e in self.ledger.entries if not e.released]
         nm = list(not_measured)
