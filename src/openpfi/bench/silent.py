@@ -65,6 +65,9 @@ RESULT_FILE = "result.json"
 RESULT_VERSION = 1
 SETUP_SECONDS = 25.0
 """Per-run fixed cost in the duration estimate (model load, round-0 references, report)."""
+SERVER_SECONDS_PER_ITEM = 0.096
+"""The server scoring one public item on the global model per round (7.5 s for 78 items, quick
+profile, the project's 2-core machine)."""
 
 
 # -- plan -------------------------------------------------------------------------------------------
@@ -128,8 +131,13 @@ def run_config(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str = ""
 
 
 def expected_seconds(plan: BenchPlan, configs: Sequence[Config]) -> float:
+    """Setup, then per round: every sampled client (training, its monitor probes, evaluation) and
+    the server scoring its public sample."""
     spc = plan.profile.seconds_per_client_round
-    return sum(SETUP_SECONDS + c.federation.rounds * c.federation.clients_per_round * spc for c in configs)
+    return sum(SETUP_SECONDS + c.federation.rounds * (
+        c.federation.clients_per_round * spc
+        + (SERVER_SECONDS_PER_ITEM * sum(c.monitor.server_items.values()) if c.monitor.enabled else 0.0))
+        for c in configs)
 
 
 # -- one run ----------------------------------------------------------------------------------------
