@@ -123,3 +123,12 @@ def test_a_scenario_may_name_monitor_groups(tmp_path: Path):
     path = _write(tmp_path, '[monitor]\ngroups = ["english", "korean"]\n' + GOOD)
     scenario = parse_scenario(path, {"federation": {"rounds": 5, "clients_per_round": 4}})
     assert scenario.overrides["monitor"]["groups"] == ["english", "korean"]
+
+
+def test_full_profile_is_sized_for_three_hours_by_its_own_estimate(tmp_path: Path):
+    from openpfi.bench.silent import expected_seconds
+
+    plan = make_plan(tmp_path / "out.json")
+    configs = [run_config(plan, s, seed) for s, seed in plan.runs()]
+    assert len(configs) == 3 * len(plan.scenarios)
+    assert expected_seconds(plan, configs) <= 3 * 3600
