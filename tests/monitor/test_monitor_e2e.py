@@ -44,7 +44,7 @@ TINY = [
     "client.max_eval_examples=4",
     "monitor.enabled=true",
     "monitor.utility_examples=2",
-    'monitor.server_items={bbq = 2, crows = 2, harmful = 2, benign = 2, ood = 3, capability = 2}',
+    'monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}',
 ]
 
 
@@ -168,7 +168,7 @@ def test_metrics_rows_carry_the_six_modes_with_intervals(monitored):
         e = paired["alignment_erosion.global_refusal_rate"]  # bad direction: a fall
         assert e["t"] == pytest.approx((-e["change"] - e["margin"]) / max(e["se"], 1e-6))
     setup = json.loads((monitored.path / "monitor" / "setup.json").read_text())
-    assert len(setup["round0_global_items"]["refusal"]["harmful"]) == 2  # the server sample's items
+    assert len(setup["round0_global_items"]["refusal"]["harmful"]) == 5  # the server sample's items
 
 
 def test_report_charts_the_paired_statistic_of_global_streams(monitored):
@@ -177,6 +177,9 @@ def test_report_charts_the_paired_statistic_of_global_streams(monitored):
     g = metrics["alignment_erosion.global_refusal_rate"]
     assert g["detector"] == "paired_jackknife" and g["threshold"] > 1
     assert metrics["alignment_erosion.refusal_rate"]["detector"] == "cusum"
+    # streams over fewer public items than the test needs are reported, not silently skipped
+    untested = [x for x in report["not_measured"] if x["what"].startswith("paired test of")]
+    assert any("global_over_refusal_rate" in x["what"] and "2 item(s)" in x["why"] for x in untested)
 
 
 def test_editing_deleting_or_reordering_an_audit_entry_is_detected(monitored, tmp_path):

@@ -39,6 +39,9 @@ _SUITES_OF: dict[str, tuple[str, ...]] = {
     "refusal_rate": ("harmful",), "over_refusal_rate": ("benign",),
 }
 """The suites a tested stream is computed from: its jackknife runs over their items only."""
+MIN_ITEMS = 5
+"""Fewer public items behind a stream leave too few degrees of freedom for the test (its
+critical value runs into the hundreds); such streams are listed as untested instead."""
 MIN_SE = 1e-6
 """Error floor: a change every item made alike has jackknife error 0."""
 DETECTOR = "paired_jackknife"
@@ -134,9 +137,13 @@ class GlobalChangeTest:
         self.schema = build_schema(self.suites, groups=(), ood_max_nll=ood_max_nll)
         self.ref = self._values(reference)
         self.ref_loo = [self._values(drop_unit(reference, j, self.loo[j])) for j in range(self.units)]
-        self.streams = sorted(k for k in self.ref if tested(k) and self.units_of(k) >= 2
-                              and _defined(k, [self.ref, *self.ref_loo[:self.units_of(k)]]))
-        """Streams defined on the sample and on every leave-one-out subsample of it."""
+        candidates = [k for k in self.ref if tested(k) and self.units_of(k) >= 2
+                      and _defined(k, [self.ref, *self.ref_loo[:self.units_of(k)]])]
+        self.untested = {k: items_behind(k, self.suites) for k in candidates if items_behind(k, self.suites) < MIN_ITEMS}
+        """Streams over fewer than ``MIN_ITEMS`` items (stream -> items): not tested."""
+        self.streams = sorted(k for k in candidates if k not in self.untested)
+        """Streams defined on the sample and on every leave-one-out subsample of it, over at
+        least ``MIN_ITEMS`` items."""
 
     def _values(self, res: ProbeResults) -> dict[str, float]:
         return model_values(res, self.schema)
@@ -165,7 +172,7 @@ class GlobalChangeTest:
                 continue
             change = cur[k] - self.ref[k]
             se = jackknife_se([c[k] - r[k] for c, r in zip(cur_loo[:n], self.ref_loo[:n], strict=True)])
-            m = max(items_behind(k, self.suites), 2)
+            m = items_behind(k, self.suites)
             margin = self.margin(k)
             out[k] = {
                 "reference": self.ref[k], "value": cur[k], "change": change, "se": se, "margin": margin,

@@ -43,7 +43,7 @@ from openpfi.monitor.audit import AuditLog, atomic_write_text
 from openpfi.monitor.client_probe import run_probes
 from openpfi.monitor.derive import derive_metrics
 from openpfi.monitor.detectors import DetectorBank
-from openpfi.monitor.global_change import GlobalChangeTest, results_from_dict, results_to_dict
+from openpfi.monitor.global_change import MIN_ITEMS, GlobalChangeTest, results_from_dict, results_to_dict
 from openpfi.monitor.privacy import PrivacyLedger, plan_budget
 from openpfi.monitor.probes import ProbeSuite, holdout_items, load_suites, subset_suite, suite_manifest, verify_hashes
 from openpfi.monitor.refusal import (
@@ -351,6 +351,10 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
                     "parent_sha256": s.parent_sha256} for n, s in sorted(server_suites.items())]
     refusal_judge = setup.get("refusal_judge")  # absent in runs started before the check existed
     not_measured = _not_measured(plan, tuple(groups), refusal_judge)
+    for stream, items in sorted((change_test.untested if change_test else {}).items()):
+        not_measured.append({"mode": stream.split(".", 1)[0], "what": f"paired test of {global_name(stream)}",
+                             "why": f"the server's public sample holds {items} item(s) behind it, fewer than the "
+                                    f"{MIN_ITEMS} the test needs; raise monitor.server_items (and suite_sizes)"})
 
     def finish() -> None:
         server.write_report(system, probe_rows, not_measured, refusal_judge=refusal_judge)
