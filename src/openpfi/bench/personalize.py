@@ -89,6 +89,9 @@ class BenchPlan:
     max_examples: int = 60
     ditto_lambda: float = 0.1
     extra: tuple[str, ...] = field(default_factory=tuple)
+    step_seconds_per_token: float | None = None
+    """Measured training cost of this plan (None: ``STEP_SECONDS_PER_TOKEN``)."""
+    eval_seconds_per_token: float | None = None
 
     def sets(self, dataset: str, method: Method, seed: int, model: str) -> list[str]:
         return [
@@ -126,11 +129,15 @@ FULL = BenchPlan(
     methods=tuple(m.name for m in METHODS),
     clients=20,
     rounds=3,
-    local_steps=3,
+    local_steps=2,
     max_length=96,
     eval_examples=12,
     min_examples=20,
     max_examples=80,
+    # measured on this plan's first runs (chitchat, 20 clients: 50 s per round of 3 steps x 20
+    # clients, 14 s per evaluation): its clients' texts are longer than the quick plan's
+    step_seconds_per_token=1.0 / 410.0,
+    eval_seconds_per_token=1.0 / 1450.0,
 )
 QUICK = BenchPlan(
     quick=True,
@@ -148,7 +155,8 @@ QUICK = BenchPlan(
 
 # Measured alone on the project's 2-core machine (SmolLM2-135M, bf16; see docs/BENCHMARKS-personalize.md):
 STEP_SECONDS_PER_TOKEN = 1.0 / 550.0
-"""Training: seconds per padded token of a step (forward + backward + optimizer)."""
+"""Training: seconds per padded token of a step (forward + backward + optimizer), measured on
+the quick plan; a plan whose clients hold longer texts sets its own (``BenchPlan``)."""
 EVAL_SECONDS_PER_TOKEN = 1.0 / 1650.0
 SETUP_SECONDS = 8.0
 """Per run: load the data, the model (cached safetensors) and tokenize."""
@@ -161,11 +169,12 @@ def expected_seconds(plan: BenchPlan) -> float:
     total = 0.0
     for dataset, method, _ in plan.runs():
         tok = min(TOKENS_PER_EXAMPLE.get(dataset, 60.0), plan.max_length)
-        step = plan.batch_size * tok * STEP_SECONDS_PER_TOKEN
+        step = plan.batch_size * tok * (plan.step_seconds_per_token or STEP_SECONDS_PER_TOKEN)
         train = plan.rounds * plan.local_steps * step * method.train_phases
         if method.name == "finetune":  # fine-tuning before the (final) evaluation only
             train += plan.local_steps * step
-        evals = (2 if method.personal else 1) * plan.eval_examples * tok * EVAL_SECONDS_PER_TOKEN
+        evals = (2 if method.personal else 1) * plan.eval_examples * tok * (
+            plan.eval_seconds_per_token or EVAL_SECONDS_PER_TOKEN)
         total += SETUP_SECONDS + plan.clients * (train + evals)
     return total
 
