@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from safetensors.torch import load_file
@@ -23,7 +24,7 @@ from safetensors.torch import load_file
 from openpfi.client.scoring import shared_scorer
 from openpfi.config import load_config
 from openpfi.monitor.client_probe import ProbeResults, run_probes
-from openpfi.monitor.detectors import DetectorBank
+from openpfi.monitor.detectors import direction_for
 from openpfi.monitor.global_change import GlobalChangeTest, results_from_dict, results_to_dict
 from openpfi.monitor.probes import load_suites
 from openpfi.recipes.federated_sft import load_shared
@@ -61,7 +62,7 @@ def analyse(path: Path) -> None:
     suites = load_suites(data["sizes"], seed=0)
     rounds = sorted(data["rounds"], key=int)
     results: dict[str, ProbeResults] = {r: results_from_dict(data["rounds"][r], suites) for r in rounds}
-    direction = DetectorBank("cusum", 0.0, 0.0, stream_directions()).direction
+    direction = partial(direction_for, stream_directions())
     test = GlobalChangeTest(suites, results["0"], direction, 0.05 / STREAMS_PER_RUN, len(rounds) - 1, 8.0)
     print(f"== {path.stem} (change / se / t per round {', '.join(rounds[1:])}; * = alarm)")
     rows: dict[str, list[str]] = {}

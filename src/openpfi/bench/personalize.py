@@ -72,6 +72,13 @@ METHODS: tuple[Method, ...] = (
 )
 
 
+# Measured alone on the project's 2-core machine (SmolLM2-135M, bf16; see docs/BENCHMARKS-personalize.md):
+STEP_SECONDS_PER_TOKEN = 1.0 / 550.0
+"""Training: seconds per padded token of a step (forward + backward + optimizer), measured on
+the quick plan; a plan whose clients hold longer texts sets its own (``BenchPlan``)."""
+EVAL_SECONDS_PER_TOKEN = 1.0 / 1650.0
+
+
 @dataclass(frozen=True)
 class BenchPlan:
     quick: bool
@@ -89,9 +96,9 @@ class BenchPlan:
     max_examples: int = 60
     ditto_lambda: float = 0.1
     extra: tuple[str, ...] = field(default_factory=tuple)
-    step_seconds_per_token: float | None = None
-    """Measured training cost of this plan (None: ``STEP_SECONDS_PER_TOKEN``)."""
-    eval_seconds_per_token: float | None = None
+    step_seconds_per_token: float = STEP_SECONDS_PER_TOKEN
+    """Measured training cost of this plan (for the duration estimate)."""
+    eval_seconds_per_token: float = EVAL_SECONDS_PER_TOKEN
 
     def sets(self, dataset: str, method: Method, seed: int, model: str) -> list[str]:
         return [
@@ -153,11 +160,6 @@ QUICK = BenchPlan(
     max_examples=80,
 )
 
-# Measured alone on the project's 2-core machine (SmolLM2-135M, bf16; see docs/BENCHMARKS-personalize.md):
-STEP_SECONDS_PER_TOKEN = 1.0 / 550.0
-"""Training: seconds per padded token of a step (forward + backward + optimizer), measured on
-the quick plan; a plan whose clients hold longer texts sets its own (``BenchPlan``)."""
-EVAL_SECONDS_PER_TOKEN = 1.0 / 1650.0
 SETUP_SECONDS = 8.0
 """Per run: load the data, the model (cached safetensors) and tokenize."""
 TOKENS_PER_EXAMPLE = {"chitchat": 85.0, "shakespeare": 105.0}
@@ -169,12 +171,11 @@ def expected_seconds(plan: BenchPlan) -> float:
     total = 0.0
     for dataset, method, _ in plan.runs():
         tok = min(TOKENS_PER_EXAMPLE.get(dataset, 60.0), plan.max_length)
-        step = plan.batch_size * tok * (plan.step_seconds_per_token or STEP_SECONDS_PER_TOKEN)
+        step = plan.batch_size * tok * plan.step_seconds_per_token
         train = plan.rounds * plan.local_steps * step * method.train_phases
         if method.name == "finetune":  # fine-tuning before the (final) evaluation only
             train += plan.local_steps * step
-        evals = (2 if method.personal else 1) * plan.eval_examples * tok * (
-            plan.eval_seconds_per_token or EVAL_SECONDS_PER_TOKEN)
+        evals = (2 if method.personal else 1) * plan.eval_examples * tok * plan.eval_seconds_per_token
         total += SETUP_SECONDS + plan.clients * (train + evals)
     return total
 

@@ -72,6 +72,16 @@ DEFAULT_DIRECTIONS: dict[str, str] = {
 """Which change is bad, by mode or by stream prefix (the longest matching key wins)."""
 
 
+def direction_for(directions: Mapping[str, str], stream: str) -> str:
+    """Longest key of ``directions`` equal to ``stream`` or a dotted prefix of it; else ``both``."""
+    parts = stream.split(".")
+    for n in range(len(parts), 0, -1):
+        key = ".".join(parts[:n])
+        if key in directions:
+            return directions[key]
+    return "both"
+
+
 def interval_std(point: MetricPoint, min_std: float) -> float:
     """``max(max(hi - x, x - lo) / 1.96, min_std)``: the std behind a ~95% interval, floored.
 
@@ -340,13 +350,7 @@ class DetectorBank:
         return bank
 
     def direction(self, stream: str) -> str:
-        """Longest key of ``directions`` equal to ``stream`` or a dotted prefix of it; else ``both``."""
-        parts = stream.split(".")
-        for n in range(len(parts), 0, -1):
-            key = ".".join(parts[:n])
-            if key in self.directions:
-                return self.directions[key]
-        return "both"
+        return direction_for(self.directions, stream)
 
     def threshold_for(self, stream: str) -> float:
         return self.threshold_two_sided if self.direction(stream) == "both" else self.threshold

@@ -137,11 +137,11 @@ class GlobalChangeTest:
         self.schema = build_schema(self.suites, groups=(), ood_max_nll=ood_max_nll)
         self.ref = self._values(reference)
         self.ref_loo = [self._values(drop_unit(reference, j, self.loo[j])) for j in range(self.units)]
-        candidates = [k for k in self.ref if tested(k) and self.units_of(k) >= 2
-                      and _defined(k, [self.ref, *self.ref_loo[:self.units_of(k)]])]
-        self.untested = {k: items_behind(k, self.suites) for k in candidates if items_behind(k, self.suites) < MIN_ITEMS}
+        items = {k: items_behind(k, self.suites) for k in self.ref if tested(k) and self.units_of(k) >= 2
+                 and _defined(k, [self.ref, *self.ref_loo[:self.units_of(k)]])}
+        self.untested = {k: m for k, m in items.items() if m < MIN_ITEMS}
         """Streams over fewer than ``MIN_ITEMS`` items (stream -> items): not tested."""
-        self.streams = sorted(k for k in candidates if k not in self.untested)
+        self.streams = sorted(k for k in items if k not in self.untested)
         """Streams defined on the sample and on every leave-one-out subsample of it, over at
         least ``MIN_ITEMS`` items."""
 

@@ -29,6 +29,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,7 @@ from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, atomic_write_text
 from openpfi.monitor.client_probe import run_probes
 from openpfi.monitor.derive import derive_metrics
-from openpfi.monitor.detectors import DetectorBank
+from openpfi.monitor.detectors import DetectorBank, direction_for
 from openpfi.monitor.global_change import MIN_ITEMS, GlobalChangeTest, results_from_dict, results_to_dict
 from openpfi.monitor.privacy import PrivacyLedger, plan_budget
 from openpfi.monitor.probes import ProbeSuite, holdout_items, load_suites, subset_suite, suite_manifest, verify_hashes
@@ -133,9 +134,9 @@ def _change_test(plan: MonitorPlan, server_suites: Mapping[str, ProbeSuite],
     if not items or not server_suites:
         return None
     m = plan.cfg.monitor
-    return GlobalChangeTest(server_suites, results_from_dict(items, server_suites), DetectorBank(
-        "cusum", 0.0, 0.0, stream_directions()).direction, m.target_false_alarm_rate, plan.cfg.federation.rounds,
-        m.ood_max_nll, m.server_margins)
+    return GlobalChangeTest(server_suites, results_from_dict(items, server_suites),
+                            partial(direction_for, stream_directions()), m.target_false_alarm_rate,
+                            plan.cfg.federation.rounds, m.ood_max_nll, m.server_margins)
 
 
 def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, Any], scorer: Any,

@@ -208,8 +208,9 @@ class MonitorServer:
         streams = {**points, **glob}
         paired: dict[str, dict[str, float]] = {}
         if self.change_test is not None and self.global_probe is not None and self.global_probe.last_results:
-            paired = self.change_test.evaluate(self.global_probe.last_results)
-            new_alarms = self.bank.update(round_num, points) + self.change_test.alarms(round_num, paired)
+            tested = self.change_test.evaluate(self.global_probe.last_results)
+            new_alarms = self.bank.update(round_num, points) + self.change_test.alarms(round_num, tested)
+            paired = {global_name(k): v for k, v in sorted(tested.items())}
         else:
             new_alarms = self.bank.update(round_num, streams)
         audit.append("aggregate", {
@@ -230,13 +231,12 @@ class MonitorServer:
         if glob:
             audit.append("aggregate", {"round": round_num, "scope": "global_model",
                                        "streams": {k: _point(p) for k, p in sorted(glob.items())},
-                                       "paired_change": {global_name(k): v for k, v in sorted(paired.items())}})
+                                       "paired_change": paired})
         for a in new_alarms:
             audit.append("alarm", asdict(a))
         self.alarms += [asdict(a) for a in new_alarms]
         self.history.append({"round": round_num, "streams": {k: _point(p) for k, p in sorted(streams.items())},
-                             **({"paired_change": {global_name(k): v for k, v in sorted(paired.items())}}
-                                if paired else {})})
+                             **({"paired_change": paired} if paired else {})})
         for mode in MODES:
             row[mode] = {k.split(".", 1)[1]: _point(p) for k, p in sorted(streams.items()) if stream_mode(k) == mode}
         row["monitor"] = {
@@ -247,8 +247,8 @@ class MonitorServer:
             "epsilon_round": entry.epsilon_round,
             "epsilon_total": entry.epsilon_total,
             "alarms": [{"stream": a.stream, "magnitude": a.magnitude, "threshold": a.threshold} for a in new_alarms],
-            "global_change": {global_name(k): {f: v[f] for f in ("change", "se", "margin", "t", "critical")}
-                              for k, v in sorted(paired.items())},
+            "global_change": {k: {f: v[f] for f in ("change", "se", "margin", "t", "critical")}
+                              for k, v in paired.items()},
         }
         row.pop("monitor_rejected", None)
         self.ledger.save(self.run_dir)
