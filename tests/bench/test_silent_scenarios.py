@@ -132,3 +132,21 @@ def test_full_profile_is_sized_for_three_hours_by_its_own_estimate(tmp_path: Pat
     configs = [run_config(plan, s, seed) for s, seed in plan.runs()]
     assert len(configs) == 3 * len(plan.scenarios)
     assert expected_seconds(plan, configs) <= 3 * 3600
+
+
+def test_duration_estimate_counts_the_injected_clients_extra_steps(tmp_path: Path):
+    """Same profile, same run, with and without 4x local steps on the 2 injected clients from
+    round 2 of 4: the estimate differs by exactly 2 clients x 3 rounds x 6 extra steps x STEP_SECONDS."""
+    from openpfi.bench import silent
+
+    def estimate(extra: str) -> float:
+        d = tmp_path / ("scaled" if extra else "plain")
+        d.mkdir()
+        (d / "_suite.toml").write_text((SCENARIO_DIR / "_suite.toml").read_text())
+        _write(d, GOOD.replace('start_round = 2', f'start_round = 2\n{extra}'))
+        plan = make_plan(tmp_path / "out.json", quick=True, scenarios_dir=d)
+        configs = [run_config(plan, s, seed) for s, seed in plan.runs()]
+        assert [c.federation.rounds for c in configs] == [4] and [c.client.local_steps for c in configs] == [2]
+        return silent.expected_seconds(plan, configs)
+
+    assert estimate("steps_scale = 4.0") - estimate("") == pytest.approx(2 * 3 * 6 * silent.STEP_SECONDS)

@@ -63,11 +63,15 @@ from openpfi.monitor.types import MODES
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo.toml"
 RESULT_FILE = "result.json"
 RESULT_VERSION = 1
-SETUP_SECONDS = 25.0
-"""Per-run fixed cost in the duration estimate (model load, round-0 references, report)."""
+SETUP_SECONDS = 30.0
+"""Per-run fixed cost in the duration estimate (model load, client round-0 references, report);
+the server's round-0 scoring is counted with the rounds'."""
 SERVER_SECONDS_PER_ITEM = 0.096
-"""The server scoring one public item on the global model per round (7.5 s for 78 items, quick
+"""The server scoring one public item on the global model once (7.5 s for 78 items, quick
 profile, the project's 2-core machine)."""
+STEP_SECONDS = 0.5
+"""One extra local step of an injected client (``steps_scale`` > 1): ~9 s more per round for
+2 clients at 8-10 steps instead of 2 (quick profile, batch 4, max length 64, same machine)."""
 
 
 # -- plan -------------------------------------------------------------------------------------------
@@ -131,13 +135,21 @@ def run_config(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str = ""
 
 
 def expected_seconds(plan: BenchPlan, configs: Sequence[Config]) -> float:
-    """Setup, then per round: every sampled client (training, its monitor probes, evaluation) and
-    the server scoring its public sample."""
+    """Per run (``configs`` in ``plan.runs()`` order): setup; the server scoring its public sample
+    at round 0 and after every round; every sampled client each round (training, its monitor
+    probes, evaluation); and the injected clients' extra local steps from onset on."""
     spc = plan.profile.seconds_per_client_round
-    return sum(SETUP_SECONDS + c.federation.rounds * (
-        c.federation.clients_per_round * spc
-        + (SERVER_SECONDS_PER_ITEM * sum(c.monitor.server_items.values()) if c.monitor.enabled else 0.0))
-        for c in configs)
+    total = 0.0
+    for (scenario, _), c in zip(plan.runs(), configs, strict=True):
+        rounds = c.federation.rounds
+        server = SERVER_SECONDS_PER_ITEM * sum(c.monitor.server_items.values()) if c.monitor.enabled else 0.0
+        inj = scenario.injection
+        injected_rounds = max(0, rounds - inj.start_round + 1) if inj.kind != "none" else 0
+        steps = c.client.local_steps
+        extra_steps = max(0, round(steps * inj.steps_scale) - steps)
+        total += (SETUP_SECONDS + (rounds + 1) * server + rounds * c.federation.clients_per_round * spc
+                  + inj.count(c.data.num_clients) * injected_rounds * extra_steps * STEP_SECONDS)
+    return total
 
 
 # -- one run ----------------------------------------------------------------------------------------
