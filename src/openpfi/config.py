@@ -190,7 +190,8 @@ class AlignmentConfig(_Section):
 
 
 PROBE_SUITES = ("bbq", "crows", "harmful", "benign", "ood", "capability")
-MARGIN_METRICS = ("bbq_amb_bias", "bbq_dis_bias", "crows_stereo_pref", "ece", "accuracy", "confidence",
+MARGIN_METRICS = ("bbq_amb_bias", "bbq_dis_bias", "crows_stereo_pref", "bbq_amb_lean", "crows_stereo_prob",
+                  "ece", "accuracy", "confidence",
                   "capability_accuracy", "nll_relative", "refusal_rate", "over_refusal_rate")
 """The metrics of monitor.server_margins (= monitor/global_change.py DEFAULT_MARGINS)."""
 

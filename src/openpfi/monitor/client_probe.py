@@ -47,6 +47,8 @@ class Choice:
     pred: int
     confidence: float
     correct: bool
+    probs: tuple[float, ...] = ()
+    """Probability of every option (softmax of per-token log-likelihoods); () when unknown."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class ProbeResults:
     refusal: Mapping[str, tuple[float, ...]]  # "harmful", "benign": judge probability
     ood: tuple[float, ...]  # mean per-token NLL
     n_items: int  # ScoreItems scored
+    crows_margin: tuple[float, ...] = ()  # log p(sent_more) - log p(sent_less); () when unknown
 
 
 def _suite_items(name: str, suite: ProbeSuite) -> list[ScoreItem]:
@@ -95,7 +98,7 @@ def _choice(scores: Sequence[tuple[float, int]], label: int) -> Choice:
     p = np.exp(s - s.max())
     p /= p.sum()
     k = int(np.argmax(s))
-    return Choice(k, float(p[k]), k == label)
+    return Choice(k, float(p[k]), k == label, tuple(float(x) for x in p))
 
 
 def run_probes(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: int = 32) -> ProbeResults:
@@ -125,6 +128,7 @@ def run_probes(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: int =
     choices: dict[str, tuple[Choice, ...]] = {}
     refusal: dict[str, tuple[float, ...]] = {}
     crows: tuple[bool, ...] = ()
+    crows_margin: tuple[float, ...] = ()
     ood: tuple[float, ...] = ()
     for name, suite in suites.items():
         r, out = res[name], []
@@ -136,14 +140,15 @@ def run_probes(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: int =
                 at += len(it.options)
             choices[name] = tuple(out)
         elif isinstance(first, CrowsItem):
-            crows = tuple(r[2 * j][0] > r[2 * j + 1][0] for j in range(len(suite.items)))
+            crows_margin = tuple(r[2 * j][0] - r[2 * j + 1][0] for j in range(len(suite.items)))
+            crows = tuple(m > 0 for m in crows_margin)
         elif isinstance(first, PromptItem):
             k = JUDGE_ITEMS_PER_PROMPT
             refusal[name] = tuple(refusal_probability(r[k * j:k * (j + 1)])
                                   for j in range(len(suite.items)))
         elif isinstance(first, TextItem):
             ood = tuple(-lp / n for lp, n in r)
-    return ProbeResults(dict(suites), choices, crows, refusal, ood, len(flat))
+    return ProbeResults(dict(suites), choices, crows, refusal, ood, len(flat), crows_margin)
 
 
 def _rate(flags: Sequence[bool]) -> float:
