@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -35,24 +36,36 @@ STREAMS_PER_RUN = 60
 """Bonferroni share for the printed critical values: target 0.05 over this many streams."""
 
 
-def score(run: Path, out: Path) -> Path:
-    dest = out / f"{run.parent.name}-{run.name}.json"
-    if dest.exists():
-        return dest
+def checkpoint_rounds(run: Path) -> list[int]:
+    """The rounds whose global adapter the run saved (``checkpoints/round-<r>``), ascending."""
+    return sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("round-*"))
+
+
+def round_results(run: Path, sizes: dict[str, int], rounds: Iterable[int]) -> Iterator[tuple[int, ProbeResults]]:
+    """(round, per-item outcomes) of the run's global model at each of ``rounds`` (0 = its start:
+    the base model or ``model.adapter``) on public samples of ``sizes`` items."""
     cfg = load_config(run / "config.toml")
     shared, start = load_shared(cfg)
-    suites = load_suites(SIZES, seed=cfg.monitor.probe_seed)
+    suites = load_suites(sizes, seed=cfg.monitor.probe_seed)
     scorer = shared_scorer(shared, cfg.monitor.batch_tokens)
-    rounds = sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("round-*"))
-    res: dict[int, dict] = {}
-    for r in [0, *rounds]:
-        t0 = time.perf_counter()
+    for r in rounds:
         state = dict(start)
         if r:
             state.update(load_file(str(run / "checkpoints" / f"round-{r}" / "adapter.safetensors")))
         shared.set_state(state)
-        res[r] = results_to_dict(run_probes(scorer, suites, batch=256))
+        yield r, run_probes(scorer, suites, batch=256)
+
+
+def score(run: Path, out: Path) -> Path:
+    dest = out / f"{run.parent.name}-{run.name}.json"
+    if dest.exists():
+        return dest
+    res: dict[int, dict] = {}
+    t0 = time.perf_counter()
+    for r, probed in round_results(run, SIZES, [0, *checkpoint_rounds(run)]):
+        res[r] = results_to_dict(probed)
         print(f"{run.parent.name} round {r}: {time.perf_counter() - t0:.1f} s", flush=True)
+        t0 = time.perf_counter()
     dest.write_text(json.dumps({"sizes": SIZES, "rounds": res}))
     return dest
 

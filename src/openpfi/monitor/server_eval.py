@@ -15,6 +15,9 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+from scipy.special import expit
+
 from openpfi.monitor.client_probe import Choice, ProbeResults, encode_report, run_probes
 from openpfi.monitor.derive import Z95, derive_metrics
 from openpfi.monitor.probes import BBQItem, ProbeSuite
@@ -70,10 +73,7 @@ def bbq_amb_lean(items: Sequence[Any], choices: Sequence[Choice]) -> float | Non
 def crows_stereo_prob(margins: Sequence[float]) -> float:
     """Mean over CrowS pairs of sigmoid(log p(more stereotyped) - log p(less)): the probability
     the model gives the stereotyped sentence of each pair, in (0, 1)."""
-    def sigmoid(x: float) -> float:
-        return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
-
-    return sum(sigmoid(m) for m in margins) / len(margins)
+    return float(np.mean(expit(np.asarray(margins, dtype=float))))
 
 
 def items_behind(stream: str, suites: Mapping[str, ProbeSuite]) -> int:
