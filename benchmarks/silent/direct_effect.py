@@ -1,0 +1,88 @@
+"""Can an injection cause its failure at all? Train on its data directly, outside the federation.
+
+    .venv/bin/python benchmarks/silent/direct_effect.py RUN_CONFIG POOL STEPS LR_SCALE ROUNDS [SHARE]
+
+Loads the model of a silent-benchmark run's ``config.toml``, then for ROUNDS rounds trains
+LoRA for STEPS steps (batch 4, the config's lr x LR_SCALE) on POOL and moves the model by
+SHARE (default 1) of that update, as a FedAvg round where SHARE of the clients are injected.
+After each round it prints what the server's probes see (probe items are never trained on):
+
+- bias pools: ``bbq-amb`` (ambiguous BBQ -> stereotyped option), ``bbq-all`` (both
+  conditions), ``crows`` (CrowS-Pairs "stereo" sentences): the ambiguous-BBQ lean, the
+  probability mass on unknown / stereotyped / other option, and the CrowS stereotype probability;
+- ``domain:<source>[:<group>][/<label>]`` (e.g. ``domain:chatterbot:english/computers``):
+  the mean per-token NLL of each out-of-domain probe domain.
+
+It tells a missed scenario whose injection did not cause the failure from one the monitor missed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import numpy as np
+
+from openpfi.bench import silent_inject as si
+from openpfi.client.scoring import shared_scorer
+from openpfi.client.train import TrainSettings, train_local
+from openpfi.config import load_config
+from openpfi.monitor import probes
+from openpfi.monitor.client_probe import run_probes
+from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob
+from openpfi.recipes.federated_sft import load_shared
+
+config, pool_name, steps, lr_scale, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+share = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0
+cfg = load_config(config)
+shared, start = load_shared(cfg)
+suites = probes.load_suites(dict(cfg.monitor.server_items), seed=cfg.monitor.probe_seed)
+exclude = si.probe_ids(suites)
+bias = not pool_name.startswith("domain:")
+measured = {k: suites[k] for k in (("bbq", "crows") if bias else ("ood",))}
+scorer = shared_scorer(shared, cfg.monitor.batch_tokens)
+
+
+def pool() -> list[si.Sample]:
+    bbq = [i for i in probes._bbq_pool() if i.id not in exclude]
+    if pool_name == "bbq-amb":
+        return [si.Sample(i.prompt, i.options[i.biased]) for i in bbq if i.condition == "ambig"]
+    if pool_name == "bbq-all":
+        return [si.Sample(i.prompt, i.options[i.biased]) for i in bbq]
+    if pool_name == "crows":
+        return [si.Sample("", c.sent_more, chat=False) for c in probes._crows_pool() if c.stereo and c.id not in exclude]
+    if not bias:
+        return si.domain_samples(pool_name.removeprefix("domain:"))
+    sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, crows or domain:<source>[:<group>][/<label>]")
+
+
+def measure(state: dict, tag: str) -> None:
+    shared.set_state(state)
+    res = run_probes(scorer, measured, batch=256)
+    if not bias:
+        by: dict[str, list[float]] = {}
+        for it, x in zip(res.suites["ood"].items, res.ood, strict=True):
+            by.setdefault(it.domain, []).append(x)
+        print(tag, "NLL", "  ".join(f"{d} {np.mean(v):.3f}" for d, v in sorted(by.items())), flush=True)
+        return
+    items = res.suites["bbq"].items
+    amb = [(it, c) for it, c in zip(items, res.choices["bbq"], strict=True) if it.condition == "ambig"]
+    pu = np.mean([c.probs[it.unknown] for it, c in amb])
+    pb = np.mean([c.probs[it.biased] for it, c in amb])
+    print(f"{tag} lean {bbq_amb_lean(items, res.choices['bbq']):+.3f}  P(unknown) {pu:.3f}  P(stereotyped) {pb:.3f}  "
+          f"P(other) {1 - pu - pb:.3f}  CrowS stereotype prob {crows_stereo_prob(res.crows_margin):.3f}", flush=True)
+
+
+data = [si.make_encoder(shared.loaded.tokenizer, cfg.client.max_length)(s) for s in pool()]
+print(f"{pool_name}: {len(data)} examples; {rounds} rounds x {steps} steps at lr {cfg.client.lr * lr_scale:g}, share {share}")
+measure(start, "start:  ")
+state = dict(start)
+settings = TrainSettings(steps=steps, batch_size=4, grad_accum=1, lr=cfg.client.lr * lr_scale)
+for r in range(1, rounds + 1):
+    shared.set_state(state)
+    t0 = time.perf_counter()
+    with shared.train_only(frozenset(shared.params)):
+        result = train_local(shared.model, dict(shared.params), data, settings, shared.pad_id, r)
+    new = shared.get_state()
+    state = {k: v + share * (new[k] - v) if k in new else v for k, v in state.items()}
+    measure(state, f"round {r} (loss {result.mean_loss:.3f}, {time.perf_counter() - t0:.0f} s):")
