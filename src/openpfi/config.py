@@ -245,6 +245,10 @@ class MonitorConfig(_Section):
     target_false_alarm_rate: float = Field(0.05, gt=0, lt=1)
     """Probability of any false alarm over all streams of a run (Bonferroni over streams); the
     thresholds are calibrated by simulation on streams standardised by sampling + DP noise."""
+    global_test_share: float = Field(0.5, gt=0, lt=1)
+    """Share of target_false_alarm_rate given to the server's paired tests of the global model
+    (a few streams over public items), split evenly over them; the client-report streams share
+    the rest. Bonferroni over the two parts keeps the run's total at the target."""
     drift_k: float = Field(0.5, ge=0)
     """Detector allowance k in standard deviations (detects shifts of about 2k)."""
     calibration_sims: int = Field(20000, ge=1000)

@@ -89,6 +89,20 @@ def test_run_writes_report_with_six_modes_privacy_ledger_and_verified_audit(moni
     assert manifest["monitor"]["probes"]["bbq"]["sha256"] == load_suites({"bbq": 44})["bbq"].sha256
 
 
+def test_false_alarm_budget_is_split_between_paired_tests_and_client_streams(monitored):
+    # Prepare: the audit's start record and the run's own config
+    m = monitored.cfg.monitor
+    action = next(e for e in read_entries(monitored.path) if e["kind"] == "action")["payload"]
+    g = action["global_tests"]
+    # Assert: global_test_share of the target over the paired tests, the rest over the client streams
+    assert g["streams"] > 0 and g["budget_share"] == pytest.approx(m.global_test_share)
+    assert g["alpha_per_stream_run"] == pytest.approx(m.target_false_alarm_rate * m.global_test_share / g["streams"])
+    det = action["detector"]["calibration"]
+    assert det["target_false_alarm_rate"] == pytest.approx(m.target_false_alarm_rate * (1 - m.global_test_share))
+    assert det["streams"] == action["streams"]
+    assert det["per_stream_rate"] == pytest.approx(det["target_false_alarm_rate"] / action["streams"])
+
+
 def test_round0_validates_the_refusal_judge_on_generated_answers(monitored):
     # Prepare
     d = monitored.path

@@ -331,7 +331,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     det_text += (". Values are standardised by their uncertainty, which includes the DP noise. The global model's "
                  "streams (<code>global_*</code>), scored by the server on fixed public items, are tested instead "
                  "item-paired against round 0: an alarm needs a change beyond the metric's materiality margin "
-                 "at the same per-stream false-alarm share (jackknife over items, Student t).")
+                 "(jackknife over items, Student t) with their own part of the run's false-alarm budget "
+                 "(<code>monitor.global_test_share</code>, split evenly over them; the streams above share the rest).")
     sections = [
         ("overview", "Overview", f"<div class='card'>{overview}<p class='muted'>{det_text}</p></div>"),
         ("modes", "Silent-failure modes", "".join(_mode_panel(m, report.get("refusal_judge")) for m in report["modes"])),

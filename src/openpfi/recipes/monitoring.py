@@ -25,6 +25,7 @@ Kept in ``monitor/setup.json`` (read back on resume, never regenerated), manifes
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +41,7 @@ from openpfi.client.monitor_client import ClientMonitor, ClientMonitorSettings
 from openpfi.client.scoring import generate_chat, shared_scorer
 from openpfi.config import Config
 from openpfi.errors import UserError
+from openpfi.models.loader import sha256_state
 from openpfi.monitor.audit import AuditLog, atomic_write_text
 from openpfi.monitor.client_probe import run_probes
 from openpfi.monitor.derive import derive_metrics
@@ -56,8 +58,9 @@ from openpfi.monitor.refusal import (
     refusal_items,
 )
 from openpfi.monitor.schema import ReportSchema, build_schema
-from openpfi.monitor.server_eval import evaluate_public, points_of, public_points
+from openpfi.monitor.server_eval import evaluate_public, model_values, points_of, public_points
 from openpfi.monitor.types import MetricPoint
+from openpfi.recipes.setup_cache import cached_setup, setup_key
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.monitor_server import (
     STATE_DIR,
@@ -148,11 +151,18 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
     shared.set_state(base_state)
     base_clients = evaluate_public(scorer, {k: full[k] for k in ("ood", "capability") if k in full},
                                    ood_max_nll=m.ood_max_nll)
-    base_global = evaluate_public(scorer, server_suites, ood_max_nll=m.ood_max_nll) if server_suites else {}
+    base_items = run_probes(scorer, server_suites, batch=256) if server_suites else None
+    base_global = model_values(base_items, build_schema(server_suites, groups=(), ood_max_nll=m.ood_max_nll)) \
+        if base_items is not None else {}
     shared.set_state(dict(start_state))
     refusal: dict[str, ProbeSuite] = {k: full[k] for k in ("harmful", "benign") if k in full}
     reference = public_points(scorer, refusal, ood_max_nll=m.ood_max_nll) if refusal else {}
-    start_items = run_probes(scorer, server_suites, batch=256) if server_suites else None
+    if not server_suites:
+        start_items = None
+    elif base_items is not None and sha256_state(dict(start_state)) == sha256_state(dict(base_state)):
+        start_items = base_items  # no starting adapter: the round-0 model is the base model
+    else:
+        start_items = run_probes(scorer, server_suites, batch=256)
     start_global = points_of(start_items, ood_max_nll=m.ood_max_nll, base_model=base_global) if start_items else {}
     ref_global = {k: p for k, p in start_global.items() if k.startswith("alignment_erosion.")}
     return {
@@ -286,7 +296,13 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
     setup_path = run.path / STATE_DIR / SETUP_FILE
 
     if resume_from == 0:
-        setup = _evaluate_setup(plan, shared, start_state, scorer, server_suites)
+        key = setup_key(
+            dataclasses.asdict(shared.loaded.info), shared.initial_state, start_state,
+            {**{f"client:{k}": v.sha256 for k, v in plan.suites.items()},
+             **{f"server:{k}": v.sha256 for k, v in server_suites.items()}},
+            {k: getattr(m, k) for k in ("ood_max_nll", "judge_check_prompts", "judge_check_max_new_tokens")},
+        )
+        setup = cached_setup(key, lambda: _evaluate_setup(plan, shared, start_state, scorer, server_suites))
         setup["probes"] = probes
         setup["schema_sha256"] = schema.sha256
         atomic_write_text(setup_path, _dumps(setup))
@@ -309,14 +325,19 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
                                    setup["base_global"], {k: _unpoint(v) for k, v in setup["reference_global"].items()})
     detector = m.detector.replace("-", "_")
     change_test = _change_test(plan, server_suites, setup)
-    n_global = len(change_test.streams) if change_test is not None else len(setup["round0_global"])
-    n_streams = max(_count_client_streams(schema, n_expected) + n_global, 1)
-    alpha = m.target_false_alarm_rate / n_streams
-    if change_test is not None:
-        change_test.alpha = alpha  # the same per-stream share of the run's false-alarm budget
+    n_client = _count_client_streams(schema, n_expected)
+    bank_target = m.target_false_alarm_rate
+    if change_test is not None and change_test.streams:
+        # weighted Bonferroni: global_test_share of the budget to the few paired tests, the rest to the bank
+        change_test.alpha = m.target_false_alarm_rate * m.global_test_share / len(change_test.streams)
+        bank_target = m.target_false_alarm_rate * (1 - m.global_test_share)
+        n_streams = max(n_client, 1)
+    else:
+        n_streams = max(n_client + len(setup["round0_global"]), 1)
+    alpha = bank_target / n_streams
     if resume_from == 0:
         bank = DetectorBank.calibrated(
-            detector, m.drift_k, cfg.federation.rounds, m.target_false_alarm_rate,
+            detector, m.drift_k, cfg.federation.rounds, bank_target,
             np.random.default_rng([cfg.seed, 7302]), streams=n_streams,
             directions=stream_directions(), n_sim=max(m.calibration_sims, int(np.ceil(20 / alpha))),
         )
@@ -328,7 +349,8 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
         round0 = {k: _unpoint(v) for k, v in setup["round0_global"].items()}
         server.bank.update(0, round0)
         server.history.append({"round": 0, "streams": {k: _point(v) for k, v in sorted(round0.items())}})
-        _record_start(run, audit, plan, schema, settings, probes, server.bank, n_streams, setup["refusal_judge"])
+        _record_start(run, audit, plan, schema, settings, probes, server.bank, n_streams, setup["refusal_judge"],
+                      _global_tests(change_test, m.target_false_alarm_rate))
     else:
         server.restore_state(MonitorServer.load_state(run.path, resume_from))
         server.ledger.save(run.path)
@@ -385,9 +407,17 @@ def wire_monitor(plan: MonitorPlan | None, engine: Any, start_state: Mapping[str
     return finish
 
 
+def _global_tests(test: GlobalChangeTest | None, target: float) -> dict[str, Any] | None:
+    """The paired tests' part of the false-alarm budget, for the audit log."""
+    if test is None or not test.streams:
+        return None
+    return {"streams": len(test.streams), "alpha_per_stream_run": test.alpha,
+            "budget_share": test.alpha * len(test.streams) / target, "rounds": test.rounds}
+
+
 def _record_start(run: RunFolder, audit: AuditLog, plan: MonitorPlan, schema: ReportSchema,
                   settings: MonitorServerSettings, probes: dict[str, Any], bank: DetectorBank, streams: int,
-                  refusal_judge: Mapping[str, Any]) -> None:
+                  refusal_judge: Mapping[str, Any], global_tests: Mapping[str, Any] | None = None) -> None:
     p = plan.cfg.privacy
     dp = {
         "mechanism": "distributed Gaussian: each client adds N(0, sigma^2 / n) to its clipped report",
@@ -404,7 +434,7 @@ def _record_start(run: RunFolder, audit: AuditLog, plan: MonitorPlan, schema: Re
     }
     audit.append("probes", {"suites": probes, "schema_sha256": schema.sha256, "slots": len(schema)})
     audit.append("dp_parameters", dp)
-    audit.append("action", {"detector": bank.config(), "streams": streams})
+    audit.append("action", {"detector": bank.config(), "streams": streams, "global_tests": global_tests})
     manifest = run.read_json("manifest.json")
     manifest["monitor"] = {"probes": probes, "schema_sha256": schema.sha256, "dp": dp,
                            "refusal_judge": {k: v for k, v in refusal_judge.items() if k != "generations"}}
