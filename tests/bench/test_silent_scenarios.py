@@ -134,6 +134,28 @@ def test_full_profile_is_sized_for_three_hours_by_its_own_estimate(tmp_path: Pat
     assert expected_seconds(plan, configs) <= 3 * 3600
 
 
+def test_duration_estimate_counts_round_zero_once_per_start(tmp_path: Path):
+    """Two copies of one scenario over two seeds (4 runs, 2 starts): round 0 is scored once per
+    seed, so the estimate is 4 single runs less 2 server evaluations."""
+    from openpfi.bench import silent
+
+    def plan_for(name: str, copies: int, seeds: int) -> tuple[silent.BenchPlan, list]:
+        d = tmp_path / name
+        d.mkdir()
+        (d / "_suite.toml").write_text((SCENARIO_DIR / "_suite.toml").read_text())
+        for k in range(copies):
+            _write(d, GOOD, name=f"s{k}.toml")
+        plan = make_plan(tmp_path / "out.json", quick=True, scenarios_dir=d, seeds=seeds)
+        return plan, [run_config(plan, s, seed) for s, seed in plan.runs()]
+
+    one, one_cfg = plan_for("one", 1, 1)
+    four, four_cfg = plan_for("four", 2, 2)
+    assert len(four_cfg) == 4 and len({(c.model.adapter, c.seed) for c in four_cfg}) == 2
+    server = silent.SERVER_SECONDS_PER_ITEM * sum(one_cfg[0].monitor.server_items.values())
+    single = silent.expected_seconds(one, one_cfg)
+    assert silent.expected_seconds(four, four_cfg) == pytest.approx(4 * single - 2 * server)
+
+
 def test_duration_estimate_counts_the_injected_clients_extra_steps(tmp_path: Path):
     """Same profile, same run, with and without 4x local steps on the 2 injected clients from
     round 2 of 4: the estimate differs by exactly 2 clients x 3 rounds x 6 extra steps x STEP_SECONDS."""
