@@ -63,12 +63,16 @@ from openpfi.monitor.types import MODES
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo.toml"
 RESULT_FILE = "result.json"
 RESULT_VERSION = 1
-SETUP_SECONDS = 30.0
-"""Per-run fixed cost in the duration estimate (model load, client round-0 references, report);
-the server's round-0 scoring is counted with the rounds'."""
-SERVER_SECONDS_PER_ITEM = 0.096
-"""The server scoring one public item on the global model once (7.5 s for 78 items, quick
-profile, the project's 2-core machine)."""
+SETUP_SECONDS = 5.0
+"""Per-run fixed cost in the duration estimate (model load, client round-0 references, report)."""
+FIRST_START_SECONDS = 20.0
+"""Round 0 of the first run from each starting model (refusal-judge generations, the base
+model's client suites), on top of one server scoring; later runs read it from the cache."""
+SERVER_SECONDS_PER_ITEM = 0.074
+"""The server scoring one public item on the global model once. Calibrated on the quick suite of
+2026-11-29 (2-core machine): 4 rounds of a control took 116-124 s with 4 clients at 3.3 s, so
+one scoring of the 228 items took ~17 s; the uncached first run (erosion, 195 s) then gives the
+first-start cost above."""
 STEP_SECONDS = 0.5
 """One extra local step of an injected client (``steps_scale`` > 1): ~9 s more per round for
 2 clients at 8-10 steps instead of 2 (quick profile, batch 4, max length 64, same machine)."""
@@ -136,24 +140,25 @@ def run_config(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str = ""
 
 
 def expected_seconds(plan: BenchPlan, configs: Sequence[Config]) -> float:
-    """Per run (``configs`` in ``plan.runs()`` order): setup; the server scoring its public sample
-    at round 0 (once per starting adapter and seed: later runs reuse it) and after every round; every sampled client each round (training, its monitor
-    probes, evaluation); and the injected clients' extra local steps from onset on."""
+    """Per run (``configs`` in ``plan.runs()`` order): setup; round 0 (once per starting model and
+    seed: later runs reuse it); the server scoring its public sample after every round; every
+    sampled client each round (training, its monitor probes, evaluation); and the injected
+    clients' extra local steps from onset on."""
     spc = plan.profile.seconds_per_client_round
     total = 0.0
     started: set[tuple[str, int]] = set()  # (starting adapter, seed): round 0 evaluated once, then cached
     for (scenario, _), c in zip(plan.runs(), configs, strict=True):
         rounds = c.federation.rounds
         server = SERVER_SECONDS_PER_ITEM * sum(c.monitor.server_items.values()) if c.monitor.enabled else 0.0
-        start = (c.model.adapter, c.seed)
-        if start in started:
-            total -= server  # the round-0 scoring below is the cache's (recipes/setup_cache.py)
+        start = (c.model.adapter or scenario.spec.scenario.start, c.seed)
+        if start not in started:  # later runs from the same start read round 0 from the cache
+            total += FIRST_START_SECONDS + server
         started.add(start)
         inj = scenario.injection
         injected_rounds = max(0, rounds - inj.start_round + 1) if inj.kind != "none" else 0
         steps = c.client.local_steps
         extra_steps = max(0, round(steps * inj.steps_scale) - steps)
-        total += (SETUP_SECONDS + (rounds + 1) * server + rounds * c.federation.clients_per_round * spc
+        total += (SETUP_SECONDS + rounds * server + rounds * c.federation.clients_per_round * spc
                   + inj.count(c.data.num_clients) * injected_rounds * extra_steps * STEP_SECONDS)
     return total
 
