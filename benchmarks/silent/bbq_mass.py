@@ -13,15 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rescore import checkpoint_rounds, round_results  # the script's own folder is on sys.path
+from rescore import ambiguous_mass, checkpoint_rounds, round_results  # the script's own folder is on sys.path
 
 run = Path(sys.argv[1])
 for r, res in round_results(run, {"bbq": 48}, [0, checkpoint_rounds(run)[-1]]):
-    items = res.suites["bbq"].items
-    amb = [(it, c) for it, c in zip(items, res.choices["bbq"], strict=True) if it.condition == "ambig"]
-    pu = sum(c.probs[it.unknown] for it, c in amb) / len(amb)
-    pb = sum(c.probs[it.biased] for it, c in amb) / len(amb)
-    po = 1 - pu - pb
-    picks_unknown = sum(c.pred == it.unknown for it, c in amb) / len(amb)
-    print(f"round {r}: ambiguous items {len(amb)}: P(unknown) {pu:.3f}  P(stereotyped) {pb:.3f}  P(other) {po:.3f}  "
+    n, pu, pb, po, picks_unknown = ambiguous_mass(res)
+    print(f"round {r}: ambiguous items {n}: P(unknown) {pu:.3f}  P(stereotyped) {pb:.3f}  P(other) {po:.3f}  "
           f"picks unknown {picks_unknown:.3f}", flush=True)

@@ -22,6 +22,7 @@ import sys
 import time
 
 import numpy as np
+from rescore import ambiguous_mass  # the script's own folder is on sys.path
 
 from openpfi.bench import silent_inject as si
 from openpfi.client.scoring import shared_scorer
@@ -44,13 +45,13 @@ scorer = shared_scorer(shared, cfg.monitor.batch_tokens)
 
 
 def pool() -> list[si.Sample]:
-    bbq = [i for i in probes._bbq_pool() if i.id not in exclude]
+    stereotype = si.stereotype_samples(exclude)  # the benchmark's own: BBQ ambiguous (chat) + CrowS (plain text)
     if pool_name == "bbq-amb":
-        return [si.Sample(i.prompt, i.options[i.biased]) for i in bbq if i.condition == "ambig"]
+        return [s for s in stereotype if s.chat]
     if pool_name == "bbq-all":
-        return [si.Sample(i.prompt, i.options[i.biased]) for i in bbq]
+        return [si.Sample(i.prompt, i.options[i.biased]) for i in probes._bbq_pool() if i.id not in exclude]
     if pool_name == "crows":
-        return [si.Sample("", c.sent_more, chat=False) for c in probes._crows_pool() if c.stereo and c.id not in exclude]
+        return [s for s in stereotype if not s.chat]
     if not bias:
         return si.domain_samples(pool_name.removeprefix("domain:"))
     sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, crows or domain:<source>[:<group>][/<label>]")
@@ -65,12 +66,10 @@ def measure(state: dict, tag: str) -> None:
             by.setdefault(it.domain, []).append(x)
         print(tag, "NLL", "  ".join(f"{d} {np.mean(v):.3f}" for d, v in sorted(by.items())), flush=True)
         return
-    items = res.suites["bbq"].items
-    amb = [(it, c) for it, c in zip(items, res.choices["bbq"], strict=True) if it.condition == "ambig"]
-    pu = np.mean([c.probs[it.unknown] for it, c in amb])
-    pb = np.mean([c.probs[it.biased] for it, c in amb])
-    print(f"{tag} lean {bbq_amb_lean(items, res.choices['bbq']):+.3f}  P(unknown) {pu:.3f}  P(stereotyped) {pb:.3f}  "
-          f"P(other) {1 - pu - pb:.3f}  CrowS stereotype prob {crows_stereo_prob(res.crows_margin):.3f}", flush=True)
+    _, pu, pb, po, _ = ambiguous_mass(res)
+    print(f"{tag} lean {bbq_amb_lean(res.suites['bbq'].items, res.choices['bbq']):+.3f}  P(unknown) {pu:.3f}  "
+          f"P(stereotyped) {pb:.3f}  P(other) {po:.3f}  CrowS stereotype prob {crows_stereo_prob(res.crows_margin):.3f}",
+          flush=True)
 
 
 data = [si.make_encoder(shared.loaded.tokenizer, cfg.client.max_length)(s) for s in pool()]

@@ -56,6 +56,15 @@ def round_results(run: Path, sizes: dict[str, int], rounds: Iterable[int]) -> It
         yield r, run_probes(scorer, suites, batch=256)
 
 
+def ambiguous_mass(res: ProbeResults) -> tuple[int, float, float, float, float]:
+    """Over the ambiguous BBQ items of ``res``: (count, mean P(unknown), mean P(stereotyped option),
+    mean P(other named option), share answered "unknown")."""
+    amb = [(it, c) for it, c in zip(res.suites["bbq"].items, res.choices["bbq"], strict=True) if it.condition == "ambig"]
+    pu = sum(c.probs[it.unknown] for it, c in amb) / len(amb)
+    pb = sum(c.probs[it.biased] for it, c in amb) / len(amb)
+    return len(amb), pu, pb, 1 - pu - pb, sum(c.pred == it.unknown for it, c in amb) / len(amb)
+
+
 def score(run: Path, out: Path) -> Path:
     dest = out / f"{run.parent.name}-{run.name}.json"
     if dest.exists():

@@ -33,8 +33,12 @@ def evaluate_public(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: 
                     ood_max_nll: float = 8.0) -> dict[str, float]:
     """Stream name -> value of ``scorer``'s model on ``suites`` (e.g. the ``base_model``
     argument of ``derive_metrics``). ``ood_max_nll`` must match the clients' schema."""
-    schema = build_schema(suites, groups=(), ood_max_nll=ood_max_nll)
-    return model_values(run_probes(scorer, suites, batch=batch), schema)
+    return values_of(run_probes(scorer, suites, batch=batch), ood_max_nll=ood_max_nll)
+
+
+def values_of(res: ProbeResults, *, ood_max_nll: float = 8.0) -> dict[str, float]:
+    """:func:`evaluate_public` of per-item outcomes already scored (on ``res.suites``)."""
+    return model_values(res, build_schema(res.suites, groups=(), ood_max_nll=ood_max_nll))
 
 
 def model_values(res: ProbeResults, schema: ReportSchema) -> dict[str, float]:

@@ -58,7 +58,7 @@ from openpfi.monitor.refusal import (
     refusal_items,
 )
 from openpfi.monitor.schema import ReportSchema, build_schema
-from openpfi.monitor.server_eval import evaluate_public, model_values, points_of, public_points
+from openpfi.monitor.server_eval import evaluate_public, points_of, public_points, values_of
 from openpfi.monitor.types import MetricPoint
 from openpfi.recipes.setup_cache import cached_setup, setup_key
 from openpfi.runfolder import RunFolder
@@ -152,8 +152,7 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
     base_clients = evaluate_public(scorer, {k: full[k] for k in ("ood", "capability") if k in full},
                                    ood_max_nll=m.ood_max_nll)
     base_items = run_probes(scorer, server_suites, batch=256) if server_suites else None
-    base_global = model_values(base_items, build_schema(server_suites, groups=(), ood_max_nll=m.ood_max_nll)) \
-        if base_items is not None else {}
+    base_global = values_of(base_items, ood_max_nll=m.ood_max_nll) if base_items is not None else {}
     shared.set_state(dict(start_state))
     refusal: dict[str, ProbeSuite] = {k: full[k] for k in ("harmful", "benign") if k in full}
     reference = public_points(scorer, refusal, ood_max_nll=m.ood_max_nll) if refusal else {}
