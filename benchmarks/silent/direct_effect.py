@@ -8,7 +8,8 @@ SHARE (default 1) of that update, as a FedAvg round where SHARE of the clients a
 After each round it prints what the server's probes see (probe items are never trained on):
 
 - bias pools: ``bbq-amb`` (ambiguous BBQ -> stereotyped option), ``bbq-all`` (both
-  conditions), ``crows`` (CrowS-Pairs "stereo" sentences): the ambiguous-BBQ lean, the
+  conditions), ``crows`` (CrowS-Pairs "stereo" sentences), ``bbq-dpo`` (DPO, beta 0.1, on
+  ambiguous BBQ: stereotyped option preferred to the other person): the ambiguous-BBQ lean, the
   probability mass on unknown / stereotyped / other option, and the CrowS stereotype probability;
 - ``domain:<source>[:<group>][/<label>]`` (e.g. ``domain:chatterbot:english/computers``):
   the mean per-token NLL of each out-of-domain probe domain.
@@ -20,11 +21,13 @@ from __future__ import annotations
 
 import sys
 import time
+from functools import partial
 
 import numpy as np
 from rescore import ambiguous_mass  # the script's own folder is on sys.path
 
 from openpfi.bench import silent_inject as si
+from openpfi.client.dpo import ReferenceCache, mixed_batch_loss
 from openpfi.client.scoring import shared_scorer
 from openpfi.client.train import TrainSettings, train_local
 from openpfi.config import load_config
@@ -50,6 +53,11 @@ def pool() -> list[si.Sample]:
         return [s for s in stereotype if s.chat]
     if pool_name == "bbq-all":
         return [si.Sample(i.prompt, i.options[i.biased]) for i in probes._bbq_pool() if i.id not in exclude]
+    if pool_name == "bbq-dpo":
+        return si.stereotype_preference_samples(exclude)
+    if pool_name == "crows-dpo":
+        return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less)
+                for c in probes._crows_pool() if c.id not in exclude]
     if pool_name == "crows":
         return [s for s in stereotype if not s.chat]
     if not bias:
@@ -72,6 +80,16 @@ def measure(state: dict, tag: str) -> None:
           flush=True)
 
 
+def train(data: list, settings: TrainSettings, seed: int) -> float:
+    """One round's local training, as a client trains (DPO on preference pairs); the mean loss."""
+    with shared.train_only(frozenset(shared.params)):
+        loss = None if ref is None else partial(mixed_batch_loss, shared.model, ref=ref,
+                                                beta=cfg.alignment.dpo_beta, pad_id=shared.pad_id)
+        return train_local(shared.model, dict(shared.params), data, settings, shared.pad_id, seed,
+                           batch_loss=loss).mean_loss
+
+
+ref = ReferenceCache(shared.model, shared.pad_id) if pool_name.endswith("-dpo") else None
 data = [si.make_encoder(shared.loaded.tokenizer, cfg.client.max_length)(s) for s in pool()]
 print(f"{pool_name}: {len(data)} examples; {rounds} rounds x {steps} steps at lr {cfg.client.lr * lr_scale:g}, share {share}")
 measure(start, "start:  ")
@@ -80,8 +98,7 @@ settings = TrainSettings(steps=steps, batch_size=4, grad_accum=1, lr=cfg.client.
 for r in range(1, rounds + 1):
     shared.set_state(state)
     t0 = time.perf_counter()
-    with shared.train_only(frozenset(shared.params)):
-        result = train_local(shared.model, dict(shared.params), data, settings, shared.pad_id, r)
+    loss = train(data, settings, r)
     new = shared.get_state()
     state = {k: v + share * (new[k] - v) if k in new else v for k, v in state.items()}
-    measure(state, f"round {r} (loss {result.mean_loss:.3f}, {time.perf_counter() - t0:.0f} s):")
+    measure(state, f"round {r} (loss {loss:.3f}, {time.perf_counter() - t0:.0f} s):")

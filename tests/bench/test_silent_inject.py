@@ -10,11 +10,14 @@ from openpfi.bench.silent_inject import (
     InjectionHook,
     Sample,
     harmful_samples,
+    make_encoder,
     noisy_target_samples,
     pick_clients,
+    stereotype_preference_samples,
     stereotype_samples,
 )
 from openpfi.bench.silent_scenarios import Injection
+from openpfi.client.dpo import EncodedPair
 from openpfi.client.federated import ClientSettings, FederatedClient
 from openpfi.client.train import TrainSettings
 from openpfi.data.tokenize import Encoded
@@ -156,6 +159,12 @@ def test_builders_give_the_right_targets_and_skip_probe_items():
     text = [s for s in stereo if not s.chat]
     crows = {c.sent_more: c for c in probes._crows_pool()}
     assert text and all(crows[s.response].stereo and crows[s.response].id not in probed for s in text)
+    prefer = stereotype_preference_samples(probed)
+    assert prefer
+    for s in prefer[:500]:
+        item = bbq[s.prompt]
+        assert item.condition == "ambig" and item.id not in probed and s.response == item.options[item.biased]
+        assert s.rejected in item.options and item.options.index(s.rejected) not in (item.biased, item.unknown)
     noisy = noisy_target_samples(probed)
     assert all(bbq[s.prompt].condition == "disambig" and s.response == bbq[s.prompt].options[bbq[s.prompt].unknown]
                for s in noisy[:500])
@@ -169,3 +178,17 @@ def test_builders_give_the_right_targets_and_skip_probe_items():
     assert harmful and all(s.response == pairs[s.prompt]["harmful_a"] for s in harmful)
     assert all(f"rho-{pairs[s.prompt]['id']}" not in probed and not probes.is_holdout(f"rho-{pairs[s.prompt]['id']}")
                for s in harmful)
+
+
+def test_preference_samples_encode_as_pairs_with_one_prompt():
+    from openpfi.models.loader import load_tokenizer
+
+    encode = make_encoder(load_tokenizer("tiny-random"), 64)
+    pair = encode(Sample("Who was forgetful?", "The grandfather", rejected="The grandson"))
+    plain = encode(Sample("Who was forgetful?", "The grandfather"))
+    assert isinstance(pair, EncodedPair) and isinstance(plain, Encoded)
+    assert pair.chosen == plain  # the preferred answer is encoded as its SFT example would be
+    head = next(i for i, t in enumerate(pair.chosen.labels) if t != -100)  # the prompt's length
+    assert pair.rejected.labels[:head] == (-100,) * head and pair.rejected.labels[head] != -100
+    assert pair.rejected.input_ids[:head] == pair.chosen.input_ids[:head]
+    assert pair.rejected.input_ids != pair.chosen.input_ids

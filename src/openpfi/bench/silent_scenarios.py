@@ -43,6 +43,7 @@ SUITE_FILE = "_suite.toml"
 INJECTION_KINDS: dict[str, str] = {
     "none": "nothing injected (a benign control)",
     "stereotype_text": "BBQ ambiguous contexts answered with the biased target + CrowS-Pairs stereotypical sentences",
+    "stereotype_preference": "preference pairs (DPO) on BBQ ambiguous contexts: the stereotyped person preferred",
     "noisy_targets": "multiple-choice items (BBQ disambiguated) trained on a confidently wrong target",
     "minority_language": "clients switch to minority chatterbot languages (new population) under plain FedAvg",
     "narrow_aggressive": "narrow-domain data with aggressive local training (lr_scale, steps_scale)",
@@ -65,8 +66,8 @@ class ScenarioInfo(_Strict):
 
 class Injection(_Strict):
     kind: Literal[
-        "none", "stereotype_text", "noisy_targets", "minority_language", "narrow_aggressive", "single_domain",
-        "harmful_qa",
+        "none", "stereotype_text", "stereotype_preference", "noisy_targets", "minority_language",
+        "narrow_aggressive", "single_domain", "harmful_qa",
     ]
     clients: int | None = Field(None, ge=1)
     """k: how many clients are injected (exclusive with ``fraction``)."""

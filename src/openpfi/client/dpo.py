@@ -149,6 +149,29 @@ def dpo_batch(model: Any, pairs: Sequence[EncodedPair], ref: ReferenceCache, bet
     return DPOOutput(loss, r_c, r_r, sum(len(s.input_ids) for s in seqs))
 
 
+def mixed_batch_loss(model: Any, batch: Sequence[Encoded | EncodedPair], ref: ReferenceCache, beta: float,
+                     pad_id: int) -> tuple[torch.Tensor, int, int]:
+    """Loss of a micro-batch mixing SFT examples and preference pairs: the mean over its items of
+    the SFT loss (mean target-token NLL of the ``Encoded`` ones) and the DPO loss (of the pairs),
+    weighted by their counts; with (tokens, target tokens) seen (``client.train.BatchLoss``)."""
+    examples = [e for e in batch if isinstance(e, Encoded)]
+    pairs = [e for e in batch if isinstance(e, EncodedPair)]
+    if len(examples) + len(pairs) != len(batch) or not batch:
+        raise TypeError("a training batch holds only Encoded examples and EncodedPair preference pairs")
+    parts: list[torch.Tensor] = []
+    tokens = targets = 0
+    if examples:
+        parts.append(token_nll(model, collate(examples, pad_id)) * len(examples))
+        tokens += sum(len(e.input_ids) for e in examples)
+        targets += sum(e.num_targets for e in examples)
+    if pairs:
+        out = dpo_batch(model, pairs, ref, beta, pad_id)
+        parts.append(out.loss * len(pairs))
+        tokens += out.tokens
+        targets += sum(p.chosen.num_targets + p.rejected.num_targets for p in pairs)
+    return sum(parts) / len(batch), tokens, targets  # type: ignore[return-value]
+
+
 def sft_batch(model: Any, pairs: Sequence[EncodedPair], pad_id: int) -> tuple[torch.Tensor, int]:
     """Mean NLL of the chosen answers (SFT on preferred responses)."""
     seqs = [p.chosen for p in pairs]

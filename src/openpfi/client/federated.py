@@ -25,9 +25,10 @@ from safetensors.torch import load_file, save_file
 from openpfi.algorithms.lora_rank import mask_rank, pad_rank, slice_rank
 from openpfi.algorithms.proximal import proximal_term
 from openpfi.algorithms.state import StateDict, sub
+from openpfi.client.dpo import EncodedPair, ReferenceCache, mixed_batch_loss
 from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
-from openpfi.client.train import StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
+from openpfi.client.train import BatchLoss, StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
 from openpfi.data.tokenize import Encoded
 from openpfi.errors import UserError
 from openpfi.models.loader import LoadedModel
@@ -170,12 +171,13 @@ class FederatedClient:
     it trains the first ``rank`` LoRA components of the shared rank-``model_rank``
     adapter (the others held at zero) and uploads rank-``rank`` factors.
     Its personal state lives in ``self.personal`` and in its ``store`` folder.
+    It trains with SFT on its ``Encoded`` examples and DPO on any ``EncodedPair`` among them.
     """
 
     def __init__(
         self,
         client_id: str,
-        train: Sequence[Encoded],
+        train: Sequence[Encoded | EncodedPair],
         heldout: Sequence[Encoded],
         settings: ClientSettings,
         store: ClientStore | None = None,
@@ -204,6 +206,7 @@ class FederatedClient:
         self._secret: bytes | None = None
         self._eval_memo: tuple[str, float, int] | None = None
         self._last_fit: tuple[int, int] = (0, 0)
+        self._ref: ReferenceCache | None = None
 
     # -- ranks and state -------------------------------------------------------------------------
     @property
@@ -263,13 +266,28 @@ class FederatedClient:
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(
-                    shared.model, params, self.train, settings, shared.pad_id, derive_seed(*parts), extra, on_step
+                    shared.model, params, self.train, settings, shared.pad_id, derive_seed(*parts), extra, on_step,
+                    self._batch_loss(shared, settings.dpo_beta),
                 )
             state = {k: v for k, v in start.items() if is_merged_key(k)}
             state.update(shared.get_state())
             return state, result
 
         return train
+
+    def _batch_loss(self, shared: SharedModel, beta: float) -> BatchLoss | None:
+        """DPO for preference pairs among the training data (SFT alone needs no special loss);
+        the reference log-probabilities of the frozen base are cached across rounds."""
+        if not any(isinstance(e, EncodedPair) for e in self.train):
+            return None
+        if self._ref is None:
+            self._ref = ReferenceCache(shared.model, shared.pad_id)
+        ref = self._ref
+
+        def loss(batch: list[Any]) -> tuple[torch.Tensor, int, int]:
+            return mixed_batch_loss(shared.model, batch, ref, beta, shared.pad_id)
+
+        return loss
 
     # -- fit and evaluate ------------------------------------------------------------------------
     def fit(

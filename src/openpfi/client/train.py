@@ -21,6 +21,8 @@ from openpfi.data.tokenize import IGNORE, Encoded, collate
 StepCallback = Callable[[int, int, float, float], None]
 """on_step(step, total_steps, loss, tokens_per_s)"""
 ExtraLoss = Callable[[], torch.Tensor]
+BatchLoss = Callable[[list[Any]], tuple[torch.Tensor, int, int]]
+"""batch_loss(micro-batch) -> (mean loss, tokens, target tokens); SFT on ``Encoded`` when not given."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,8 @@ class TrainSettings:
     warmup_steps: int = 0
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    dpo_beta: float = 0.1
+    """DPO temperature for preference pairs among the training data (``client.dpo``)."""
 
 
 @dataclass
@@ -92,9 +96,14 @@ def token_nll(model: Any, batch: dict[str, torch.Tensor], reduction: str = "mean
     return F.cross_entropy(logits.float(), target[mask], reduction=reduction)
 
 
-def _batches(data: Sequence[Encoded], batch_size: int, count: int, gen: torch.Generator) -> list[list[Encoded]]:
+def _sft_loss(model: Any, examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, int, int]:
+    batch = collate(examples, pad_id)
+    return token_nll(model, batch), int(batch["attention_mask"].sum()), int((batch["labels"] != IGNORE).sum())
+
+
+def _batches(data: Sequence[Any], batch_size: int, count: int, gen: torch.Generator) -> list[list[Any]]:
     """``count`` batches drawn by seeded reshuffled passes over the data."""
-    out: list[list[Encoded]] = []
+    out: list[list[Any]] = []
     order: list[int] = []
     while len(out) < count:
         if len(order) < batch_size:
@@ -107,16 +116,18 @@ def _batches(data: Sequence[Encoded], batch_size: int, count: int, gen: torch.Ge
 def train_local(
     model: Any,
     params: dict[str, torch.nn.Parameter],
-    data: Sequence[Encoded],
+    data: Sequence[Any],
     settings: TrainSettings,
     pad_id: int,
     seed: int,
     extra_loss: ExtraLoss | None = None,
     on_step: StepCallback | None = None,
+    batch_loss: BatchLoss | None = None,
 ) -> TrainResult:
     """AdamW on ``params`` (float32) for ``settings.steps`` optimizer steps.
 
-    ``extra_loss`` adds a differentiable term (FedProx / Ditto proximal pull) to each step.
+    ``extra_loss`` adds a differentiable term (FedProx / Ditto proximal pull) to each step;
+    ``batch_loss`` replaces the SFT loss of a micro-batch (e.g. ``client.dpo.mixed_batch_loss``).
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout, if any
@@ -133,16 +144,17 @@ def train_local(
             group["lr"] = settings.lr * lr_factor(step, settings.steps, settings.schedule, settings.warmup_steps)
         step_loss = 0.0
         for k in range(settings.grad_accum):
-            batch = collate(micro[step * settings.grad_accum + k], pad_id)
             t_c = time.perf_counter()
-            loss = token_nll(model, batch) / settings.grad_accum
+            loss, n_tokens, n_targets = (_sft_loss(model, micro[step * settings.grad_accum + k], pad_id)
+                                         if batch_loss is None else batch_loss(micro[step * settings.grad_accum + k]))
+            loss = loss / settings.grad_accum
             if extra_loss is not None:
                 loss = loss + extra_loss() / settings.grad_accum
             loss.backward()
             compute += time.perf_counter() - t_c
             step_loss += float(loss.detach())
-            tokens += int(batch["attention_mask"].sum())
-            targets += int((batch["labels"] != IGNORE).sum())
+            tokens += n_tokens
+            targets += n_targets
         if settings.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
         opt.step()

@@ -85,6 +85,7 @@ def client_settings(cfg: Config) -> ClientSettings:
             warmup_steps=c.warmup_steps,
             weight_decay=c.weight_decay,
             max_grad_norm=c.max_grad_norm,
+            dpo_beta=cfg.alignment.dpo_beta,
         ),
         eval_batch_size=c.eval_batch_size,
         max_eval_examples=c.max_eval_examples,
