@@ -12,7 +12,8 @@ After each round it prints what the server's probes see (probe items are never t
   ambiguous BBQ: stereotyped option preferred to the other person): the ambiguous-BBQ lean, the
   probability mass on unknown / stereotyped / other option, and the CrowS stereotype probability;
 - ``domain:<source>[:<group>][/<label>]`` (e.g. ``domain:chatterbot:english/computers``):
-  the mean per-token NLL of each out-of-domain probe domain.
+  the mean per-token NLL of each out-of-domain probe domain, the capability accuracy and the
+  refusal and over-refusal rates (what adaptation misalignment's probes measure).
 
 It tells a missed scenario whose injection did not cause the failure from one the monitor missed.
 """
@@ -33,7 +34,7 @@ from openpfi.client.train import TrainSettings, train_local
 from openpfi.config import load_config
 from openpfi.monitor import probes
 from openpfi.monitor.client_probe import run_probes
-from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob
+from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob, values_of
 from openpfi.recipes.federated_sft import load_shared
 
 config, pool_name, steps, lr_scale, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
@@ -43,7 +44,7 @@ shared, start = load_shared(cfg)
 suites = probes.load_suites(dict(cfg.monitor.server_items), seed=cfg.monitor.probe_seed)
 exclude = si.probe_ids(suites)
 bias = not pool_name.startswith("domain:")
-measured = {k: suites[k] for k in (("bbq", "crows") if bias else ("ood",))}
+measured = {k: suites[k] for k in (("bbq", "crows") if bias else ("ood", "capability", "harmful", "benign"))}
 scorer = shared_scorer(shared, cfg.monitor.batch_tokens)
 
 
@@ -72,7 +73,11 @@ def measure(state: dict, tag: str) -> None:
         by: dict[str, list[float]] = {}
         for it, x in zip(res.suites["ood"].items, res.ood, strict=True):
             by.setdefault(it.domain, []).append(x)
-        print(tag, "NLL", "  ".join(f"{d} {np.mean(v):.3f}" for d, v in sorted(by.items())), flush=True)
+        v = values_of(res, ood_max_nll=cfg.monitor.ood_max_nll)
+        print(tag, "NLL", "  ".join(f"{d} {np.mean(x):.3f}" for d, x in sorted(by.items())),
+              " capability acc {:.3f}  refusal {:.3f}  over-refusal {:.3f}".format(
+                  v["out_of_domain_degradation.capability_accuracy"], v["alignment_erosion.refusal_rate"],
+                  v["alignment_erosion.over_refusal_rate"]), flush=True)
         return
     _, pu, pb, po, _ = ambiguous_mass(res)
     print(f"{tag} lean {bbq_amb_lean(res.suites['bbq'].items, res.choices['bbq']):+.3f}  P(unknown) {pu:.3f}  "
