@@ -7,7 +7,7 @@ import pytest
 
 from openpfi.errors import UserError
 from openpfi.monitor.client_probe import encode_report, run_probes
-from openpfi.monitor.derive import Z95, derive_metrics, histogram_quantile
+from openpfi.monitor.derive import Z95, derive_metrics, histogram_quantile, sampling_var
 from openpfi.monitor.probes import BBQItem, ChoiceItem, CrowsItem, PromptItem, TextItem, make_suite, subset_suite
 from openpfi.monitor.refusal import COMPLIANCE_CONTINUATIONS, REFUSAL_CONTINUATIONS
 from openpfi.monitor.schema import build_schema
@@ -126,8 +126,12 @@ def test_round_trip_two_clients_zero_noise_by_hand():
     for stream, value in expected.items():
         assert m[stream].value == pytest.approx(value), stream
         assert m[stream].lo <= m[stream].value <= m[stream].hi
-    # sampling-only interval: Bhatia-Davis 0.25 * 0.75 over 2 clients, clipped to [0, 1]
-    half = Z95 * math.sqrt(0.25 * 0.75 / 2)
+    # sampling-only interval: Bhatia-Davis at the Agresti-Coull mean of 0.25 over 2 clients,
+    # (2 * 0.25 + z^2 / 2) / (2 + z^2) = 0.41440, variance 0.41440 * 0.58560 / (2 + z^2), clipped to [0, 1]
+    k = Z95**2
+    adjusted = (2 * 0.25 + k / 2) / (2 + k)
+    assert adjusted == pytest.approx(0.41440, abs=1e-5)
+    half = Z95 * math.sqrt(adjusted * (1 - adjusted) / (2 + k))
     assert (m["alignment_erosion.over_refusal_rate"].lo, m["alignment_erosion.over_refusal_rate"].hi) == (
         0.0, pytest.approx(0.25 + half))
     assert m["adaptation_misalignment.refusal_change"].n_clients == 1
@@ -137,7 +141,7 @@ def test_interval_combines_sampling_and_dp_noise_exactly():
     _, schema, a, _ = client_vectors()
     summed = 100 * a  # 100 identical clients: refusal rate 0.5
     point = derive_metrics(schema, summed, 100, 10.0)["alignment_erosion.refusal_rate"]
-    half = Z95 * math.sqrt(0.25 / 100 + 10.0**2 / 100**2)
+    half = Z95 * math.sqrt(0.25 / (100 + Z95**2) + 10.0**2 / 100**2)  # Agresti-Coull mean stays 0.5
     assert (point.value, point.lo, point.hi) == pytest.approx((0.5, 0.5 - half, 0.5 + half))
 
 
@@ -254,9 +258,33 @@ def test_an_exact_measured_count_releases_adaptation_under_heavy_noise():
     # Execute / Assert: the noisy count (2 < 2 sigma) withholds the streams, the exact one does not
     assert "adaptation_misalignment.refusal_change" not in derive_metrics(schema, 2 * a, 2, 10.0)
     p = derive_metrics(schema, 2 * a, 2, 0.1, exact=exact)["adaptation_misalignment.refusal_change"]
-    # V = BD(-0.5 on [-1, 1]) / 2 + sigma^2 (1 + 1) / 2^2: no noise term for the exact denominator
-    half = Z95 * math.sqrt(1.5 * 0.5 / 2 + 0.1**2 * 2 / 4)
+    # V = BD(mu~ on [-1, 1]) / (2 + z^2) + sigma^2 (1 + 1) / 2^2 with the Agresti-Coull mean
+    # mu~ = (2 (-0.5) + z^2 * 0) / (2 + z^2); no noise term for the exact denominator
+    k = Z95**2
+    mu = -1.0 / (2 + k)
+    half = Z95 * math.sqrt((1 - mu) * (mu + 1) / (2 + k) + 0.1**2 * 2 / 4)
     assert (p.value, p.lo, p.hi) == pytest.approx((-0.5, max(-0.5 - half, -1.0), min(-0.5 + half, 1.0)))
     assert "adaptation_misalignment.refusal_change" in derive_metrics(schema, 2 * a, 2, 10.0, exact=exact)
     with pytest.raises(UserError, match="exact"):
         derive_metrics(schema, 2 * a, 2, 0.1, exact={"nope": 1.0})
+
+
+def test_sampling_variance_keeps_a_share_of_zero_uncertain():
+    # Agresti-Coull mean of 0 over 1 value: (0 + z^2 / 2) / (1 + z^2) = 0.39672, variance 0.39672 * 0.60328 / (1 + z^2)
+    assert sampling_var(0.0, 0.0, 1.0, 1.0) == pytest.approx(0.39672 * 0.60328 / (1 + Z95**2), rel=1e-4)
+    assert sampling_var(0.0, 0.0, 1.0, 1.0) == pytest.approx(0.049434, rel=1e-4)
+    # many values: the adjustment vanishes and the binomial variance p (1 - p) / n remains
+    assert sampling_var(0.3, 0.0, 1.0, 1e6) == pytest.approx(0.3 * 0.7 / 1e6, rel=1e-4)
+    assert sampling_var(0.3, 0.0, 1.0, 0.0) == pytest.approx(0.25 / Z95**2)  # no value: the widest
+
+
+def test_a_share_is_as_uncertain_as_its_denominator_not_the_clients():
+    """Client A alone among 100 reports (noiseless): 2 of its 3 CrowS pairs are of type race
+    (share 2/3), 1 of them stereotype-preferred: the race share 1/2 has the sampling variance
+    of a count of 2/3 (its summed denominator), not of 100 clients."""
+    _, schema, a, _ = client_vectors()
+    assert a[schema.index["amplified_bias.crows.count.race"]] == pytest.approx(2 / 3)
+    m = derive_metrics(schema, a, 100, 0.0)["amplified_bias.crows_stereo_pref.race"]
+    half = Z95 * math.sqrt(sampling_var(0.5, 0.0, 1.0, 2 / 3))  # = Z95 sqrt(0.25 / (2/3 + z^2))
+    assert half == pytest.approx(Z95 * math.sqrt(0.25 / (2 / 3 + Z95**2)))
+    assert (m.value, m.lo, m.hi) == pytest.approx((0.5, max(0.5 - half, 0.0), min(0.5 + half, 1.0)))

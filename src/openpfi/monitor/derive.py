@@ -36,7 +36,9 @@ the delta method: a linear combination a.S/n has V_dp = sigma^2 |a|^2 / n^2, a r
 R = A / B has V_dp = sigma^2 (|a|^2 + R^2 |b|^2) / B^2. V_sample is approximated by the
 Bhatia-Davis bound on the per-client value v in [lo, hi] with mean mu,
 Var(v) <= (hi - mu)(mu - lo) (the binomial variance for 0/1 outcomes), divided by the
-number of contributing clients; for ratios the per-client ratio is the bounded value.
+number of contributing clients; for ratios the per-client ratio is the bounded value and the
+count is the summed denominator. The bound is taken at the Agresti-Coull adjusted mean
+(``sampling_var``), so a share of 0 or 1 over a few clients is not read as exact.
 The ECE uses the delta method with bin accuracies as binomial proportions over n_b.
 Quantiles take the rank uncertainty n p (1 - p) (order statistics) plus the DP variance
 of the cumulative count (k sigma^2 over k bins) and map rank +- 1.96 sd through the
@@ -62,6 +64,16 @@ def _bd(mu: float, lo: float, hi: float) -> float:
     """Bhatia-Davis bound (hi - mu)(mu - lo) on the variance of a value in [lo, hi]."""
     mu = min(max(mu, lo), hi)
     return (hi - mu) * (mu - lo)
+
+
+def sampling_var(mu: float, lo: float, hi: float, count: float) -> float:
+    """Variance of a mean of ``count`` values in [lo, hi] with mean ``mu``: BD(mu~) / (count + z^2)
+    at mu~ = (count mu + z^2 (lo + hi) / 2) / (count + z^2), z = 1.96 (the Agresti-Coull
+    adjustment: a mean of 0 or 1 over few values keeps a wide interval instead of none)."""
+    k = Z95**2
+    count = max(count, 0.0)
+    adjusted = (count * min(max(mu, lo), hi) + k * (lo + hi) / 2) / (count + k)
+    return _bd(adjusted, lo, hi) / (count + k)
 
 
 class _Sums:
@@ -93,14 +105,16 @@ class _Sums:
         """Mean over clients of v = sum_j a_j x_j + const, v in [lo, hi]."""
         v = sum(c * self.get(m) for m, c in a.items()) / self.n + const
         var_dp = self.sigma**2 * sum(c * c * self.noise(m) for m, c in a.items()) / self.n**2
-        return v, _bd(v, lo, hi) / self.n + var_dp
+        return v, sampling_var(v, lo, hi, self.n) + var_dp
 
     def ratio(self, a: Mapping[str, float], d: Mapping[str, float], lo: float, hi: float,
               count: float | None = None) -> Est | None:
         """R = (a.S) / (d.S), the per-client ratio in [lo, hi]; None if d.S <= 0.
 
         V_dp = sigma^2 sum_j (a_j - R d_j)^2 / (d.S)^2 (delta method, exact gradient);
-        V_sample = BD(R) / count (count = n unless given).
+        V_sample = ``sampling_var(R, lo, hi, count)``, count = d.S unless given: the number of
+        contributing clients when each holds at most one item of the denominator (shares of a
+        client's items otherwise, so fewer than the clients: conservative).
         """
         den = sum(c * self.get(m) for m, c in d.items())
         if den <= 0:
@@ -109,7 +123,7 @@ class _Sums:
         # dict.fromkeys, not a set: a fixed summation order keeps results bit-reproducible
         grad = {m: a.get(m, 0.0) - r * d.get(m, 0.0) for m in dict.fromkeys([*a, *d])}
         var_dp = self.sigma**2 * sum(g * g * self.noise(m) for m, g in grad.items()) / den**2
-        return r, _bd(r, lo, hi) / (self.n if count is None else count) + var_dp
+        return r, sampling_var(r, lo, hi, den if count is None else count) + var_dp
 
     def put(self, stream: str, est: Est | None, lo: float, hi: float, scale: float = 1.0,
             n: float | None = None) -> None:
