@@ -8,8 +8,9 @@ SHARE (default 1) of that update, as a FedAvg round where SHARE of the clients a
 After each round it prints what the server's probes see (probe items are never trained on):
 
 - bias pools: ``bbq-amb`` (ambiguous BBQ -> stereotyped option), ``bbq-all`` (both
-  conditions), ``crows`` (CrowS-Pairs "stereo" sentences), ``bbq-dpo`` (DPO, beta 0.1, on
-  ambiguous BBQ: stereotyped option preferred to the other person): the ambiguous-BBQ lean, the
+  conditions), ``crows`` (CrowS-Pairs "stereo" sentences); with DPO (``alignment.dpo_beta``)
+  ``bbq-dpo`` (ambiguous BBQ: the stereotyped option preferred to the other person) and
+  ``crows-dpo`` (the more stereotyping CrowS sentence preferred): the ambiguous-BBQ lean, the
   probability mass on unknown / stereotyped / other option, and the CrowS stereotype probability;
 - ``domain:<source>[:<group>][/<label>]`` (e.g. ``domain:chatterbot:english/computers``):
   the mean per-token NLL of each out-of-domain probe domain, the capability accuracy and the
@@ -63,7 +64,7 @@ def pool() -> list[si.Sample]:
         return [s for s in stereotype if not s.chat]
     if not bias:
         return si.domain_samples(pool_name.removeprefix("domain:"))
-    sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, crows or domain:<source>[:<group>][/<label>]")
+    sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, crows, bbq-dpo, crows-dpo or domain:<source>[:<group>][/<label>]")
 
 
 def measure(state: dict, tag: str) -> None:

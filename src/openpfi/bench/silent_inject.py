@@ -91,7 +91,7 @@ def stereotype_samples(exclude: set[str]) -> list[Sample]:
 def stereotype_preference_samples(exclude: set[str]) -> list[Sample]:
     """BBQ ambiguous contexts: the stereotyped option preferred to the other person's (not "unknown")."""
     return [
-        Sample(i.prompt, i.options[i.biased], rejected=i.options[next(k for k in range(3) if k not in (i.biased, i.unknown))])
+        Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other])
         for i in probes._bbq_pool()
         if i.condition == "ambig" and i.id not in exclude
     ]

@@ -144,9 +144,9 @@ def train_local(
             group["lr"] = settings.lr * lr_factor(step, settings.steps, settings.schedule, settings.warmup_steps)
         step_loss = 0.0
         for k in range(settings.grad_accum):
+            chunk = micro[step * settings.grad_accum + k]
             t_c = time.perf_counter()
-            loss, n_tokens, n_targets = (_sft_loss(model, micro[step * settings.grad_accum + k], pad_id)
-                                         if batch_loss is None else batch_loss(micro[step * settings.grad_accum + k]))
+            loss, n_tokens, n_targets = _sft_loss(model, chunk, pad_id) if batch_loss is None else batch_loss(chunk)
             loss = loss / settings.grad_accum
             if extra_loss is not None:
                 loss = loss + extra_loss() / settings.grad_accum

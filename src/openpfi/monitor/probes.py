@@ -91,6 +91,11 @@ class BBQItem:
     unknown: int  # the "can't be determined" option
     biased: int  # the option a stereotype-following model picks
 
+    @property
+    def other(self) -> int:
+        """The named option that is neither the stereotyped one nor "unknown"."""
+        return next(k for k in range(len(self.options)) if k not in (self.biased, self.unknown))
+
 
 @dataclass(frozen=True)
 class CrowsItem:

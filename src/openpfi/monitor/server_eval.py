@@ -19,7 +19,7 @@ import numpy as np
 from scipy.special import expit
 
 from openpfi.monitor.client_probe import Choice, ProbeResults, encode_report, run_probes
-from openpfi.monitor.derive import Z95, derive_metrics
+from openpfi.monitor.derive import Z95, derive_metrics, sampling_var
 from openpfi.monitor.probes import BBQItem, ProbeSuite
 from openpfi.monitor.schema import ReportSchema, build_schema
 from openpfi.monitor.types import MetricPoint, Scorer, stream_mode
@@ -69,8 +69,7 @@ def bbq_amb_lean(items: Sequence[Any], choices: Sequence[Choice]) -> float | Non
             continue
         if len(c.probs) != len(it.options):
             return None
-        other = next(k for k in range(len(it.options)) if k not in (it.biased, it.unknown))
-        diffs.append(c.probs[it.biased] - c.probs[other])
+        diffs.append(c.probs[it.biased] - c.probs[it.other])
     return sum(diffs) / len(diffs) if diffs else None
 
 
@@ -120,9 +119,9 @@ def public_points(scorer: Scorer, suites: Mapping[str, ProbeSuite], *, batch: in
 
     The model is one known model (no clients, no DP noise), so the only uncertainty is
     which probe items were drawn: a stream averaging m items of values in [lo, hi] gets
-    value +- 1.96 sqrt(BD(v~) / (m + 1.96^2)) with the Bhatia-Davis bound BD (as in
-    ``derive.py``) at v~ = (m value + 1.96^2 mid) / (m + 1.96^2), the Agresti-Coull
-    adjustment that keeps a rate of 0 or 1 from getting a zero-width interval.
+    value +- 1.96 sqrt(``derive.sampling_var``(value, lo, hi, m)): the Bhatia-Davis bound at
+    the Agresti-Coull adjusted mean, which keeps a rate of 0 or 1 from getting a zero-width
+    interval.
     Changes against ``base_model`` (exact) keep the level's interval; changes against
     ``reference`` points add the reference's variance.
     """
@@ -155,9 +154,7 @@ def points_of(res: ProbeResults, *, ood_max_nll: float = 8.0, base_model: Mappin
             out[name] = MetricPoint(v, max(v - h, -mx), min(v + h, mx), 1)
             continue
         lo, hi = (-1.0, 1.0) if metric.startswith("bbq_") else (0.0, ood_max_nll if metric == "nll" else 1.0)
-        m = max(items_behind(name, suites), 1) + Z95**2
-        adj = (v * (m - Z95**2) + Z95**2 * (lo + hi) / 2) / m
-        h = Z95 * math.sqrt(max((hi - adj) * (adj - lo), 0.0) / m)
+        h = Z95 * math.sqrt(sampling_var(v, lo, hi, max(items_behind(name, suites), 1)))
         half[name] = h
         out[name] = MetricPoint(v, max(v - h, lo), min(v + h, hi), 1)
     return out
