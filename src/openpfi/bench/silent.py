@@ -68,14 +68,14 @@ SETUP_SECONDS = 5.0
 FIRST_START_SECONDS = 20.0
 """Round 0 of the first run from each starting model (refusal-judge generations, the base
 model's client suites), on top of one server scoring; later runs read it from the cache."""
-SERVER_SECONDS_PER_ITEM = 0.074
+SERVER_SECONDS_PER_ITEM = 0.066
 """The server scoring one public item on the global model once. Calibrated on the quick suite of
-2026-11-29 (2-core machine): 4 rounds of a control took 116-124 s with 4 clients at 3.3 s, so
-one scoring of the 228 items took ~17 s; the uncached first run (erosion, 195 s) then gives the
-first-start cost above."""
-STEP_SECONDS = 0.5
-"""One extra local step of an injected client (``steps_scale`` > 1): ~9 s more per round for
-2 clients at 8-10 steps instead of 2 (quick profile, batch 4, max length 64, same machine)."""
+2026-11-30 (2-core machine, 256-token packed rows): the server's part of a round, 186 items, took
+12.3 s (the monitor's 14.2 s less the clients' 1.9 s)."""
+STEP_SECONDS = 0.7
+"""One extra local step of an injected client (``steps_scale`` > 1): out-of-domain in the quick
+suite of 2026-11-30 trained 2 clients x 10 steps in 14 s a round against 1.4 s at 1 step (batch 4,
+max length 64, same machine)."""
 
 
 # -- plan -------------------------------------------------------------------------------------------
@@ -127,6 +127,10 @@ def make_plan(
         if unknown:
             raise UserError(f"unknown scenario {', '.join(unknown)}; scenario files in {directory}: {', '.join(sorted(known))}")
         scenarios = [s for s in scenarios if s.name in wanted]
+    if profile.start_round is not None:
+        scenarios = [s.with_start_round(profile.start_round) for s in scenarios]
+        for s in scenarios:  # the onset must still fall within the profile's rounds
+            scenario_config(s, base)
     if seeds is not None and seeds < 1:
         raise UserError(f"--seeds {seeds}: use at least 1 seed")
     return BenchPlan(name, profile, base, scenarios, seeds or profile.seeds, out.parent / f"{out.stem}.runs")
@@ -379,6 +383,8 @@ def safety_adapter(cfg: Config, console: Console) -> dict[str, Any]:
         probe_sizes={k: v for k, v in m.suite_sizes.items() if k in ("harmful", "benign")},
         probe_seed=m.probe_seed,
     )
+    console.print("safety-tuned starting adapter: from the cache, or built once (~2 min, not in the estimate)",
+                  highlight=False)
     t0 = time.perf_counter()
     path, sha, rates = build_safety_adapter(settings)
     base, tuned = rates.get("base", {}), rates.get("adapter", {})

@@ -26,6 +26,7 @@ with ``<file>: <key>: <what is wrong>``.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,11 @@ class Scenario:
     def is_control(self) -> bool:
         return self.expect == "none"
 
+    def with_start_round(self, start_round: int) -> Scenario:
+        """The same scenario with its injection starting at ``start_round`` (a profile's onset)."""
+        injection = self.injection.model_copy(update={"start_round": start_round})
+        return dataclasses.replace(self, spec=self.spec.model_copy(update={"injection": injection}))
+
 
 class Profile(_Strict):
     """One profile of ``_suite.toml`` (``[full]`` or ``[quick]``)."""
@@ -189,6 +195,9 @@ class Profile(_Strict):
     """For the printed duration estimate only."""
     scenarios: list[str] = Field(default_factory=list)
     """Scenario names to run (empty: every scenario file)."""
+    start_round: int | None = Field(None, ge=1)
+    """Onset of every injection in this profile (None: each scenario's own ``injection.start_round``);
+    lets a profile with fewer rounds keep as many rounds after onset, for every scenario alike."""
     config: dict[str, Any] = Field(default_factory=dict)
     """Config overrides (same keys as an openpfi config) under every scenario's own."""
 

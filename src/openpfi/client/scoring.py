@@ -38,9 +38,11 @@ import torch
 from openpfi.data.tokenize import IGNORE, Encoded
 from openpfi.monitor.types import ScoreItem
 
-PACK_TOKENS = 512
+PACK_TOKENS = 256
 """Length of a packed row; a longer group gets a row of its own (its prompt cut from the left
-to ``MAX_GROUP_TOKENS``)."""
+to ``MAX_GROUP_TOKENS``). Attention costs width^2 per row whatever the mask hides, so per token
+it grows with the width: the server's probe pass of the silent benchmark (15.3k tokens) took
+~15 s at 256 against ~18 s at 512 (2-core AMD EPYC, 2026-11-30); narrower rows gained nothing."""
 MAX_GROUP_TOKENS = 1024
 
 

@@ -156,14 +156,18 @@ def _simulate_max_statistic(
     direction: str,
     reference: str,
     reference_std_ratio: float = 1.0,
+    shift: float = 0.0,
 ) -> np.ndarray:
-    """Max statistic over ``horizon_rounds`` rounds after the reference, per null simulation.
+    """Max statistic over ``horizon_rounds`` rounds after the reference, per simulation.
 
     Null: ``x_0..x_H`` iid ``N(0, 1)``, ``r = s_0 / s_t``;
     ``z_t = (x_t - r x_0) / sqrt(1 + r^2)`` for an estimated reference,
-    ``z_t = x_t`` for a known one.
+    ``z_t = x_t`` for a known one. ``shift`` (monitor/power.py): ``x_1..x_H`` move by
+    ``shift`` standard deviations the way ``direction`` alarms on.
     """
     x = generator.standard_normal((n_sim, horizon_rounds + 1))
+    if shift:
+        x[:, 1:] += -shift if direction == "decrease" else shift
     if reference == "estimated":
         r = reference_std_ratio
         z = (x[:, 1:] - r * x[:, :1]) / math.sqrt(1.0 + r * r)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from openpfi.monitor.audit import HEAD_FILE, LOG_FILE, atomic_write_text, jsonable, verify
 from openpfi.monitor.detectors import DetectorBank
+from openpfi.monitor.power import stream_detectability
 from openpfi.monitor.types import MODES, Alarm, MetricPoint, stream_mode
 
 if TYPE_CHECKING:  # the ledger pulls in torch via algorithms.privacy; the report does not need it
@@ -235,6 +236,8 @@ def build_report(
                     "reference": ref["value"] if ref else None,
                     "series": pts,
                     "alarm_rounds": [p["round"] for p in pts if p["alarm"]],
+                    "detectable": None if name in paired or bank is None else stream_detectability(
+                        pts, bank.config(), bank.threshold_for(name), bank.direction(name)),
                 }
             )
         mode_alarms = [a for a in alarm_list if a.get("mode", stream_mode(a["stream"])) == mode]

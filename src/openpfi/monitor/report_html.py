@@ -145,11 +145,13 @@ def _stream_table(mode: Mapping) -> str:
                     fmt(s["reference"]),
                     _interval(last) if last else "n/a",
                     fmt(last.get("statistic")),
+                    fmt((s.get("detectable") or {}).get("shift")),
                     _e(", ".join(str(r) for r in s["alarm_rounds"]) or "none"),
                 ]
             )
             classes.append("alarm" if s["alarm_rounds"] else "")
-    return _table(["stream", "reference", "latest [95% interval]", "statistic", "alarm rounds"], rows, classes)
+    return _table(["stream", "reference", "latest [95% interval]", "statistic",
+                   "shift seen at even odds within 3 rounds", "alarm rounds"], rows, classes)
 
 
 def _mode_panel(mode: Mapping, refusal_judge: Mapping | None = None) -> str:
