@@ -101,6 +101,10 @@ def test_quick_suite_runs_records_truth_and_resumes(tmp_path: Path, scenarios: P
     assert 0 < b["epsilon_max"] <= 8.0 + 1e-9
     assert b["false_alarms_total"] == sum(r["false_alarms"] for r in b["scenarios"])
     assert "| miscal | confidence_miscalibration |" in b["table_markdown"]
+    # how close each mode came, and what its closest stream could have seen (monitor/power.py)
+    closest = [c for r in b["runs"] for c in r["closest_to_threshold"].values()]
+    assert closest and all(c["ratio"] == pytest.approx(c["statistic"] / c["threshold"]) for c in closest)
+    assert any(isinstance(c["detectable_shift"], float) and c["detectable_shift"] > 0 for c in closest)
     # a second call refuses to mix suites, --resume reuses both finished runs
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "--resume" in again.output

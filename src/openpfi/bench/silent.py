@@ -191,7 +191,8 @@ def _alarms(folder: Path) -> list[dict[str, Any]]:
 
 def mode_margins(report: dict[str, Any], first_round: int) -> dict[str, dict[str, Any]]:
     """Per mode, the stream whose detector statistic came closest to its threshold from
-    ``first_round`` on: ``{stream, round, statistic, threshold, ratio}`` (ratio >= 1 = alarm).
+    ``first_round`` on: ``{stream, round, statistic, threshold, ratio, detectable_shift}`` (ratio
+    >= 1 = alarm; the shift it could see, monitor/power.py, None for a paired-test stream).
     How far a missed mode was from alarming, read from report.json."""
     out: dict[str, dict[str, Any]] = {}
     for mode in report.get("modes", []):
@@ -205,7 +206,8 @@ def mode_margins(report: dict[str, Any], first_round: int) -> dict[str, dict[str
                         continue
                     if best is None or stat / h > best["ratio"]:
                         best = {"stream": stream["name"], "round": pt["round"], "statistic": stat,
-                                "threshold": h, "ratio": stat / h}
+                                "threshold": h, "ratio": stat / h,
+                                "detectable_shift": (stream.get("detectable") or {}).get("shift")}
         if best is not None:
             out[mode["id"]] = best
     return out
