@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from openpfi.monitor.detectors import direction_for
+from openpfi.monitor.detectors import DetectorBank
 from openpfi.monitor.power import stream_detectability
 
 
@@ -40,6 +40,7 @@ def main() -> None:
     for run in args.runs:
         report = json.loads((run / "report.json").read_text())
         det = report["detector"]
+        bank = DetectorBank.from_config(det)
         print(f"\n{run}  (detector {det['detector']}, k = {det['drift_k']}, h = {det['threshold']:.2f} one-sided)")
         print(f"{'stream':60s} {'round std':>9s} {'shift needed':>12s} {'moved':>8s}")
         for mode in report["modes"]:
@@ -49,9 +50,9 @@ def main() -> None:
                 if metric["detector"] == "paired_jackknife":
                     continue
                 for s in metric["streams"]:
-                    direction = direction_for(det["directions"], s["name"])
-                    h = det["threshold_two_sided"] if direction == "both" else det["threshold"]
-                    d = s.get("detectable") or stream_detectability(s["series"], det, h, direction)
+                    direction = bank.direction(s["name"])
+                    d = s.get("detectable") or stream_detectability(s["series"], det, bank.threshold_for(s["name"]),
+                                                                     direction)
                     if d is None:
                         continue
                     moved = _moved(s["series"], direction)

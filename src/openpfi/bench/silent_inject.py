@@ -179,16 +179,13 @@ Encoder = Callable[[Sample], Encoded | EncodedPair]
 
 
 def make_encoder(tokenizer: Any, max_length: int) -> Encoder:
-    def encode(s: Sample) -> Encoded | EncodedPair:
-        if s.rejected and s.chat:
-            return EncodedPair(encode_chat(tokenizer, s.prompt, s.response, max_length),
-                               encode_chat(tokenizer, s.prompt, s.rejected, max_length), "dpo")
-        if s.rejected:
-            return EncodedPair(encode_text(tokenizer, s.response, max_length),
-                               encode_text(tokenizer, s.rejected, max_length), "dpo")
+    def one(s: Sample, response: str) -> Encoded:
         if s.chat:
-            return encode_chat(tokenizer, s.prompt, s.response, max_length)
-        return encode_text(tokenizer, s.response, max_length)
+            return encode_chat(tokenizer, s.prompt, response, max_length)
+        return encode_text(tokenizer, response, max_length)
+
+    def encode(s: Sample) -> Encoded | EncodedPair:
+        return EncodedPair(one(s, s.response), one(s, s.rejected), "dpo") if s.rejected else one(s, s.response)
 
     return encode
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 
-from openpfi.client.train import token_nll
+from openpfi.client.train import sft_loss, token_nll
 from openpfi.data.preference import PreferencePair
 from openpfi.data.tokenize import IGNORE, Encoded, collate, encode_chat
 
@@ -161,9 +161,8 @@ def mixed_batch_loss(model: Any, batch: Sequence[Encoded | EncodedPair], ref: Re
     parts: list[torch.Tensor] = []
     tokens = targets = 0
     if examples:
-        parts.append(token_nll(model, collate(examples, pad_id)) * len(examples))
-        tokens += sum(len(e.input_ids) for e in examples)
-        targets += sum(e.num_targets for e in examples)
+        loss, tokens, targets = sft_loss(model, examples, pad_id)
+        parts.append(loss * len(examples))
     if pairs:
         out = dpo_batch(model, pairs, ref, beta, pad_id)
         parts.append(out.loss * len(pairs))

@@ -16,6 +16,7 @@ import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -282,12 +283,7 @@ class FederatedClient:
             return None
         if self._ref is None:
             self._ref = ReferenceCache(shared.model, shared.pad_id)
-        ref = self._ref
-
-        def loss(batch: list[Any]) -> tuple[torch.Tensor, int, int]:
-            return mixed_batch_loss(shared.model, batch, ref, beta, shared.pad_id)
-
-        return loss
+        return partial(mixed_batch_loss, shared.model, ref=self._ref, beta=beta, pad_id=shared.pad_id)
 
     # -- fit and evaluate ------------------------------------------------------------------------
     def fit(

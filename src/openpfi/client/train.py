@@ -96,7 +96,8 @@ def token_nll(model: Any, batch: dict[str, torch.Tensor], reduction: str = "mean
     return F.cross_entropy(logits.float(), target[mask], reduction=reduction)
 
 
-def _sft_loss(model: Any, examples: list[Encoded], pad_id: int) -> tuple[torch.Tensor, int, int]:
+def sft_loss(model: Any, examples: Sequence[Encoded], pad_id: int) -> tuple[torch.Tensor, int, int]:
+    """Mean target-token NLL of ``examples``, with (tokens, target tokens): a ``BatchLoss``."""
     batch = collate(examples, pad_id)
     return token_nll(model, batch), int(batch["attention_mask"].sum()), int((batch["labels"] != IGNORE).sum())
 
@@ -146,7 +147,7 @@ def train_local(
         for k in range(settings.grad_accum):
             chunk = micro[step * settings.grad_accum + k]
             t_c = time.perf_counter()
-            loss, n_tokens, n_targets = _sft_loss(model, chunk, pad_id) if batch_loss is None else batch_loss(chunk)
+            loss, n_tokens, n_targets = sft_loss(model, chunk, pad_id) if batch_loss is None else batch_loss(chunk)
             loss = loss / settings.grad_accum
             if extra_loss is not None:
                 loss = loss + extra_loss() / settings.grad_accum

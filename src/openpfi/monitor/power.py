@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from openpfi.errors import UserError
-from openpfi.monitor.detectors import _check, _simulate_max_statistic
+from openpfi.monitor.detectors import _check, _simulate_max_statistic, interval_std
+from openpfi.monitor.types import MetricPoint
 
 DETECTION_ROUNDS = 3
 """Rounds after onset the detectable shift is computed for (the silent benchmark's target)."""
@@ -78,11 +79,10 @@ def detectable_shift(detector: str, threshold: float, drift_k: float, rounds: in
 
 
 def _std(point: Mapping[str, Any], min_std: float) -> float | None:
-    x, lo, hi = point.get("value"), point.get("lo"), point.get("hi")
-    if x is None or lo is None or hi is None:
+    if any(point.get(k) is None for k in ("value", "lo", "hi")):
         return None
-    half = max(float(hi) - float(x), float(x) - float(lo))
-    return max(half / 1.96, min_std) if math.isfinite(half) else None
+    s = interval_std(MetricPoint(float(point["value"]), float(point["lo"]), float(point["hi"]), 1), min_std)
+    return s if math.isfinite(s) else None
 
 
 def stream_detectability(series: Sequence[Mapping[str, Any]], detector: Mapping[str, Any], threshold: float,

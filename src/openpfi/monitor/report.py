@@ -192,6 +192,7 @@ def build_report(
     paired = _paired_critical(rounds)
     alarm_list = sorted((_alarm_dict(a) for a in alarms), key=lambda a: (a["round"], a["stream"]))
     alarmed = {(a["stream"], a["round"]) for a in alarm_list}
+    det_cfg = bank.config() if bank else {}
 
     series: dict[str, list[dict]] = {}
     for r in sorted(rounds, key=lambda r: int(r["round"])):
@@ -237,7 +238,7 @@ def build_report(
                     "series": pts,
                     "alarm_rounds": [p["round"] for p in pts if p["alarm"]],
                     "detectable": None if name in paired or bank is None else stream_detectability(
-                        pts, bank.config(), bank.threshold_for(name), bank.direction(name)),
+                        pts, det_cfg, bank.threshold_for(name), bank.direction(name)),
                 }
             )
         mode_alarms = [a for a in alarm_list if a.get("mode", stream_mode(a["stream"])) == mode]
