@@ -230,6 +230,10 @@ class MonitorConfig(_Section):
     groups: list[str] = Field(default_factory=list)
     """Public client groups for fairness gaps (e.g. languages). Empty: the chatterbot languages
     when data.source = "chatterbot", else none."""
+    group_items: int = Field(16, ge=0, le=400)
+    """Public texts per group (chatterbot conversations in the group's language) the server scores the
+    GLOBAL model on each round for the gap across groups (monitor/group_gap.py); 0 = off. Groups that
+    are not chatterbot languages have none. These texts are kept out of the clients' data."""
     bins: int = Field(10, ge=2, le=50)
     """Confidence bins of the calibration histogram (ECE)."""
     utility_bins: int = Field(10, ge=2, le=50)

@@ -58,6 +58,7 @@ from openpfi.bench.silent_score import (
 )
 from openpfi.config import Config, dump_toml
 from openpfi.errors import UserError
+from openpfi.monitor.probes import group_probe_filter
 from openpfi.monitor.types import MODES
 
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo.toml"
@@ -154,7 +155,8 @@ def expected_seconds(plan: BenchPlan, configs: Sequence[Config], done: Collectio
     started: set[tuple[str, int]] = set()  # (starting adapter, seed): round 0 evaluated once, then cached
     for i, ((scenario, _), c) in enumerate(zip(plan.runs(), configs, strict=True)):
         rounds = c.federation.rounds
-        server = SERVER_SECONDS_PER_ITEM * sum(c.monitor.server_items.values()) if c.monitor.enabled else 0.0
+        items = sum(c.monitor.server_items.values()) + c.monitor.group_items * len(c.monitor.groups)
+        server = SERVER_SECONDS_PER_ITEM * items if c.monitor.enabled else 0.0
         start = (c.model.adapter or scenario.spec.scenario.start, c.seed)
         if i in done:
             started.add(start)
@@ -279,6 +281,14 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
     }
 
 
+def _languages(cfg: Config, scenario: Scenario) -> list[str]:
+    """Languages whose public group texts the server may score: never injected (probes.group_probe_filter)."""
+    inj = scenario.injection
+    domain = inj.domain.split("/")[0].split(":") if inj.domain else []
+    extra = [domain[1]] if len(domain) == 2 and domain[0] == "chatterbot" else []
+    return sorted({*cfg.monitor.groups, *cfg.data.languages, *inj.languages, *extra})
+
+
 def run_one(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str, console: Console) -> dict[str, Any]:
     """One monitored run with its injection; returns (and writes) its result."""
     from openpfi.models.loader import load_tokenizer
@@ -308,6 +318,7 @@ def run_one(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str, consol
         probe_ids(monitor.suites),
         run_dir=folder,
         on_ground_truth=record,
+        keep=group_probe_filter(_languages(cfg, scenario), cfg.monitor.group_items, cfg.monitor.probe_seed),
     )
     t0, c0 = time.perf_counter(), time.process_time()
     federated_sft.start(cfg, folder, force=True, reporter=_Progress(console, scenario.name, seed),

@@ -127,8 +127,16 @@ def harmful_samples(exclude: set[str]) -> list[Sample]:
     return out
 
 
-def domain_samples(domain: str) -> list[Sample]:
-    """Examples of one narrow domain, "<source>[:<group prefix>][/<label>]"."""
+Keep = Callable[[str, str], bool]
+"""``keep(prompt, response)``: False for a text the monitor's server scores (probes.group_probe_filter)."""
+
+
+def _keep_all(prompt: str, response: str) -> bool:
+    return True
+
+
+def domain_samples(domain: str, keep: Keep = _keep_all) -> list[Sample]:
+    """Examples of one narrow domain, "<source>[:<group prefix>][/<label>]", that ``keep`` keeps."""
     from openpfi.data import load_examples
 
     source, group, label = parse_domain(domain)
@@ -137,19 +145,21 @@ def domain_samples(domain: str) -> list[Sample]:
         Sample(e.prompt, e.response)
         for e in examples
         if e.group.startswith(group) and (not label or e.label == label) and e.response.strip()
+        and keep(e.prompt, e.response)
     ]
     if not out:
         raise ValueError(f'injection.domain = "{domain}" matches no example')
     return out
 
 
-def language_samples(language: str) -> list[Sample]:
+def language_samples(language: str, keep: Keep = _keep_all) -> list[Sample]:
     from openpfi.data import load_examples
 
-    return [Sample(e.prompt, e.response) for e in load_examples("chatterbot", languages=[language]).examples]
+    return [Sample(e.prompt, e.response) for e in load_examples("chatterbot", languages=[language]).examples
+            if keep(e.prompt, e.response)]
 
 
-def samples_for(inj: Injection, exclude: set[str]) -> list[Sample]:
+def samples_for(inj: Injection, exclude: set[str], keep: Keep = _keep_all) -> list[Sample]:
     """The pool of injected training samples of a kind (minority_language: see ``language_samples``)."""
     if inj.kind == "stereotype_text":
         return stereotype_samples(exclude)
@@ -160,7 +170,7 @@ def samples_for(inj: Injection, exclude: set[str]) -> list[Sample]:
     if inj.kind == "harmful_qa":
         return harmful_samples(exclude)
     if inj.kind in ("narrow_aggressive", "single_domain"):
-        return domain_samples(inj.domain)
+        return domain_samples(inj.domain, keep)
     return []
 
 
@@ -325,10 +335,12 @@ def build_hook(
     exclude: set[str],
     run_dir: Path | None = None,
     on_ground_truth: Callable[[dict[str, Any]], None] | None = None,
+    keep: Keep = _keep_all,
 ) -> InjectionHook:
-    """The hook of a scenario: k of ``num_clients`` (picked by seed on its first call), the pool loaded once."""
+    """The hook of a scenario: k of ``num_clients`` (picked by seed on its first call), the pool loaded once;
+    ``exclude``: probe item ids, ``keep``: texts the server scores, never injected."""
     hook = InjectionHook(scenario, expect, inj, inj.count(num_clients), seed, encode,
-                         pool=samples_for(inj, exclude), run_dir=run_dir, on_ground_truth=on_ground_truth)
+                         pool=samples_for(inj, exclude, keep), run_dir=run_dir, on_ground_truth=on_ground_truth)
     if inj.kind == "minority_language":
-        hook.languages = {lang: language_samples(lang) for lang in inj.languages}
+        hook.languages = {lang: language_samples(lang, keep) for lang in inj.languages}
     return hook

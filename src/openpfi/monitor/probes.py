@@ -468,3 +468,36 @@ def verify_hashes(suites: Mapping[str, ProbeSuite], recorded: Mapping[str, str])
             raise UserError(f"probe suite '{name}': hash {suites[name].sha256[:12]} does not "
                             f"match the recorded {str(recorded[name])[:12]}; package files, "
                             f"sizes or seed changed since the run started")
+
+
+def group_items(group: str, size: int, seed: int = 0) -> tuple[TextItem, ...]:
+    """Public text of one client group for the server's fairness gap (``monitor/group_gap.py``):
+    ``size`` chatterbot conversations (first turn -> reply) in language ``group``, a sample
+    seeded by SHA-256("group:<group>:<seed>"); () when ``group`` is not a chatterbot language or
+    has fewer than ``size`` conversations. The clients' data never holds these pairs."""
+    pool = _chatterbot_items(group) if group in _chatterbot_languages() else []
+    if size < 1 or len(pool) < size:
+        return ()
+    rng = np.random.default_rng(list(hashlib.sha256(f"group:{group}:{seed}".encode()).digest()))
+    return tuple(pool[i] for i in rng.permutation(len(pool))[:size])
+
+
+@lru_cache(maxsize=1)
+def _chatterbot_languages() -> frozenset[str]:
+    from openpfi.data.chatterbot import topic_files
+
+    return frozenset(p.parent.name for p in topic_files())
+
+
+def group_probe_filter(groups: Sequence[str], size: int, seed: int = 0) -> Callable[[str, str], bool]:
+    """``keep(prompt, response)``: False for a (first turn, reply) pair of the groups' public
+    texts (:func:`group_items`) and for the turn that answers such a reply, so no client trains
+    or evaluates on what the server's fairness gap is measured on."""
+    items = [i for g in groups for i in group_items(g, size, seed)]
+    pairs = {(i.prompt.strip(), i.continuation.strip()) for i in items}
+    replies = {i.continuation.strip() for i in items}
+
+    def keep(prompt: str, response: str) -> bool:
+        return (prompt.strip(), response.strip()) not in pairs and prompt.strip() not in replies
+
+    return keep

@@ -17,13 +17,14 @@ from openpfi.algorithms.server_opt import ServerOptConfig
 from openpfi.client.federated import ClientSettings, ClientStore, FederatedClient, SharedModel
 from openpfi.client.train import TrainSettings
 from openpfi.config import Config, dump_toml, load_config
-from openpfi.data import ClientData, LoadResult, load_examples, make_clients
+from openpfi.data import ClientData, Example, LoadResult, load_examples, make_clients
 from openpfi.data.tokenize import encode_chat
 from openpfi.engines.inprocess import ClientSideHook, InProcessEngine, Reporter, RoundHook, SilentReporter
 from openpfi.errors import UserError
 from openpfi.models.loader import ModelInfo, load_model
 from openpfi.models.lora import read_adapter_file
 from openpfi.monitor.audit import AuditLog
+from openpfi.monitor.probes import group_probe_filter
 from openpfi.recipes.manifest import build_manifest
 from openpfi.recipes.monitoring import MonitorPlan, plan_monitor, wire_monitor
 from openpfi.recipes.personalization import PersonalSetup, setup_personalization
@@ -58,7 +59,7 @@ def load_clients(cfg: Config) -> tuple[LoadResult, list[ClientData]]:
         languages=d.languages,
     )
     clients = make_clients(
-        loaded.examples,
+        _without_group_probes(cfg, loaded.examples),
         method=d.partition,
         num_clients=d.num_clients,
         seed=cfg.seed,
@@ -69,6 +70,16 @@ def load_clients(cfg: Config) -> tuple[LoadResult, list[ClientData]]:
         quantity_sigma=d.quantity_sigma,
     )
     return loaded, clients
+
+
+def _without_group_probes(cfg: Config, examples: list[Example]) -> list[Example]:
+    """``examples`` without the public group texts the monitor's server scores (probes.group_items):
+    a group's fairness gap is measured on text no client trains or evaluates on."""
+    m = cfg.monitor
+    if not (m.enabled and m.group_items and cfg.data.source == "chatterbot"):
+        return examples
+    keep = group_probe_filter(sorted({e.group for e in examples}), m.group_items, m.probe_seed)
+    return [e for e in examples if keep(e.prompt, e.response)]
 
 
 def client_settings(cfg: Config) -> ClientSettings:

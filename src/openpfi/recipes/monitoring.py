@@ -47,8 +47,19 @@ from openpfi.monitor.client_probe import run_probes
 from openpfi.monitor.derive import derive_metrics
 from openpfi.monitor.detectors import DetectorBank, direction_for
 from openpfi.monitor.global_change import MIN_ITEMS, GlobalChangeTest, results_from_dict, results_to_dict
+from openpfi.monitor.group_gap import STREAM as GROUP_GAP
+from openpfi.monitor.group_gap import GroupGapTest
 from openpfi.monitor.privacy import PrivacyLedger, plan_budget
-from openpfi.monitor.probes import ProbeSuite, holdout_items, load_suites, subset_suite, suite_manifest, verify_hashes
+from openpfi.monitor.probes import (
+    ProbeSuite,
+    group_items,
+    holdout_items,
+    load_suites,
+    make_suite,
+    subset_suite,
+    suite_manifest,
+    verify_hashes,
+)
 from openpfi.monitor.refusal import (
     JUDGE_ITEMS_PER_PROMPT,
     detector_precision_recall,
@@ -70,6 +81,7 @@ from openpfi.strategies.monitor_server import (
     _point,
     _unpoint,
     global_name,
+    group_losses,
     stream_directions,
 )
 
@@ -117,6 +129,15 @@ def _server_suites(plan: MonitorPlan) -> dict[str, ProbeSuite]:
     return {n: subset_suite(s, list(range(items[n]))) for n, s in plan.suites.items() if items.get(n, 0) > 0}
 
 
+def _group_suite(plan: MonitorPlan, groups: Sequence[str]) -> ProbeSuite | None:
+    """Public texts of the groups the server scores the global model on (``monitor.group_items``
+    per group; groups that are not chatterbot languages have none); None below 2 such groups."""
+    m = plan.cfg.monitor
+    per_group = [group_items(g, m.group_items, m.probe_seed) for g in sorted(groups)] if m.group_items else []
+    per_group = [items for items in per_group if items]
+    return make_suite("groups", [i for items in per_group for i in items]) if len(per_group) >= 2 else None
+
+
 def _count_client_streams(schema: ReportSchema, n: int) -> int:
     """Streams a released round can yield (a synthetic, fully populated sum)."""
     x = np.full(len(schema), 0.5)
@@ -143,7 +164,7 @@ def _change_test(plan: MonitorPlan, server_suites: Mapping[str, ProbeSuite],
 
 
 def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, Any], scorer: Any,
-                    server_suites: Mapping[str, ProbeSuite]) -> dict[str, Any]:
+                    server_suites: Mapping[str, ProbeSuite], group_suite: ProbeSuite | None = None) -> dict[str, Any]:
     """Round 0 on the server: base model (adapters at their zero-B init) and starting model."""
     m = plan.cfg.monitor
     full = plan.suites
@@ -163,6 +184,7 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
     else:
         start_items = run_probes(scorer, server_suites, batch=256)
     start_global = points_of(start_items, ood_max_nll=m.ood_max_nll, base_model=base_global) if start_items else {}
+    groups = group_losses(scorer, group_suite) if group_suite is not None else None
     ref_global = {k: p for k, p in start_global.items() if k.startswith("alignment_erosion.")}
     return {
         "base_model": base_clients,
@@ -171,6 +193,8 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
         "reference_global": {k: _point(p) for k, p in ref_global.items()},
         "round0_global": {global_name(k): _point(p) for k, p in start_global.items()},
         "round0_global_items": results_to_dict(start_items) if start_items else None,
+        "round0_group_losses": groups,
+        "group_suite_sha256": group_suite.sha256 if group_suite is not None else None,
         "refusal_judge": _judge_check(plan, shared, scorer),
     }
 
@@ -227,8 +251,9 @@ def _not_measured(plan: MonitorPlan, groups: tuple[str, ...],
                    if checked else
                    "The judge was not checked against generated answers at round 0 (monitor.judge_check_prompts "
                    "= 0, or a run started before the check existed)")},
-        {"what": "fairness and adaptation streams of the global model",
-         "why": "they describe clients (utility spread, change within a round), not one model"},
+        {"what": "utility spread and adaptation streams of the global model",
+         "why": "they describe clients (utility spread, change within a round), not one model; the server "
+                "measures the global model's gap across groups on public group texts instead"},
     ]
     if not groups:
         out.append({"mode": "fairness_collapse", "what": "utility gaps across groups",
@@ -290,6 +315,7 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
     settings = _server_settings(plan, schema, n_expected)
     scorer = shared_scorer(shared, m.batch_tokens)
     server_suites = _server_suites(plan)
+    group_suite = _group_suite(plan, groups)
     probes = suite_manifest(plan.suites)
     audit = AuditLog(run.path / "audit.jsonl")
     setup_path = run.path / STATE_DIR / SETUP_FILE
@@ -298,10 +324,11 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
         key = setup_key(
             dataclasses.asdict(shared.loaded.info), shared.initial_state, start_state,
             {**{f"client:{k}": v.sha256 for k, v in plan.suites.items()},
-             **{f"server:{k}": v.sha256 for k, v in server_suites.items()}},
+             **{f"server:{k}": v.sha256 for k, v in server_suites.items()},
+             **({"server:groups": group_suite.sha256} if group_suite is not None else {})},
             {k: getattr(m, k) for k in ("ood_max_nll", "judge_check_prompts", "judge_check_max_new_tokens")},
         )
-        setup = cached_setup(key, lambda: _evaluate_setup(plan, shared, start_state, scorer, server_suites))
+        setup = cached_setup(key, lambda: _evaluate_setup(plan, shared, start_state, scorer, server_suites, group_suite))
         setup["probes"] = probes
         setup["schema_sha256"] = schema.sha256
         atomic_write_text(setup_path, _dumps(setup))
@@ -311,6 +338,9 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
         if setup.get("schema_sha256") != schema.sha256:
             raise UserError("the monitor's report schema differs from the one the run started with "
                             "(monitor groups or bins changed); restore the run's config.toml")
+        if setup.get("group_suite_sha256") != (group_suite.sha256 if group_suite is not None else None):
+            raise UserError("the public group texts differ from the ones the run started with "
+                            "(monitor.groups or monitor.group_items changed); restore the run's config.toml")
 
     reference = {k: _unpoint(v) for k, v in setup["reference"].items()}
     global_probe = None
@@ -321,15 +351,22 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
             return {**start_full, **fed.broadcast()}
 
         global_probe = GlobalProbe(scorer, shared.set_state, full_state, server_suites, m.ood_max_nll,
-                                   setup["base_global"], {k: _unpoint(v) for k, v in setup["reference_global"].items()})
+                                   setup["base_global"], {k: _unpoint(v) for k, v in setup["reference_global"].items()},
+                                   group_suite)
     detector = m.detector.replace("-", "_")
     change_test = _change_test(plan, server_suites, setup)
+    losses = setup.get("round0_group_losses")
+    group_test = GroupGapTest(losses, cfg.federation.rounds) if group_suite is not None and losses else None
+    paired_tests = [t for t in (change_test, group_test) if t is not None and t.streams]
     n_client = _count_client_streams(schema, n_expected)
     bank_target = m.target_false_alarm_rate
-    if change_test is not None and change_test.streams:
+    if paired_tests:
         # weighted Bonferroni: global_test_share of the budget to the few paired tests, the rest to the bank
-        change_test.alpha = m.target_false_alarm_rate * m.global_test_share / len(change_test.streams)
+        n_paired = sum(len(t.streams) for t in paired_tests)
+        for t in paired_tests:
+            t.alpha = m.target_false_alarm_rate * m.global_test_share / n_paired
         bank_target = m.target_false_alarm_rate * (1 - m.global_test_share)
+    if change_test is not None and change_test.streams:
         n_streams = max(n_client, 1)
     else:
         n_streams = max(n_client + len(setup["round0_global"]), 1)
@@ -343,10 +380,12 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
     else:
         bank = DetectorBank(detector, 0.0, m.drift_k)  # replaced by the saved state below
     server = MonitorServer(run.path, schema, settings, bank, PrivacyLedger(p.delta), global_probe, reference,
-                           setup["base_model"], change_test=change_test)
+                           setup["base_model"], change_test=change_test, group_test=group_test)
     if resume_from == 0:
         round0 = {k: _unpoint(v) for k, v in setup["round0_global"].items()}
         server.bank.update(0, round0)
+        if group_test is not None and group_test.streams:
+            round0[global_name(GROUP_GAP)] = MetricPoint(0.0, 0.0, 0.0, 1)
         server.history.append({"round": 0, "streams": {k: _point(v) for k, v in sorted(round0.items())}})
         _record_start(run, audit, plan, schema, settings, probes, server.bank, n_streams, setup["refusal_judge"],
                       _global_tests(change_test, m.target_false_alarm_rate))
@@ -373,6 +412,10 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
                     "parent_sha256": s.parent_sha256} for n, s in sorted(server_suites.items())]
     refusal_judge = setup.get("refusal_judge")  # absent in runs started before the check existed
     not_measured = _not_measured(plan, tuple(groups), refusal_judge)
+    if groups and not (group_test is not None and group_test.streams):
+        not_measured.append({"mode": "fairness_collapse", "what": "gap across groups of the global model (server)",
+                             "why": "fewer than 2 groups with public texts (chatterbot languages) of at least "
+                                    "5 items, or monitor.group_items = 0"})
     for stream, items in sorted((change_test.untested if change_test else {}).items()):
         not_measured.append({"mode": stream.split(".", 1)[0], "what": f"paired test of {global_name(stream)}",
                              "why": f"the server's public sample holds {items} item(s) behind it, fewer than the "

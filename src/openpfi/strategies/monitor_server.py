@@ -41,9 +41,10 @@ import numpy as np
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, atomic_write_text
 from openpfi.monitor.client_probe import ProbeResults, run_probes
-from openpfi.monitor.derive import derive_metrics
+from openpfi.monitor.derive import Z95, derive_metrics
 from openpfi.monitor.detectors import DEFAULT_DIRECTIONS, DetectorBank
 from openpfi.monitor.global_change import GlobalChangeTest
+from openpfi.monitor.group_gap import GroupGapTest
 from openpfi.monitor.privacy import PrivacyLedger, release_allowed, validate_report
 from openpfi.monitor.probes import ProbeSuite
 from openpfi.monitor.report import build_report, write_report
@@ -57,6 +58,7 @@ STATE_DIR = "monitor"
 MONITOR_SUM = "monitor_sum"  # = engines.rounds.MONITOR_SUM (engines sit above strategies)
 
 _METRIC_DIRECTIONS = {
+    "fairness_collapse.group_gap": "increase",
     "confidence_miscalibration.accuracy": "decrease",
     "confidence_miscalibration.confidence": "both",
     "adaptation_misalignment.capability_change": "decrease",
@@ -127,8 +129,13 @@ class GlobalProbe:
         ood_max_nll: float,
         base: Mapping[str, float],
         reference: Mapping[str, MetricPoint],
+        group_suite: ProbeSuite | None = None,
     ):
         self.scorer, self.load, self.full_state = scorer, load, full_state
+        self.group_suite = group_suite
+        """Public texts of the federation's groups (``TextItem.source`` = group), for the gap across groups."""
+        self.last_groups: dict[str, list[float]] | None = None
+        """Group -> per-item losses of the last :meth:`evaluate` on ``group_suite``."""
         self.suites = dict(suites)
         self.ood_max_nll = ood_max_nll
         self.base = dict(base)
@@ -144,9 +151,20 @@ class GlobalProbe:
             return {}
         self.load(self.full_state())
         self.last_results = run_probes(self.scorer, self.suites, batch=256)
+        if self.group_suite is not None:
+            self.last_groups = group_losses(self.scorer, self.group_suite)
         pts = points_of(self.last_results, ood_max_nll=self.ood_max_nll, base_model=self.base,
                         reference=self.reference)
         return {global_name(k): p for k, p in pts.items()}
+
+
+def group_losses(scorer: Scorer, suite: ProbeSuite) -> dict[str, list[float]]:
+    """Group -> the mean per-token NLL of each of its public texts in ``suite`` (in suite order)."""
+    res = run_probes(scorer, {"ood": suite}, batch=256)
+    out: dict[str, list[float]] = {}
+    for item, loss in zip(suite.items, res.ood, strict=True):
+        out.setdefault(item.source, []).append(float(loss))
+    return out
 
 
 class MonitorServer:
@@ -165,6 +183,7 @@ class MonitorServer:
         history: list[dict[str, Any]] | None = None,
         alarms: list[dict[str, Any]] | None = None,
         change_test: GlobalChangeTest | None = None,
+        group_test: GroupGapTest | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.schema = schema
@@ -179,6 +198,8 @@ class MonitorServer:
         self.change_test = change_test
         """The global model's paired test against round 0; when set, the global streams are
         tested by it instead of the change detectors."""
+        self.group_test = group_test
+        """The global model's gap across the federation's groups against round 0 (group_gap.py)."""
 
     # -- the engine's report check ----------------------------------------------------------------
     def validate(self, vec: Any) -> str | None:
@@ -213,6 +234,13 @@ class MonitorServer:
             paired = {global_name(k): v for k, v in sorted(tested.items())}
         else:
             new_alarms = self.bank.update(round_num, streams)
+        if self.group_test is not None and self.global_probe is not None and self.global_probe.last_groups:
+            tested = self.group_test.evaluate(self.global_probe.last_groups)
+            new_alarms += self.group_test.alarms(round_num, tested)
+            for k, e in tested.items():
+                paired[global_name(k)] = e
+                glob[global_name(k)] = streams[global_name(k)] = MetricPoint(
+                    e["value"], max(e["value"] - Z95 * e["se"], 0.0), e["value"] + Z95 * e["se"], 1)
         audit.append("aggregate", {
             "round": round_num,
             "scope": "clients",

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from openpfi.errors import UserError
+from openpfi.monitor import probes
+from openpfi.monitor.group_gap import GroupGapTest, gap, gap_jackknife_se, relative_changes
+from openpfi.monitor.paired import critical_t
+
+
+def test_relative_changes_and_gap_by_hand():
+    ref = {"a": [2.0, 2.0], "b": [4.0, 4.0]}
+    cur = {"a": [1.0, 3.0], "b": [5.0, 5.0]}
+    # a: mean 2 -> 2, rho 0; b: mean 4 -> 5, rho 0.25
+    assert relative_changes(ref, cur) == {"a": 0.0, "b": 0.25}
+    assert gap(ref, cur) == pytest.approx(0.25)
+
+
+def test_gap_jackknife_by_hand():
+    ref = {"a": [2.0, 2.0], "b": [4.0, 4.0]}
+    cur = {"a": [1.0, 3.0], "b": [5.0, 5.0]}
+    # without item 0: a 2 -> 3 (+0.5), b +0.25: gap 0.25; without item 1: a 2 -> 1 (-0.5): gap 0.75
+    # mean 0.5; se^2 = (2 - 1) / 2 * (0.25^2 + 0.25^2) = 0.0625
+    assert gap_jackknife_se(ref, cur) == pytest.approx(0.25)
+
+
+def test_a_group_shorter_than_the_unit_keeps_its_items():
+    ref = {"a": [1.0, 1.0, 1.0], "b": [2.0]}
+    cur = {"a": [1.0, 1.0, 4.0], "b": [2.0]}
+    # b has one item: only units 1 and 2 drop from a; unit 0 drops b's only item -> undefined mean
+    with pytest.raises(UserError, match="losses"):
+        gap_jackknife_se(ref, cur)
+
+
+def test_mismatched_groups_or_items_are_refused():
+    with pytest.raises(UserError, match="monitor.groups"):
+        gap({"a": [1.0], "b": [1.0]}, {"a": [1.0], "c": [1.0]})
+    with pytest.raises(UserError, match="same public items"):
+        gap({"a": [1.0, 1.0], "b": [1.0]}, {"a": [1.0], "b": [1.0]})
+    with pytest.raises(UserError, match="at least 2 groups"):
+        gap({"a": [1.0]}, {"a": [2.0]})
+
+
+def test_test_alarms_beyond_the_margin_only():
+    ref = {"en": [4.0] * 6, "ko": [2.0] * 6}
+    t = GroupGapTest(ref, rounds=4, alpha=0.01)
+    assert t.streams == ["fairness_collapse.group_gap"]
+    # every English item falls 20%, Korean stays: gap 0.2, jackknife se 0 -> floored; alarm
+    out = t.evaluate({"en": [3.2] * 6, "ko": [2.0] * 6})
+    e = out["fairness_collapse.group_gap"]
+    assert e["value"] == pytest.approx(0.2) and e["se"] == pytest.approx(0.0)
+    assert e["critical"] == pytest.approx(critical_t(0.01, 4, 6))
+    assert e["rho.en"] == pytest.approx(-0.2) and e["rho.ko"] == 0.0
+    [alarm] = t.alarms(3, out)
+    assert (alarm.mode, alarm.stream, alarm.round) == ("fairness_collapse", "fairness_collapse.global_group_gap", 3)
+    # a 5% spread stays within the 10% margin: t < 0, no alarm
+    calm = t.evaluate({"en": [3.8] * 6, "ko": [2.0] * 6})
+    assert calm["fairness_collapse.group_gap"]["t"] < 0 and t.alarms(3, calm) == []
+
+
+def test_noisy_items_widen_the_error():
+    ref = {"en": [4.0] * 6, "ko": [2.0] * 6}
+    t = GroupGapTest(ref, rounds=4, alpha=0.01)
+    cur = {"en": [2.0, 4.4, 2.0, 4.4, 2.0, 4.4], "ko": [2.0] * 6}  # mean 3.2, items disagree
+    e = t.evaluate(cur)["fairness_collapse.group_gap"]
+    assert e["value"] == pytest.approx(0.2) and e["se"] > 0.05
+    assert e["t"] == pytest.approx((0.2 - 0.1) / e["se"])
+    assert not math.isclose(e["t"], 0.1 / 1e-6)
+
+
+def test_too_few_items_or_groups_leave_it_untested():
+    assert GroupGapTest({"en": [1.0] * 4, "ko": [1.0] * 4}, rounds=3).streams == []
+    assert GroupGapTest({"en": [1.0] * 8}, rounds=3).streams == []
+    assert GroupGapTest({"en": [1.0] * 4, "ko": [1.0] * 4}, rounds=3).evaluate({"en": [1.0] * 4, "ko": [1.0] * 4}) == {}
+
+
+def test_group_items_are_seeded_chatterbot_texts_kept_from_clients():
+    ko = probes.group_items("korean", 6)
+    assert len(ko) == 6 and all(i.source == "korean" for i in ko)
+    assert ko == probes.group_items("korean", 6) and ko != probes.group_items("korean", 6, seed=1)
+    assert probes.group_items("not_a_language", 6) == () and probes.group_items("korean", 10**6) == ()
+    keep = probes.group_probe_filter(["korean"], 6)
+    assert not keep(ko[0].prompt, ko[0].continuation)
+    assert not keep(ko[0].continuation, "the next turn")  # the turn answering the probed reply
+    assert keep(ko[0].prompt, "another reply")
