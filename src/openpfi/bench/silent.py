@@ -281,12 +281,12 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
     }
 
 
-def _languages(cfg: Config, scenario: Scenario) -> list[str]:
-    """Languages whose public group texts the server may score: never injected (probes.group_probe_filter)."""
-    inj = scenario.injection
-    domain = inj.domain.split("/")[0].split(":") if inj.domain else []
-    extra = [domain[1]] if len(domain) == 2 and domain[0] == "chatterbot" else []
-    return sorted({*cfg.monitor.groups, *cfg.data.languages, *inj.languages, *extra})
+def _languages(cfg: Config) -> list[str]:
+    """The groups whose public texts the server scores (``monitor.groups``; for chatterbot without
+    them, the data's languages): their texts are never injected (probes.group_probe_filter)."""
+    if cfg.monitor.groups or cfg.data.source != "chatterbot":
+        return list(cfg.monitor.groups)
+    return list(cfg.data.languages)
 
 
 def run_one(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str, console: Console) -> dict[str, Any]:
@@ -318,7 +318,7 @@ def run_one(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str, consol
         probe_ids(monitor.suites),
         run_dir=folder,
         on_ground_truth=record,
-        keep=group_probe_filter(_languages(cfg, scenario), cfg.monitor.group_items, cfg.monitor.probe_seed),
+        keep=group_probe_filter(_languages(cfg), cfg.monitor.group_items, cfg.monitor.probe_seed),
     )
     t0, c0 = time.perf_counter(), time.process_time()
     federated_sft.start(cfg, folder, force=True, reporter=_Progress(console, scenario.name, seed),
