@@ -192,3 +192,25 @@ def test_preference_samples_encode_as_pairs_with_one_prompt():
     assert pair.rejected.labels[:head] == (-100,) * head and pair.rejected.labels[head] != -100
     assert pair.rejected.input_ids[:head] == pair.chosen.input_ids[:head]
     assert pair.rejected.input_ids != pair.chosen.input_ids
+
+
+def test_injection_pools_leave_out_the_groups_public_texts():
+    from openpfi.bench.silent import _languages
+    from openpfi.bench.silent_inject import domain_samples, language_samples
+    from openpfi.config import load_config
+
+    texts = probes.group_items("korean", 8)
+    keep = probes.group_probe_filter(["korean"], 8)
+    pairs = {(t.prompt.strip(), t.continuation.strip()) for t in texts}
+
+    def injected(pool: list) -> set:
+        return {(s.prompt.strip(), s.response.strip()) for s in pool}
+
+    assert pairs <= injected(domain_samples("chatterbot:korean")) | injected(language_samples("korean"))
+    assert not pairs & injected(domain_samples("chatterbot:korean", keep))
+    assert not pairs & injected(language_samples("korean", keep))
+    # the groups the server scores: monitor.groups, else a chatterbot federation's languages, else none
+    cfg = load_config(None, ["data.source=chatterbot", 'data.languages=["english", "korean"]'])
+    assert _languages(cfg) == ["english", "korean"]
+    assert _languages(load_config(None, ['monitor.groups=["korean"]'])) == ["korean"]
+    assert _languages(load_config(None, [])) == []

@@ -10,7 +10,8 @@ import pytest
 from openpfi.config import load_config
 from openpfi.errors import UserError
 from openpfi.monitor import probes
-from openpfi.monitor.audit import verify
+from openpfi.monitor.audit import read_entries, verify
+from openpfi.monitor.paired import critical_t
 from openpfi.recipes import dispatch
 from openpfi.recipes import federated_sft as fs
 
@@ -59,6 +60,17 @@ def test_the_global_model_is_tested_for_a_gap_across_groups_every_round(run):
     assert metric["direction"] == "increase" and metric["detector"] == "paired_jackknife"
     assert [p["round"] for p in metric["streams"][0]["series"]] == [0, 1, 2]
     assert verify(run).ok
+
+
+def test_the_gap_shares_the_paired_tests_part_of_the_false_alarm_budget(run):
+    cfg = load_config(run / "config.toml")
+    m = cfg.monitor
+    g = next(e for e in read_entries(run) if e["kind"] == "action")["payload"]["global_tests"]
+    assert g["group_gap"] is True and g["budget_share"] == pytest.approx(m.global_test_share)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    e = rows[0]["monitor"]["global_change"]["fairness_collapse.global_group_gap"]
+    alpha = m.target_false_alarm_rate * m.global_test_share / g["streams"]
+    assert e["critical"] == pytest.approx(critical_t(alpha, cfg.federation.rounds, m.group_items))
 
 
 def test_no_client_trains_or_evaluates_on_the_public_group_texts(run):

@@ -163,8 +163,24 @@ def _change_test(plan: MonitorPlan, server_suites: Mapping[str, ProbeSuite],
                             plan.cfg.federation.rounds, m.ood_max_nll, m.server_margins)
 
 
+def _group_setup(shared: Any, start_state: Mapping[str, Any], scorer: Any,
+                 group_suite: ProbeSuite | None) -> dict[str, Any]:
+    """Round 0 of the gap across groups: the starting model's loss on each public group text,
+    cached apart from the rest of round 0 (which runs of any groups share)."""
+    if group_suite is None:
+        return {"round0_group_losses": None, "group_suite_sha256": None}
+    key = setup_key(dataclasses.asdict(shared.loaded.info), shared.initial_state, start_state,
+                    {"server:groups": group_suite.sha256}, {"what": "round0_group_losses"})
+
+    def compute() -> dict[str, Any]:
+        shared.set_state(dict(start_state))
+        return {"round0_group_losses": group_losses(scorer, group_suite), "group_suite_sha256": group_suite.sha256}
+
+    return cached_setup(key, compute)
+
+
 def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, Any], scorer: Any,
-                    server_suites: Mapping[str, ProbeSuite], group_suite: ProbeSuite | None = None) -> dict[str, Any]:
+                    server_suites: Mapping[str, ProbeSuite]) -> dict[str, Any]:
     """Round 0 on the server: base model (adapters at their zero-B init) and starting model."""
     m = plan.cfg.monitor
     full = plan.suites
@@ -184,7 +200,6 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
     else:
         start_items = run_probes(scorer, server_suites, batch=256)
     start_global = points_of(start_items, ood_max_nll=m.ood_max_nll, base_model=base_global) if start_items else {}
-    groups = group_losses(scorer, group_suite) if group_suite is not None else None
     ref_global = {k: p for k, p in start_global.items() if k.startswith("alignment_erosion.")}
     return {
         "base_model": base_clients,
@@ -193,8 +208,6 @@ def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, An
         "reference_global": {k: _point(p) for k, p in ref_global.items()},
         "round0_global": {global_name(k): _point(p) for k, p in start_global.items()},
         "round0_global_items": results_to_dict(start_items) if start_items else None,
-        "round0_group_losses": groups,
-        "group_suite_sha256": group_suite.sha256 if group_suite is not None else None,
         "refusal_judge": _judge_check(plan, shared, scorer),
     }
 
@@ -324,11 +337,11 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
         key = setup_key(
             dataclasses.asdict(shared.loaded.info), shared.initial_state, start_state,
             {**{f"client:{k}": v.sha256 for k, v in plan.suites.items()},
-             **{f"server:{k}": v.sha256 for k, v in server_suites.items()},
-             **({"server:groups": group_suite.sha256} if group_suite is not None else {})},
+             **{f"server:{k}": v.sha256 for k, v in server_suites.items()}},
             {k: getattr(m, k) for k in ("ood_max_nll", "judge_check_prompts", "judge_check_max_new_tokens")},
         )
-        setup = cached_setup(key, lambda: _evaluate_setup(plan, shared, start_state, scorer, server_suites, group_suite))
+        setup = cached_setup(key, lambda: _evaluate_setup(plan, shared, start_state, scorer, server_suites))
+        setup.update(_group_setup(shared, start_state, scorer, group_suite))
         setup["probes"] = probes
         setup["schema_sha256"] = schema.sha256
         atomic_write_text(setup_path, _dumps(setup))
@@ -388,7 +401,7 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
             round0[global_name(GROUP_GAP)] = MetricPoint(0.0, 0.0, 0.0, 1)
         server.history.append({"round": 0, "streams": {k: _point(v) for k, v in sorted(round0.items())}})
         _record_start(run, audit, plan, schema, settings, probes, server.bank, n_streams, setup["refusal_judge"],
-                      _global_tests(change_test, m.target_false_alarm_rate))
+                      _global_tests(paired_tests, m.target_false_alarm_rate))
     else:
         server.restore_state(MonitorServer.load_state(run.path, resume_from))
         server.ledger.save(run.path)
@@ -449,12 +462,13 @@ def wire_monitor(plan: MonitorPlan | None, engine: Any, start_state: Mapping[str
     return finish
 
 
-def _global_tests(test: GlobalChangeTest | None, target: float) -> dict[str, Any] | None:
-    """The paired tests' part of the false-alarm budget, for the audit log."""
-    if test is None or not test.streams:
+def _global_tests(tests: Sequence[GlobalChangeTest | GroupGapTest], target: float) -> dict[str, Any] | None:
+    """The paired tests' part of the false-alarm budget (every stream gets the same share), for the audit log."""
+    if not tests:
         return None
-    return {"streams": len(test.streams), "alpha_per_stream_run": test.alpha,
-            "budget_share": test.alpha * len(test.streams) / target, "rounds": test.rounds}
+    n = sum(len(t.streams) for t in tests)
+    return {"streams": n, "alpha_per_stream_run": tests[0].alpha, "budget_share": tests[0].alpha * n / target,
+            "rounds": tests[0].rounds, "group_gap": any(isinstance(t, GroupGapTest) for t in tests)}
 
 
 def _record_start(run: RunFolder, audit: AuditLog, plan: MonitorPlan, schema: ReportSchema,
