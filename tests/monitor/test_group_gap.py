@@ -26,10 +26,10 @@ def test_gap_jackknife_by_hand():
     assert gap_jackknife_se(ref, cur) == pytest.approx(0.25)
 
 
-def test_a_group_shorter_than_the_unit_keeps_its_items():
+def test_a_group_of_one_item_cannot_be_jackknifed():
     ref = {"a": [1.0, 1.0, 1.0], "b": [2.0]}
     cur = {"a": [1.0, 1.0, 4.0], "b": [2.0]}
-    # b has one item: only units 1 and 2 drop from a; unit 0 drops b's only item -> undefined mean
+    # unit 0 drops b's only item: its mean is undefined, so the jackknife is refused
     with pytest.raises(UserError, match="losses"):
         gap_jackknife_se(ref, cur)
 

@@ -193,8 +193,13 @@ class GlobalChangeTest:
         return out
 
     def alarms(self, round_num: int, evaluated: Mapping[str, Mapping[str, float]]) -> list[Alarm]:
-        return [
-            Alarm(mode=stream_mode(k), stream=global_name(k), round=int(round_num), magnitude=float(e["t"]),
-                  detector=DETECTOR, threshold=float(e["critical"]), evidence=dict(e))
-            for k, e in sorted(evaluated.items()) if e["t"] > e["critical"]
-        ]
+        return paired_alarms(round_num, evaluated)
+
+
+def paired_alarms(round_num: int, evaluated: Mapping[str, Mapping[str, float]]) -> list[Alarm]:
+    """An alarm for every evaluated stream (``{t, critical, ...}``) whose ``t`` exceeds its critical value."""
+    return [
+        Alarm(mode=stream_mode(k), stream=global_name(k), round=int(round_num), magnitude=float(e["t"]),
+              detector=DETECTOR, threshold=float(e["critical"]), evidence=dict(e))
+        for k, e in sorted(evaluated.items()) if e["t"] > e["critical"]
+    ]

@@ -28,17 +28,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 from openpfi.errors import UserError
+from openpfi.monitor.global_change import MIN_ITEMS, MIN_SE, paired_alarms
 from openpfi.monitor.paired import critical_t, jackknife_se, margin_t
-from openpfi.monitor.types import Alarm, global_name
+from openpfi.monitor.types import Alarm
 
 STREAM = "fairness_collapse.group_gap"
 """The stream (reported as ``fairness_collapse.global_group_gap``: a stream of the global model)."""
 MARGIN = 0.1
 """Material spread of the groups' relative loss changes (10 points, as nll_relative)."""
-MIN_ITEMS = 5
-"""Fewer public items in a group leave too few degrees of freedom for the test."""
-MIN_SE = 1e-6
-DETECTOR = "paired_jackknife"
 
 Losses = Mapping[str, Sequence[float]]
 """Group -> per-item mean per-token NLL on the group's public items (the same items each round)."""
@@ -64,7 +61,10 @@ def relative_changes(reference: Losses, current: Losses) -> dict[str, float]:
 
 def gap(reference: Losses, current: Losses) -> float:
     """max_g rho_g - min_g rho_g (module docstring); needs at least 2 groups."""
-    rho = relative_changes(reference, current)
+    return _spread(relative_changes(reference, current))
+
+
+def _spread(rho: Mapping[str, float]) -> float:
     if len(rho) < 2:
         raise UserError("a gap across groups needs at least 2 groups")
     return max(rho.values()) - min(rho.values())
@@ -99,16 +99,15 @@ class GroupGapTest:
         """``{STREAM: {reference, value, change, se, margin, items, t, critical}}`` (empty when untested)."""
         if not self.streams:
             return {}
-        value = gap(self.reference, current)
+        rho = relative_changes(self.reference, current)
+        value = _spread(rho)
         se = gap_jackknife_se(self.reference, current)
         return {STREAM: {
             "reference": 0.0, "value": value, "change": value, "se": se, "margin": self.margin,
             "items": float(self.items), "t": margin_t(value, se, self.margin, "increase", MIN_SE),
             "critical": critical_t(self.alpha, self.rounds, self.items),
-            **{f"rho.{g}": r for g, r in relative_changes(self.reference, current).items()},
+            **{f"rho.{g}": r for g, r in rho.items()},
         }}
 
     def alarms(self, round_num: int, evaluated: Mapping[str, Mapping[str, float]]) -> list[Alarm]:
-        return [Alarm(mode="fairness_collapse", stream=global_name(k), round=int(round_num), magnitude=float(e["t"]),
-                      detector=DETECTOR, threshold=float(e["critical"]), evidence=dict(e))
-                for k, e in sorted(evaluated.items()) if e["t"] > e["critical"]]
+        return paired_alarms(round_num, evaluated)

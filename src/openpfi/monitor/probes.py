@@ -470,6 +470,7 @@ def verify_hashes(suites: Mapping[str, ProbeSuite], recorded: Mapping[str, str])
                             f"sizes or seed changed since the run started")
 
 
+@lru_cache(maxsize=64)
 def group_items(group: str, size: int, seed: int = 0) -> tuple[TextItem, ...]:
     """Public text of one client group for the server's fairness gap (``monitor/group_gap.py``):
     ``size`` chatterbot conversations (first turn -> reply) in language ``group``, a sample

@@ -428,7 +428,7 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
     if groups and not (group_test is not None and group_test.streams):
         not_measured.append({"mode": "fairness_collapse", "what": "gap across groups of the global model (server)",
                              "why": "fewer than 2 groups with public texts (chatterbot languages) of at least "
-                                    "5 items, or monitor.group_items = 0"})
+                                    f"{MIN_ITEMS} items, or monitor.group_items = 0"})
     for stream, items in sorted((change_test.untested if change_test else {}).items()):
         not_measured.append({"mode": stream.split(".", 1)[0], "what": f"paired test of {global_name(stream)}",
                              "why": f"the server's public sample holds {items} item(s) behind it, fewer than the "
