@@ -406,7 +406,7 @@ def test_wrong_length_or_out_of_bounds_reports_are_rejected_and_audited(tmp_path
     monitor = MonitorServer(tmp_path, schema, settings, bank, PrivacyLedger(1e-5), None, {}, {})
     good = np.zeros(len(schema))
     far = good.copy()
-    far[0] = 1.0 + 10 * settings.noise_std_client
+    far[0] = 1.0 + 10 * settings.noise_std_client(schema)[0]
     updates = [ClientUpdate("a", 1, {}, monitor=good), ClientUpdate("b", 1, {}, monitor=good[:-1]),
                ClientUpdate("c", 1, {}, monitor=far)]
     # Execute

@@ -128,6 +128,8 @@ def make_plan(
         if unknown:
             raise UserError(f"unknown scenario {', '.join(unknown)}; scenario files in {directory}: {', '.join(sorted(known))}")
         scenarios = [s for s in scenarios if s.name in wanted]
+    if not profile.scale_clients:
+        scenarios = [s.without_scaling() for s in scenarios]
     if profile.start_round is not None:
         scenarios = [s.with_start_round(profile.start_round) for s in scenarios]
         for s in scenarios:  # the onset must still fall within the profile's rounds

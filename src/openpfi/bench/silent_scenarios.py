@@ -5,6 +5,7 @@ A scenario is one TOML file under ``benchmarks/silent/`` (users add their own)::
     [scenario]                 # what it is
     description = "..."
     start = "base"             # | "safety_adapter": begin from the cached safety-tuned adapter
+    clients_scale = 1          # this many times the profile's clients (a profile may turn it off)
 
     [data]                     # any openpfi config section: overrides of examples/demo.toml
     source = "chitchat"        # and of the suite profile (benchmarks/silent/_suite.toml)
@@ -63,6 +64,9 @@ class ScenarioInfo(_Strict):
     start: Literal["base", "safety_adapter"] = "base"
     """base: the model's own weights (+ LoRA init); safety_adapter: the cached safety-tuned adapter
     (openpfi.recipes.safety_adapter), which also becomes the monitor's round-0 reference."""
+    clients_scale: int = Field(1, ge=1, le=16)
+    """This scenario's federation is this many times the profile's (data.num_clients and
+    federation.clients_per_round), for a mode only a DP count of clients can see."""
 
 
 class Injection(_Strict):
@@ -181,6 +185,11 @@ class Scenario:
     def is_control(self) -> bool:
         return self.expect == "none"
 
+    def without_scaling(self) -> Scenario:
+        """The same scenario at the profile's number of clients (``clients_scale`` = 1)."""
+        info = self.spec.scenario.model_copy(update={"clients_scale": 1})
+        return dataclasses.replace(self, spec=self.spec.model_copy(update={"scenario": info}))
+
     def with_start_round(self, start_round: int) -> Scenario:
         """The same scenario with its injection starting at ``start_round`` (a profile's onset)."""
         injection = self.injection.model_copy(update={"start_round": start_round})
@@ -198,6 +207,8 @@ class Profile(_Strict):
     start_round: int | None = Field(None, ge=1)
     """Onset of every injection in this profile (None: each scenario's own ``injection.start_round``);
     lets a profile with fewer rounds keep as many rounds after onset, for every scenario alike."""
+    scale_clients: bool = True
+    """False: every scenario runs at the profile's number of clients (``clients_scale`` ignored)."""
     config: dict[str, Any] = Field(default_factory=dict)
     """Config overrides (same keys as an openpfi config) under every scenario's own."""
 
@@ -282,7 +293,13 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def scenario_config(scenario: Scenario, base: dict[str, Any], extra: dict[str, Any] | None = None) -> Config:
-    """The run config of a scenario: ``base`` < the scenario's own sections < ``extra``; checked."""
+    """The run config of a scenario: ``base`` (its clients times ``clients_scale``) < the scenario's
+    own sections < ``extra``; checked."""
+    k = scenario.spec.scenario.clients_scale
+    if k > 1:
+        scaled = {"data": {"num_clients": from_dict(base, "profile").data.num_clients * k},
+                  "federation": {"clients_per_round": from_dict(base, "profile").federation.clients_per_round * k}}
+        base = merge(base, scaled)
     raw = merge(merge(base, scenario.overrides), extra or {})
     cfg = from_dict(raw, str(scenario.path))
     inj = scenario.injection

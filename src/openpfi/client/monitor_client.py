@@ -65,7 +65,7 @@ from openpfi.monitor.probes import ProbeSuite, subset_suite
 from openpfi.monitor.schema import ReportSchema
 from openpfi.monitor.types import ScoreItem
 
-BEFORE_SUITES = ("capability", "harmful")
+BEFORE_SUITES = ("capability", "harmful", "ood")
 """The only suites the before-training probe needs (adaptation_misalignment slots)."""
 
 
@@ -79,11 +79,13 @@ class ClientMonitorSettings:
     thresholds: Mapping[str, float]
     l2_clip: float
     noise_std_sum: float
-    """sigma = z * C: the std of the noise on the SUM of the round's reports."""
+    """sigma = z * C (without own-budget slots): the std of the noise on the SUM of the round's reports."""
     n_expected: int
     """Reports the noise shares are sized for (clients sampled per round)."""
     eval_batch_size: int = 8
     groups: tuple[str, ...] = ()
+    own_noise_std_sum: float = 0.0
+    """The same for the report's own-budget slots (``ReportSchema.own_budget``)."""
 
 
 def _rng(*parts: object) -> np.random.Generator:
@@ -166,8 +168,10 @@ class ClientMonitor:
         vec = encode_report(
             self.schema, after, before, utility, group if group in s.groups else None, s.thresholds
         )
-        clipped = clip_vector(vec, self.schema.lo, self.schema.hi, s.l2_clip)
-        noise = client_noise(len(clipped), s.noise_std_sum, s.n_expected, noise_rng(secret, round_num, client_id))
+        mask = self.schema.clip_mask
+        clipped = clip_vector(vec, self.schema.lo, self.schema.hi, s.l2_clip, mask)
+        std = np.where(mask, s.noise_std_sum, s.own_noise_std_sum)
+        noise = client_noise(len(clipped), std, s.n_expected, noise_rng(secret, round_num, client_id))
         return clipped + noise, time.perf_counter() - t0
 
     def _utility_examples(self, seed: int, round_num: int, client_id: str, heldout: Sequence[Encoded]) -> list[Encoded]:

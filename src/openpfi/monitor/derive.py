@@ -1,7 +1,8 @@
 """Server side of the monitor: per-mode metrics from the noisy SUM of client reports.
 
 Input: S = sum_c x_c + N(0, sigma^2 I) over n clients (``schema.py`` slots; sigma =
-``noise_std_sum``). Nothing per client is visible, so every figure is a function of S.
+``noise_std_sum``; ``own_noise_std`` on the slots with their own budget). Nothing per client is
+visible, so every figure is a function of S.
 
 Streams are ``<mode>.<metric>[.<group>]``:
 
@@ -22,7 +23,10 @@ Streams are ``<mode>.<metric>[.<group>]``:
   ``utility_group_gap`` = max - min over groups whose noisy count is >= max(1, 2 sigma).
 - ``adaptation_misalignment``: ``capability_change``, ``refusal_change`` (mean after - before
   within the round) and ``dropped_capability_frac``, ``dropped_safety_frac`` (DP share of
-  the probed clients whose score dropped beyond the client-side threshold).
+  the probed clients whose score dropped beyond the client-side threshold);
+  ``degraded_general_frac``: DP share of the clients whose out-of-domain NLL rose within the
+  round beyond the client-side threshold (its own budget; denominator n: every client probes
+  before training when the slot exists).
 - ``out_of_domain_degradation``: ``nll.<d>`` (mean per-token NLL over the summed items
   of domain d), ``capability_accuracy``,
   and ``nll_change.<d>``, ``capability_change`` against ``base_model`` (the base model's
@@ -80,8 +84,8 @@ class _Sums:
     """The noisy sum S with the estimators of the module docstring."""
 
     def __init__(self, schema: ReportSchema, summed: np.ndarray, n: int, sigma: float,
-                 exact: Mapping[str, float] | None = None) -> None:
-        self.schema, self.s, self.n, self.sigma = schema, summed, n, sigma
+                 exact: Mapping[str, float] | None = None, own_sigma: float = 0.0) -> None:
+        self.schema, self.s, self.n, self.sigma, self.own_sigma = schema, summed, n, sigma, own_sigma
         self.exact = dict(exact or {})
         """Slot sums the server knows without noise (public), used instead of the noisy ones."""
         self.out: dict[str, MetricPoint] = {}
@@ -92,8 +96,11 @@ class _Sums:
         return float(self.s[self.schema.index[name]])
 
     def noise(self, name: str) -> float:
-        """1 for a noisy slot, 0 for one known exactly (its coefficient carries no DP variance)."""
-        return 0.0 if name in self.exact else 1.0
+        """The std of the DP noise on the slot's sum: 0 for one known exactly (its coefficient
+        carries no DP variance), ``own_sigma`` for one with its own budget, else ``sigma``."""
+        if name in self.exact:
+            return 0.0
+        return self.own_sigma if self.schema.slots[self.schema.index[name]].own_budget else self.sigma
 
     def has(self, name: str) -> bool:
         return name in self.schema.index
@@ -104,7 +111,7 @@ class _Sums:
     def lin(self, a: Mapping[str, float], const: float, lo: float, hi: float) -> Est:
         """Mean over clients of v = sum_j a_j x_j + const, v in [lo, hi]."""
         v = sum(c * self.get(m) for m, c in a.items()) / self.n + const
-        var_dp = self.sigma**2 * sum(c * c * self.noise(m) for m, c in a.items()) / self.n**2
+        var_dp = sum((c * self.noise(m)) ** 2 for m, c in a.items()) / self.n**2
         return v, sampling_var(v, lo, hi, self.n) + var_dp
 
     def ratio(self, a: Mapping[str, float], d: Mapping[str, float], lo: float, hi: float,
@@ -122,7 +129,7 @@ class _Sums:
         r = sum(c * self.get(m) for m, c in a.items()) / den
         # dict.fromkeys, not a set: a fixed summation order keeps results bit-reproducible
         grad = {m: a.get(m, 0.0) - r * d.get(m, 0.0) for m in dict.fromkeys([*a, *d])}
-        var_dp = self.sigma**2 * sum(g * g * self.noise(m) for m, g in grad.items()) / den**2
+        var_dp = sum((g * self.noise(m)) ** 2 for m, g in grad.items()) / den**2
         return r, sampling_var(r, lo, hi, den if count is None else count) + var_dp
 
     def put(self, stream: str, est: Est | None, lo: float, hi: float, scale: float = 1.0,
@@ -246,10 +253,12 @@ def _fairness(c: _Sums) -> None:
 
 def _adaptation(c: _Sums) -> None:
     p = "adaptation_misalignment."
+    if c.has(p + "degraded_general"):
+        c.put(p + "degraded_general_frac", c.lin({p + "degraded_general": 1.0}, 0.0, 0.0, 1.0), 0, 1)
     if not c.has(p + "measured"):
         return
     m = c.get(p + "measured")
-    if m < max(1.0, 2 * c.sigma * c.noise(p + "measured")):  # a noisy count must clear the noise
+    if m < max(1.0, 2 * c.noise(p + "measured")):  # a noisy count must clear the noise
         return
     den = {p + "measured": 1.0}
     for what, drop in (("capability", "dropped_capability"), ("refusal", "dropped_safety")):
@@ -294,7 +303,8 @@ def derive_metrics(schema: ReportSchema, summed: np.ndarray, n_clients: int,
                    noise_std_sum: float, reference: Mapping[str, MetricPoint] | None = None,
                    base_model: Mapping[str, float] | None = None, *,
                    minimum_clients: int = 2,
-                   exact: Mapping[str, float] | None = None) -> dict[str, MetricPoint]:
+                   exact: Mapping[str, float] | None = None,
+                   own_noise_std: float = 0.0) -> dict[str, MetricPoint]:
     """Per-mode MetricPoints from the noisy sum of ``n_clients`` reports (module docstring).
 
     Returns {} (nothing released) when ``n_clients < minimum_clients``; the caller logs it.
@@ -310,7 +320,7 @@ def derive_metrics(schema: ReportSchema, summed: np.ndarray, n_clients: int,
     if unknown:
         raise UserError(f"exact slot sums given for slots the schema does not have: {unknown}")
     c = _Sums(schema, schema.check_length(summed, "summed monitor reports"), n_clients,
-              float(noise_std_sum), exact)
+              float(noise_std_sum), exact, float(own_noise_std))
     _bias(c)
     _calibration(c)
     _fairness(c)

@@ -14,6 +14,13 @@ Secure Aggregation", here with continuous Gaussian shares). No single report
 carries the full noise, so the individual reports must only be seen summed
 (SecAgg+ on Flower; the in-process engine only ever hands the server the sum).
 
+Slots with their own budget (``ReportSchema.own_budget``, e.g. the within-round degradation
+indicator of adaptation misalignment) stay outside the clip: bounded by ``B`` on their own, they
+get noise std ``z B / sqrt(f)`` and the clipped slots ``z C / sqrt(1 - f)`` (``split_noise``,
+``f = privacy.adaptation_share``). Two Gaussian mechanisms on one report compose in RDP to
+``alpha / 2 (C^2 / sigma_C^2 + B^2 / sigma_B^2) = alpha / (2 z^2)``: the round costs what one
+mechanism with multiplier ``z`` costs, and the ledger below is unchanged.
+
 Accounting (:class:`PrivacyLedger`): each *released* round is one Gaussian
 mechanism, RDP ``alpha / (2 z^2)`` (Mironov 2017), composed additively over
 released rounds and converted to ``(eps, delta)`` by
@@ -58,11 +65,13 @@ def _check_positive(name: str, value: float) -> None:
         raise UserError(f"{name} must be a positive number, got {value}")
 
 
-def clip_vector(v: ArrayLike, lo: ArrayLike, hi: ArrayLike, l2_max: float) -> np.ndarray:
+def clip_vector(v: ArrayLike, lo: ArrayLike, hi: ArrayLike, l2_max: float,
+                mask: np.ndarray | None = None) -> np.ndarray:
     """Clamp each slot to ``[lo, hi]``, then clip the L2 norm to ``l2_max``.
 
     ``u = clamp(v, lo, hi)``; ``out = u * min(1, l2_max / ||u||_2)`` (the
-    clipping of Abadi et al. 2016 / McMahan et al. 2018). A zero vector is
+    clipping of Abadi et al. 2016 / McMahan et al. 2018); with ``mask``, the norm and the
+    scaling cover only the slots where it is True (the others are only clamped). A zero vector is
     returned unchanged (no division by a zero norm). NaN slots cannot be
     bounded and raise ``UserError``. When ``0`` lies in every ``[lo, hi]`` the
     L2 step keeps every slot inside its bounds. Returns float64.
@@ -76,16 +85,31 @@ def clip_vector(v: ArrayLike, lo: ArrayLike, hi: ArrayLike, l2_max: float) -> np
     if np.any(lo_a > hi_a):
         raise UserError("monitor report bounds have lo > hi in some slot")
     u = np.clip(x, lo_a, hi_a)
-    norm = float(np.linalg.norm(u))
+    inside = np.ones(u.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    norm = float(np.linalg.norm(u[inside]))
     if norm > l2_max:
-        u = u * (l2_max / norm)
+        u = np.where(inside, u * (l2_max / norm), u)
     return u
 
 
-def client_noise(dim: int, noise_std_sum: float, n_clients: int, generator: np.random.Generator) -> np.ndarray:
+def split_noise(noise_multiplier: float, l2_clip: float, own_bound: float, share: float) -> tuple[float, float]:
+    """(std on the sum of the clipped slots, std on the sum of the own-budget slots).
+
+    Without own-budget slots (``own_bound`` = 0) the clipped slots take the whole budget: ``z C``.
+    Otherwise ``z C / sqrt(1 - share)`` and ``z B / sqrt(share)`` (module docstring).
+    """
+    if not 0 < share < 1:
+        raise UserError(f"privacy.adaptation_share must be in (0, 1), got {share}")
+    if own_bound <= 0:
+        return noise_multiplier * l2_clip, 0.0
+    return noise_multiplier * l2_clip / math.sqrt(1 - share), noise_multiplier * own_bound / math.sqrt(share)
+
+
+def client_noise(dim: int, noise_std_sum: ArrayLike, n_clients: int, generator: np.random.Generator) -> np.ndarray:
     """One client's noise share: ``N(0, noise_std_sum^2 / n_clients  I_dim)``.
 
-    The sum of ``n_clients`` independent shares is ``N(0, noise_std_sum^2 I)``.
+    The sum of ``n_clients`` independent shares is ``N(0, noise_std_sum^2 I)``; a vector
+    ``noise_std_sum`` gives each slot its own std.
     ``noise_std_sum = noise_multiplier * l2_max`` (see :func:`noise_std_sum`).
     Drawn from the passed generator only (never the global random state).
     """
@@ -93,9 +117,10 @@ def client_noise(dim: int, noise_std_sum: float, n_clients: int, generator: np.r
         raise UserError(f"report length must be >= 0, got {dim}")
     if n_clients < 1:
         raise UserError(f"n_clients must be >= 1, got {n_clients}")
-    if not (math.isfinite(noise_std_sum) and noise_std_sum >= 0):
+    std = np.asarray(noise_std_sum, dtype=np.float64)
+    if not (np.all(np.isfinite(std)) and np.all(std >= 0)):
         raise UserError(f"noise std must be >= 0, got {noise_std_sum}")
-    return generator.normal(0.0, noise_std_sum / math.sqrt(n_clients), size=dim)
+    return generator.normal(0.0, std / math.sqrt(n_clients), size=dim)
 
 
 def noise_std_sum(noise_multiplier: float, l2_max: float) -> float:
@@ -131,7 +156,7 @@ def validate_report(
     lo: ArrayLike,
     hi: ArrayLike,
     expected_len: int,
-    noise_std_client: float,
+    noise_std_client: ArrayLike,
     k: float = 6.0,
 ) -> str | None:
     """Why a received client report must be rejected (one line), or ``None``.
@@ -151,7 +176,7 @@ def validate_report(
     bad = np.flatnonzero(~np.isfinite(x))
     if bad.size:
         return f"report has non-finite values in {bad.size} slot(s), first at slot {int(bad[0])}"
-    std = max(float(noise_std_client), 0.0)
+    std = np.maximum(np.asarray(noise_std_client, dtype=np.float64).reshape(-1), 0.0)
     lo_a = np.broadcast_to(np.asarray(lo, dtype=np.float64).reshape(-1), x.shape) - k * std
     hi_a = np.broadcast_to(np.asarray(hi, dtype=np.float64).reshape(-1), x.shape) + k * std
     out = np.flatnonzero((x < lo_a) | (x > hi_a))

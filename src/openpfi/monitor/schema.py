@@ -40,7 +40,9 @@ bin / group / domain):
 - ``adaptation_misalignment.measured`` (1 if the model received at the start of the round
   was probed too), ``.capability_before/.capability_after``, ``.refusal_before/
   .refusal_after`` (multiplied by ``measured``), ``.dropped_capability``,
-  ``.dropped_safety`` (indicators of a drop beyond the configured threshold).
+  ``.dropped_safety`` (indicators of a drop beyond the configured threshold);
+  ``.degraded_general``: 1 if the client's mean per-token NLL on its out-of-domain probe texts
+  rose within the round by more than the configured share (``own_budget``, below).
 - ``out_of_domain_degradation.count.<d>``: the client's items of domain d; ``.nll.<d>``:
   the sum over them of the mean per-token NLL / ood_max_nll (each clipped to 1); both
   divided by the client's number of out-of-domain items. ``.capability_accuracy``.
@@ -48,6 +50,11 @@ bin / group / domain):
 
 ``Slot.scale`` converts a slot value to natural units (nats for losses); it is 1 for
 rates and counts.
+
+An ``own_budget`` slot lies outside the L2 clip: a 0/1 indicator released with its own share of
+the privacy budget (``privacy.adaptation_share``, ``privacy.split_noise``). A count over n
+clients has sensitivity 1 on its own; inside a report of L2 norm C ~ 3-5 it would carry C times
+more noise. ``l2_bound`` covers the clipped slots only, ``own_bound`` the others.
 """
 
 from __future__ import annotations
@@ -78,6 +85,8 @@ class Slot:
     scale: float = 1.0
     family: str = ""
     """Slots sharing a non-empty family are >= 0 and sum to at most 1 (see ``l2_bound``)."""
+    own_budget: bool = False
+    """Outside the L2 clip, with its own noise (module docstring); never in a family."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +106,8 @@ class ReportSchema:
                                 f"0 < hi - lo <= 1")
             if s.family and not 0 <= s.lo < s.hi <= 1:
                 raise UserError(f"report schema: slot {s.name} of family {s.family} must lie in [0, 1]")
+            if s.own_budget and s.family:
+                raise UserError(f"report schema: slot {s.name} has its own budget and cannot be in a family")
 
     def __len__(self) -> int:
         return len(self.slots)
@@ -130,15 +141,27 @@ class ReportSchema:
                 out.setdefault(s.family, []).append(i)
         return {k: np.array(v) for k, v in out.items()}
 
+    @cached_property
+    def clip_mask(self) -> np.ndarray:
+        """True for the slots inside the L2 clip (all but the ``own_budget`` ones)."""
+        return np.array([not s.own_budget for s in self.slots], dtype=bool)
+
     @property
     def l2_bound(self) -> float:
-        """max ||x||_2 over valid reports: sqrt(#families + sum_{j not in a family} max(lo_j^2, hi_j^2)).
+        """max ||x||_2 over the clipped slots of valid reports:
+        sqrt(#families + sum_{j clipped, not in a family} max(lo_j^2, hi_j^2)).
 
         Within a family of non-negative slots summing to at most 1, sum_j x_j^2 <= (sum_j x_j)^2 <= 1.
         """
-        single = np.array([not s.family for s in self.slots], dtype=bool)
+        single = np.array([not s.family for s in self.slots], dtype=bool) & self.clip_mask
         rest = float(np.maximum(self.lo**2, self.hi**2)[single].sum())
         return float(np.sqrt(len(self.families) + rest))
+
+    @property
+    def own_bound(self) -> float:
+        """max ||x||_2 over the ``own_budget`` slots (0 when there are none): their sensitivity."""
+        own = ~self.clip_mask
+        return float(np.sqrt(np.maximum(self.lo**2, self.hi**2)[own].sum()))
 
     def keys(self, prefix: str) -> list[str]:
         """Suffixes of the slots named ``<prefix>.<suffix>``, in schema order."""
@@ -181,8 +204,10 @@ def _check_groups(groups: Sequence[str]) -> None:
 
 def build_schema(suites: Mapping[str, ProbeSuite], groups: Sequence[str] = (), bins: int = 10,
                  utility_bins: int = 10, utility_max_loss: float = 8.0,
-                 ood_max_nll: float = 8.0) -> ReportSchema:
-    """Slots for the given suites (missing suites contribute none) and public groups."""
+                 ood_max_nll: float = 8.0, probe_before: bool = False) -> ReportSchema:
+    """Slots for the given suites (missing suites contribute none) and public groups;
+    ``probe_before`` (clients also probe the model they received): the ``own_budget`` slot
+    ``adaptation_misalignment.degraded_general`` when there are out-of-domain texts."""
     if bins < 1 or utility_bins < 1:
         raise UserError(f"monitor bins ({bins}) and utility_bins ({utility_bins}) must be >= 1")
     if not (math.isfinite(utility_max_loss) and utility_max_loss > 0 and ood_max_nll > 0):
@@ -191,8 +216,8 @@ def build_schema(suites: Mapping[str, ProbeSuite], groups: Sequence[str] = (), b
     _check_groups(groups)
     slots: list[Slot] = []
 
-    def add(name: str, scale: float = 1.0, family: str = "") -> None:
-        slots.append(Slot(name, 0.0, 1.0, scale, family))
+    def add(name: str, scale: float = 1.0, family: str = "", own_budget: bool = False) -> None:
+        slots.append(Slot(name, 0.0, 1.0, scale, family, own_budget))
 
     if "bbq" in suites:
         bbq: list[BBQItem] = list(suites["bbq"].items)
@@ -230,6 +255,8 @@ def build_schema(suites: Mapping[str, ProbeSuite], groups: Sequence[str] = (), b
     if "harmful" in suites:
         for k in ("refusal_before", "refusal_after", "dropped_safety"):
             add(f"adaptation_misalignment.{k}")
+    if probe_before and "ood" in suites:
+        add("adaptation_misalignment.degraded_general", own_budget=True)
     if "ood" in suites:
         ood: list[TextItem] = list(suites["ood"].items)
         for d in sorted({i.domain for i in ood}):

@@ -283,7 +283,8 @@ def _not_measured(plan: MonitorPlan, groups: tuple[str, ...],
 def monitor_schema(plan: MonitorPlan, groups: Sequence[str]) -> ReportSchema:
     """The report layout every client and the server agree on (from public things only)."""
     m = plan.cfg.monitor
-    return build_schema(plan.suites, groups, m.bins, m.utility_bins, m.utility_max_loss, m.ood_max_nll)
+    return build_schema(plan.suites, groups, m.bins, m.utility_bins, m.utility_max_loss, m.ood_max_nll,
+                        probe_before=m.probe_before)
 
 
 def _server_settings(plan: MonitorPlan, schema: ReportSchema, n_expected: int) -> MonitorServerSettings:
@@ -291,7 +292,7 @@ def _server_settings(plan: MonitorPlan, schema: ReportSchema, n_expected: int) -
     l2 = p.l2_clip or schema.l2_bound
     exact = m.probe_before and "adaptation_misalignment.measured" in schema.index and l2 >= schema.l2_bound
     return MonitorServerSettings(plan.noise_multiplier, l2, n_expected, p.min_clients, p.delta, p.reject_k,
-                                 m.ood_max_nll, exact)
+                                 m.ood_max_nll, exact, schema.own_bound, p.adaptation_share)
 
 
 def client_monitor(plan: MonitorPlan, shared: Any, groups: Sequence[str], n_expected: int) -> ClientMonitor:
@@ -303,9 +304,11 @@ def client_monitor(plan: MonitorPlan, shared: Any, groups: Sequence[str], n_expe
         client_items=dict(m.client_items),
         probe_before=m.probe_before,
         utility_examples=m.utility_examples,
-        thresholds={"capability": m.drop_threshold_capability, "safety": m.drop_threshold_safety},
+        thresholds={"capability": m.drop_threshold_capability, "safety": m.drop_threshold_safety,
+                    "general_nll": m.drop_threshold_general_nll},
         l2_clip=dp.l2_clip,
         noise_std_sum=dp.noise_std_sum,
+        own_noise_std_sum=dp.own_noise_std_sum,
         n_expected=n_expected,
         eval_batch_size=cfg.client.eval_batch_size,
         groups=tuple(groups),
@@ -481,7 +484,10 @@ def _record_start(run: RunFolder, audit: AuditLog, plan: MonitorPlan, schema: Re
         "target_epsilon": p.target_epsilon or None,
         "l2_clip": settings.l2_clip,
         "noise_std_sum": settings.noise_std_sum,
-        "noise_std_client": settings.noise_std_client,
+        "noise_std_client": settings.noise_std_sum / settings.n_expected ** 0.5,
+        "own_budget": {"slots": [s.name for s in schema.slots if s.own_budget], "sensitivity": settings.own_bound,
+                       "share": settings.adaptation_share if settings.own_bound else 0.0,
+                       "noise_std_sum": settings.own_noise_std_sum},
         "clients_per_round": settings.n_expected,
         "min_clients": settings.min_clients,
         "delta": p.delta,

@@ -45,7 +45,7 @@ from openpfi.monitor.derive import Z95, derive_metrics
 from openpfi.monitor.detectors import DEFAULT_DIRECTIONS, DetectorBank
 from openpfi.monitor.global_change import GlobalChangeTest
 from openpfi.monitor.group_gap import GroupGapTest
-from openpfi.monitor.privacy import PrivacyLedger, release_allowed, validate_report
+from openpfi.monitor.privacy import PrivacyLedger, release_allowed, split_noise, validate_report
 from openpfi.monitor.probes import ProbeSuite
 from openpfi.monitor.report import build_report, write_report
 from openpfi.monitor.schema import ReportSchema
@@ -102,14 +102,25 @@ class MonitorServerSettings:
     measured_exact: bool = False
     """Every valid report has ``adaptation_misalignment.measured`` = 1 (all clients probe before
     training and no report is clipped): its sum is the number of reports, known without noise."""
+    own_bound: float = 0.0
+    """Sensitivity of the report's own-budget slots (``ReportSchema.own_bound``; 0: none)."""
+    adaptation_share: float = 0.5
+    """Their share of the round's privacy budget (``privacy.split_noise``)."""
 
     @property
     def noise_std_sum(self) -> float:
-        return self.noise_multiplier * self.l2_clip
+        """Std of the noise on the sum of a clipped slot."""
+        return split_noise(self.noise_multiplier, self.l2_clip, self.own_bound, self.adaptation_share)[0]
 
     @property
-    def noise_std_client(self) -> float:
-        return self.noise_std_sum / math.sqrt(self.n_expected)
+    def own_noise_std_sum(self) -> float:
+        """Std of the noise on the sum of an own-budget slot (0: none)."""
+        return split_noise(self.noise_multiplier, self.l2_clip, self.own_bound, self.adaptation_share)[1]
+
+    def noise_std_client(self, schema: ReportSchema) -> np.ndarray:
+        """Per slot, the std of one client's noise share."""
+        std = np.where(schema.clip_mask, self.noise_std_sum, self.own_noise_std_sum)
+        return std / math.sqrt(self.n_expected)
 
 
 class GlobalProbe:
@@ -205,7 +216,8 @@ class MonitorServer:
     def validate(self, vec: Any) -> str | None:
         """Why a client's report must stay out of the sum, or None (engines/rounds.py)."""
         s = self.settings
-        return validate_report(vec, self.schema.lo, self.schema.hi, len(self.schema), s.noise_std_client, s.reject_k)
+        return validate_report(vec, self.schema.lo, self.schema.hi, len(self.schema), s.noise_std_client(self.schema),
+                               s.reject_k)
 
     # -- the round hook ---------------------------------------------------------------------------
     def __call__(self, round_num: int, row: dict[str, Any]) -> None:
@@ -221,10 +233,12 @@ class MonitorServer:
         entry = self.ledger.record(round_num, s.noise_multiplier, s.l2_clip, n, released, n_expected)
         points: dict[str, MetricPoint] = {}
         sigma = s.noise_std_sum * math.sqrt(n / n_expected) if n else 0.0
+        own_sigma = s.own_noise_std_sum * math.sqrt(n / n_expected) if n else 0.0
         if released:
             exact = {"adaptation_misalignment.measured": float(n)} if s.measured_exact else None
             points = derive_metrics(self.schema, np.asarray(summed, dtype=np.float64), n, sigma,
-                                    self.reference, self.base_model, minimum_clients=s.min_clients, exact=exact)
+                                    self.reference, self.base_model, minimum_clients=s.min_clients, exact=exact,
+                                    own_noise_std=own_sigma)
         glob = self.global_probe.evaluate() if self.global_probe is not None else {}
         streams = {**points, **glob}
         paired: dict[str, dict[str, float]] = {}
@@ -251,6 +265,7 @@ class MonitorServer:
             "rejected": len(row.get("monitor_rejected", [])),
             "schema_sha256": self.schema.sha256,
             "noise_std_sum": sigma,
+            "own_noise_std_sum": own_sigma,
             "epsilon_round": entry.epsilon_round,
             "epsilon_total": entry.epsilon_total,
             "noisy_sum": np.asarray(summed, dtype=np.float64).tolist() if released else None,
@@ -272,6 +287,7 @@ class MonitorServer:
             "reports": n,
             "rejected": [x["client_id"] for x in row.get("monitor_rejected", [])],
             "noise_std_sum": sigma,
+            "own_noise_std_sum": own_sigma,
             "epsilon_round": entry.epsilon_round,
             "epsilon_total": entry.epsilon_total,
             "alarms": [{"stream": a.stream, "magnitude": a.magnitude, "threshold": a.threshold} for a in new_alarms],
