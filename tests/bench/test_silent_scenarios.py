@@ -235,3 +235,13 @@ def test_clients_scale_multiplies_the_profiles_federation_unless_the_profile_tur
         sizes[name] = (cfg.data.num_clients, cfg.federation.clients_per_round)
     n = sizes["plain"][0]
     assert sizes == {"plain": (n, 4), "scaled": (3 * n, 12), "off": (n, 4)}
+
+
+@pytest.mark.parametrize("also, message", [
+    ('also = ["amplified_bias"]', "expect.also repeats expect.mode"),
+    ('also = ["nonsense"]', "also"),
+])
+def test_expect_also_is_checked(tmp_path: Path, also: str, message: str):
+    path = _write(tmp_path, GOOD.replace('mode = "amplified_bias"', f'mode = "amplified_bias"\n{also}'))
+    with pytest.raises(UserError, match=message):
+        parse_scenario(path, {"federation": {"rounds": 5, "clients_per_round": 4}})

@@ -37,6 +37,17 @@ def test_wrong_mode_and_pre_onset_alarms_are_false():
     assert s.modes_alarmed == ("fairness_collapse", "out_of_domain_degradation")
 
 
+def test_a_mode_the_injection_also_causes_is_not_false_from_onset_on():
+    alarms = [_a("adaptation_misalignment", 1), _a("adaptation_misalignment", 3), _a("out_of_domain_degradation", 2),
+              _a("alignment_erosion", 3)]
+    s = score_run(alarms, "out_of_domain_degradation", onset=2, also=("adaptation_misalignment",))
+    assert s.detected and s.delay == 0
+    assert s.false_alarms == 2  # adaptation before onset, erosion: not listed
+    assert s.false_alarm_modes == ("adaptation_misalignment", "alignment_erosion")
+    plain = score_run(alarms, "out_of_domain_degradation", onset=2)
+    assert plain.false_alarms == 3
+
+
 def test_every_alarm_on_a_control_is_false():
     s = score_run([_a("amplified_bias", 1), _a("amplified_bias", 3)], "none", onset=None)
     assert (s.detected, s.delay, s.false_alarms) == (False, None, 2)

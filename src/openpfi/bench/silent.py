@@ -73,10 +73,10 @@ SERVER_SECONDS_PER_ITEM = 0.066
 """The server scoring one public item on the global model once. Calibrated on the quick suite of
 2026-11-30 (2-core machine, 256-token packed rows): the server's part of a round, 186 items, took
 12.3 s (the monitor's 14.2 s less the clients' 1.9 s)."""
-STEP_SECONDS = 0.7
-"""One extra local step of an injected client (``steps_scale`` > 1): out-of-domain in the quick
-suite of 2026-11-30 trained 2 clients x 10 steps in 14 s a round against 1.4 s at 1 step (batch 4,
-max length 64, same machine)."""
+STEP_SECONDS = 0.75
+"""One extra local step of an injected client (``steps_scale`` > 1): the 48-client adaptation run of
+2026-11-30 (full profile, eighth session) trained 96 steps in 71.5 s in round 1 and 192 in 143.6 s
+in round 2 (batch 4, max length 64, 2-core machine)."""
 
 
 # -- plan -------------------------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
     alarms = _alarms(folder)
     onset = truth.get("start_round") if not scenario.is_control else None
     within = scenario.spec.expect.within_rounds
-    score = score_run(alarms, scenario.expect, onset, within)
+    score = score_run(alarms, scenario.expect, onset, within, scenario.spec.expect.also)
     ledger = json.loads((folder / "privacy.json").read_text()) if (folder / "privacy.json").is_file() else {}
     report = json.loads((folder / "report.json").read_text()) if (folder / "report.json").is_file() else {}
     last = rows[-1] if rows else {}

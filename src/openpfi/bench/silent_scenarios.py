@@ -145,6 +145,9 @@ def _domain_ok(domain: str) -> bool:
 
 class Expect(_Strict):
     mode: Literal[EXPECTABLE]  # type: ignore[valid-type]
+    also: list[Literal[MODES]] = Field(default_factory=list)  # type: ignore[valid-type]
+    """Modes the injection is known to cause as well (say how that was measured, outside the
+    monitor, in the file's comment): an alarm on one of them after onset is not a false alarm."""
     within_rounds: int = Field(3, ge=1)
     """Detected = an alarm on ``mode`` in rounds [onset, onset + within_rounds - 1]."""
 
@@ -161,6 +164,10 @@ class ScenarioFile(_Strict):
                 'a control (injection.kind = "none") expects mode = "none", and an injected scenario expects '
                 "one of the six modes; fix expect.mode or injection.kind"
             )
+        if self.expect.also and self.expect.mode == "none":
+            raise ValueError("a control expects no mode: remove expect.also")
+        if self.expect.mode in self.expect.also:
+            raise ValueError(f"expect.also repeats expect.mode ({self.expect.mode}); list only the other modes")
         return self
 
 

@@ -10,7 +10,9 @@ injected data; its own report already reflects it) and expected mode ``m``:
 - ``detected`` = ``delay < within``: flagged within the first ``within`` (default 3) rounds of the
   injection, i.e. by round r0 + 2.
 - false alarms: every alarm on a control; in an injected run, every alarm on a mode other
-  than ``m`` and every alarm on ``m`` before ``r0``.
+  than ``m`` and every alarm on ``m`` before ``r0``, except alarms from ``r0`` on on a mode in
+  ``also`` (the modes the injection is known to cause as well, measured outside the monitor
+  and named in the scenario file): those are neither required nor false.
 - ``late`` = an alarm on ``m`` came, but only after the window.
 
 Over the runs (seeds) of the scenarios of one mode, the coverage cell is
@@ -48,7 +50,8 @@ class RunScore:
         return d
 
 
-def score_run(alarms: Iterable[Mapping[str, Any]], expect: str, onset: int | None, within: int = 3) -> RunScore:
+def score_run(alarms: Iterable[Mapping[str, Any]], expect: str, onset: int | None, within: int = 3,
+              also: Sequence[str] = ()) -> RunScore:
     """Score one run's alarms against its ground truth (module docstring)."""
     items = sorted(((int(a["round"]), str(a["mode"])) for a in alarms), key=lambda x: (x[0], x[1]))
     modes = tuple(sorted({m for _, m in items}))
@@ -57,7 +60,7 @@ def score_run(alarms: Iterable[Mapping[str, Any]], expect: str, onset: int | Non
     hits = [r for r, m in items if m == expect and r >= onset]
     delay = hits[0] - onset if hits else None
     detected = delay is not None and delay < within
-    false = [(r, m) for r, m in items if m != expect or r < onset]
+    false = [(r, m) for r, m in items if r < onset or (m != expect and m not in also)]
     after = sum(1 for r, _ in items if r >= onset)
     return RunScore(
         expect,
