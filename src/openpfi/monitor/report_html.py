@@ -214,7 +214,7 @@ def _privacy(p: Mapping) -> str:
         ]
         for r in p.get("rounds", [])
     ]
-    heads = ["round", "release", "clients", "noise multiplier z", "clip C", "noise std z·C", "ε round", "ε total"]
+    heads = ["round", "release", "clients", "noise multiplier z", "clip C", "z·C (noise std if unsplit)", "ε round", "ε total"]
     return (
         f"<div class='card'><p><b>ε = {fmt(p.get('epsilon_total'))}</b> spent in total at "
         f"<b>δ = {fmt(p.get('delta'))}</b> ({_e(p.get('accountant'))} accountant, {_e(p.get('adjacency'))} "
