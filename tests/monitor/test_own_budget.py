@@ -39,6 +39,8 @@ def test_the_slot_exists_only_when_clients_probe_before_and_stays_outside_the_cl
     assert split.own_bound == 1.0  # one 0/1 indicator
     assert split.l2_bound == pytest.approx(plain.l2_bound)  # the clipped part is unchanged
     assert not split.clip_mask[split.index[SLOT]] and split.clip_mask.sum() == len(split) - 1
+    noise = split.slot_noise(5.0, 2.0)
+    assert noise[split.index[SLOT]] == 2.0 and (noise[split.clip_mask] == 5.0).all()
 
 
 def test_clip_vector_with_a_mask_clips_only_the_masked_slots():

@@ -304,9 +304,9 @@ def scenario_config(scenario: Scenario, base: dict[str, Any], extra: dict[str, A
     own sections < ``extra``; checked."""
     k = scenario.spec.scenario.clients_scale
     if k > 1:
-        scaled = {"data": {"num_clients": from_dict(base, "profile").data.num_clients * k},
-                  "federation": {"clients_per_round": from_dict(base, "profile").federation.clients_per_round * k}}
-        base = merge(base, scaled)
+        profile = from_dict(base, "profile")
+        base = merge(base, {"data": {"num_clients": profile.data.num_clients * k},
+                            "federation": {"clients_per_round": profile.federation.clients_per_round * k}})
     raw = merge(merge(base, scenario.overrides), extra or {})
     cfg = from_dict(raw, str(scenario.path))
     inj = scenario.injection

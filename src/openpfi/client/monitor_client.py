@@ -170,7 +170,7 @@ class ClientMonitor:
         )
         mask = self.schema.clip_mask
         clipped = clip_vector(vec, self.schema.lo, self.schema.hi, s.l2_clip, mask)
-        std = np.where(mask, s.noise_std_sum, s.own_noise_std_sum)
+        std = self.schema.slot_noise(s.noise_std_sum, s.own_noise_std_sum)
         noise = client_noise(len(clipped), std, s.n_expected, noise_rng(secret, round_num, client_id))
         return clipped + noise, time.perf_counter() - t0
 

@@ -41,8 +41,8 @@ bin / group / domain):
   was probed too), ``.capability_before/.capability_after``, ``.refusal_before/
   .refusal_after`` (multiplied by ``measured``), ``.dropped_capability``,
   ``.dropped_safety`` (indicators of a drop beyond the configured threshold);
-  ``.degraded_general``: 1 if the client's mean per-token NLL on its out-of-domain probe texts
-  rose within the round by more than the configured share (``own_budget``, below).
+  ``.degraded_general``: 1 if the mean per-token NLL of any of the client's out-of-domain probe
+  texts rose within the round by more than the configured share (``own_budget``, below).
 - ``out_of_domain_degradation.count.<d>``: the client's items of domain d; ``.nll.<d>``:
   the sum over them of the mean per-token NLL / ood_max_nll (each clipped to 1); both
   divided by the client's number of out-of-domain items. ``.capability_accuracy``.
@@ -156,6 +156,10 @@ class ReportSchema:
         single = np.array([not s.family for s in self.slots], dtype=bool) & self.clip_mask
         rest = float(np.maximum(self.lo**2, self.hi**2)[single].sum())
         return float(np.sqrt(len(self.families) + rest))
+
+    def slot_noise(self, sigma: float, own_sigma: float) -> np.ndarray:
+        """Per slot, the noise std: ``sigma`` inside the clip, ``own_sigma`` on the own-budget slots."""
+        return np.where(self.clip_mask, sigma, own_sigma)
 
     @property
     def own_bound(self) -> float:

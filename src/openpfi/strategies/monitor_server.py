@@ -119,8 +119,7 @@ class MonitorServerSettings:
 
     def noise_std_client(self, schema: ReportSchema) -> np.ndarray:
         """Per slot, the std of one client's noise share."""
-        std = np.where(schema.clip_mask, self.noise_std_sum, self.own_noise_std_sum)
-        return std / math.sqrt(self.n_expected)
+        return schema.slot_noise(self.noise_std_sum, self.own_noise_std_sum) / math.sqrt(self.n_expected)
 
 
 class GlobalProbe:
