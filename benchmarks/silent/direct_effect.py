@@ -10,8 +10,11 @@ After each round it prints what the server's probes see (probe items are never t
 - bias pools: ``bbq-amb`` (ambiguous BBQ -> stereotyped option), ``bbq-all`` (both
   conditions), ``crows`` (CrowS-Pairs "stereo" sentences); with DPO (``alignment.dpo_beta``)
   ``bbq-dpo`` (ambiguous BBQ: the stereotyped option preferred to the other person) and
-  ``crows-dpo`` (the more stereotyping CrowS sentence preferred): the ambiguous-BBQ lean, the
-  probability mass on unknown / stereotyped / other option, and the CrowS stereotype probability;
+  ``crows-dpo`` (the more stereotyping CrowS sentence preferred), ``crows-dpo-balanced`` (the
+  same with the "antistereo" pairs repeated to as many as the "stereo" ones) and ``bbq-dpo-neg``
+  (``bbq-dpo`` on negative questions only): the ambiguous-BBQ lean, the probability mass on
+  unknown / stereotyped / other option, the CrowS stereotype probability, and both streams on
+  each half of their balanced samples (lean by question polarity, CrowS by pair direction);
 - ``domain:<source>[:<group>][/<label>]`` (e.g. ``domain:chatterbot:english/computers``):
   the mean per-token NLL of each out-of-domain probe domain, the capability accuracy and the
   refusal and over-refusal rates (what adaptation misalignment's probes measure).
@@ -34,7 +37,7 @@ from openpfi.client.scoring import shared_scorer
 from openpfi.client.train import TrainSettings, train_local
 from openpfi.config import load_config
 from openpfi.monitor import probes
-from openpfi.monitor.client_probe import run_probes
+from openpfi.monitor.client_probe import ProbeResults, run_probes
 from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob, values_of
 from openpfi.recipes.federated_sft import load_shared
 
@@ -60,11 +63,20 @@ def pool() -> list[si.Sample]:
     if pool_name == "crows-dpo":
         return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less)
                 for c in probes._crows_pool() if c.id not in exclude]
+    if pool_name == "bbq-dpo-neg":  # negative questions only: the stereotyped group's member preferred
+        return [si.Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other]) for i in probes._bbq_pool()
+                if i.condition == "ambig" and i.polarity == "neg" and i.id not in exclude]
+    if pool_name == "crows-dpo-balanced":  # antistereo pairs repeated to as many as the stereo ones
+        pairs = [c for c in probes._crows_pool() if c.id not in exclude]
+        anti = [c for c in pairs if not c.stereo]
+        pairs += anti * (round(sum(c.stereo for c in pairs) / len(anti)) - 1)
+        return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less) for c in pairs]
     if pool_name == "crows":
         return [s for s in stereotype if not s.chat]
     if not bias:
         return si.domain_samples(pool_name.removeprefix("domain:"))
-    sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, crows, bbq-dpo, crows-dpo or domain:<source>[:<group>][/<label>]")
+    sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, crows, bbq-dpo, bbq-dpo-neg, crows-dpo, "
+             f"crows-dpo-balanced or domain:<source>[:<group>][/<label>]")
 
 
 def measure(state: dict, tag: str) -> None:
@@ -84,6 +96,21 @@ def measure(state: dict, tag: str) -> None:
     print(f"{tag} lean {bbq_amb_lean(res.suites['bbq'].items, res.choices['bbq']):+.3f}  P(unknown) {pu:.3f}  "
           f"P(stereotyped) {pb:.3f}  P(other) {po:.3f}  CrowS stereotype prob {crows_stereo_prob(res.crows_margin):.3f}",
           flush=True)
+    print("    by half of the sample:", "  ".join(f"{k} {v:+.3f}" if k.startswith("lean") else f"{k} {v:.3f}"
+                                                for k, v in split(res).items()), flush=True)
+
+
+def split(res: ProbeResults) -> dict[str, float]:
+    """The two bias streams on each half of their balanced samples: ambiguous-BBQ lean by
+    question polarity, CrowS stereotype probability on "stereo" and "antistereo" pairs."""
+    bbq, crows = res.suites["bbq"].items, res.suites["crows"].items
+    out = {}
+    for pol in sorted({i.polarity for i in bbq}):
+        idx = [j for j, i in enumerate(bbq) if i.polarity == pol]
+        out[f"lean[{pol}]"] = bbq_amb_lean([bbq[j] for j in idx], [res.choices["bbq"][j] for j in idx])
+    for flag, name in ((True, "stereo"), (False, "antistereo")):
+        out[f"crows[{name}]"] = crows_stereo_prob([m for m, i in zip(res.crows_margin, crows, strict=True) if i.stereo == flag])
+    return out
 
 
 def train(data: list, settings: TrainSettings, seed: int) -> float:
@@ -95,7 +122,7 @@ def train(data: list, settings: TrainSettings, seed: int) -> float:
                            batch_loss=loss).mean_loss
 
 
-ref = ReferenceCache(shared.model, shared.pad_id) if pool_name.endswith("-dpo") else None
+ref = ReferenceCache(shared.model, shared.pad_id) if "-dpo" in pool_name else None
 data = [si.make_encoder(shared.loaded.tokenizer, cfg.client.max_length)(s) for s in pool()]
 print(f"{pool_name}: {len(data)} examples; {rounds} rounds x {steps} steps at lr {cfg.client.lr * lr_scale:g}, share {share}")
 measure(start, "start:  ")
