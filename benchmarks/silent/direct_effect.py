@@ -29,7 +29,8 @@ import time
 from functools import partial
 
 import numpy as np
-from rescore import ambiguous_mass  # the script's own folder is on sys.path
+from bias_halves import halves, show  # the script's own folder is on sys.path
+from rescore import ambiguous_mass
 
 from openpfi.bench import silent_inject as si
 from openpfi.client.dpo import ReferenceCache, mixed_batch_loss
@@ -37,7 +38,7 @@ from openpfi.client.scoring import shared_scorer
 from openpfi.client.train import TrainSettings, train_local
 from openpfi.config import load_config
 from openpfi.monitor import probes
-from openpfi.monitor.client_probe import ProbeResults, run_probes
+from openpfi.monitor.client_probe import run_probes
 from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob, values_of
 from openpfi.recipes.federated_sft import load_shared
 
@@ -96,21 +97,7 @@ def measure(state: dict, tag: str) -> None:
     print(f"{tag} lean {bbq_amb_lean(res.suites['bbq'].items, res.choices['bbq']):+.3f}  P(unknown) {pu:.3f}  "
           f"P(stereotyped) {pb:.3f}  P(other) {po:.3f}  CrowS stereotype prob {crows_stereo_prob(res.crows_margin):.3f}",
           flush=True)
-    print("    by half of the sample:", "  ".join(f"{k} {v:+.3f}" if k.startswith("lean") else f"{k} {v:.3f}"
-                                                for k, v in split(res).items()), flush=True)
-
-
-def split(res: ProbeResults) -> dict[str, float]:
-    """The two bias streams on each half of their balanced samples: ambiguous-BBQ lean by
-    question polarity, CrowS stereotype probability on "stereo" and "antistereo" pairs."""
-    bbq, crows = res.suites["bbq"].items, res.suites["crows"].items
-    out = {}
-    for pol in sorted({i.polarity for i in bbq}):
-        idx = [j for j, i in enumerate(bbq) if i.polarity == pol]
-        out[f"lean[{pol}]"] = bbq_amb_lean([bbq[j] for j in idx], [res.choices["bbq"][j] for j in idx])
-    for flag, name in ((True, "stereo"), (False, "antistereo")):
-        out[f"crows[{name}]"] = crows_stereo_prob([m for m, i in zip(res.crows_margin, crows, strict=True) if i.stereo == flag])
-    return out
+    print("    by half of the sample:", show(halves(res)), flush=True)
 
 
 def train(data: list, settings: TrainSettings, seed: int) -> float:
