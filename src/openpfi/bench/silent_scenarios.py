@@ -5,7 +5,7 @@ A scenario is one TOML file under ``benchmarks/silent/`` (users add their own)::
     [scenario]                 # what it is
     description = "..."
     start = "base"             # | "safety_adapter": begin from the cached safety-tuned adapter
-    clients_scale = 1          # this many times the profile's clients (a profile may turn it off)
+    clients_scale = 1          # this many times the profile's clients, e.g. 3 or 0.5 (a profile may turn it off)
 
     [data]                     # any openpfi config section: overrides of examples/demo.toml
     source = "chitchat"        # and of the suite profile (benchmarks/silent/_suite.toml)
@@ -64,9 +64,11 @@ class ScenarioInfo(_Strict):
     start: Literal["base", "safety_adapter"] = "base"
     """base: the model's own weights (+ LoRA init); safety_adapter: the cached safety-tuned adapter
     (openpfi.recipes.safety_adapter), which also becomes the monitor's round-0 reference."""
-    clients_scale: int = Field(1, ge=1, le=16)
+    clients_scale: int | float = Field(1, gt=0, le=16)
     """This scenario's federation is this many times the profile's (data.num_clients and
-    federation.clients_per_round), for a mode only a DP count of clients can see."""
+    federation.clients_per_round, rounded, at least 2 and 1): above 1 for a mode only a DP count
+    of clients can see, below 1 for an injection every client gets alike (the same failure in
+    less time). An int stays an int, so files written as ``1`` keep their run hashes."""
 
 
 class Injection(_Strict):
@@ -303,10 +305,10 @@ def scenario_config(scenario: Scenario, base: dict[str, Any], extra: dict[str, A
     """The run config of a scenario: ``base`` (its clients times ``clients_scale``) < the scenario's
     own sections < ``extra``; checked."""
     k = scenario.spec.scenario.clients_scale
-    if k > 1:
+    if k != 1:
         profile = from_dict(base, "profile")
-        base = merge(base, {"data": {"num_clients": profile.data.num_clients * k},
-                            "federation": {"clients_per_round": profile.federation.clients_per_round * k}})
+        base = merge(base, {"data": {"num_clients": max(2, round(profile.data.num_clients * k))},
+                            "federation": {"clients_per_round": max(1, round(profile.federation.clients_per_round * k))}})
     raw = merge(merge(base, scenario.overrides), extra or {})
     cfg = from_dict(raw, str(scenario.path))
     inj = scenario.injection
