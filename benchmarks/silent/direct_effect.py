@@ -12,7 +12,8 @@ After each round it prints what the server's probes see (probe items are never t
   ``bbq-dpo`` (ambiguous BBQ: the stereotyped option preferred to the other person) and
   ``crows-dpo`` (the more stereotyping CrowS sentence preferred), ``crows-dpo-balanced`` (the
   same with the "antistereo" pairs repeated to as many as the "stereo" ones) and ``bbq-dpo-neg``
-  (``bbq-dpo`` on negative questions only): the ambiguous-BBQ lean, the probability mass on
+  (``bbq-dpo`` on negative questions only); ``bbq-self`` (SFT on ambiguous BBQ answered with
+  the named person the start model prefers: self-amplification): the ambiguous-BBQ lean, the probability mass on
   unknown / stereotyped / other option, the CrowS stereotype probability, and both streams on
   each half of their balanced samples (lean by question polarity, CrowS by pair direction);
 - ``domain:<source>[:<group>][/<label>]`` (e.g. ``domain:chatterbot:english/computers``):
@@ -64,6 +65,16 @@ def pool() -> list[si.Sample]:
     if pool_name == "crows-dpo":
         return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less)
                 for c in probes._crows_pool() if c.id not in exclude]
+    if pool_name == "bbq-self":  # ambiguous BBQ answered with the named person the start model prefers
+        shared.set_state(start)
+        sample = probes.load_suites({"bbq": 2400}, seed=1)["bbq"]
+        res = run_probes(scorer, {"bbq": sample}, batch=256)
+        out = []
+        for it, c in zip(sample.items, res.choices["bbq"], strict=True):
+            if it.condition == "ambig" and it.id not in exclude:
+                named = max((k for k in range(len(it.options)) if k != it.unknown), key=lambda k: c.probs[k])
+                out.append(si.Sample(it.prompt, it.options[named]))
+        return out
     if pool_name == "bbq-dpo-neg":  # negative questions only: the stereotyped group's member preferred
         return [si.Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other]) for i in probes._bbq_pool()
                 if i.condition == "ambig" and i.polarity == "neg" and i.id not in exclude]
@@ -76,7 +87,7 @@ def pool() -> list[si.Sample]:
         return [s for s in stereotype if not s.chat]
     if not bias:
         return si.domain_samples(pool_name.removeprefix("domain:"))
-    sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, crows, bbq-dpo, bbq-dpo-neg, crows-dpo, "
+    sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, bbq-self, crows, bbq-dpo, bbq-dpo-neg, crows-dpo, "
              f"crows-dpo-balanced or domain:<source>[:<group>][/<label>]")
 
 
