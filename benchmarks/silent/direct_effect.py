@@ -11,12 +11,13 @@ After each round it prints what the server's probes see (probe items are never t
   conditions), ``crows`` (CrowS-Pairs "stereo" sentences); with DPO (``alignment.dpo_beta``)
   ``bbq-dpo`` (ambiguous BBQ: the stereotyped option preferred to the other person) and
   ``crows-dpo`` (the more stereotyping CrowS sentence preferred), ``crows-dpo-balanced`` (the
-  same with the "antistereo" pairs repeated to as many as the "stereo" ones) and ``bbq-dpo-neg``
-  (``bbq-dpo`` on negative questions only), ``stereoset-dpo`` (StereoSet intrasentence: the
-  stereotyped attribute of the same group preferred); ``bbq-self`` (SFT on ambiguous BBQ answered with
-  the named person the start model prefers: self-amplification): the ambiguous-BBQ lean, the probability mass on
-  unknown / stereotyped / other option, the CrowS stereotype probability, and both streams on
-  each half of their balanced samples (lean by question polarity, CrowS by pair direction);
+  same with the "antistereo" pairs repeated to as many as the "stereo" ones), ``bbq-dpo-neg``
+  (``bbq-dpo`` on negative questions only) and ``stereoset-dpo`` (StereoSet intrasentence: the
+  stereotyped attribute of the same group preferred); ``bbq-self`` (SFT on ambiguous BBQ
+  answered with the named person the start model prefers: self-amplification). Each prints the
+  ambiguous-BBQ lean, the probability mass on unknown / stereotyped / other option, the CrowS
+  stereotype probability, and both streams on each half of their balanced samples (lean by
+  question polarity, CrowS by pair direction);
 - ``domain:<source>[:<group>][/<label>]`` (e.g. ``domain:chatterbot:english/computers``):
   the mean per-token NLL of each out-of-domain probe domain, the capability accuracy and the
   refusal and over-refusal rates (what adaptation misalignment's probes measure).
@@ -63,9 +64,11 @@ def pool() -> list[si.Sample]:
         return [si.Sample(i.prompt, i.options[i.biased]) for i in probes._bbq_pool() if i.id not in exclude]
     if pool_name == "bbq-dpo":
         return si.stereotype_preference_samples(exclude)
-    if pool_name == "crows-dpo":
-        return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less)
-                for c in probes._crows_pool() if c.id not in exclude]
+    crows = [c for c in probes._crows_pool() if c.id not in exclude]
+    if pool_name in ("crows-dpo", "crows-dpo-balanced"):  # balanced: antistereo pairs repeated to as many as stereo
+        anti = [c for c in crows if not c.stereo]
+        pairs = crows + anti * (round(sum(c.stereo for c in crows) / len(anti)) - 1) if pool_name.endswith("balanced") else crows
+        return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less) for c in pairs]
     if pool_name == "stereoset-dpo":  # StereoSet intrasentence: same group, the stereotyped attribute preferred
         out = []
         for split_name in ("dev", "test"):
@@ -88,11 +91,6 @@ def pool() -> list[si.Sample]:
     if pool_name == "bbq-dpo-neg":  # negative questions only: the stereotyped group's member preferred
         return [si.Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other]) for i in probes._bbq_pool()
                 if i.condition == "ambig" and i.polarity == "neg" and i.id not in exclude]
-    if pool_name == "crows-dpo-balanced":  # antistereo pairs repeated to as many as the stereo ones
-        pairs = [c for c in probes._crows_pool() if c.id not in exclude]
-        anti = [c for c in pairs if not c.stereo]
-        pairs += anti * (round(sum(c.stereo for c in pairs) / len(anti)) - 1)
-        return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less) for c in pairs]
     if pool_name == "crows":
         return [s for s in stereotype if not s.chat]
     if not bias:

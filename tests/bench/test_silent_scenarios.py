@@ -229,14 +229,16 @@ def test_clients_scale_multiplies_the_profiles_federation_unless_the_profile_tur
     scaled = GOOD.replace("[data]\nnum_clients = 4\n", "").replace('description = "test"', 'description = "test"\nclients_scale = 3')
     plain = GOOD.replace("[data]\nnum_clients = 4\n", "")
     halved = scaled.replace("clients_scale = 3", "clients_scale = 0.5")
+    tiny = scaled.replace("clients_scale = 3", "clients_scale = 0.1")  # floors: 2 clients, 1 per round
     sizes = {}
     for name, extra, text in (("plain", "", plain), ("scaled", "", scaled), ("off", "scale_clients = false", scaled),
-                              ("halved", "", halved)):
+                              ("halved", "", halved), ("tiny", "", tiny)):
         plan = make_plan(tmp_path / f"{name}.json", quick=True, scenarios_dir=_suite_dir(tmp_path, name, extra, scenario=text))
         cfg = run_config(plan, plan.scenarios[0], seed=0)
         sizes[name] = (cfg.data.num_clients, cfg.federation.clients_per_round)
     n = sizes["plain"][0]
-    assert sizes == {"plain": (n, 4), "scaled": (3 * n, 12), "off": (n, 4), "halved": (max(2, round(n / 2)), 2)}
+    assert sizes == {"plain": (n, 4), "scaled": (3 * n, 12), "off": (n, 4), "halved": (n // 2, 2),
+                     "tiny": (2, 1)}
 
 
 @pytest.mark.parametrize("also, message", [
