@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rescore import checkpoint_rounds, round_results  # the script's own folder is on sys.path
+from rescore import checkpoint_rounds, round_models  # the script's own folder is on sys.path
 
-from openpfi.monitor.client_probe import ProbeResults
-from openpfi.monitor.probes import CrowsItem
+from openpfi.config import load_config
+from openpfi.monitor.client_probe import ProbeResults, run_probes
+from openpfi.monitor.probes import CrowsItem, load_suites
 from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob
 from openpfi.monitor.types import ScoreItem
 
@@ -84,5 +85,8 @@ if __name__ == "__main__":
         sys.exit(__doc__)
     for arg in sys.argv[1:]:
         run = Path(arg)
-        for r, res in round_results(run, SIZES, [0, *checkpoint_rounds(run)]):
-            print(f"{run.parent.name}/{run.name} round {r}: {show(halves(res))}", flush=True)
+        suites = load_suites(SIZES, seed=load_config(run / "config.toml").monitor.probe_seed)
+        for r, scorer in round_models(run, [0, *checkpoint_rounds(run)]):
+            res = run_probes(scorer, suites, batch=256)
+            print(f"{run.parent.name}/{run.name} round {r}: {show(halves(res))}  "
+                  f"{show(ending_halves(scorer, suites['crows'].items))}", flush=True)

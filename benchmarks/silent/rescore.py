@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterable, Iterator
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from safetensors.torch import load_file
 
@@ -41,18 +42,25 @@ def checkpoint_rounds(run: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("round-*"))
 
 
-def round_results(run: Path, sizes: dict[str, int], rounds: Iterable[int]) -> Iterator[tuple[int, ProbeResults]]:
-    """(round, per-item outcomes) of the run's global model at each of ``rounds`` (0 = its start:
-    the base model or ``model.adapter``) on public samples of ``sizes`` items."""
+def round_models(run: Path, rounds: Iterable[int]) -> Iterator[tuple[int, Any]]:
+    """(round, scorer of the run's global model at that round) for each of ``rounds`` (0 = its
+    start: the base model or ``model.adapter``); a scorer is valid until the next is yielded."""
     cfg = load_config(run / "config.toml")
     shared, start = load_shared(cfg)
-    suites = load_suites(sizes, seed=cfg.monitor.probe_seed)
     scorer = shared_scorer(shared, cfg.monitor.batch_tokens)
     for r in rounds:
         state = dict(start)
         if r:
             state.update(load_file(str(run / "checkpoints" / f"round-{r}" / "adapter.safetensors")))
         shared.set_state(state)
+        yield r, scorer
+
+
+def round_results(run: Path, sizes: dict[str, int], rounds: Iterable[int]) -> Iterator[tuple[int, ProbeResults]]:
+    """(round, per-item outcomes) of the run's global model at each of ``rounds`` on public
+    samples of ``sizes`` items (the run's probe seed)."""
+    suites = load_suites(sizes, seed=load_config(run / "config.toml").monitor.probe_seed)
+    for r, scorer in round_models(run, rounds):
         yield r, run_probes(scorer, suites, batch=256)
 
 
