@@ -47,3 +47,18 @@ def test_sha256_state_changes_with_values():
     s = {"w": torch.zeros(3)}
     t = {"w": torch.tensor([0.0, 0.0, 1e-7])}
     assert sha256_state(s) != sha256_state(t)
+
+
+def test_a_file_that_is_not_gguf_is_one_clear_error(tmp_path):
+    from openpfi.models.loader import load_tokenizer
+
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"not a gguf file at all")
+    with pytest.raises(UserError, match=r"cannot load the tokenizer of .*model.gguf: .*GGUF magic bytes"):
+        load_tokenizer(str(bad))
+
+
+def test_a_folder_without_usable_weights_is_one_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    with pytest.raises(UserError, match=r"cannot load the tokenizer of "):
+        load_model(str(tmp_path))

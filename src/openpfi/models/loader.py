@@ -13,6 +13,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -148,9 +150,12 @@ def load_tokenizer(name: str = DEFAULT_MODEL) -> Any:
         tok = AutoTokenizer.from_pretrained(str(folder))
     elif src.kind == "gguf":
         assert src.path is not None
-        tok = AutoTokenizer.from_pretrained(str(src.path.parent), gguf_file=src.path.name)
+        with _unreadable(src.path, "tokenizer"):
+            tok = AutoTokenizer.from_pretrained(str(src.path.parent), gguf_file=src.path.name)
     else:
-        tok = AutoTokenizer.from_pretrained(str(src.path))
+        assert src.path is not None
+        with _unreadable(src.path, "tokenizer"):
+            tok = AutoTokenizer.from_pretrained(str(src.path))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if not tok.chat_template:
@@ -176,6 +181,17 @@ def fallback_chat_template(tokenizer: Any) -> str:
     gemma = "<start_of_turn>" in tokenizer.get_vocab()
     log.info("the tokenizer has no chat template (a base model); using %s turns", "Gemma" if gemma else "plain")
     return GEMMA_TURNS if gemma else PLAIN_TURNS
+
+
+@contextmanager
+def _unreadable(path: Path, what: str) -> Iterator[None]:
+    """Turn transformers' errors on a user's model file into one line naming the file."""
+    try:
+        yield
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(" .:")
+        raise UserError(f"cannot load the {what} of {path}: {first}; pass a GGUF or Hugging Face model folder "
+                        f"of an architecture transformers supports") from None
 
 
 def _tiny_random(tokenizer: Any) -> Any:
@@ -208,7 +224,9 @@ def _load_from(src: ModelSource) -> tuple[Any, str]:
     assert src.path is not None
     if src.kind == "gguf":
         sha = sha256_file(src.path)
-        model = AutoModelForCausalLM.from_pretrained(str(src.path.parent), gguf_file=src.path.name, dtype=torch.float32)
+        with _unreadable(src.path, "weights"):
+            model = AutoModelForCausalLM.from_pretrained(str(src.path.parent), gguf_file=src.path.name,
+                                                         dtype=torch.float32)
         return model, sha
     files = sorted(src.path.glob("*.safetensors")) or sorted(src.path.glob("*.bin"))
     if not files:
