@@ -142,7 +142,7 @@ def audit_verify(run_dir: Annotated[Path, typer.Argument(help="A run folder.")])
 def bench_train(
     out: Annotated[Path, typer.Option("--out", help="Write the JSON here.")] = Path("bench-train.json"),
     model: Annotated[str, typer.Option(help="Model to benchmark.")] = "smollm2-135m-instruct",
-    steps: Annotated[int, typer.Option(help="Timed steps per loop.")] = 6,
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per loop.")] = 6,
 ) -> None:
     """Tokens/s of one client's LoRA step vs the matmul ceilings and a plain HF+peft fp32 loop."""
     _setup()
@@ -156,8 +156,8 @@ def bench_train(
 def bench_round(
     out: Annotated[Path, typer.Option("--out")] = Path("bench-round.json"),
     model: Annotated[str, typer.Option()] = "smollm2-135m-instruct",
-    clients: Annotated[int, typer.Option(help="Clients in the timed round (the demo samples 8).")] = 8,
-    memory_clients: Annotated[int, typer.Option(help="Simulated clients for the memory figure.")] = 64,
+    clients: Annotated[int, typer.Option(min=1, help="Clients in the timed round (the demo samples 8).")] = 8,
+    memory_clients: Annotated[int, typer.Option(min=1, help="Simulated clients for the memory figure.")] = 64,
     engine: Annotated[str, typer.Option(help="inprocess | flower")] = "inprocess",
 ) -> None:
     """A round's wall time split into train / aggregate / evaluate / monitor / serialization; memory."""
@@ -174,7 +174,7 @@ def bench_silent(
         "bench-silent.json"
     ),
     quick: Annotated[bool, typer.Option("--quick", help="Reduced suite: fewer clients, rounds and seeds (~10 min).")] = False,
-    seeds: Annotated[int | None, typer.Option("--seeds", help="Seeds per scenario (default: the profile's).")] = None,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per scenario (default: the profile's).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Skip the scenario x seed runs already finished.")] = False,
     scenarios: Annotated[Path | None, typer.Option("--scenarios", help="Folder of scenario files.")] = None,
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only this scenario (repeatable).")] = None,
@@ -224,12 +224,12 @@ def bench_align(
 @friendly
 def deploy_local(
     config: Annotated[Path, typer.Argument(help="TOML config file.")],
-    nodes: Annotated[int | None, typer.Option("--nodes", help="SuperNodes (default: data.num_clients).")] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="SuperNodes (default: data.num_clients).")] = None,
     out: OutOpt = None,
     set_: SetOpt = None,
     tls: Annotated[bool, typer.Option("--tls", help="TLS with a generated CA (default: insecure, loopback only).")] = False,
     simulation: Annotated[bool, typer.Option("--simulation", help="Flower's simulation runtime instead of SuperNodes.")] = False,
-    port: Annotated[int, typer.Option("--port", help="SuperLink port on 127.0.0.1 (0 = a free one).")] = 0,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="SuperLink port on 127.0.0.1 (0 = a free one).")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty run folder.")] = False,
     timeout: Annotated[float | None, typer.Option("--timeout", help="Give up after this many seconds.")] = None,
 ) -> None:
