@@ -69,3 +69,14 @@ def test_dump_roundtrip(tmp_path: Path):
     f.write_text(dump_toml(cfg))
     assert load_config(f) == cfg
     assert isinstance(cfg, Config)
+
+
+def test_a_partial_probe_table_changes_only_the_suites_it_names():
+    from openpfi.config import MonitorConfig
+
+    default = MonitorConfig().suite_sizes
+    cfg = load_config(None, ["monitor.suite_sizes.bbq=0", "monitor.server_items={crows = 10}"])
+    assert cfg.monitor.suite_sizes == {**default, "bbq": 0} and len(default) == 6
+    assert cfg.monitor.server_items == {**MonitorConfig().server_items, "crows": 10}
+    with pytest.raises(UserError, match=r"unknown probe suites \['nope'\]"):
+        load_config(None, ["monitor.client_items={nope = 1}"])

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from openpfi.errors import UserError
 
@@ -224,6 +224,17 @@ class MonitorConfig(_Section):
     )
     """Fixed public sample the server scores the GLOBAL model on each round (0 skips a suite)."""
     server_margins: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("suite_sizes", "client_items", "server_items", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any, info: ValidationInfo) -> Any:
+        """A table that names some suites changes only those; the others keep their defaults (so
+        ``suite_sizes = { bbq = 100 }`` does not silently drop the other five suites)."""
+        if isinstance(value, dict) and info.field_name:
+            factory = cls.model_fields[info.field_name].default_factory
+            return {**factory(), **value} if callable(factory) else value  # type: ignore[call-arg]
+        return value
+
     """Smallest material change of the global model since round 0, per metric, overriding
     monitor/global_change.py DEFAULT_MARGINS (rates and bias scores 0.1, ece 0.05,
     nll_relative 0.1 = 10% of the round-0 NLL): its paired test alarms only beyond these."""
