@@ -11,7 +11,8 @@ After each round it prints what the server's probes see (probe items are never t
   conditions), ``crows`` (CrowS-Pairs "stereo" sentences); with DPO (``alignment.dpo_beta``)
   ``bbq-dpo`` (ambiguous BBQ: the stereotyped option preferred to the other person) and
   ``crows-dpo`` (the more stereotyping CrowS sentence preferred), ``crows-dpo-balanced`` (the
-  same with the "antistereo" pairs repeated to as many as the "stereo" ones), ``bbq-dpo-neg``
+  same with the "antistereo" pairs repeated to as many as the "stereo" ones), ``crows-dpo-even``
+  (every k-th "stereo" pair, as many as the "antistereo" ones: no repeats), ``bbq-dpo-neg``
   (``bbq-dpo`` on negative questions only) and ``stereoset-dpo`` (StereoSet intrasentence: the
   stereotyped attribute of the same group preferred); ``bbq-self`` (SFT on ambiguous BBQ
   answered with the named person the start model prefers: self-amplification);
@@ -81,9 +82,14 @@ def pool() -> list[si.Sample]:
     if pool_name == "bbq-dpo":
         return si.stereotype_preference_samples(exclude)
     crows = [c for c in probes._crows_pool() if c.id not in exclude]
-    if pool_name in ("crows-dpo", "crows-dpo-balanced"):  # balanced: antistereo pairs repeated to as many as stereo
+    if pool_name in ("crows-dpo", "crows-dpo-balanced", "crows-dpo-even"):
         anti = [c for c in crows if not c.stereo]
-        pairs = crows + anti * (round(sum(c.stereo for c in crows) / len(anti)) - 1) if pool_name.endswith("balanced") else crows
+        pairs = crows
+        if pool_name.endswith("balanced"):  # antistereo pairs repeated to as many as stereo
+            pairs = crows + anti * (round(sum(c.stereo for c in crows) / len(anti)) - 1)
+        elif pool_name.endswith("even"):  # as many stereo pairs (every k-th) as there are antistereo ones
+            stereo = [c for c in crows if c.stereo]
+            pairs = stereo[:: len(stereo) // len(anti)][: len(anti)] + anti
         return [si.Sample("", c.sent_more, chat=False, rejected=c.sent_less) for c in pairs]
     if pool_name == "stereoset-dpo":  # StereoSet intrasentence: same group, the stereotyped attribute preferred
         out = []
@@ -118,7 +124,8 @@ def pool() -> list[si.Sample]:
     if not bias:
         return si.domain_samples(pool_name.removeprefix("domain:"))
     sys.exit(f"unknown pool '{pool_name}': use bbq-amb, bbq-all, bbq-self, crows, bbq-dpo, bbq-dpo-neg, "
-             f"bbq-dpo-templates, bbq-amb-templates, crows-dpo, crows-dpo-balanced, stereoset-dpo or domain:<source>[:<group>][/<label>]")
+             f"bbq-dpo-templates, bbq-amb-templates, crows-dpo, crows-dpo-balanced, crows-dpo-even, "
+             f"stereoset-dpo or domain:<source>[:<group>][/<label>]")
 
 
 def measure(state: dict, tag: str) -> None:
