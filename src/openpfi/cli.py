@@ -178,12 +178,15 @@ def bench_silent(
     resume: Annotated[bool, typer.Option("--resume", help="Skip the scenario x seed runs already finished.")] = False,
     scenarios: Annotated[Path | None, typer.Option("--scenarios", help="Folder of scenario files.")] = None,
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only this scenario (repeatable).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model for every run (default: the profile's, "
+                                              "the bundled SmolLM2-135M-Instruct).")] = None,
 ) -> None:
     """Silent-failure benchmark: injected failures with ground truth, benign controls, coverage of the six modes."""
     _setup()
     from openpfi.bench.silent import run_silent_bench
 
-    run_silent_bench(out, quick=quick, seeds=seeds, resume=resume, scenarios_dir=scenarios, only=only or [], console=console)
+    run_silent_bench(out, quick=quick, seeds=seeds, resume=resume, scenarios_dir=scenarios, only=only or [],
+                     model=model, console=console)
 
 
 @bench_app.command("personalize")

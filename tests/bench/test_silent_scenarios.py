@@ -249,3 +249,16 @@ def test_expect_also_is_checked(tmp_path: Path, also: str, message: str):
     path = _write(tmp_path, GOOD.replace('mode = "amplified_bias"', f'mode = "amplified_bias"\n{also}'))
     with pytest.raises(UserError, match=message):
         parse_scenario(path, {"federation": {"rounds": 5, "clients_per_round": 4}})
+
+
+def test_model_replaces_the_profile_model_in_every_run_and_its_hash(tmp_path):
+    from openpfi.bench.silent import _config_sha
+
+    plain = make_plan(tmp_path / "o.json", quick=True)
+    other = make_plan(tmp_path / "o.json", quick=True, model="tiny-random")
+    for (s, seed), (t, _) in zip(plain.runs(), other.runs(), strict=True):
+        a, b = run_config(plain, s, seed), run_config(other, t, seed)
+        assert (a.model.name, b.model.name) == ("smollm2-135m-instruct", "tiny-random")
+        assert _config_sha(a, s) != _config_sha(b, t)
+    with pytest.raises(UserError, match="no hub downloads"):
+        make_plan(tmp_path / "o.json", quick=True, model="someone/some-model")

@@ -58,6 +58,7 @@ from openpfi.bench.silent_score import (
 )
 from openpfi.config import Config, dump_toml
 from openpfi.errors import UserError
+from openpfi.models.registry import resolve
 from openpfi.monitor.probes import group_probe_filter
 from openpfi.monitor.types import MODES
 
@@ -113,13 +114,18 @@ def make_plan(
     seeds: int | None = None,
     scenarios_dir: Path | None = None,
     only: Sequence[str] = (),
+    model: str | None = None,
 ) -> BenchPlan:
-    """Validate every scenario file and the profile; nothing is run or written."""
+    """Validate every scenario file and the profile; nothing is run or written. ``model``
+    replaces the profile's ``model.name`` in every run (and so in every config hash)."""
     directory = scenarios_dir or SCENARIO_DIR
     suite = load_suite(directory)
     name = "quick" if quick else "full"
     profile = suite.quick if quick else suite.full
     base = merge(_demo_raw(), profile.config)
+    if model:
+        resolve(model)  # a clear error for a model that is not on disk, before anything runs
+        base = merge(base, {"model": {"name": model}})
     scenarios = load_scenarios(directory, base)
     wanted = list(only) or profile.scenarios
     if wanted:
@@ -479,10 +485,11 @@ def run_silent_bench(
     resume: bool = False,
     scenarios_dir: Path | None = None,
     only: Sequence[str] = (),
+    model: str | None = None,
     console: Console | None = None,
 ) -> dict[str, Any]:
     console = console or Console()
-    plan = make_plan(out, quick, seeds, scenarios_dir, only)
+    plan = make_plan(out, quick, seeds, scenarios_dir, only, model)
     if plan.work.is_dir() and any(plan.work.iterdir()) and not resume:
         raise UserError(f"{plan.work} holds runs of an earlier suite; add --resume to continue it, or pass another --out")
     configs = [run_config(plan, s, seed) for s, seed in plan.runs()]
