@@ -58,7 +58,7 @@ from openpfi.bench.silent_score import (
 )
 from openpfi.config import Config, dump_toml
 from openpfi.errors import UserError
-from openpfi.models.registry import resolve
+from openpfi.models.registry import DEFAULT_MODEL, resolve
 from openpfi.monitor.probes import group_probe_filter
 from openpfi.monitor.types import MODES
 
@@ -496,8 +496,9 @@ def run_silent_bench(
     expected = expected_seconds(plan, configs)
     console.print(
         f"silent-failure benchmark ({plan.profile_name}): {len(plan.scenarios)} scenarios x {plan.seeds} seeds = "
-        f"{len(configs)} runs on {configs[0].model.name}; expected duration ~{expected / 60:.0f} min "
-        f"(runs in {plan.work})",
+        f"{len(configs)} runs on {configs[0].model.name}; expected duration ~{expected / 60:.0f} min"
+        f"{'' if configs[0].model.name == DEFAULT_MODEL else ' at SmolLM2-135M speed (a larger model takes longer)'}"
+        f" (runs in {plan.work})",
         highlight=False,
     )
     t_start = time.perf_counter()
