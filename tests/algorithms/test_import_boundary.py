@@ -94,3 +94,14 @@ def test_algorithms_import_only_errors_and_algorithms() -> None:
     offenders = {str(p.relative_to(SRC)): n for p in files for n in _imports(p) if not _is_allowed_in_algorithms(n)}
     # Assert
     assert offenders == {}, f"algorithms/ imports other openpfi modules: {offenders}"
+
+
+def test_the_pure_layers_type_check() -> None:
+    """mypy over algorithms/ and monitor/ (pyproject.toml [tool.mypy]) finds nothing."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    res = subprocess.run([sys.executable, "-m", "mypy", "--no-error-summary"], cwd=root, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr

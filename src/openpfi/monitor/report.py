@@ -123,7 +123,7 @@ def _replay_statistics(rounds: Sequence[Mapping], thresholds: Mapping) -> tuple[
     if "detector" not in thresholds:
         return None, {}
     bank = DetectorBank.from_config(thresholds)
-    stats: dict[tuple[str, int], float] = {}
+    stats: dict[tuple[str, int], float | None] = {}
     for r in sorted(rounds, key=lambda r: int(r["round"])):
         pts = {}
         for name, s in r.get("streams", {}).items():
