@@ -224,17 +224,6 @@ class MonitorConfig(_Section):
     )
     """Fixed public sample the server scores the GLOBAL model on each round (0 skips a suite)."""
     server_margins: dict[str, float] = Field(default_factory=dict)
-
-    @field_validator("suite_sizes", "client_items", "server_items", mode="before")
-    @classmethod
-    def _over_defaults(cls, value: Any, info: ValidationInfo) -> Any:
-        """A table that names some suites changes only those; the others keep their defaults (so
-        ``suite_sizes = { bbq = 100 }`` does not silently drop the other five suites)."""
-        if isinstance(value, dict) and info.field_name:
-            factory = cls.model_fields[info.field_name].default_factory
-            return {**factory(), **value} if callable(factory) else value  # type: ignore[call-arg]
-        return value
-
     """Smallest material change of the global model since round 0, per metric, overriding
     monitor/global_change.py DEFAULT_MARGINS (rates and bias scores 0.1, ece 0.05,
     nll_relative 0.1 = 10% of the round-0 NLL): its paired test alarms only beyond these."""
@@ -282,6 +271,16 @@ class MonitorConfig(_Section):
     """Tokens generated per answer for that check."""
     intended_purpose: str = ""
     """Written into the report's post-market monitoring plan (EU AI Act Art. 72)."""
+
+    @field_validator("suite_sizes", "client_items", "server_items", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any, info: ValidationInfo) -> Any:
+        """A table that names some suites changes only those; the others keep their defaults (so
+        ``suite_sizes = { bbq = 100 }`` does not silently drop the other five suites)."""
+        if isinstance(value, dict) and info.field_name:
+            factory = cls.model_fields[info.field_name].default_factory
+            return {**factory(), **value} if callable(factory) else value
+        return value
 
 
 class PrivacyConfig(_Section):
