@@ -42,10 +42,14 @@ def halves(res: ProbeResults) -> dict[str, float]:
         idx = [j for j, i in enumerate(bbq) if pol in (None, i.polarity)]
         lean = bbq_amb_lean([bbq[j] for j in idx], [res.choices["bbq"][j] for j in idx])
         out[f"lean[{pol or 'all'}]"] = float("nan") if lean is None else lean
-    for flag, name in ((None, "all"), (True, "stereo"), (False, "antistereo")):
-        margins = [m for m, i in zip(res.crows_margin, crows, strict=True) if flag in (None, i.stereo)]
-        out[f"crows[{name}]"] = crows_stereo_prob(margins)
-    return out
+    return out | by_direction("crows", res.crows_margin, crows)
+
+
+def by_direction(tag: str, margins: Sequence[float], pairs: Sequence[CrowsItem]) -> dict[str, float]:
+    """CrowS probability of ``margins`` (one per pair) overall and on "stereo" / "antistereo" pairs."""
+    return {f"{tag}[{name}]": crows_stereo_prob([m for m, p in zip(margins, pairs, strict=True)
+                                                 if flag in (None, p.stereo)])
+            for flag, name in ((None, "all"), (True, "stereo"), (False, "antistereo"))}
 
 
 def shared_ending(pair: CrowsItem) -> tuple[str, str, str] | None:
@@ -67,12 +71,7 @@ def ending_halves(scorer: Any, pairs: Sequence[CrowsItem]) -> dict[str, float]:
     items = [ScoreItem(head, end, chat=False) for _, (a, b, end) in split for head in (a, b)]
     lp, _ = scorer.score(items)
     margins = [lp[2 * j][0] - lp[2 * j + 1][0] for j in range(len(split))]
-    out = {}
-    for flag, name in ((None, "all"), (True, "stereo"), (False, "antistereo")):
-        out[f"ending[{name}]"] = crows_stereo_prob([m for m, (p, _) in zip(margins, split, strict=True)
-                                                    if flag in (None, p.stereo)])
-    out["ending pairs"] = float(len(split))
-    return out
+    return by_direction("ending", margins, [p for p, _ in split]) | {"ending pairs": float(len(split))}
 
 
 def show(values: dict[str, float]) -> str:

@@ -244,10 +244,8 @@ def _load_from(src: ModelSource) -> tuple[Any, str]:
     h = hashlib.sha256()
     for f in files:
         h.update(sha256_file(f).encode())
-    try:
+    with _unreadable(src.path, "weights"):
         model = AutoModelForCausalLM.from_pretrained(str(src.path), dtype=torch.float32, use_safetensors=True)
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot load model folder {src.path}: {str(err).splitlines()[0]}") from None
     return model, h.hexdigest()
 
 
