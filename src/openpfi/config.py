@@ -25,7 +25,8 @@ class _Section(BaseModel):
 
 class ModelConfig(_Section):
     name: str = "smollm2-135m-instruct"
-    """Bundled id ("smollm2-135m-instruct", "tiny-random"), a local HF model folder or a .gguf file."""
+    """Bundled id ("smollm2-135m-instruct", "tiny-random"; optional "gemma3-270m",
+    "qwen2.5-coder-0.5b-instruct"), a local HF model folder or a .gguf file."""
     device: Literal["cpu", "cuda"] = "cpu"
     adapter: str = ""
     """Optional starting adapter: a folder or .safetensors file of LoRA weights (e.g. safety-tuned)."""
@@ -215,8 +216,8 @@ class MonitorConfig(_Section):
     and the server pools them. Cost ~ (sum of these) x (1 + options) forward items per client;
     the per-round estimates get wider as these shrink (see docs of monitor_client.py)."""
     probe_before: bool = True
-    """Also probe the model a client RECEIVED (before local training) on its capability and
-    harmful samples, for adaptation misalignment (the change within the round)."""
+    """Also probe the model a client RECEIVED (before local training) on its capability,
+    harmful and out-of-domain samples, for adaptation misalignment (the change within the round)."""
     utility_examples: int = Field(2, ge=1)
     """Held-out examples (a seeded sample per round) for the client's utility (loss) in the report."""
     server_items: dict[str, int] = Field(

