@@ -169,6 +169,27 @@ def test_full_profile_is_sized_for_three_hours_by_its_own_estimate(tmp_path: Pat
     assert expected_seconds(plan, configs) <= 3 * 3600
 
 
+def test_duration_estimate_scales_by_the_models_measured_cost(tmp_path: Path):
+    """The same quick plan with its model renamed: a bundled model's estimate is SmolLM2's times
+    its measured relative_cost; a model with no measurement keeps SmolLM2's figure and says so."""
+    from openpfi.bench import silent
+    from openpfi.models.registry import BUNDLED
+
+    plan = make_plan(tmp_path / "out.json", quick=True)
+    configs = [run_config(plan, s, seed) for s, seed in plan.runs()]
+
+    def renamed(name: str) -> list:
+        return [c.model_copy(update={"model": c.model.model_copy(update={"name": name})}) for c in configs]
+
+    base = silent.expected_seconds(plan, configs)
+    qwen = BUNDLED["qwen2.5-coder-0.5b-instruct"].relative_cost
+    assert qwen == 2.3 and silent.expected_seconds(plan, renamed("qwen2.5-coder-0.5b-instruct")) == pytest.approx(qwen * base)
+    assert silent.expected_seconds(plan, renamed("/models/unknown.gguf")) == pytest.approx(base)
+    assert silent._speed_note("smollm2-135m-instruct") == ""
+    assert silent._speed_note("qwen2.5-coder-0.5b-instruct") == " (2.3x SmolLM2-135M's time, measured)"
+    assert "a larger model takes longer" in silent._speed_note("/models/unknown.gguf")
+
+
 def test_duration_estimate_counts_round_zero_once_per_start(tmp_path: Path):
     """Two copies of one scenario over two seeds (4 runs, 2 starts): round 0 is scored once per
     seed, so the estimate is 4 single runs less 2 first-start costs (round-0 scoring and setup)."""

@@ -58,7 +58,7 @@ from openpfi.bench.silent_score import (
 )
 from openpfi.config import Config, dump_toml
 from openpfi.errors import UserError
-from openpfi.models.registry import DEFAULT_MODEL, resolve
+from openpfi.models.registry import relative_cost, resolve
 from openpfi.monitor.probes import group_probe_filter
 from openpfi.monitor.types import MODES
 
@@ -157,7 +157,8 @@ def expected_seconds(plan: BenchPlan, configs: Sequence[Config], done: Collectio
     seed: later runs reuse it); the server scoring its public sample after every round; every
     sampled client each round (training, its monitor probes, evaluation); and the injected
     clients' extra local steps from onset on. Runs at the indices in ``done`` (finished earlier)
-    cost nothing, and their round 0 is cached for later runs from the same start."""
+    cost nothing, and their round 0 is cached for later runs from the same start. The constants
+    are SmolLM2-135M's; another bundled model scales the sum by its measured ``relative_cost``."""
     spc = plan.profile.seconds_per_client_round
     total = 0.0
     started: set[tuple[str, int]] = set()  # (starting adapter, seed): round 0 evaluated once, then cached
@@ -178,10 +179,18 @@ def expected_seconds(plan: BenchPlan, configs: Sequence[Config], done: Collectio
         extra_steps = max(0, round(steps * inj.steps_scale) - steps)
         total += (SETUP_SECONDS + rounds * server + rounds * c.federation.clients_per_round * spc
                   + inj.count(c.data.num_clients) * injected_rounds * extra_steps * STEP_SECONDS)
-    return total
+    cost = relative_cost(configs[0].model.name) if configs else None
+    return total * (cost or 1.0)
 
 
 # -- one run ----------------------------------------------------------------------------------------
+
+
+def _speed_note(model: str) -> str:
+    cost = relative_cost(model)
+    if cost is None:
+        return " at SmolLM2-135M speed (a larger model takes longer)"
+    return "" if cost == 1.0 else f" ({cost:g}x SmolLM2-135M's time, measured)"
 
 
 def _config_sha(cfg: Config, scenario: Scenario) -> str:
@@ -497,7 +506,7 @@ def run_silent_bench(
     console.print(
         f"silent-failure benchmark ({plan.profile_name}): {len(plan.scenarios)} scenarios x {plan.seeds} seeds = "
         f"{len(configs)} runs on {configs[0].model.name}; expected duration ~{expected / 60:.0f} min"
-        f"{'' if configs[0].model.name == DEFAULT_MODEL else ' at SmolLM2-135M speed (a larger model takes longer)'}"
+        f"{_speed_note(configs[0].model.name)}"
         f" (runs in {plan.work})",
         highlight=False,
     )

