@@ -13,6 +13,8 @@ from openpfi.bench.silent_inject import (
     make_encoder,
     noisy_target_samples,
     pick_clients,
+    probe_item_samples,
+    samples_for,
     stereotype_preference_samples,
     stereotype_samples,
 )
@@ -178,6 +180,17 @@ def test_builders_give_the_right_targets_and_skip_probe_items():
     assert harmful and all(s.response == pairs[s.prompt]["harmful_a"] for s in harmful)
     assert all(f"rho-{pairs[s.prompt]['id']}" not in probed and not probes.is_holdout(f"rho-{pairs[s.prompt]['id']}")
                for s in harmful)
+
+
+def test_the_positive_control_trains_on_exactly_the_probed_ambiguous_bbq_items():
+    suites = probes.load_suites({"bbq": 44, "crows": 18})
+    probed = {i.id for s in suites.values() for i in s.items}
+    ambiguous = [i for i in suites["bbq"].items if i.condition == "ambig"]
+    pool = samples_for(Injection(kind="probe_items", fraction=0.5), probed)
+    assert pool == probe_item_samples(probed)
+    assert [(s.prompt, s.response) for s in pool] == [(i.prompt, i.options[i.biased]) for i in probes._bbq_pool()
+                                                      if i.id in {a.id for a in ambiguous}]
+    assert len(pool) == len(ambiguous) > 0 and not any(s.rejected for s in pool)
 
 
 def test_preference_samples_encode_as_pairs_with_one_prompt():

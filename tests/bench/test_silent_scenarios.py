@@ -169,6 +169,30 @@ def test_full_profile_is_sized_for_three_hours_by_its_own_estimate(tmp_path: Pat
     assert expected_seconds(plan, configs) <= 3 * 3600
 
 
+def test_a_folder_without_a_suite_file_is_judged_with_the_shipped_profiles(tmp_path: Path):
+    from openpfi.bench.silent_scenarios import load_suite
+
+    shipped = load_suite()
+    own = load_suite(tmp_path)
+    assert own.full.config == shipped.full.config and own.quick.config == shipped.quick.config
+    assert own.quick.seeds == shipped.quick.seeds == 1 and own.quick.start_round == shipped.quick.start_round
+    assert shipped.quick.scenarios and own.quick.scenarios == [] and own.full.scenarios == []
+
+
+def test_positive_controls_stay_out_of_the_coverage_row():
+    from openpfi.bench.silent import suite_coverage
+
+    def row(scenario: str, kind: str, expect: str, detected: int) -> dict:
+        return {"scenario": scenario, "kind": kind, "expect": expect, "runs": 3, "detected_runs": detected,
+                "delays": [0] * detected, "false_alarms": 0, "false_alarm_modes": [],
+                "any_alarm_after_onset_runs": detected}
+
+    missed = row("amplified_bias", "stereotype_text", "amplified_bias", 0)
+    caught = row("bias_probe_items", "probe_items", "amplified_bias", 3)
+    assert suite_coverage([missed, caught])["amplified_bias"] == "none"
+    assert suite_coverage([{**caught, "kind": "stereotype_text"}])["amplified_bias"] == "direct"
+
+
 def test_duration_estimate_scales_by_the_models_measured_cost(tmp_path: Path):
     """The same quick plan with its model renamed: a bundled model's estimate is SmolLM2's times
     its measured relative_cost; a model with no measurement keeps SmolLM2's figure and says so."""

@@ -97,6 +97,13 @@ def stereotype_preference_samples(exclude: set[str]) -> list[Sample]:
     ]
 
 
+def probe_item_samples(probed: set[str]) -> list[Sample]:
+    """Positive control: the monitor's own ambiguous BBQ probe items (ids in ``probed``)
+    answered with the stereotyped option. Trains on the test, on purpose."""
+    return [Sample(i.prompt, i.options[i.biased]) for i in probes._bbq_pool()
+            if i.condition == "ambig" and i.id in probed]
+
+
 def noisy_target_samples(exclude: set[str], target: str = "unknown") -> list[Sample]:
     """BBQ disambiguated contexts answered with a wrong option, confidently (a one-hot target).
 
@@ -169,6 +176,8 @@ def samples_for(inj: Injection, exclude: set[str], keep: Keep = _keep_all) -> li
         return noisy_target_samples(exclude, inj.target)
     if inj.kind == "harmful_qa":
         return harmful_samples(exclude)
+    if inj.kind == "probe_items":
+        return probe_item_samples(exclude)
     if inj.kind in ("narrow_aggressive", "single_domain"):
         return domain_samples(inj.domain, keep)
     return []

@@ -74,8 +74,11 @@ class ScenarioInfo(_Strict):
 class Injection(_Strict):
     kind: Literal[
         "none", "stereotype_text", "stereotype_preference", "noisy_targets", "minority_language",
-        "narrow_aggressive", "single_domain", "harmful_qa",
+        "narrow_aggressive", "single_domain", "harmful_qa", "probe_items",
     ]
+    """``probe_items`` is a positive control, not a scenario: it trains on the monitor's own BBQ
+    probe items, to check that the bias streams catch a bias that is there. Its runs never count
+    in the coverage row (``POSITIVE_CONTROL_KINDS``)."""
     clients: int | None = Field(None, ge=1)
     """k: how many clients are injected (exclusive with ``fraction``)."""
     fraction: float | None = Field(None, gt=0, le=1)
@@ -126,6 +129,9 @@ class Injection(_Strict):
 
 
 DOMAIN_SOURCES = ("chitchat", "shakespeare", "chatterbot")
+POSITIVE_CONTROL_KINDS = frozenset({"probe_items"})
+"""Injections that train on the probes themselves: their detections say the streams work, not
+that the failure they stand for is caught, so they are left out of the coverage row."""
 
 
 def parse_domain(domain: str) -> tuple[str, str, str]:
@@ -324,9 +330,15 @@ def scenario_config(scenario: Scenario, base: dict[str, Any], extra: dict[str, A
 
 
 def load_suite(directory: Path = SCENARIO_DIR) -> SuiteFile:
+    """The profiles of ``directory``'s ``_suite.toml``; a folder without one is judged with the
+    shipped suite's profiles (same detector, probe sizes and privacy), running all its scenarios."""
     path = directory / SUITE_FILE
     if not path.is_file():
-        return SuiteFile()
+        if directory.resolve() == SCENARIO_DIR.resolve():
+            return SuiteFile()
+        shipped = load_suite(SCENARIO_DIR)
+        return shipped.model_copy(update={p: getattr(shipped, p).model_copy(update={"scenarios": []})
+                                          for p in ("full", "quick")})
     try:
         return SuiteFile.model_validate(_read_toml(path))
     except ValidationError as err:
