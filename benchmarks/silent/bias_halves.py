@@ -20,11 +20,14 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from rescore import checkpoint_rounds, round_models  # the script's own folder is on sys.path
 
+from openpfi.client.dpo import ReferenceCache, mixed_batch_loss
+from openpfi.client.train import TrainSettings, train_local
 from openpfi.config import load_config
 from openpfi.monitor import probes
 from openpfi.monitor.client_probe import ProbeResults, run_probes
@@ -45,6 +48,16 @@ def bbq_templates() -> dict[str, tuple[str, str]]:
             d = json.loads(line)
             out[f"{cat}-{d['example_id']}"] = (cat, str(d["question_index"]))
     return out
+
+
+def train_round(shared: Any, data: list, settings: TrainSettings, seed: int, ref: ReferenceCache | None,
+                beta: float) -> float:
+    """One round's local training of ``shared`` from its current state, as a client trains (DPO with
+    temperature ``beta`` on preference pairs when ``ref`` is given); the mean loss."""
+    with shared.train_only(frozenset(shared.params)):
+        loss = None if ref is None else partial(mixed_batch_loss, shared.model, ref=ref, beta=beta, pad_id=shared.pad_id)
+        return train_local(shared.model, dict(shared.params), data, settings, shared.pad_id, seed,
+                           batch_loss=loss).mean_loss
 
 
 def halves(res: ProbeResults) -> dict[str, float]:

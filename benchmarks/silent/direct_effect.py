@@ -34,16 +34,21 @@ from __future__ import annotations
 
 import sys
 import time
-from functools import partial
 
 import numpy as np
-from bias_halves import bbq_templates, ending_halves, halves, show  # the script's own folder is on sys.path
+from bias_halves import (  # the script's own folder is on sys.path
+    bbq_templates,
+    ending_halves,
+    halves,
+    show,
+    train_round,
+)
 from rescore import ambiguous_mass
 
 from openpfi.bench import silent_inject as si
-from openpfi.client.dpo import ReferenceCache, mixed_batch_loss
+from openpfi.client.dpo import ReferenceCache
 from openpfi.client.scoring import shared_scorer
-from openpfi.client.train import TrainSettings, train_local
+from openpfi.client.train import TrainSettings
 from openpfi.config import load_config
 from openpfi.monitor import probes
 from openpfi.monitor.client_probe import run_probes
@@ -137,15 +142,6 @@ def measure(state: dict, tag: str) -> None:
     print("    on the shared endings:", show(ending_halves(scorer, res.suites["crows"].items)), flush=True)
 
 
-def train(data: list, settings: TrainSettings, seed: int) -> float:
-    """One round's local training, as a client trains (DPO on preference pairs); the mean loss."""
-    with shared.train_only(frozenset(shared.params)):
-        loss = None if ref is None else partial(mixed_batch_loss, shared.model, ref=ref,
-                                                beta=cfg.alignment.dpo_beta, pad_id=shared.pad_id)
-        return train_local(shared.model, dict(shared.params), data, settings, shared.pad_id, seed,
-                           batch_loss=loss).mean_loss
-
-
 ref = ReferenceCache(shared.model, shared.pad_id) if "-dpo" in pool_name else None
 data = [si.make_encoder(shared.loaded.tokenizer, cfg.client.max_length)(s) for s in pool()]
 print(f"{pool_name}: {len(data)} examples; {rounds} rounds x {steps} steps at lr {cfg.client.lr * lr_scale:g}, share {share}")
@@ -155,7 +151,7 @@ settings = TrainSettings(steps=steps, batch_size=4, grad_accum=1, lr=cfg.client.
 for r in range(1, rounds + 1):
     shared.set_state(state)
     t0 = time.perf_counter()
-    loss = train(data, settings, r)
+    loss = train_round(shared, data, settings, r, ref, cfg.alignment.dpo_beta)
     new = shared.get_state()
     state = {k: v + share * (new[k] - v) if k in new else v for k, v in state.items()}
     measure(state, f"round {r} (loss {loss:.3f}, {time.perf_counter() - t0:.0f} s):")

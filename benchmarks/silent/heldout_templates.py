@@ -19,15 +19,14 @@ import hashlib
 import random
 import sys
 import time
-from functools import partial
 
 import numpy as np
-from bias_halves import bbq_templates  # the script's own folder is on sys.path
+from bias_halves import bbq_templates, train_round  # the script's own folder is on sys.path
 
 from openpfi.bench import silent_inject as si
-from openpfi.client.dpo import ReferenceCache, mixed_batch_loss
+from openpfi.client.dpo import ReferenceCache
 from openpfi.client.scoring import shared_scorer
-from openpfi.client.train import TrainSettings, train_local
+from openpfi.client.train import TrainSettings
 from openpfi.config import load_config
 from openpfi.monitor import probes
 from openpfi.monitor.client_probe import run_probes
@@ -86,9 +85,6 @@ settings = TrainSettings(steps=steps, batch_size=4, grad_accum=1, lr=cfg.client.
 for r in range(1, rounds + 1):
     shared.set_state(state)
     t0 = time.perf_counter()
-    with shared.train_only(frozenset(shared.params)):
-        loss = None if ref is None else partial(mixed_batch_loss, shared.model, ref=ref,
-                                                beta=cfg.alignment.dpo_beta, pad_id=shared.pad_id)
-        mean = train_local(shared.model, dict(shared.params), data, settings, shared.pad_id, r, batch_loss=loss).mean_loss
+    mean = train_round(shared, data, settings, r, ref, cfg.alignment.dpo_beta)
     state = shared.get_state()
     measure(state, f"round {r} (loss {mean:.3f}, {time.perf_counter() - t0:.0f} s):")
