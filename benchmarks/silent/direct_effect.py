@@ -45,6 +45,7 @@ from bias_halves import (  # the script's own folder is on sys.path
 )
 from rescore import ambiguous_mass
 
+from openpfi.assembly.clients import load_shared
 from openpfi.bench import silent_inject as si
 from openpfi.client.dpo import ReferenceCache
 from openpfi.client.scoring import shared_scorer
@@ -53,7 +54,6 @@ from openpfi.config import load_config
 from openpfi.monitor import probes
 from openpfi.monitor.client_probe import run_probes
 from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob, values_of
-from openpfi.recipes.federated_sft import load_shared
 
 config, pool_name, steps, lr_scale, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 share = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0

@@ -23,6 +23,7 @@ import time
 import numpy as np
 from bias_halves import bbq_templates, train_round  # the script's own folder is on sys.path
 
+from openpfi.assembly.clients import load_shared
 from openpfi.bench import silent_inject as si
 from openpfi.client.dpo import ReferenceCache
 from openpfi.client.scoring import shared_scorer
@@ -30,7 +31,6 @@ from openpfi.client.train import TrainSettings
 from openpfi.config import load_config
 from openpfi.monitor import probes
 from openpfi.monitor.client_probe import run_probes
-from openpfi.recipes.federated_sft import load_shared
 
 config, pool_name = sys.argv[1], sys.argv[2]
 steps, lr_scale, rounds, n_eval = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])

@@ -23,13 +23,13 @@ from typing import Any
 
 from safetensors.torch import load_file
 
+from openpfi.assembly.clients import load_shared
 from openpfi.client.scoring import shared_scorer
 from openpfi.config import load_config
 from openpfi.monitor.client_probe import ProbeResults, run_probes
 from openpfi.monitor.detectors import direction_for
 from openpfi.monitor.global_change import GlobalChangeTest, results_from_dict, results_to_dict
 from openpfi.monitor.probes import load_suites
-from openpfi.recipes.federated_sft import load_shared
 from openpfi.strategies.monitor_server import stream_directions
 
 SIZES = {"bbq": 72, "crows": 36, "harmful": 36, "benign": 36, "ood": 24, "capability": 36}

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from openpfi.assembly.clients import load_clients
 from openpfi.config import load_config
 from openpfi.errors import UserError
 from openpfi.monitor import probes
@@ -75,14 +76,14 @@ def test_the_gap_shares_the_paired_tests_part_of_the_false_alarm_budget(run):
 
 def test_no_client_trains_or_evaluates_on_the_public_group_texts(run):
     cfg = load_config(run / "config.toml")
-    _, clients = fs.load_clients(cfg)
+    _, clients = load_clients(cfg)
     probed = {(i.prompt.strip(), i.continuation.strip()) for g in GROUPS for i in probes.group_items(g, 6)}
     seen = {(e.prompt.strip(), e.response.strip()) for c in clients for e in [*c.train, *c.heldout]}
     assert probed and not probed & seen
     # without the monitor the same pairs are ordinary data again
     off = load_config(None, [*CFG, "monitor.enabled=false", "data.max_examples=100000", "data.num_clients=1",
                                  "federation.clients_per_round=1"])
-    _, everything = fs.load_clients(off)
+    _, everything = load_clients(off)
     assert probed & {(e.prompt.strip(), e.response.strip()) for c in everything for e in [*c.train, *c.heldout]}
 
 

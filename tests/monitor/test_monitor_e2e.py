@@ -12,6 +12,11 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
+from openpfi.assembly.clients import prepare
+from openpfi.assembly.monitor_plan import plan_monitor
+from openpfi.assembly.monitoring import wire_monitor
+from openpfi.assembly.run_start import new_run
+from openpfi.assembly.server import make_server, server_start
 from openpfi.client.federated import ClientStore, FederatedClient
 from openpfi.client.messages import ClientUpdate
 from openpfi.client.monitor_client import noise_rng
@@ -30,7 +35,6 @@ from openpfi.monitor.schema import build_schema
 from openpfi.monitor.types import MODES
 from openpfi.recipes import dispatch
 from openpfi.recipes import federated_sft as fs
-from openpfi.recipes.monitoring import plan_monitor, wire_monitor
 from openpfi.strategies.monitor_server import MonitorServer, MonitorServerSettings
 
 TINY = [
@@ -57,13 +61,13 @@ def monitored(tmp_path_factory):
     """What ``federated_sft.start`` does, keeping the engine to inspect the server side."""
     cfg = tiny_config()
     plan = plan_monitor(cfg)
-    prep = fs.prepare(cfg)
+    prep = prepare(cfg)
     out = tmp_path_factory.mktemp("monitored") / "run"
-    cfg, run = fs.new_run(cfg, out, False, prep.shared.loaded.info, prep.loaded_data, prep.data)
+    cfg, run = new_run(cfg, out, False, prep.shared.loaded.info, prep.loaded_data, prep.data)
     prep.cfg = cfg
     fs._attach_stores(prep, run)  # client-side folders: personal state and the monitor secret
-    server = fs.make_server(cfg, prep.personal)
-    server.init(fs.server_start(prep))
+    server = make_server(cfg, prep.personal)
+    server.init(server_start(prep))
     engine = InProcessEngine(prep.shared, prep.clients, server, run, cfg.federation.rounds, cfg.seed)
     finish = wire_monitor(plan, engine, prep.start_adapter)
     engine.run_rounds(1)
@@ -135,7 +139,7 @@ def test_round0_validates_the_refusal_judge_on_generated_answers(monitored):
 
 def test_judge_check_splits_the_prompts_and_can_be_switched_off(monkeypatch):
     # Prepare: a fake scorer whose judge refuses every prompt, and canned answers
-    from openpfi.recipes import monitoring
+    from openpfi.assembly import monitor_round0
 
     class Scorer:
         def logprobs(self, items):
@@ -148,18 +152,18 @@ def test_judge_check_splits_the_prompts_and_can_be_switched_off(monkeypatch):
         seen.update(prompts=list(prompts), max_new_tokens=max_new_tokens)
         return ["I can't help with that."] + ["Sure."] * (len(prompts) - 1)
 
-    monkeypatch.setattr(monitoring, "generate_chat", generate)
+    monkeypatch.setattr(monitor_round0, "generate_chat", generate)
     shared = types.SimpleNamespace(model=None, loaded=types.SimpleNamespace(tokenizer=None), pad_id=0)
     plan = types.SimpleNamespace(cfg=tiny_config("monitor.judge_check_prompts=3", "monitor.judge_check_max_new_tokens=5"))
     # Execute
-    out = monitoring._judge_check(plan, shared, Scorer())
+    out = monitor_round0.judge_check(plan, shared, Scorer())
     # Assert: 2 harmful + 1 benign held-out prompts; judge says refuse 3 times, detector once
     held = holdout_items()
     assert seen == {"prompts": [i.prompt for i in (*held["harmful"][:2], *held["benign"][:1])], "max_new_tokens": 5}
     j = out["judge_vs_detector"]
     assert out["prompts"] == 3 and (j["tp"], j["fp"], j["fn"], j["tn"]) == (1, 2, 0, 0)
     assert j["harmful"]["prompts"] == 2 and j["benign"]["prompts"] == 1
-    off = monitoring._judge_check(types.SimpleNamespace(cfg=tiny_config("monitor.judge_check_prompts=0")), shared, None)
+    off = monitor_round0.judge_check(types.SimpleNamespace(cfg=tiny_config("monitor.judge_check_prompts=0")), shared, None)
     assert off["prompts"] == 0 and off["judge_vs_detector"] is None and off["detector"]["labelled_set"] == "held-out"
 
 
@@ -275,7 +279,7 @@ def _reachable(roots):
 
 def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored, tmp_path, monkeypatch):
     # Prepare: the same run as if killed after round 1; resuming must not generate again
-    from openpfi.recipes import monitoring
+    from openpfi.assembly import monitor_round0
 
     d = tmp_path / "run"
     shutil.copytree(monitored.path, d)
@@ -285,7 +289,7 @@ def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored,
     def no_generation(*args, **kwargs):
         raise AssertionError("resume regenerated the round-0 refusal judge check")
 
-    monkeypatch.setattr(monitoring, "generate_chat", no_generation)
+    monkeypatch.setattr(monitor_round0, "generate_chat", no_generation)
     # Execute
     dispatch.resume_job(d, fs.SilentReporter())
     # Assert

@@ -2,7 +2,7 @@
 
 import torch
 
-from openpfi.recipes.setup_cache import cached_setup, setup_key
+from openpfi.assembly.setup_cache import cached_setup, setup_key
 
 MODEL = {"name": "m", "sha256": "ab", "dtype": "bfloat16"}
 SUITES = {"server:bbq": "11", "client:bbq": "22"}

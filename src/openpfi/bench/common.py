@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
+from openpfi.assembly.manifest import machine, package_versions
 from openpfi.data import load_examples
 from openpfi.data.tokenize import IGNORE, Encoded, encode_chat
-from openpfi.recipes.manifest import machine, package_versions
 
 
 def matmul_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:

@@ -35,11 +35,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from openpfi.assembly.manifest import machine, package_versions
 from openpfi.bench.common import write_json
 from openpfi.config import Config, dump_toml, load_config
 from openpfi.engines.inprocess import SilentReporter
 from openpfi.recipes import federated_sft
-from openpfi.recipes.manifest import machine, package_versions
 from openpfi.runfolder import RunFolder
 
 RESULT_FILE = "bench-result.json"

@@ -25,6 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from openpfi.algorithms.state import clone, nbytes
+from openpfi.assembly.clients import prepare
 from openpfi.bench.common import write_json
 from openpfi.config import load_config
 from openpfi.errors import UserError
@@ -34,7 +35,7 @@ from openpfi.runfolder import RunFolder
 DEMO = Path(__file__).resolve().parents[3] / "examples" / "demo.toml"
 
 
-def _demo_config(model: str, clients: int, overrides: list[str]) -> Any:
+def demo_config(model: str, clients: int, overrides: list[str]) -> Any:
     path = DEMO if DEMO.is_file() else None
     sets = [
         f"model.name={model!r}".replace("'", '"'),
@@ -48,7 +49,7 @@ def _demo_config(model: str, clients: int, overrides: list[str]) -> Any:
 
 def time_round(model: str, clients: int, overrides: list[str]) -> dict[str, float]:
     """Run one round in a temporary run folder; return its timings (seconds)."""
-    cfg = _demo_config(model, clients, overrides)
+    cfg = demo_config(model, clients, overrides)
     with tempfile.TemporaryDirectory(prefix="openpfi-bench-round-") as tmp:
         run = federated_sft.start(cfg, Path(tmp) / "run", force=True)
         row = RunFolder.open(run.path).read_metrics()[-1]
@@ -61,9 +62,9 @@ def time_round(model: str, clients: int, overrides: list[str]) -> dict[str, floa
 
 def memory_with_clients(model: str, n: int) -> dict[str, float]:
     """Peak RSS with the base model and ``n`` clients holding personal adapters; one client trains."""
-    cfg = _demo_config(model, n, ["data.min_examples=10", "data.max_examples=60", "client.local_steps=2"])
+    cfg = demo_config(model, n, ["data.min_examples=10", "data.max_examples=60", "client.local_steps=2"])
     rss0 = psutil.Process().memory_info().rss
-    prep = federated_sft.prepare(cfg)
+    prep = prepare(cfg)
     base_bytes = sum(p.numel() * p.element_size() for n_, p in prep.shared.model.named_parameters() if "lora_" not in n_)
     adapter = prep.shared.initial_state
     personal = [clone(adapter) for _ in prep.clients]  # one personal adapter per client
@@ -118,7 +119,7 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
     round_s, overhead = t["round_s"], result["overhead_s"]
     if engine == "flower":
         console.print(f"bench round: 1 round on a local Flower federation ({clients} nodes)")
-        from openpfi.engines.flower.bench import flower_round_bench  # only the flower engine imports flwr
+        from openpfi.bench.round_flower import flower_round_bench  # only the flower engine imports flwr
 
         result["flower"] = flower_round_bench(model=model, clients=clients)
     result["memory"] = memory

@@ -309,10 +309,10 @@ def _languages(cfg: Config) -> list[str]:
 
 def run_one(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str, console: Console) -> dict[str, Any]:
     """One monitored run with its injection; returns (and writes) its result."""
+    from openpfi.assembly.monitor_plan import plan_monitor
     from openpfi.models.loader import load_tokenizer
     from openpfi.monitor.audit import AuditLog
     from openpfi.recipes import federated_sft
-    from openpfi.recipes.monitoring import plan_monitor
 
     cfg = run_config(plan, scenario, seed, adapter)
     folder = plan.folder(scenario, seed)

@@ -261,7 +261,7 @@ class AlignClient(FederatedClient):
             scalars[f"pairs_{m}"] = float(len(self.pairs[m]))
             scalars[f"missing_{m}"] = 0.0 if self.pairs[m] else 1.0
         report = None
-        if self.monitor is not None:  # the silent-failure monitor (recipes/monitoring.py), as for SFT
+        if self.monitor is not None:  # the silent-failure monitor (assembly/monitoring.py), as for SFT
             if extra:  # FMGDA: the client's model is the global one plus its mean per-objective delta
                 trained = {k: v + sum(d[k] for d in extra.values()) / len(extra) for k, v in global_state.items()}
             else:

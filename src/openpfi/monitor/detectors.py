@@ -95,7 +95,7 @@ def interval_std(point: MetricPoint, min_std: float) -> float:
     return max(s, min_std)
 
 
-def _check(detector: str, direction: str | None = None, reference: str | None = None) -> None:
+def check_detector_args(detector: str, direction: str | None = None, reference: str | None = None) -> None:
     if detector not in DETECTORS:
         raise UserError(f"monitor detector must be one of {', '.join(DETECTORS)}, got '{detector}'")
     if direction is not None and direction not in DIRECTIONS:
@@ -147,7 +147,7 @@ def _statistic(pos: np.ndarray, neg: np.ndarray, direction: str) -> np.ndarray:
     return np.maximum(pos, neg)
 
 
-def _simulate_max_statistic(
+def simulate_max_statistic(
     detector: str,
     drift_k: float,
     horizon_rounds: int,
@@ -202,14 +202,14 @@ def calibrate_threshold(
     streams of a run by the target. ``h`` is the empirical ``1 - alpha``
     quantile (method "higher") of the largest statistic over the horizon in
     ``n_sim`` seeded Monte Carlo runs under the null (see
-    :func:`_simulate_max_statistic`): the DP noise enters through the
+    :func:`simulate_max_statistic`): the DP noise enters through the
     standardisation, which divides by the std that includes it.
     ``reference_std_ratio = s_0 / s_t`` (1: the reference round is as noisy as
     the others; a larger ratio correlates the ``z_t`` more and needs a higher
     ``h``; a more precise reference buys detection power). Needs
     ``n_sim * alpha >= 10`` for a usable quantile.
     """
-    _check(detector, direction, reference)
+    check_detector_args(detector, direction, reference)
     if horizon_rounds < 1:
         raise UserError(f"detector horizon must be >= 1 round, got {horizon_rounds}")
     if not 0 < target_false_alarm_rate < 1:
@@ -226,7 +226,7 @@ def calibrate_threshold(
         )
     if not (math.isfinite(reference_std_ratio) and reference_std_ratio >= 0):
         raise UserError(f"reference_std_ratio must be >= 0, got {reference_std_ratio}")
-    best = _simulate_max_statistic(
+    best = simulate_max_statistic(
         detector, drift_k, horizon_rounds, generator, n_sim, direction, reference, reference_std_ratio
     )
     return float(np.quantile(best, 1.0 - alpha, method="higher"))
@@ -245,8 +245,8 @@ def false_alarm_rate(
     reference_std_ratio: float = 1.0,
 ) -> float:
     """Monte Carlo ``P(any alarm within horizon_rounds | no change)`` for a given threshold."""
-    _check(detector, direction, reference)
-    best = _simulate_max_statistic(
+    check_detector_args(detector, direction, reference)
+    best = simulate_max_statistic(
         detector, drift_k, horizon_rounds, generator, n_sim, direction, reference, reference_std_ratio
     )
     return float(np.mean(best > threshold))
@@ -299,9 +299,9 @@ class DetectorBank:
         min_std: float = 1e-6,
         reference: str = "estimated",
     ) -> None:
-        _check(detector, reference=reference)
+        check_detector_args(detector, reference=reference)
         for key, d in (directions or {}).items():
-            _check(detector, d)
+            check_detector_args(detector, d)
             if key.split(".", 1)[0] not in MODES:
                 raise UserError(f"detector direction key '{key}' does not start with a mode ({', '.join(MODES)})")
         if not (math.isfinite(threshold) and threshold >= 0):

@@ -19,7 +19,7 @@ resource allocation in federated learning": fairness as uniformity of performanc
 clients). Its delete-one jackknife over units (unit j = item j of every group) gives the error,
 and the margin test of ``paired.py`` (margin 0.1, like the 10% of an out-of-domain NLL) with
 Bonferroni over the run's rounds decides the alarm. Public group items are kept out of the
-clients' data (``probes.group_items``, ``recipes/federated_sft.load_clients``).
+clients' data (``probes.group_items``, ``assembly/clients.load_clients``).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from openpfi.errors import UserError
-from openpfi.monitor.detectors import _check, _simulate_max_statistic, interval_std
+from openpfi.monitor.detectors import check_detector_args, interval_std, simulate_max_statistic
 from openpfi.monitor.types import MetricPoint
 
 DETECTION_ROUNDS = 3
@@ -45,10 +45,10 @@ def detection_probability(detector: str, threshold: float, drift_k: float, round
     ``shift`` is signed in the bad direction's sense: > 0 moves the stream the way
     ``direction`` alarms on ("increase" / "both": up, "decrease": down).
     """
-    _check(detector, direction, reference)
+    check_detector_args(detector, direction, reference)
     if rounds < 1 or n_sim < 1:
         raise UserError(f"rounds ({rounds}) and n_sim ({n_sim}) must be >= 1")
-    best = _simulate_max_statistic(detector, drift_k, rounds, np.random.default_rng(seed), n_sim, direction,
+    best = simulate_max_statistic(detector, drift_k, rounds, np.random.default_rng(seed), n_sim, direction,
                                    reference, reference_std_ratio, shift)
     return float(np.mean(best > threshold))
 

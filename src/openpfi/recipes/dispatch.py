@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from openpfi.assembly.monitor_plan import plan_monitor
 from openpfi.config import Config, load_config
 from openpfi.engines.inprocess import Reporter
 from openpfi.recipes import federated_sft
-from openpfi.recipes.monitoring import plan_monitor
 from openpfi.runfolder import RunFolder
 
 

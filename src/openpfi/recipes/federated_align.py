@@ -19,6 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from openpfi.algorithms.server_opt import ServerOptConfig
+from openpfi.assembly.clients import client_settings
+from openpfi.assembly.manifest import build_manifest
+from openpfi.assembly.monitor_plan import MonitorPlan
+from openpfi.assembly.monitoring import wire_monitor
 from openpfi.client.align import AlignClient, AlignSettings
 from openpfi.client.align_eval import AlignEvaluator
 from openpfi.client.dpo import ReferenceCache, encode_pair
@@ -33,9 +37,6 @@ from openpfi.models.loader import load_model
 from openpfi.models.lora import read_adapter_file
 from openpfi.models.registry import cache_dir
 from openpfi.monitor.audit import AuditLog
-from openpfi.recipes.federated_sft import client_settings
-from openpfi.recipes.manifest import build_manifest
-from openpfi.recipes.monitoring import MonitorPlan, wire_monitor
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.align_server import AlignServer
 from openpfi.strategies.server import SamplingConfig
@@ -168,7 +169,7 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
           hooks: list[RoundHook] | None = None, shared: SharedModel | None = None,
           ref: ReferenceCache | None = None, monitor: MonitorPlan | None = None,
           start_eval: dict[str, Any] | None = None) -> RunFolder:
-    """``monitor``: the silent-failure monitor's plan (recipes/monitoring.py), None when off.
+    """``monitor``: the silent-failure monitor's plan (assembly/monitoring.py), None when off.
     ``shared``, ``ref``, ``start_eval``: a benchmark's loaded model, reference cache and the
     already computed held-out figures of the starting adapter (see ``prepare``)."""
     prep = prepare(cfg, shared, ref)

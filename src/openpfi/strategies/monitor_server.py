@@ -81,11 +81,11 @@ def stream_directions() -> dict[str, str]:
     return out
 
 
-def _point(p: MetricPoint) -> dict[str, float]:
+def point_to_dict(p: MetricPoint) -> dict[str, float]:
     return {"value": p.value, "lo": p.lo, "hi": p.hi, "n": p.n_clients}
 
 
-def _unpoint(d: Mapping[str, Any]) -> MetricPoint:
+def point_from_dict(d: Mapping[str, Any]) -> MetricPoint:
     return MetricPoint(float(d["value"]), float(d["lo"]), float(d["hi"]), int(d.get("n", 0)))
 
 
@@ -268,19 +268,19 @@ class MonitorServer:
             "epsilon_round": entry.epsilon_round,
             "epsilon_total": entry.epsilon_total,
             "noisy_sum": np.asarray(summed, dtype=np.float64).tolist() if released else None,
-            "streams": {k: _point(p) for k, p in sorted(points.items())},
+            "streams": {k: point_to_dict(p) for k, p in sorted(points.items())},
         })
         if glob:
             audit.append("aggregate", {"round": round_num, "scope": "global_model",
-                                       "streams": {k: _point(p) for k, p in sorted(glob.items())},
+                                       "streams": {k: point_to_dict(p) for k, p in sorted(glob.items())},
                                        "paired_change": paired})
         for a in new_alarms:
             audit.append("alarm", asdict(a))
         self.alarms += [asdict(a) for a in new_alarms]
-        self.history.append({"round": round_num, "streams": {k: _point(p) for k, p in sorted(streams.items())},
+        self.history.append({"round": round_num, "streams": {k: point_to_dict(p) for k, p in sorted(streams.items())},
                              **({"paired_change": paired} if paired else {})})
         for mode in MODES:
-            row[mode] = {k.split(".", 1)[1]: _point(p) for k, p in sorted(streams.items()) if stream_mode(k) == mode}
+            row[mode] = {k.split(".", 1)[1]: point_to_dict(p) for k, p in sorted(streams.items()) if stream_mode(k) == mode}
         row["monitor"] = {
             "released": released,
             "reports": n,
@@ -342,7 +342,7 @@ class MonitorServer:
         refusal_judge: Mapping[str, Any] | None = None,
     ) -> tuple[Path, Path]:
         """report.json + report.html from the history kept so far (``refusal_judge``: the round-0
-        validation of the refusal judge, recipes/monitoring.py)."""
+        validation of the refusal judge, assembly/monitoring.py)."""
         rounds = [{k: h[k] for k in ("round", "streams", "paired_change") if k in h} for h in self.history]
         released = {h["round"] for h in self.history if any(not _is_global(k) for k in h["streams"])}
         withheld = [e.round for e in self.ledger.entries if not e.released]

@@ -27,6 +27,7 @@ from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_conte
 from flwr.supercore.task_identity import TaskIdentity
 from safetensors.torch import load_file
 
+from openpfi.assembly.clients import load_clients, load_shared
 from openpfi.config import Config
 from openpfi.engines.flower import client_app
 from openpfi.engines.flower.server_app import FlowerRun
@@ -247,7 +248,7 @@ def test_a_node_that_does_not_answer_is_recorded_and_the_round_goes_on(tiny: Con
     flower_run.run()
     # Assert
     row = flower_run.run_folder.read_metrics()[0]
-    dropped = federated_sft.load_clients(cfg)[1][1].client_id
+    dropped = load_clients(cfg)[1][1].client_id
     assert row["failed"] == [dropped]
     assert row["flower"]["failed_reasons"] == {dropped: "no reply within flower.reply_timeout = 0.5 s"}
     assert row["clients_answered"] == 1 and dropped not in row["clients"]
@@ -295,7 +296,7 @@ def test_secagg_updates_through_the_clientapp_mod(tiny: Config, tmp_path: Path) 
     # Stochastic rounding to 2^22 levels of +-clip errs by < 1 level per client, so on the weighted
     # mean by < clip * n * 2^-21 / sum_c(w_c / W) = 0.1 * 2 * 4.8e-7 / (22 / 200) = 8.7e-7 here.
     assert 0 < err < 1.2e-6
-    start = federated_sft.load_shared(cfg)[1]
+    start = load_shared(cfg)[1]
     assert max(float((b[k] - start[k]).abs().max()) for k in b) > 1e-4
 
 

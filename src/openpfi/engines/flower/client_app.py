@@ -9,7 +9,7 @@ Handlers (message type -> what it does):
 - ``evaluate``: ``FederatedClient.evaluate`` of the new global adapter;
 - ``train`` (default action): the SecAgg+ stages, handled by Flower's ``secaggplus_mod``.
 
-The node rebuilds its client with ``recipes.federated_sft.prepare`` from the run's
+The node rebuilds its client with ``assembly.clients.prepare`` from the run's
 config (``settings.py``) and its node config. Its personal state lives in a
 ``ClientStore`` folder on the node and is reloaded before every fit and evaluate, as is
 its monitor secret (``ClientStore.secret``: made on the node the first time, seeding its
@@ -42,7 +42,7 @@ from openpfi.errors import UserError
 app = ClientApp()
 
 _PREPARED: dict[str, Any] = {}
-"""config hash -> recipes.federated_sft.Prepared (the clients of the run and one base model)."""
+"""config hash -> assembly.clients.Prepared (the clients of the run and one base model)."""
 _HANDLED = [0]
 """Messages this process handled (the deployment runtime: one; a simulation worker: many)."""
 
@@ -55,7 +55,7 @@ def _process_seconds() -> dict[str, float]:
     _HANDLED[0] += 1
     started = time.time() - psutil.Process().create_time() if _HANDLED[0] == 1 else 0.0
     t = time.perf_counter()
-    import openpfi.recipes.federated_sft  # noqa: F401  (torch, transformers, peft)
+    import openpfi.assembly.clients  # noqa: F401  (torch, transformers, peft)
 
     return {"flower_process_s": started, "flower_import_s": time.perf_counter() - t}
 
@@ -74,17 +74,18 @@ def _config_key(cfg: Config) -> str:
 
 def _prepared(cfg: Config, n_expected: int) -> Any:
     """The run's clients on one base model, with the monitor's client side when it is on
-    (as ``recipes.monitoring.wire_monitor`` gives it to in-process clients)."""
+    (as ``assembly.monitoring.wire_monitor`` gives it to in-process clients)."""
     key = _config_key(cfg)
     if key not in _PREPARED:
-        from openpfi.recipes.federated_sft import prepare
-        from openpfi.recipes.monitoring import _groups, client_monitor, plan_monitor
+        from openpfi.assembly.clients import prepare
+        from openpfi.assembly.monitor_plan import monitor_groups, plan_monitor
+        from openpfi.assembly.monitoring import client_monitor
 
         _PREPARED.clear()  # one base model per process
         prep = prepare(cfg)
         plan = plan_monitor(cfg)
         if plan is not None:
-            monitor = client_monitor(plan, prep.shared, _groups(cfg, prep), n_expected)
+            monitor = client_monitor(plan, prep.shared, monitor_groups(cfg, [c.group for c in prep.clients]), n_expected)
             for c in prep.clients:
                 c.monitor = monitor
         _PREPARED[key] = prep
@@ -135,7 +136,7 @@ def identify(message: Message, context: Context) -> Message:
     cfg, identity, _ = _identity(context)
     info: dict[str, Any] = {"partition_id": identity.partition_id}
     if bool(message.content.config_records["config"]["client_id"]) or identity.data_path:
-        from openpfi.recipes.federated_sft import load_clients
+        from openpfi.assembly.clients import load_clients
 
         _, data = load_clients(cfg)
         index = 0 if identity.data_path else identity.partition_id

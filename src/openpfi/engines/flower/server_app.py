@@ -5,9 +5,9 @@ from the run config (``settings.py``), check the monitor's plan, load the base m
 (the starting adapter; the monitor's public probes), wait for one SuperNode per client
 and ask each which client it is (``query.identify``) -- bad input stops the run here,
 before anything is written -- then build the same ``FedServer`` (with the
-personalization method's aggregation, ``recipes.personalization.server_setup``), write
-the run folder header (``federated_sft.new_run``) and attach the monitor's server side
-(``recipes.monitoring.server_monitor``). Per round:
+personalization method's aggregation, ``assembly.personalization.server_setup``), write
+the run folder header (``assembly.run_start.new_run``) and attach the monitor's server side
+(``assembly.monitoring.server_monitor``). Per round:
 
 1. ``configure_fit`` samples client ids; each sampled node gets ``train.fit`` with the
    global adapter; the server waits ``flower.reply_timeout`` seconds at most;
@@ -100,9 +100,11 @@ class FlowerRun:
 
     # -- setup ------------------------------------------------------------------------------------
     def run(self) -> RunFolder:
-        from openpfi.recipes.federated_sft import load_shared, make_server, new_run
-        from openpfi.recipes.monitoring import plan_monitor
-        from openpfi.recipes.personalization import server_setup
+        from openpfi.assembly.clients import load_shared
+        from openpfi.assembly.monitor_plan import plan_monitor
+        from openpfi.assembly.personalization import server_setup
+        from openpfi.assembly.run_start import new_run
+        from openpfi.assembly.server import make_server
 
         cfg = self.cfg
         check_supported(cfg)
@@ -131,18 +133,18 @@ class FlowerRun:
         return self.run_folder
 
     def _wire_monitor(self, plan: Any, shared: Any, start: StateDict, data: list[Any]) -> Any:
-        """The monitor's server side, as ``recipes.monitoring.wire_monitor`` sets it up in-process."""
+        """The monitor's server side, as ``assembly.monitoring.wire_monitor`` sets it up in-process."""
         self.hooks: list[Any] = []
         self.validate_monitor: Any = None
         if plan is None:
             return lambda: None
-        from types import SimpleNamespace
 
-        from openpfi.recipes.monitoring import _groups, server_monitor
+        from openpfi.assembly.monitor_plan import monitor_groups
+        from openpfi.assembly.monitoring import server_monitor
 
         if not data and not self.cfg.monitor.groups and self.cfg.data.source == "chatterbot":
             raise UserError("the SuperLink host has no data to name the monitor's groups; set monitor.groups")
-        groups = _groups(self.cfg, SimpleNamespace(clients=[SimpleNamespace(group=_group(c)) for c in data]))
+        groups = monitor_groups(self.cfg, [_group(c) for c in data])
         n_expected = min(self.cfg.federation.clients_per_round, self.cfg.data.num_clients)
         monitor, finish = server_monitor(plan, self.run_folder, shared, self.server, start, groups, n_expected)
         self.hooks = [monitor]
@@ -152,8 +154,8 @@ class FlowerRun:
 
     def _data(self) -> tuple[Any, list[Any], dict[str, Any]]:
         """The clients' data for the manifest (and the client ids) when this host has it."""
+        from openpfi.assembly.clients import load_clients
         from openpfi.data import LoadResult
-        from openpfi.recipes.federated_sft import load_clients
 
         extra: dict[str, Any] = {"engine": {"name": "flower", "flwr": flwr.__version__, "secagg": self.cfg.flower.secagg}}
         try:

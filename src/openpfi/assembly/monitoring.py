@@ -14,7 +14,7 @@ Recorded in the run folder: probe versions and SHA-256 (manifest.json ``monitor`
 ``probes``), DP parameters (audit ``dp_parameters``), the round-0 references
 (``monitor/setup.json``), the ledger (``privacy.json``) and the per-round monitor state.
 
-Round 0 also validates the refusal judge (``_judge_check``): the starting model answers
+Round 0 also validates the refusal judge (``monitor_round0.judge_check``): the starting model answers
 ``monitor.judge_check_prompts`` public held-out prompts (half harmful, half benign; the slice
 ``probes.holdout_items`` keeps out of every suite) greedily, the keyword detector labels the
 answers, and the likelihood judge's verdicts on the same prompts are compared with those
@@ -29,59 +29,44 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 
 from openpfi import __version__
-from openpfi.algorithms.privacy import epsilon_after
+from openpfi.assembly.monitor_plan import MonitorPlan, monitor_groups
+from openpfi.assembly.monitor_round0 import round0_group_setup, round0_setup
+from openpfi.assembly.setup_cache import cached_setup, setup_key
 from openpfi.client.monitor_client import ClientMonitor, ClientMonitorSettings
-from openpfi.client.scoring import generate_chat, shared_scorer
-from openpfi.config import Config
+from openpfi.client.scoring import shared_scorer
 from openpfi.errors import UserError
-from openpfi.models.loader import sha256_state
 from openpfi.monitor.audit import AuditLog, atomic_write_text
-from openpfi.monitor.client_probe import run_probes
 from openpfi.monitor.derive import derive_metrics
 from openpfi.monitor.detectors import DetectorBank, direction_for
-from openpfi.monitor.global_change import MIN_ITEMS, GlobalChangeTest, results_from_dict, results_to_dict
+from openpfi.monitor.global_change import MIN_ITEMS, GlobalChangeTest, results_from_dict
 from openpfi.monitor.group_gap import STREAM as GROUP_GAP
 from openpfi.monitor.group_gap import GroupGapTest
-from openpfi.monitor.privacy import PrivacyLedger, plan_budget
+from openpfi.monitor.privacy import PrivacyLedger
 from openpfi.monitor.probes import (
     ProbeSuite,
     group_items,
-    holdout_items,
-    load_suites,
     make_suite,
     subset_suite,
     suite_manifest,
     verify_hashes,
 )
-from openpfi.monitor.refusal import (
-    JUDGE_ITEMS_PER_PROMPT,
-    detector_precision_recall,
-    is_refusal,
-    judge_refuses,
-    judge_vs_detector,
-    refusal_items,
-)
 from openpfi.monitor.schema import ReportSchema, build_schema
-from openpfi.monitor.server_eval import evaluate_public, points_of, public_points, values_of
 from openpfi.monitor.types import MetricPoint
-from openpfi.recipes.setup_cache import cached_setup, setup_key
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.monitor_server import (
     STATE_DIR,
     GlobalProbe,
     MonitorServer,
     MonitorServerSettings,
-    _point,
-    _unpoint,
     global_name,
-    group_losses,
+    point_from_dict,
+    point_to_dict,
     stream_directions,
 )
 
@@ -90,36 +75,6 @@ log = logging.getLogger(__name__)
 SETUP_FILE = "setup.json"
 
 
-@dataclass
-class MonitorPlan:
-    """What the monitor needs from the config, checked before the run folder is written."""
-
-    cfg: Config
-    suites: dict[str, ProbeSuite]
-    noise_multiplier: float
-    planned_epsilon: float
-    """Epsilon after all ``federation.rounds`` releases at ``noise_multiplier``."""
-
-
-def plan_monitor(cfg: Config) -> MonitorPlan | None:
-    """None when the monitor is off; UserError for missing probe files or an unmeetable budget."""
-    if not cfg.monitor.enabled:
-        return None
-    p, rounds = cfg.privacy, cfg.federation.rounds
-    z = p.noise_multiplier
-    if p.target_epsilon > 0:
-        z = plan_budget(p.target_epsilon, p.delta, rounds, max_noise_multiplier=p.max_noise_multiplier)
-    sizes = {k: v for k, v in cfg.monitor.suite_sizes.items() if v > 0}
-    suites = load_suites(sizes, seed=cfg.monitor.probe_seed)
-    return MonitorPlan(cfg, suites, z, epsilon_after(z, rounds, p.delta))
-
-
-def _groups(cfg: Config, engine: Any) -> tuple[str, ...]:
-    if cfg.monitor.groups:
-        return tuple(cfg.monitor.groups)
-    if cfg.data.source == "chatterbot":
-        return tuple(sorted({c.group for c in engine.clients if c.group}))
-    return ()
 
 
 def _server_suites(plan: MonitorPlan) -> dict[str, ProbeSuite]:
@@ -161,89 +116,6 @@ def _change_test(plan: MonitorPlan, server_suites: Mapping[str, ProbeSuite],
     return GlobalChangeTest(server_suites, results_from_dict(items, server_suites),
                             partial(direction_for, stream_directions()), m.target_false_alarm_rate,
                             plan.cfg.federation.rounds, m.ood_max_nll, m.server_margins)
-
-
-def _group_setup(shared: Any, start_state: Mapping[str, Any], scorer: Any,
-                 group_suite: ProbeSuite | None) -> dict[str, Any]:
-    """Round 0 of the gap across groups: the starting model's loss on each public group text,
-    cached apart from the rest of round 0 (which runs of any groups share)."""
-    if group_suite is None:
-        return {"round0_group_losses": None, "group_suite_sha256": None}
-    key = setup_key(dataclasses.asdict(shared.loaded.info), shared.initial_state, start_state,
-                    {"server:groups": group_suite.sha256}, {"what": "round0_group_losses"})
-
-    def compute() -> dict[str, Any]:
-        shared.set_state(dict(start_state))
-        return {"round0_group_losses": group_losses(scorer, group_suite), "group_suite_sha256": group_suite.sha256}
-
-    return cached_setup(key, compute)
-
-
-def _evaluate_setup(plan: MonitorPlan, shared: Any, start_state: Mapping[str, Any], scorer: Any,
-                    server_suites: Mapping[str, ProbeSuite]) -> dict[str, Any]:
-    """Round 0 on the server: base model (adapters at their zero-B init) and starting model."""
-    m = plan.cfg.monitor
-    full = plan.suites
-    base_state = shared.initial_state
-    shared.set_state(base_state)
-    base_clients = evaluate_public(scorer, {k: full[k] for k in ("ood", "capability") if k in full},
-                                   ood_max_nll=m.ood_max_nll)
-    base_items = run_probes(scorer, server_suites, batch=256) if server_suites else None
-    base_global = values_of(base_items, ood_max_nll=m.ood_max_nll) if base_items is not None else {}
-    shared.set_state(dict(start_state))
-    refusal: dict[str, ProbeSuite] = {k: full[k] for k in ("harmful", "benign") if k in full}
-    reference = public_points(scorer, refusal, ood_max_nll=m.ood_max_nll) if refusal else {}
-    if not server_suites:
-        start_items = None
-    elif base_items is not None and sha256_state(dict(start_state)) == sha256_state(dict(base_state)):
-        start_items = base_items  # no starting adapter: the round-0 model is the base model
-    else:
-        start_items = run_probes(scorer, server_suites, batch=256)
-    start_global = points_of(start_items, ood_max_nll=m.ood_max_nll, base_model=base_global) if start_items else {}
-    ref_global = {k: p for k, p in start_global.items() if k.startswith("alignment_erosion.")}
-    return {
-        "base_model": base_clients,
-        "reference": {k: _point(p) for k, p in reference.items() if k.startswith("alignment_erosion.")},
-        "base_global": base_global,
-        "reference_global": {k: _point(p) for k, p in ref_global.items()},
-        "round0_global": {global_name(k): _point(p) for k, p in start_global.items()},
-        "round0_global_items": results_to_dict(start_items) if start_items else None,
-        "refusal_judge": _judge_check(plan, shared, scorer),
-    }
-
-
-def _judge_check(plan: MonitorPlan, shared: Any, scorer: Any) -> dict[str, Any]:
-    """The refusal judge against the keyword detector on the model ``shared`` holds (round 0:
-    the starting model), on public held-out prompts only; the detector's held-out figures."""
-    m = plan.cfg.monitor
-    out: dict[str, Any] = {"detector": detector_precision_recall(), "prompts": 0,
-                           "max_new_tokens": m.judge_check_max_new_tokens, "judge_vs_detector": None}
-    if m.judge_check_prompts == 0:
-        out["why"] = "monitor.judge_check_prompts = 0"
-        return out
-    held = holdout_items()
-    harmful = [i.prompt for i in held["harmful"][: (m.judge_check_prompts + 1) // 2]]
-    benign = [i.prompt for i in held["benign"][: m.judge_check_prompts // 2]]
-    prompts = harmful + benign
-    t0 = time.perf_counter()
-    scores = scorer.logprobs([it for p in prompts for it in refusal_items(p)])
-    k = JUDGE_ITEMS_PER_PROMPT
-    judged = [judge_refuses(scores[i * k : (i + 1) * k]) for i in range(len(prompts))]
-    texts = generate_chat(shared.model, shared.loaded.tokenizer, prompts, m.judge_check_max_new_tokens,
-                          shared.pad_id)
-    kinds = [True] * len(harmful) + [False] * len(benign)
-    out.update(
-        prompts=len(prompts),
-        prompt_source="held-out harmful and benign prompts (monitor/probes.py holdout_items), never probed",
-        model="the starting model (round 0)",
-        judge_vs_detector=judge_vs_detector(judged, texts, kinds),
-        generations=[{"harmful": h, "prompt": p[:160], "answer": t, "judge_refuses": j, "detector_refuses": is_refusal(t)}
-                     for p, t, j, h in zip(prompts, texts, judged, kinds, strict=True)],
-        seconds=time.perf_counter() - t0,
-    )
-    log.info("refusal judge check: %d prompts, agreement with the detector %.2f (%.1fs)", len(prompts),
-             out["judge_vs_detector"]["agreement"] or 0.0, out["seconds"])
-    return out
 
 
 def _not_measured(plan: MonitorPlan, groups: tuple[str, ...],
@@ -343,8 +215,8 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
              **{f"server:{k}": v.sha256 for k, v in server_suites.items()}},
             {k: getattr(m, k) for k in ("ood_max_nll", "judge_check_prompts", "judge_check_max_new_tokens")},
         )
-        setup = cached_setup(key, lambda: _evaluate_setup(plan, shared, start_state, scorer, server_suites))
-        setup.update(_group_setup(shared, start_state, scorer, group_suite))
+        setup = cached_setup(key, lambda: round0_setup(plan, shared, start_state, scorer, server_suites))
+        setup.update(round0_group_setup(shared, start_state, scorer, group_suite))
         setup["probes"] = probes
         setup["schema_sha256"] = schema.sha256
         atomic_write_text(setup_path, _dumps(setup))
@@ -358,7 +230,7 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
             raise UserError("the public group texts differ from the ones the run started with "
                             "(monitor.groups or monitor.group_items changed); restore the run's config.toml")
 
-    reference = {k: _unpoint(v) for k, v in setup["reference"].items()}
+    reference = {k: point_from_dict(v) for k, v in setup["reference"].items()}
     global_probe = None
     if server_suites:
         start_full = dict(start_state)
@@ -367,7 +239,7 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
             return {**start_full, **fed.broadcast()}
 
         global_probe = GlobalProbe(scorer, shared.set_state, full_state, server_suites, m.ood_max_nll,
-                                   setup["base_global"], {k: _unpoint(v) for k, v in setup["reference_global"].items()},
+                                   setup["base_global"], {k: point_from_dict(v) for k, v in setup["reference_global"].items()},
                                    group_suite)
     detector = m.detector.replace("-", "_")
     change_test = _change_test(plan, server_suites, setup)
@@ -398,11 +270,11 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
     server = MonitorServer(run.path, schema, settings, bank, PrivacyLedger(p.delta), global_probe, reference,
                            setup["base_model"], change_test=change_test, group_test=group_test)
     if resume_from == 0:
-        round0 = {k: _unpoint(v) for k, v in setup["round0_global"].items()}
+        round0 = {k: point_from_dict(v) for k, v in setup["round0_global"].items()}
         server.bank.update(0, round0)
         if group_test is not None and group_test.streams:
             round0[global_name(GROUP_GAP)] = MetricPoint(0.0, 0.0, 0.0, 1)
-        server.history.append({"round": 0, "streams": {k: _point(v) for k, v in sorted(round0.items())}})
+        server.history.append({"round": 0, "streams": {k: point_to_dict(v) for k, v in sorted(round0.items())}})
         _record_start(run, audit, plan, schema, settings, probes, server.bank, n_streams, setup["refusal_judge"],
                       _global_tests(paired_tests, m.target_false_alarm_rate))
     else:
@@ -452,7 +324,7 @@ def wire_monitor(plan: MonitorPlan | None, engine: Any, start_state: Mapping[str
     """
     if plan is None:
         return lambda: None
-    groups = _groups(plan.cfg, engine)
+    groups = monitor_groups(plan.cfg, [c.group for c in engine.clients])
     n_expected = min(plan.cfg.federation.clients_per_round, len(engine.clients))
     # the server side gets the federated server, never the engine (which holds the clients)
     server, finish = server_monitor(plan, engine.run, engine.shared, engine.server, start_state, groups, n_expected,

@@ -10,7 +10,7 @@ from a ClientApp process's start to its handler (``process_s``), to import torch
 transformers and peft (``import_s``) and to load data and model (``prepare_s``). ``startup_s`` is everything before the first round
 (SuperLink, SuperNodes, ServerApp start, waiting for and identifying the nodes).
 
-    python -m openpfi.engines.flower.bench --model tiny-random --clients 2 --secagg updates
+    python -m openpfi.bench.round_flower --model tiny-random --clients 2 --secagg updates
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from openpfi.engines.flower.deploy import deploy_local
 
 
 def _config(model: str, clients: int, rounds: int, secagg: str, overrides: list[str]) -> Any:
-    from openpfi.bench.round import _demo_config  # the in-process benchmark's work, exactly
+    from openpfi.bench.round import demo_config  # the in-process benchmark's work, exactly
 
-    return _demo_config(model, clients, [f"federation.rounds={rounds}", f"flower.secagg={secagg}", *overrides])
+    return demo_config(model, clients, [f"federation.rounds={rounds}", f"flower.secagg={secagg}", *overrides])
 
 
 def _round_figures(row: dict[str, Any]) -> dict[str, Any]:

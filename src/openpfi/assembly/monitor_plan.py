@@ -1,0 +1,53 @@
+"""The monitor's plan, checked before a run folder exists: probe suites loaded and hashed, DP noise planned."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from openpfi.algorithms.privacy import epsilon_after
+from openpfi.config import Config
+from openpfi.monitor.privacy import plan_budget
+from openpfi.monitor.probes import (
+    ProbeSuite,
+    load_suites,
+)
+
+log = logging.getLogger(__name__)
+
+SETUP_FILE = "setup.json"
+
+
+@dataclass
+class MonitorPlan:
+    """What the monitor needs from the config, checked before the run folder is written."""
+
+    cfg: Config
+    suites: dict[str, ProbeSuite]
+    noise_multiplier: float
+    planned_epsilon: float
+    """Epsilon after all ``federation.rounds`` releases at ``noise_multiplier``."""
+
+
+def plan_monitor(cfg: Config) -> MonitorPlan | None:
+    """None when the monitor is off; UserError for missing probe files or an unmeetable budget."""
+    if not cfg.monitor.enabled:
+        return None
+    p, rounds = cfg.privacy, cfg.federation.rounds
+    z = p.noise_multiplier
+    if p.target_epsilon > 0:
+        z = plan_budget(p.target_epsilon, p.delta, rounds, max_noise_multiplier=p.max_noise_multiplier)
+    sizes = {k: v for k, v in cfg.monitor.suite_sizes.items() if v > 0}
+    suites = load_suites(sizes, seed=cfg.monitor.probe_seed)
+    return MonitorPlan(cfg, suites, z, epsilon_after(z, rounds, p.delta))
+
+
+def monitor_groups(cfg: Config, client_groups: Iterable[str]) -> tuple[str, ...]:
+    """The public client groups of the fairness gaps: ``monitor.groups``, else the chatterbot languages
+    of the clients (``client_groups``: each client's group), else none."""
+    if cfg.monitor.groups:
+        return tuple(cfg.monitor.groups)
+    if cfg.data.source == "chatterbot":
+        return tuple(sorted({g for g in client_groups if g}))
+    return ()

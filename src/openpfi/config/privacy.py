@@ -1,0 +1,59 @@
+"""Privacy, the Flower engine and the output folder: [privacy], [flower], [output]."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from openpfi.config.section import Section
+
+
+class PrivacyConfig(Section):
+    """Distributed DP of the monitor reports (monitor/privacy.py)."""
+
+    delta: float = Field(1e-5, gt=0, lt=1)
+    noise_multiplier: float = Field(1.0, gt=0)
+    """z: the noise on the SUM of a round's reports has std z * l2_clip; each client adds its share."""
+    target_epsilon: float = Field(0.0, ge=0)
+    """> 0: plan z so that all federation.rounds releases spend at most this (overrides noise_multiplier)."""
+    max_noise_multiplier: float = Field(10.0, gt=0)
+    """A target_epsilon that needs more noise than this is refused as unmeetable (the monitor would
+    measure nothing)."""
+    l2_clip: float = Field(0.0, ge=0)
+    """L2 clipping norm C of a report (sensitivity); 0 = the report schema's exact bound, so no
+    honest report is ever clipped."""
+    adaptation_share: float = Field(0.5, gt=0, lt=1)
+    """Share of each round's privacy budget (in RDP) spent on the count of clients whose
+    general capability degraded within the round (adaptation misalignment, the one mode only the
+    clients can see); the rest goes to the clipped report. Both together cost what the planned
+    noise multiplier costs (monitor/privacy.py split_noise)."""
+    min_clients: int = Field(2, ge=1)
+    """An aggregate is released only when at least this many valid reports were summed."""
+    reject_k: float = Field(6.0, gt=0)
+    """A report value further than reject_k noise-share std outside its slot bounds is rejected."""
+
+
+class FlowerConfig(Section):
+    """The Flower engine (``openpfi deploy``, ``flwr run``); the in-process engine ignores it."""
+
+    secagg: Literal["off", "monitor", "updates"] = "off"
+    """SecAgg+ (Flower's SecAggPlusWorkflow + secaggplus_mod): "monitor" sums the clients' monitor
+    reports securely; "updates" also their adapter updates, so the server sees only the sums."""
+    secagg_shares: float = Field(1.0, gt=0, le=1)
+    """Share of the sampled clients among which each client splits its secrets (SecAgg+ num_shares)."""
+    secagg_threshold: float = Field(0.67, gt=0, le=1)
+    """Share of those shares needed to rebuild a secret: the rest may drop out mid-protocol."""
+    secagg_update_clip: float = Field(0.1, gt=0)
+    """Bound on |delta| * num_examples / data.max_examples per coordinate before quantization (2^22 levels)."""
+    secagg_monitor_clip: float = Field(0.0, ge=0)
+    """Bound on |value| of a monitor report coordinate before quantization; 0 = automatic:
+    1 + 6 standard deviations of a client's DP noise share (a coordinate is in [-1, 1] before noise)."""
+    reply_timeout: float = Field(600.0, gt=0)
+    """Seconds the server waits for the sampled clients in each phase of a round; then it goes on."""
+    node_wait: float = Field(120.0, gt=0)
+    """Seconds the server waits at the start for data.num_clients SuperNodes to connect."""
+
+
+class OutputConfig(Section):
+    dir: str = "runs/demo"

@@ -1,0 +1,121 @@
+"""The whole config: every section, and the checks that span sections."""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import Field, model_validator
+
+from openpfi.config.data import DataConfig
+from openpfi.config.methods import AlignmentConfig, PersonalizationConfig
+from openpfi.config.model import LoraConfig, ModelConfig
+from openpfi.config.monitor import MARGIN_METRICS, PROBE_SUITES, MonitorConfig
+from openpfi.config.privacy import FlowerConfig, OutputConfig, PrivacyConfig
+from openpfi.config.section import Section
+from openpfi.config.training import ClientConfig, FederationConfig
+
+
+class Config(Section):
+    seed: int = Field(0, ge=0)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    federation: FederationConfig = Field(default_factory=FederationConfig)
+    client: ClientConfig = Field(default_factory=ClientConfig)
+    personalization: PersonalizationConfig = Field(default_factory=PersonalizationConfig)
+    alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    flower: FlowerConfig = Field(default_factory=FlowerConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.federation.clients_per_round > self.data.num_clients:
+            raise ValueError(
+                f"federation.clients_per_round ({self.federation.clients_per_round}) exceeds "
+                f"data.num_clients ({self.data.num_clients}); lower it or add clients"
+            )
+        if self.data.source == "jsonl" and not self.data.path:
+            raise ValueError('data.path is required when data.source = "jsonl"; set it to your .jsonl file')
+        if self.client.local_steps == 0 and self.client.local_epochs == 0:
+            raise ValueError("client.local_steps and client.local_epochs are both 0; set one of them")
+        if self.data.min_examples > self.data.max_examples:
+            raise ValueError("data.min_examples exceeds data.max_examples; lower min_examples")
+        return self
+
+    @model_validator(mode="after")
+    def _monitor_checks(self) -> Config:
+        m = self.monitor
+        if not m.enabled:
+            return self
+        for key in ("suite_sizes", "client_items", "server_items"):
+            unknown = sorted(set(getattr(m, key)) - set(PROBE_SUITES))
+            if unknown:
+                raise ValueError(f"monitor.{key} names unknown probe suites {unknown}; use {list(PROBE_SUITES)}")
+        for name, size in m.suite_sizes.items():
+            if size < 0:
+                raise ValueError(f"monitor.suite_sizes.{name} = {size} must be >= 0")
+            if size == 0:
+                continue
+            k, srv = m.client_items.get(name, 0), m.server_items.get(name, 0)
+            if not 1 <= k <= size:
+                raise ValueError(
+                    f"monitor.client_items.{name} = {k} must lie in [1, monitor.suite_sizes.{name} = {size}]; "
+                    f"set monitor.suite_sizes.{name} = 0 to drop the suite"
+                )
+            if not 0 <= srv <= size:
+                raise ValueError(f"monitor.server_items.{name} = {srv} must lie in [0, {size}]")
+        if not any(v > 0 for v in m.suite_sizes.values()):
+            raise ValueError("monitor.suite_sizes are all 0; keep at least one probe suite or set monitor.enabled = false")
+        unknown = sorted(set(m.server_margins) - set(MARGIN_METRICS))
+        if unknown:
+            raise ValueError(f"monitor.server_margins names unknown metrics {unknown}; use {list(MARGIN_METRICS)}")
+        bad = sorted(k for k, v in m.server_margins.items() if not (math.isfinite(v) and v >= 0))
+        if bad:
+            raise ValueError(f"monitor.server_margins.{bad[0]} must be a finite number >= 0")
+        return self
+
+    @model_validator(mode="after")
+    def _lora_checks(self) -> Config:
+        """Per-client ranks and LoRA aggregation against the personalization and alignment methods."""
+        lo, method, agg = self.lora, self.personalization.method, self.lora.aggregation
+        align = self.alignment.method
+        if align != "none":
+            clashes = [f'personalization.method = "{method}"'] if method != "none" else []
+            clashes += [f'lora.aggregation = "{agg}"'] if agg != "naive" else []
+            clashes += [f"lora.client_ranks = {lo.client_ranks}"] if lo.client_ranks else []
+            if clashes:
+                raise ValueError(
+                    f'alignment.method = "{align}" does not combine with {clashes[0]}; alignment trains one '
+                    "shared adapter, so unset one of them"
+                )
+        too_big = [r for r in lo.client_ranks if not 1 <= r <= lo.r]
+        if too_big:
+            raise ValueError(
+                f"lora.client_ranks {too_big} must lie in [1, lora.r = {lo.r}]; lower them or raise lora.r"
+            )
+        if agg == "naive" and any(r != lo.r for r in lo.client_ranks):
+            raise ValueError(
+                "lora.client_ranks differ from lora.r, but naive averaging needs one rank; "
+                'set lora.aggregation = "zeropad", "product" or "stack"'
+            )
+        if lo.keep_merged and agg != "product":
+            raise ValueError('lora.keep_merged applies to lora.aggregation = "product" only')
+        if agg != "naive" and (self.federation.strategy not in ("fedavg", "fedprox") or self.federation.server_lr != 1):
+            raise ValueError(
+                f'lora.aggregation = "{agg}" replaces the server optimizer; use federation.strategy = "fedavg" '
+                'or "fedprox" with server_lr = 1, or lora.aggregation = "naive"'
+            )
+        if method in ("ffa-lora", "fedsa-lora") and agg in ("product", "stack"):
+            why = "freezes A" if method == "ffa-lora" else "shares only A"
+            raise ValueError(
+                f'personalization.method = "{method}" {why}, which lora.aggregation = "{agg}" cannot respect; '
+                'use "naive" (exact for a common A) or "zeropad"'
+            )
+        if method == "ditto" and agg in ("product", "stack"):
+            raise ValueError(
+                f'personalization.method = "ditto" pulls the personal LoRA factors towards the global ones, which '
+                f'lora.aggregation = "{agg}" re-factors or merges away; use "naive" or "zeropad"'
+            )
+        return self
