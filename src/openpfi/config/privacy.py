@@ -53,6 +53,12 @@ class FlowerConfig(Section):
     """Seconds the server waits for the sampled clients in each phase of a round; then it goes on."""
     node_wait: float = Field(120.0, gt=0)
     """Seconds the server waits at the start for data.num_clients SuperNodes to connect."""
+    node_worker: bool = True
+    """Deployment runtime: each SuperNode's messages go to one long-lived node worker process that
+    keeps the model, the data and the client's state in memory for the run (false: every message's
+    own ClientApp process loads them again). Flower's simulation workers keep them anyway."""
+    worker_idle: float = Field(1800.0, gt=0)
+    """Seconds a node worker waits for its next message before it exits (it also exits with its SuperNode)."""
 
 
 class OutputConfig(Section):

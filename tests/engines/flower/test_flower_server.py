@@ -1,6 +1,6 @@
 """The ServerApp's round loop against the real ClientApp, in this process (no Flower processes).
 
-``LoopbackGrid`` hands every message straight to ``client_app.app`` with a per-node
+``loopback.Grid`` (conftest.py) hands every message straight to ``client_app.app`` with a per-node
 ``Context`` (as a SuperNode would), turns a ClientApp exception into an error reply
 (as Flower does), and lets a node be "dead" (it never answers). So these tests run the
 real identify / fit / evaluate / SecAgg+ code in seconds; test_flower_runtimes.py runs
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import uuid
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -20,142 +18,46 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from flwr.app import Context, Error, Message, RecordDict
-from flwr.serverapp import Grid
-from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
-from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
-from flwr.supercore.task_identity import TaskIdentity
 from safetensors.torch import load_file
 
 from openpfi.assembly.clients import load_clients, load_shared
 from openpfi.config import Config
-from openpfi.engines.flower import client_app
-from openpfi.engines.flower.server_app import FlowerRun
-from openpfi.engines.flower.settings import RunSettings
 from openpfi.errors import UserError
 from openpfi.recipes import federated_sft
 
 
-class LoopbackGrid(Grid):
-    def __init__(self, node_configs: dict[int, dict[str, Any]], run_config: dict[str, Any], dead: Iterable[int] = ()):
-        self.contexts = {
-            nid: Context(run_id=7, node_id=nid, node_config=nc, state=RecordDict(), run_config=run_config)
-            for nid, nc in node_configs.items()
-        }
-        self.dead = set(dead)
-        self.replies: dict[str, Message] = {}
-        self.seen: list[str] = []
-
-    def set_run(self, run: Any) -> None:
-        pass
-
-    @property
-    def run(self) -> Any:
-        return SimpleNamespace(run_id=7)
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
-        return Message(content, dst_node_id=dst_node_id, message_type=message_type, group_id=group_id)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.contexts)
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        ids = []
-        for m in messages:
-            mid = uuid.uuid4().hex
-            m.metadata.__dict__["_message_id"] = mid
-            ids.append(mid)
-            self.seen.append(m.metadata.message_type)
-            nid = m.metadata.dst_node_id
-            if nid in self.dead:
-                continue
-            try:
-                self.replies[mid] = client_app.app(_over_the_wire(m), self.contexts[nid])
-            except Exception as ex:  # what Flower's ClientApp runner sends back
-                self.replies[mid] = Message(Error(code=2, reason=f"{type(ex)}:<'{ex}'>"), reply_to=m)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
-
-    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        ids = list(self.push_messages(messages))
-        return list(self.pull_messages(ids))
-
-
-def _over_the_wire(message: Message) -> Message:
-    """The message as a node receives it: serialized and rebuilt (its own copy of every record)."""
-    contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(message).items()}
-    copy = inflate_object_from_contents(message.object_id, contents)
-    assert isinstance(copy, Message)
-    copy.metadata.__dict__["_message_id"] = message.metadata.message_id
-    return copy
-
-
-@pytest.fixture(autouse=True)
-def task_identity() -> Iterator[None]:
-    """The identity a ServerApp process has (Message() needs it)."""
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 1, 1
-    yield
-    TaskIdentity.run_id = TaskIdentity.node_id = TaskIdentity.task_id = None  # type: ignore[assignment]
-
-
-def _nodes(n: int = 2, tmp: Path | None = None) -> dict[int, dict[str, Any]]:
-    extra = {"state-dir": str(tmp / "nodes")} if tmp else {}
-    return {100 + i: {"partition-id": i, "num-partitions": n, **extra} for i in range(n)}
-
-
-def _untimed(clients: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {c: {k: v for k, v in m.items() if k != "tokens_per_s"} for c, m in clients.items()}
-
-
-def _run(cfg: Config, out: Path, grid: LoopbackGrid) -> FlowerRun:
-    from openpfi.engines.flower.settings import RUN_CONFIG_DEFAULTS
-
-    context = Context(run_id=7, node_id=1, node_config={}, state=RecordDict(), run_config=dict(RUN_CONFIG_DEFAULTS))
-    return FlowerRun(grid, context, RunSettings(cfg, out, False, ""))
-
-
-def _run_config(cfg: Config, out: Path) -> dict[str, Any]:
-    import tomllib
-
-    from openpfi.engines.flower.settings import run_config_toml
-
-    return tomllib.loads(run_config_toml(cfg, out))
-
-
-def test_a_supernode_without_partition_id_is_named_before_anything_is_written(tiny: Config, tmp_path: Path) -> None:
+def test_a_supernode_without_partition_id_is_named_before_anything_is_written(tiny: Config, tmp_path: Path, loopback: SimpleNamespace) -> None:
     # Prepare: node 101 was started without --node-config
     out = tmp_path / "run"
-    grid = LoopbackGrid({100: {"partition-id": 0, "num-partitions": 2}, 101: {}}, _run_config(tiny, out))
+    grid = loopback.Grid({100: {"partition-id": 0, "num-partitions": 2}, 101: {}}, loopback.run_config(tiny, out))
     # Execute / Assert
     with pytest.raises(UserError, match=r"SuperNode 101: this SuperNode's node config has no 'partition-id'"):
-        _run(tiny, out, grid).run()
+        loopback.run(tiny, out, grid).run()
     assert not out.exists()
 
 
-def test_two_supernodes_with_one_partition_id_are_both_named(tiny: Config, tmp_path: Path) -> None:
+def test_two_supernodes_with_one_partition_id_are_both_named(tiny: Config, tmp_path: Path, loopback: SimpleNamespace) -> None:
     out = tmp_path / "run"
     nodes = {100: {"partition-id": 1, "num-partitions": 2}, 101: {"partition-id": 1, "num-partitions": 2}}
     with pytest.raises(UserError, match="SuperNodes 100 and 101 both have partition-id 1"):
-        _run(tiny, out, LoopbackGrid(nodes, _run_config(tiny, out))).run()
+        loopback.run(tiny, out, loopback.Grid(nodes, loopback.run_config(tiny, out))).run()
 
 
-def test_missing_supernodes_are_a_clear_error(tiny: Config, tmp_path: Path) -> None:
+def test_missing_supernodes_are_a_clear_error(tiny: Config, tmp_path: Path, loopback: SimpleNamespace) -> None:
     cfg = tiny.model_copy(update={"flower": tiny.flower.model_copy(update={"node_wait": 0.5})})
     out = tmp_path / "run"
-    grid = LoopbackGrid({100: {"partition-id": 0, "num-partitions": 2}}, _run_config(cfg, out))
+    grid = loopback.Grid({100: {"partition-id": 0, "num-partitions": 2}}, loopback.run_config(cfg, out))
     with pytest.raises(UserError, match="only 1 of 2 SuperNodes connected within flower.node_wait"):
-        _run(cfg, out, grid).run()
+        loopback.run(cfg, out, grid).run()
 
 
-def test_loopback_run_equals_the_inprocess_run(tiny: Config, tmp_path: Path) -> None:
+def test_loopback_run_equals_the_inprocess_run(tiny: Config, tmp_path: Path, loopback: SimpleNamespace) -> None:
     # Prepare: the same config, in-process and through the ServerApp / ClientApp messages
     reference = federated_sft.start(tiny, tmp_path / "inprocess")
     out = tmp_path / "flower"
-    grid = LoopbackGrid(_nodes(tmp=tmp_path), _run_config(tiny, out))
+    grid = loopback.Grid(loopback.nodes(tmp=tmp_path), loopback.run_config(tiny, out))
     # Execute
-    run = _run(tiny, out, grid).run()
+    run = loopback.run(tiny, out, grid).run()
     # Assert: same process, same threads: the very same adapters and metrics
     for r in (1, 2):
         a = load_file(str(run.path / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
@@ -178,7 +80,7 @@ def test_loopback_run_equals_the_inprocess_run(tiny: Config, tmp_path: Path) -> 
     ],
     ids=["ditto", "product-ranks"],
 )
-def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Path, sets: list[str]) -> None:
+def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Path, sets: list[str], loopback: SimpleNamespace) -> None:
     # Prepare
     from openpfi.config import apply_overrides, from_dict
 
@@ -186,7 +88,7 @@ def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Pat
     reference = federated_sft.start(cfg, tmp_path / "inprocess")
     out = tmp_path / "flower"
     # Execute: personal state goes through each node's ClientStore folder between messages
-    run = _run(cfg, out, LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out))).run()
+    run = loopback.run(cfg, out, loopback.Grid(loopback.nodes(tmp=tmp_path), loopback.run_config(cfg, out))).run()
     # Assert
     for r in (1, 2):
         a = load_file(str(run.path / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
@@ -194,14 +96,14 @@ def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Pat
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
     rows, ref = run.read_metrics(), reference.read_metrics()
     for row, ref_row in zip(rows, ref, strict=True):
-        assert _untimed(row["clients"]) == _untimed(ref_row["clients"])  # incl. each client's personal_loss
+        assert loopback.untimed(row["clients"]) == loopback.untimed(ref_row["clients"])  # incl. each client's personal_loss
         assert row["bytes_up"] == ref_row["bytes_up"] and row["bytes_down"] == ref_row["bytes_down"]
     if cfg.personalization.method == "ditto":
         assert "personal_loss" in rows[-1]["clients"][rows[-1]["sampled"][0]]
         assert any((tmp_path / "nodes").rglob("personal-round-2.safetensors"))
 
 
-def test_each_node_can_bring_its_own_data_file(tiny: Config, tmp_path: Path) -> None:
+def test_each_node_can_bring_its_own_data_file(tiny: Config, tmp_path: Path, loopback: SimpleNamespace) -> None:
     # Prepare: every site has only its rows; the SuperLink host has no data at all
     import json
 
@@ -219,13 +121,13 @@ def test_each_node_can_bring_its_own_data_file(tiny: Config, tmp_path: Path) -> 
     )
     out = tmp_path / "run"
     # Execute
-    run = _run(cfg, out, LoopbackGrid(nodes, _run_config(cfg, out))).run()
+    run = loopback.run(cfg, out, loopback.Grid(nodes, loopback.run_config(cfg, out))).run()
     # Assert: each node is the client its file names; the manifest says where the data is
     assert sorted(run.read_metrics()[-1]["clients"]) == ["site0", "site1"]
     assert json.loads((out / "manifest.json").read_text())["data"]["location"] == "supernodes"
 
 
-def test_a_node_that_does_not_answer_is_recorded_and_the_round_goes_on(tiny: Config, tmp_path: Path) -> None:
+def test_a_node_that_does_not_answer_is_recorded_and_the_round_goes_on(tiny: Config, tmp_path: Path, loopback: SimpleNamespace) -> None:
     # Prepare: node 101 (partition 1) is dead from round 1 on; one answer is enough
     cfg = tiny.model_copy(
         update={
@@ -234,8 +136,8 @@ def test_a_node_that_does_not_answer_is_recorded_and_the_round_goes_on(tiny: Con
         }
     )
     out = tmp_path / "run"
-    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
-    flower_run = _run(cfg, out, grid)
+    grid = loopback.Grid(loopback.nodes(), loopback.run_config(cfg, out))
+    flower_run = loopback.run(cfg, out, grid)
     flower_run.grid.poll = 0.05
     original = flower_run._round
 
@@ -250,15 +152,15 @@ def test_a_node_that_does_not_answer_is_recorded_and_the_round_goes_on(tiny: Con
     row = flower_run.run_folder.read_metrics()[0]
     dropped = load_clients(cfg)[1][1].client_id
     assert row["failed"] == [dropped]
-    assert row["flower"]["failed_reasons"] == {dropped: "no reply within flower.reply_timeout = 0.5 s"}
+    assert row["flower"]["failed_reasons"] == {dropped: "SuperNode 101: no reply within flower.reply_timeout = 0.5 s"}
     assert row["clients_answered"] == 1 and dropped not in row["clients"]
 
 
-def test_too_few_answers_stop_the_run_with_the_reason(tiny: Config, tmp_path: Path) -> None:
+def test_too_few_answers_stop_the_run_with_the_reason(tiny: Config, tmp_path: Path, loopback: SimpleNamespace) -> None:
     cfg = tiny.model_copy(update={"flower": tiny.flower.model_copy(update={"reply_timeout": 0.3})})
     out = tmp_path / "run"
-    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
-    flower_run = _run(cfg, out, grid)
+    grid = loopback.Grid(loopback.nodes(), loopback.run_config(cfg, out))
+    flower_run = loopback.run(cfg, out, grid)
     flower_run.grid.poll = 0.05
     original = flower_run._round
 
@@ -271,7 +173,7 @@ def test_too_few_answers_stop_the_run_with_the_reason(tiny: Config, tmp_path: Pa
         flower_run.run()
 
 
-def test_secagg_updates_through_the_clientapp_mod(tiny: Config, tmp_path: Path) -> None:
+def test_secagg_updates_through_the_clientapp_mod(tiny: Config, tmp_path: Path, loopback: SimpleNamespace) -> None:
     # Prepare: Flower's SecAggPlusWorkflow talks to secaggplus_mod on each node's ClientApp
     cfg = tiny.model_copy(
         update={
@@ -281,9 +183,9 @@ def test_secagg_updates_through_the_clientapp_mod(tiny: Config, tmp_path: Path) 
     )
     reference = federated_sft.start(cfg, tmp_path / "inprocess")
     out = tmp_path / "flower"
-    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    grid = loopback.Grid(loopback.nodes(), loopback.run_config(cfg, out))
     # Execute
-    run = _run(cfg, out, grid).run()
+    run = loopback.run(cfg, out, grid).run()
     # Assert: the four SecAgg+ stages ran; no delta crossed in the clear; the aggregate matches
     assert grid.seen.count("train") == 8  # setup, share keys, collect masked vectors, unmask x 2 nodes
     row = run.read_metrics()[0]
@@ -300,7 +202,7 @@ def test_secagg_updates_through_the_clientapp_mod(tiny: Config, tmp_path: Path) 
     assert max(float((b[k] - start[k]).abs().max()) for k in b) > 1e-4
 
 
-def test_secagg_monitor_sums_reports_for_the_hooks(tiny: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secagg_monitor_sums_reports_for_the_hooks(tiny: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopback: SimpleNamespace) -> None:
     # Prepare: clients that send a fixed monitor vector (the monitor itself is tested elsewhere)
     from openpfi.client.federated import FederatedClient
     from openpfi.engines import rounds
@@ -328,9 +230,9 @@ def test_secagg_monitor_sums_reports_for_the_hooks(tiny: Config, tmp_path: Path,
         }
     )
     out = tmp_path / "flower"
-    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    grid = loopback.Grid(loopback.nodes(), loopback.run_config(cfg, out))
     # Execute
-    run = _run(cfg, out, grid).run()
+    run = loopback.run(cfg, out, grid).run()
     # Assert: the hooks see the sum; the row on disk does not hold the vector
     (summed, n), = seen
     assert n == 2 and np.allclose(summed, [2.0, 0.5, 0.25], atol=1e-5)
@@ -340,7 +242,7 @@ def test_secagg_monitor_sums_reports_for_the_hooks(tiny: Config, tmp_path: Path,
 
 
 def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
-    tiny: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopback: SimpleNamespace
 ) -> None:
     # Prepare: the real monitor (small probe samples); with SecAgg+ the server gets only the sum
     from openpfi.config import load_config
@@ -379,7 +281,7 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
         shutil.copy(f, tmp_path / "nodes" / f.parent.name / f.name)
     out = tmp_path / "flower"
     # Execute
-    run = _run(cfg, out, LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out))).run()
+    run = loopback.run(cfg, out, loopback.Grid(loopback.nodes(tmp=tmp_path), loopback.run_config(cfg, out))).run()
     # Assert: the secrets stayed on the nodes, never in the server's run folder
     assert not list(out.rglob("monitor-secret*"))
     assert sorted(f.read_bytes() for f in (tmp_path / "nodes").glob("*/monitor-secret.key")) == sorted(

@@ -3,142 +3,113 @@
 Handlers (message type -> what it does):
 
 - ``query.identify``: this node's partition id (node config) and, when the server
-  cannot work it out itself, its client id (from the node's data);
+  cannot work it out itself, its client id (from the node's data); on the deployment
+  runtime it also starts the node worker and waits until it holds the model and the data;
 - ``train.fit``: ``FederatedClient.fit`` from the global adapter; replies with the delta
   (``records.py``), or keeps it home for SecAgg+ (``secagg.py``);
 - ``evaluate``: ``FederatedClient.evaluate`` of the new global adapter;
 - ``train`` (default action): the SecAgg+ stages, handled by Flower's ``secaggplus_mod``.
 
-The node rebuilds its client with ``assembly.clients.prepare`` from the run's
-config (``settings.py``) and its node config. Its personal state lives in a
-``ClientStore`` folder on the node and is reloaded before every fit and evaluate, as is
-its monitor secret (``ClientStore.secret``: made on the node the first time, seeding its
-monitor noise, never sent; client/monitor_client.py), so
-it does not matter which process handles a message: the deployment runtime starts a
-fresh process per message, the simulation runtime moves virtual nodes between worker
-processes. One prepared job (one base model) is cached per process.
+Fit and evaluate go to a ``node_service.NodeService``, which keeps the base model, the
+tokenized data and the client's personal state across messages. Flower's deployment
+runtime starts a fresh ``flwr-clientapp`` process per message, so there the service lives
+in the node worker (``node_worker.py``, one long-lived process per SuperNode) and this
+process only moves arrays; in Flower's simulation workers (long-lived already) and in
+tests it lives in this process. ``flower.node_worker = false`` keeps it in the message's
+own process on the deployment runtime too (each message then loads everything again).
 
-torch, transformers and peft are imported inside the fit and evaluate handlers only:
-the identify and SecAgg+ messages cost a process start with flwr and numpy, not the
-seconds a model stack takes to import.
+torch, transformers and peft are never imported here on the deployment runtime: a
+message costs a process start with flwr and numpy, not the seconds a model stack takes.
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
+import sys
 import time
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
 
-from openpfi.config import Config
-from openpfi.engines.flower import secagg
-from openpfi.engines.flower.settings import NodeIdentity, client_config, node_identity, run_settings
+from openpfi.engines.flower import records, secagg
+from openpfi.engines.flower.settings import client_config, node_identity, run_settings
 from openpfi.errors import UserError
 
 app = ClientApp()
 
-_PREPARED: dict[str, Any] = {}
-"""config hash -> assembly.clients.Prepared (the clients of the run and one base model)."""
+Call = Callable[[str, dict[str, Any], dict[str, Any]], tuple[dict[str, Any], dict[str, Any]]]
+_LOCAL: list[Any] = []
+"""The NodeService of this process, when it holds one (simulation workers, tests)."""
 _HANDLED = [0]
 """Messages this process handled (the deployment runtime: one; a simulation worker: many)."""
+PER_MESSAGE_PROCESS = "flwr-clientapp"
+"""The program Flower's SuperExec starts for every message of the deployment runtime."""
 
 
 def _process_seconds() -> dict[str, float]:
-    """What this message cost before training: seconds from the process start to the handler
-    (interpreter, flwr, fetching the task) and to import the model stack; 0 when warm."""
+    """Seconds from this process's start to the handler (interpreter, flwr, fetching the task); 0 when warm."""
     import psutil
 
     _HANDLED[0] += 1
-    started = time.time() - psutil.Process().create_time() if _HANDLED[0] == 1 else 0.0
-    t = time.perf_counter()
-    import openpfi.assembly.clients  # noqa: F401  (torch, transformers, peft)
-
-    return {"flower_process_s": started, "flower_import_s": time.perf_counter() - t}
+    return {"flower_process_s": time.time() - psutil.Process().create_time() if _HANDLED[0] == 1 else 0.0}
 
 
-def _identity(context: Context) -> tuple[Config, NodeIdentity, int]:
-    """The config as this node applies it, its identity, and the reports a round's monitor sum expects."""
+def _backend(context: Context) -> tuple[Call, bool]:
+    """Where fit and evaluate run: the node worker (deployment runtime) or this process; and which."""
     settings = run_settings(context.run_config)
-    identity = node_identity(context.node_config, settings.cfg)
-    n_expected = min(settings.cfg.federation.clients_per_round, identity.num_partitions)
-    return client_config(settings.cfg, identity), identity, n_expected
+    per_message = os.path.basename(sys.argv[0]) == PER_MESSAGE_PROCESS
+    if per_message and settings.cfg.flower.node_worker:
+        from openpfi.engines.flower.node_worker import WorkerClient
+
+        return WorkerClient(int(context.node_id), settings.cfg.flower.worker_idle).call, True
+    if not _LOCAL:
+        from openpfi.engines.flower.node_service import NodeService
+
+        _LOCAL.append(NodeService())
+    return _LOCAL[0].handle, False
 
 
-def _config_key(cfg: Config) -> str:
-    return hashlib.sha256(cfg.model_dump_json().encode()).hexdigest()
+def _args(message: Message, context: Context) -> dict[str, Any]:
+    config = message.content.config_records["config"]
+    return {
+        "run_config": dict(context.run_config),
+        "node_config": dict(context.node_config),
+        "run_id": int(context.run_id),
+        "run_key": str(config.get("run_key", "")),
+        "round": int(config.get("round", 0)),  # type: ignore[arg-type]
+    }
 
 
-def _prepared(cfg: Config, n_expected: int) -> Any:
-    """The run's clients on one base model, with the monitor's client side when it is on
-    (as ``assembly.monitoring.wire_monitor`` gives it to in-process clients)."""
-    key = _config_key(cfg)
-    if key not in _PREPARED:
-        from openpfi.assembly.clients import prepare
-        from openpfi.assembly.monitor_plan import monitor_groups, plan_monitor
-        from openpfi.assembly.monitoring import client_monitor
-
-        _PREPARED.clear()  # one base model per process
-        prep = prepare(cfg)
-        plan = plan_monitor(cfg)
-        if plan is not None:
-            monitor = client_monitor(plan, prep.shared, monitor_groups(cfg, [c.group for c in prep.clients]), n_expected)
-            for c in prep.clients:
-                c.monitor = monitor
-        _PREPARED[key] = prep
-    return _PREPARED[key]
-
-
-def _client(cfg: Config, identity: NodeIdentity, n_expected: int, context: Context) -> tuple[Any, Any]:
-    """The prepared job and this node's ``FederatedClient``, with its store on this node."""
-    from openpfi.client.federated import ClientStore
-
-    prep = _prepared(cfg, n_expected)
-    index = 0 if identity.data_path else identity.partition_id  # a node's own file holds one client
-    if index >= len(prep.clients):
-        raise UserError(
-            f"node config partition-id = {identity.partition_id} but the data gives only {len(prep.clients)} "
-            "clients; lower the partition id or data.num_clients"
-        )
-    client = prep.clients[index]
-    client.store = ClientStore(_state_root(identity, context) / client.client_id)
-    return prep, client
-
-
-def _state_root(identity: NodeIdentity, context: Context) -> Path:
-    root = identity.state_dir or str(context.run_config.get("state-dir", ""))
-    if not root:
-        return Path.home() / ".cache" / "openpfi" / "flower-state" / f"run-{context.run_id}"
-    return Path(root).expanduser()
-
-
-def _round(message: Message) -> int:
-    return int(message.content.config_records["config"]["round"])  # type: ignore[arg-type]
-
-
-def _restore(client: Any, up_to_round: int) -> None:
-    """Reload the personal state an earlier message saved (none in round 1)."""
-    restore = getattr(client, "restore", None)
-    if restore is not None:
-        restore(up_to_round)
-
-
-def _monitor_clip(cfg: Config, client: Any) -> float:
-    s = getattr(getattr(client, "monitor", None), "settings", None)
-    return secagg.monitor_clip(cfg, s.noise_std_sum, s.n_expected) if s is not None else secagg.monitor_clip(cfg)
+def _call(op: str, message: Message, context: Context, global_arrays: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The service's answer, with the seconds this message spent outside it (``flower_channel_s``)."""
+    cost = _process_seconds()
+    call, _ = _backend(context)
+    tensors = records.record_arrays(message.content.array_records["global"]) if global_arrays else {}
+    t = time.perf_counter()
+    result, out = call(op, _args(message, context), tensors)
+    elapsed = time.perf_counter() - t
+    cost["flower_channel_s"] = max(0.0, elapsed - float(result.get("worker_s", elapsed)))
+    result["cost"] = cost
+    return result, out
 
 
 @app.query("identify")
 def identify(message: Message, context: Context) -> Message:
-    cfg, identity, _ = _identity(context)
+    settings = run_settings(context.run_config)
+    identity = node_identity(context.node_config, settings.cfg)
     info: dict[str, Any] = {"partition_id": identity.partition_id}
-    if bool(message.content.config_records["config"]["client_id"]) or identity.data_path:
+    call, remote = _backend(context)
+    if remote:  # the node worker loads the model and the data now, before the first round
+        result, _ = _call("prepare", message, context, global_arrays=False)
+        info["client_id"], info["num_examples"] = result["client_id"], result["num_examples"]
+        info.update({k: float(v) for k, v in {**result["costs"], **result["cost"]}.items()})
+    elif bool(message.content.config_records["config"]["client_id"]) or identity.data_path:
         from openpfi.assembly.clients import load_clients
 
-        _, data = load_clients(cfg)
+        _, data = load_clients(client_config(settings.cfg, identity))
         index = 0 if identity.data_path else identity.partition_id
         if index >= len(data):
             raise UserError(f"node config partition-id = {identity.partition_id} but the data gives {len(data)} clients")
@@ -149,45 +120,27 @@ def identify(message: Message, context: Context) -> Message:
 
 @app.train("fit")
 def fit(message: Message, context: Context) -> Message:
-    process_s = _process_seconds()
-    from openpfi.engines.flower import records
-
-    cfg, identity, n_expected = _identity(context)
-    t = time.perf_counter()
-    prep, client = _client(cfg, identity, n_expected, context)
-    prepare_s = time.perf_counter() - t
-    r = _round(message)
-    global_state = records.record_to_state(message.content.array_records["global"])
-    _restore(client, r - 1)
-    update = client.fit(prep.shared, global_state, r, cfg.seed)
-    update.scalars.update({**process_s, "flower_prepare_s": prepare_s})
-    mode = cfg.flower.secagg
-    if mode == "off":
-        return Message(records.update_to_content(update), reply_to=message)
-    arrays, layout, clipped = secagg.pack(update, cfg, _monitor_clip(cfg, client))
-    if not layout.empty:
-        secagg.store_payload(context, arrays)
-    update.scalars["secagg_clipped"] = clipped
-    content = records.update_to_content(update, with_delta=(mode != "updates"), with_monitor=False)
-    content[secagg.LAYOUT] = layout.record()
+    result, out = _call("fit", message, context)
+    scalars = {**result["scalars"], **result["cost"]}
+    layout = result["secagg"]
+    delta = _prefixed(out, "delta/") if result["has_delta"] else None
+    extra = {name: _prefixed(out, f"extra/{name}/") for name in result["extra"]}
+    content = records.fit_content(result["client_id"], result["num_examples"], scalars, delta, extra, out.get("monitor"))
+    if layout is not None:
+        lay = secagg.Layout(tuple(layout["keys"]), int(layout["monitor_dim"]), float(layout["monitor_clip"]))
+        if not lay.empty:
+            secagg.store_payload(context, [out[f"secagg/{i}"] for i in range(int(layout["arrays"]))])
+        content[secagg.LAYOUT] = lay.record()
     return Message(content, reply_to=message)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    process_s = _process_seconds()
-    from openpfi.engines.flower import records
-
-    cfg, identity, n_expected = _identity(context)
-    t = time.perf_counter()
-    prep, client = _client(cfg, identity, n_expected, context)
-    prepare_s = time.perf_counter() - t
-    r = _round(message)
-    global_state = records.record_to_state(message.content.array_records["global"])
-    _restore(client, r)
-    result = client.evaluate(prep.shared, global_state)
-    content = records.eval_to_content(result)
-    content["cost"] = MetricRecord({**process_s, "flower_prepare_s": prepare_s})
+    result, _ = _call("evaluate", message, context)
+    content = records.eval_content(
+        result["client_id"], result["num_examples"], result["loss"], result["target_tokens"], result["personal_loss"]
+    )
+    content["cost"] = MetricRecord({k: float(v) for k, v in {**result["costs"], **result["cost"]}.items()})
     return Message(content, reply_to=message)
 
 
@@ -195,3 +148,7 @@ def evaluate(message: Message, context: Context) -> Message:
 def secure_sum_share(message: Message, context: Context) -> Message:
     """Called by ``secaggplus_mod`` in its collect-masked-vectors stage."""
     return secagg.payload_reply(message, context)
+
+
+def _prefixed(tensors: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -37,6 +37,7 @@ import psutil
 
 from openpfi import __version__
 from openpfi.config import Config
+from openpfi.engines.flower.channel import WORKER_DIR_ENV
 from openpfi.engines.flower.settings import (
     ERROR_PREFIX,
     RUN_CONFIG_DEFAULTS,
@@ -245,6 +246,8 @@ class LocalFederation:
             "TOKENIZERS_PARALLELISM": "false",
             # SuperExec looks for a new task every second by default (FLWR_SUPEREXEC_TASK_POLL_INTERVAL)
             "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2"),
+            # the node workers' sockets and logs, removed with the rest (kept with the logs on failure)
+            WORKER_DIR_ENV: str(workdir / "w"),
         }
 
     def __enter__(self) -> LocalFederation:

@@ -14,18 +14,24 @@ record               content                                    when
 ``eval``             MetricRecord: loss, counts                  evaluate reply
 ``client``           ConfigRecord ``{"client_id": ...}``         every reply
 ==================== ========================================== ==========================
+
+The ClientApp builds its replies from numpy arrays (``fit_content``, ``eval_content``: the node
+worker's answers), so a ClientApp process never imports torch; the ServerApp reads them back
+into torch tensors (``content_to_update``, ``content_to_eval``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
-from openpfi.algorithms.state import StateDict
-from openpfi.client.messages import ClientUpdate, EvalResult
+if TYPE_CHECKING:  # torch stays out of the ClientApp processes
+    from openpfi.algorithms.state import StateDict
+    from openpfi.client.messages import ClientUpdate, EvalResult
 
 EXTRA = "extra."
 
@@ -36,7 +42,18 @@ def state_to_record(state: StateDict) -> ArrayRecord:
 
 
 def record_to_state(record: ArrayRecord) -> StateDict:
+    import torch  # noqa: F401  (to_torch_state_dict needs it imported)
+
     return {k: v.clone() for k, v in record.to_torch_state_dict().items()}
+
+
+def arrays_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """numpy arrays as an ArrayRecord, keys sorted: the same bytes as ``state_to_record`` of the tensors."""
+    return ArrayRecord({k: Array(np.ascontiguousarray(arrays[k])) for k in sorted(arrays)})
+
+
+def record_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
 
 
 def vector_record(vector: np.ndarray) -> ArrayRecord:
@@ -51,24 +68,48 @@ def _client_record(client_id: str) -> ConfigRecord:
     return ConfigRecord({"client_id": client_id})
 
 
-def update_to_content(update: ClientUpdate, *, with_delta: bool = True, with_monitor: bool = True) -> RecordDict:
-    """The reply of a train message. Under SecAgg+ the delta and/or the monitor vector stay home."""
+def fit_content(
+    client_id: str,
+    num_examples: int,
+    scalars: Mapping[str, float],
+    delta: Mapping[str, np.ndarray] | None,
+    extra: Mapping[str, Mapping[str, np.ndarray]] | None = None,
+    monitor: np.ndarray | None = None,
+) -> RecordDict:
+    """The reply of a train message from numpy arrays; ``delta=None``: the delta stays home (SecAgg+)."""
     content = RecordDict(
         {
-            "client": _client_record(update.client_id),
-            "fit": MetricRecord({"num_examples": int(update.num_examples), **_floats(update.scalars)}),
+            "client": _client_record(client_id),
+            "fit": MetricRecord({"num_examples": int(num_examples), **_floats(scalars)}),
         }
     )
-    if with_delta:
-        content["delta"] = state_to_record(update.delta)
-        for name, state in update.extra.items():
-            content[EXTRA + name] = state_to_record(state)
-    if with_monitor and update.monitor is not None:
-        content["monitor"] = vector_record(update.monitor)
+    if delta is not None:
+        content["delta"] = arrays_record(delta)
+        for name, arrays in (extra or {}).items():
+            content[EXTRA + name] = arrays_record(arrays)
+    if monitor is not None:
+        content["monitor"] = vector_record(monitor)
     return content
 
 
+def update_to_content(update: ClientUpdate, *, with_delta: bool = True, with_monitor: bool = True) -> RecordDict:
+    """The reply of a train message. Under SecAgg+ the delta and/or the monitor vector stay home."""
+
+    def arrays(state: StateDict) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().contiguous().numpy() for k, v in state.items()}
+
+    return fit_content(
+        update.client_id,
+        update.num_examples,
+        update.scalars,
+        arrays(update.delta) if with_delta else None,
+        {name: arrays(s) for name, s in update.extra.items()},
+        update.monitor if with_monitor else None,
+    )
+
+
 def content_to_update(content: RecordDict) -> ClientUpdate:
+    from openpfi.client.messages import ClientUpdate
     fit = dict(content.metric_records["fit"])
     num_examples = int(fit.pop("num_examples"))
     delta = record_to_state(content.array_records["delta"]) if "delta" in content.array_records else {}
@@ -78,18 +119,19 @@ def content_to_update(content: RecordDict) -> ClientUpdate:
     return ClientUpdate(client_id(content), num_examples, delta, scalars, extra, monitor)
 
 
+def eval_content(client_id: str, num_examples: int, loss: float, target_tokens: int, personal_loss: float | None) -> RecordDict:
+    metrics: dict[str, Any] = {"num_examples": int(num_examples), "loss": float(loss), "target_tokens": int(target_tokens)}
+    if personal_loss is not None:
+        metrics["personal_loss"] = float(personal_loss)
+    return RecordDict({"client": _client_record(client_id), "eval": MetricRecord(metrics)})
+
+
 def eval_to_content(result: EvalResult) -> RecordDict:
-    metrics: dict[str, Any] = {
-        "num_examples": int(result.num_examples),
-        "loss": float(result.loss),
-        "target_tokens": int(result.target_tokens),
-    }
-    if result.personal_loss is not None:
-        metrics["personal_loss"] = float(result.personal_loss)
-    return RecordDict({"client": _client_record(result.client_id), "eval": MetricRecord(metrics)})
+    return eval_content(result.client_id, result.num_examples, result.loss, result.target_tokens, result.personal_loss)
 
 
 def content_to_eval(content: RecordDict) -> EvalResult:
+    from openpfi.client.messages import EvalResult
     m = content.metric_records["eval"]
     personal = m.get("personal_loss")
     return EvalResult(
@@ -105,7 +147,7 @@ def client_id(content: RecordDict) -> str:
     return str(content.config_records["client"]["client_id"])
 
 
-def _floats(scalars: dict[str, float]) -> dict[str, float]:
+def _floats(scalars: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in scalars.items()}
 
 

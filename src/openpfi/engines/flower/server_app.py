@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,7 +37,9 @@ from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.config import Config
 from openpfi.engines.flower import records, secagg
 from openpfi.engines.flower.grid import PollingGrid
-from openpfi.engines.flower.settings import ERROR_PREFIX, NODE_CONFIG_HELP, RunSettings, check_supported, run_settings
+from openpfi.engines.flower.nodes import NodeRegistry
+from openpfi.engines.flower.resume import resume_point, resume_server
+from openpfi.engines.flower.settings import ERROR_PREFIX, RunSettings, check_supported, run_settings
 from openpfi.engines.rounds import MONITOR_SUM, close_round, round_row
 from openpfi.errors import UserError
 from openpfi.runfolder import RunFolder
@@ -94,26 +97,34 @@ class FlowerRun:
         self.settings = settings
         self.cfg: Config = settings.cfg
         self.reporter = LogReporter()
-        self.node_of: dict[str, int] = {}
-        self.partition_ids: list[str] = []
-        self.sizes: dict[str, int] = {}
+        self.started = time.perf_counter()
+        self.startup_s: float | None = None
+        self.eval_failed: dict[str, str] = {}
+        self.run_key = uuid.uuid4().hex
+        """Names this run folder to the nodes (their default state folder); kept by a resume."""
+
+    @property
+    def node_of(self) -> dict[str, int]:
+        return self.nodes.node_of
 
     # -- setup ------------------------------------------------------------------------------------
     def run(self) -> RunFolder:
         from openpfi.assembly.clients import load_shared
         from openpfi.assembly.monitor_plan import plan_monitor
         from openpfi.assembly.personalization import server_setup
-        from openpfi.assembly.run_start import new_run
         from openpfi.assembly.server import make_server
 
+        last, resumed = self._resume_point()
         cfg = self.cfg
         check_supported(cfg)
         plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail first
         shared, start = load_shared(cfg)  # the starting adapter; the model scores the monitor's public probes
         loaded, data, extra = self._data()
-        self.node_of = self._identify(self._wait_for_nodes())  # bad nodes stop the run before anything is written
+        self.nodes = NodeRegistry(self.grid, cfg, self._send, self.run_key, [c.client_id for c in data])
+        self.nodes.sizes = {c.client_id: len(c.train) for c in data}
+        self.nodes.connect()  # bad nodes stop the run before anything is written
         log.info("clients: %s", ", ".join(f"{cid} (node {nid})" for cid, nid in sorted(self.node_of.items())))
-        personal = server_setup(cfg, start, sorted(self.node_of), self.sizes or None)
+        personal = server_setup(cfg, start, sorted(self.node_of), self.nodes.sizes or None)
         self.server = make_server(cfg, personal)
         if cfg.flower.secagg == "updates" and getattr(self.server, "aggregation", None) is not None:
             raise UserError(
@@ -121,18 +132,35 @@ class FlowerRun:
                 f"personalization.method = {cfg.personalization.method!r} needs each client's factors. "
                 "Use flower.secagg = 'monitor' or 'off'"
             )
-        self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, shared.loaded.info, loaded, data, extra)
-        self.server.init(personal.server_start(start))
-        finish = self._wire_monitor(plan, shared, start, data)
+        if resumed is None:
+            from openpfi.assembly.run_start import new_run
+
+            extra["engine"]["run_key"] = self.run_key
+            self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, shared.loaded.info, loaded, data, extra)
+            self.server.init(personal.server_start(start))
+        else:
+            self.run_folder = resumed
+            resume_server(resumed, self.server, last, personal.server_start(start))
+        finish = self._wire_monitor(plan, shared, start, data, last)
         if plan is None:
             del shared
-        for r in range(1, cfg.federation.rounds + 1):
+        self.startup_s = time.perf_counter() - self.started
+        for r in range(last + 1, cfg.federation.rounds + 1):
             self._round(r)
         finish()
         log.info("run folder: %s", self.run_folder.path)
         return self.run_folder
 
-    def _wire_monitor(self, plan: Any, shared: Any, start: StateDict, data: list[Any]) -> Any:
+    def _resume_point(self) -> tuple[int, RunFolder | None]:
+        """(last complete round, run folder) when the run config asks to resume; (0, None) for a new run."""
+        if not self.settings.resume:
+            return 0, None
+        run, cfg, last, key = resume_point(self.settings.out, self.settings.cfg)
+        self.cfg, self.run_key = cfg, key or self.run_key
+        log.info("resuming %s after round %d of %d", run.path, last, cfg.federation.rounds)
+        return last, run
+
+    def _wire_monitor(self, plan: Any, shared: Any, start: StateDict, data: list[Any], resume_from: int) -> Any:
         """The monitor's server side, as ``assembly.monitoring.wire_monitor`` sets it up in-process."""
         self.hooks: list[Any] = []
         self.validate_monitor: Any = None
@@ -146,7 +174,9 @@ class FlowerRun:
             raise UserError("the SuperLink host has no data to name the monitor's groups; set monitor.groups")
         groups = monitor_groups(self.cfg, [_group(c) for c in data])
         n_expected = min(self.cfg.federation.clients_per_round, self.cfg.data.num_clients)
-        monitor, finish = server_monitor(plan, self.run_folder, shared, self.server, start, groups, n_expected)
+        monitor, finish = server_monitor(
+            plan, self.run_folder, shared, self.server, start, groups, n_expected, resume_from=resume_from
+        )
         self.hooks = [monitor]
         if self.cfg.flower.secagg == "off":  # under SecAgg+ no single report reaches the server
             self.validate_monitor = monitor.validate
@@ -163,65 +193,18 @@ class FlowerRun:
         except UserError as err:  # the data lives on the SuperNodes only
             loaded, data = LoadResult([]), []
             extra["data"] = {"location": "supernodes", "note": str(err)}
-        self.partition_ids = [c.client_id for c in data]  # empty: the nodes tell their client ids
-        self.sizes = {c.client_id: len(c.train) for c in data}
         return loaded, data, extra
-
-    def _wait_for_nodes(self) -> list[int]:
-        want, deadline = self.cfg.data.num_clients, time.monotonic() + self.cfg.flower.node_wait
-        nodes = sorted(self.grid.get_node_ids())
-        while len(nodes) < want and time.monotonic() < deadline:
-            time.sleep(0.5)
-            nodes = sorted(self.grid.get_node_ids())
-        if len(nodes) < want:
-            raise UserError(
-                f"only {len(nodes)} of {want} SuperNodes connected within flower.node_wait = "
-                f"{self.cfg.flower.node_wait:g} s; start one SuperNode per client (data.num_clients) and "
-                f"{NODE_CONFIG_HELP}"
-            )
-        return nodes
-
-    def _identify(self, nodes: list[int]) -> dict[str, int]:
-        """Client id -> node id. Nodes say their partition id; the server maps it to the client id
-        when it has the data (else the node sends its client id, working it out from its data)."""
-        ask = ConfigRecord({"client_id": not self.partition_ids})
-        msgs = [self._message(RecordDict({"config": ask}), nid, "query.identify", "0") for nid in nodes]
-        replies = self._send(msgs)
-        problems: list[str] = []
-        node_of: dict[str, int] = {}
-        for nid in nodes:
-            reply = replies.get(nid)
-            if reply is None:
-                problems.append(f"SuperNode {nid}: no answer within flower.reply_timeout")
-            elif reply.has_error():
-                problems.append(f"SuperNode {nid}: {records.reply_error(reply)}")
-            else:
-                info = reply.content.config_records["client"]
-                pid = int(info["partition_id"])  # type: ignore[arg-type]
-                if "client_id" not in info and not 0 <= pid < len(self.partition_ids):
-                    problems.append(f"SuperNode {nid}: partition-id {pid} but the data has {len(self.partition_ids)} clients")
-                    continue
-                cid = str(info["client_id"]) if "client_id" in info else self.partition_ids[pid]
-                if "num_examples" in info:
-                    self.sizes[cid] = int(info["num_examples"])  # type: ignore[arg-type]
-                if cid in node_of:
-                    problems.append(
-                        f"SuperNodes {node_of[cid]} and {nid} both have partition-id {pid}; give each a different one"
-                    )
-                node_of[cid] = nid
-        if problems:
-            raise UserError("; ".join(problems))
-        return node_of
 
     # -- one round --------------------------------------------------------------------------------
     def _round(self, r: int) -> dict[str, Any]:
         cfg, server = self.cfg, self.server
         t0 = time.perf_counter()
+        down0, up0 = self.grid.bytes_down, self.grid.bytes_up
+        rejoined = self.nodes.refresh(r)  # a restarted SuperNode takes its client back
         sampled = server.configure_fit(r, sorted(self.node_of))
         self.reporter.round_start(r, cfg.federation.rounds, sampled)
         global_state = server.broadcast()
-        down0, up0 = self.grid.bytes_down, self.grid.bytes_up
-        config = ConfigRecord({"round": r})
+        config = ConfigRecord({"round": r, "run_key": self.run_key})
         msgs = [self._message(_global(global_state, config), self.node_of[c], "train.fit", str(r)) for c in sampled]
         replies = self._send(msgs)
         updates: list[ClientUpdate] = []
@@ -229,10 +212,8 @@ class FlowerRun:
         reasons: dict[str, str] = {}
         for cid in sampled:
             reply = replies.get(self.node_of[cid])
-            if reply is None:
-                reasons[cid] = f"no reply within flower.reply_timeout = {cfg.flower.reply_timeout:g} s"
-            elif reply.has_error():
-                reasons[cid] = records.reply_error(reply)
+            if reply is None or reply.has_error():
+                reasons[cid] = self._why(cid, reply)
             else:
                 updates.append(records.content_to_update(reply.content))
                 if secagg.LAYOUT in reply.content.config_records:
@@ -245,14 +226,17 @@ class FlowerRun:
         sums, secagg_info = self._secure_sum(r, updates, layouts, reasons)
         updates = [u for u in updates if u.client_id not in reasons]
         failed = [c for c in sampled if c in reasons]
+        self.nodes.answered(sampled, failed)
         fit_metrics = self._aggregate(r, updates, failed, sums)
         t_agg = time.perf_counter() - t1
 
         t2 = time.perf_counter()
         self._eval_costs: dict[str, dict[str, float]] = {}
+        self.eval_failed = {}
         evals: list[EvalResult] = []
         if r % cfg.federation.eval_every == 0 or r == cfg.federation.rounds:
             evals = self._evaluate(r, [u.client_id for u in updates])
+            self.nodes.answered([], sorted(self.eval_failed))
         eval_metrics = server.aggregate_evaluate(r, evals)
         t_eval = time.perf_counter() - t2
 
@@ -266,7 +250,12 @@ class FlowerRun:
             "wire_bytes_up": self.grid.bytes_up - up0,
             **secagg_info,
             "clients": _costs(updates, self._eval_costs),
+            **({"rejoined": rejoined} if rejoined else {}),
+            **({"eval_failed_reasons": self.eval_failed} if self.eval_failed else {}),
         }
+        if self.startup_s is not None:  # the first round this ServerApp runs: what it took to get here
+            row["flower"]["startup"] = {"server_s": self.startup_s, "nodes": self.nodes.startup}
+            self.startup_s = None
         return close_round(
             self.run_folder,
             server,
@@ -318,8 +307,15 @@ class FlowerRun:
             return self.server.aggregate_fit(r, updates, failures=len(failed), mean_delta=sums.mean_delta)
         return self.server.aggregate_fit(r, updates, failures=len(failed))
 
+    def _why(self, cid: str, reply: Message | None) -> str:
+        """Why a client's node gave no answer, naming the node (a SIGKILLed or hung node: no reply)."""
+        nid = self.node_of[cid]
+        if reply is None:
+            return f"SuperNode {nid}: no reply within flower.reply_timeout = {self.cfg.flower.reply_timeout:g} s"
+        return f"SuperNode {nid}: {records.reply_error(reply)}"
+
     def _evaluate(self, r: int, client_ids: list[str]) -> list[EvalResult]:
-        config = ConfigRecord({"round": r})
+        config = ConfigRecord({"round": r, "run_key": self.run_key})
         state = self.server.broadcast()
         msgs = [self._message(_global(state, config), self.node_of[c], "evaluate", str(r)) for c in client_ids]
         replies = self._send(msgs)
@@ -327,8 +323,8 @@ class FlowerRun:
         for cid in client_ids:
             reply = replies.get(self.node_of[cid])
             if reply is None or reply.has_error():
-                why = "no reply" if reply is None else records.reply_error(reply)
-                log.warning("round %d: client %s did not evaluate: %s", r, cid, why)
+                self.eval_failed[cid] = self._why(cid, reply)
+                log.warning("round %d: client %s did not evaluate: %s", r, cid, self.eval_failed[cid])
                 continue
             evals.append(records.content_to_eval(reply.content))
             if "cost" in reply.content.metric_records:

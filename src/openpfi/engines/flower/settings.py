@@ -8,7 +8,10 @@ Run config (``[tool.flwr.app.config]``, overridden by ``flwr run --run-config FI
 ``out-dir``        the run folder, written by the ServerApp on the SuperLink host
 ``force``          overwrite a non-empty run folder
 ``state-dir``      where nodes keep personal client state, unless their node config
-                   says otherwise ("" = ~/.cache/openpfi/flower-state/run-<run id>)
+                   says otherwise ("" = ~/.cache/openpfi/flower-state/<run key>, the key
+                   the ServerApp gives the run folder; a resumed run keeps it)
+``resume``         continue the run folder ``out-dir`` from its last complete round
+                   (its own config.toml; ``openpfi-config`` may be "" or the same config)
 ================== ==================================================================
 
 Node config (``flower-supernode --node-config '...'``): ``partition-id`` (this
@@ -32,7 +35,7 @@ from openpfi.config import Config, dump_toml, from_dict
 from openpfi.errors import UserError
 
 CONFIG_KEY = "openpfi-config"
-RUN_CONFIG_DEFAULTS: dict[str, Any] = {CONFIG_KEY: "", "out-dir": "", "force": False, "state-dir": ""}
+RUN_CONFIG_DEFAULTS: dict[str, Any] = {CONFIG_KEY: "", "out-dir": "", "force": False, "state-dir": "", "resume": False}
 ERROR_PREFIX = "openpfi error: "
 """ServerApp log lines with this prefix carry the one-line reason a run stopped (``deploy`` shows it)."""
 NODE_CONFIG_HELP = "start the SuperNode with --node-config 'partition-id=0 num-partitions=N' (N = data.num_clients)"
@@ -44,6 +47,7 @@ class RunSettings:
     out: Path
     force: bool
     state_dir: str
+    resume: bool = False
 
 
 def parse_config_text(text: str) -> Config:
@@ -59,12 +63,18 @@ def parse_config_text(text: str) -> Config:
 def run_settings(run_config: Mapping[str, Any]) -> RunSettings:
     cfg = parse_config_text(str(run_config.get(CONFIG_KEY, "")))
     out = str(run_config.get("out-dir", "")) or cfg.output.dir
-    return RunSettings(cfg, Path(out).expanduser().resolve(), bool(run_config.get("force", False)), str(run_config.get("state-dir", "")))
+    return RunSettings(
+        cfg,
+        Path(out).expanduser().resolve(),
+        bool(run_config.get("force", False)),
+        str(run_config.get("state-dir", "")),
+        bool(run_config.get("resume", False)),
+    )
 
 
-def run_config_toml(cfg: Config, out: Path, force: bool = False, state_dir: str = "") -> str:
+def run_config_toml(cfg: Config, out: Path, force: bool = False, state_dir: str = "", resume: bool = False) -> str:
     """The file to pass as ``flwr run ... --run-config FILE.toml``."""
-    text = {CONFIG_KEY: dump_toml(cfg), "out-dir": str(out), "force": force, "state-dir": state_dir}
+    text = {CONFIG_KEY: dump_toml(cfg), "out-dir": str(out), "force": force, "state-dir": state_dir, "resume": resume}
     return tomli_w.dumps(text, multiline_strings=True)
 
 
