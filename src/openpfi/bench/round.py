@@ -119,9 +119,10 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
     round_s, overhead = t["round_s"], result["overhead_s"]
     if engine == "flower":
         console.print(f"bench round: 1 round on a local Flower federation ({clients} nodes)")
-        from openpfi.bench.round_flower import flower_round_bench  # only the flower engine imports flwr
+        from openpfi.bench.round_flower import deployment_summary, flower_round_bench  # only flower imports flwr
 
         result["flower"] = flower_round_bench(model=model, clients=clients)
+        result.update(deployment_summary(round_s, result["flower"]))
     result["memory"] = memory
 
     table = Table(title=f"bench round ({clients} clients, 1 round, inprocess engine)")
@@ -134,8 +135,11 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
     table.add_row("[bold]round", f"{round_s:.2f}", "100%")
     console.print(table)
     if "flower" in result:
-        f = result["flower"]
-        console.print(f"flower engine: {f}")
+        console.print(
+            f"flower deployment round {result['deployment_round_s']:.1f} s vs in-process {round_s:.1f} s: "
+            f"{result['deployment_ratio']:.2f}x; startup {result['deployment_startup_s']:.1f} s; "
+            f"per message {result['deployment_message_overhead_s']}"
+        )
     m = result["memory"]
     gib = 1 << 30
     console.print(

@@ -54,8 +54,45 @@ def _round_figures(row: dict[str, Any]) -> dict[str, Any]:
         "wire_bytes_down": f.get("wire_bytes_down", 0),
         "bytes_up": row.get("bytes_up", 0.0),
         "bytes_down": row.get("bytes_down", 0.0),
-        **{f"{phase}_{part}_s": mean(f"{phase}_{part}_s") for phase in ("fit", "evaluate") for part in ("process", "import", "prepare")},
+        **{f"{phase}_{part}_s": mean(f"{phase}_{part}_s") for phase in ("fit", "evaluate") for part in ("process", "channel", "import", "prepare")},
         "failed": row["failed"],
+    }
+
+
+def _startup(row: dict[str, Any]) -> dict[str, Any]:
+    """What the nodes reported while getting ready (first round's row): worker start, import, prepare, memory."""
+    nodes = row.get("flower", {}).get("startup", {}).get("nodes", {})
+    vals = list(nodes.values())
+
+    def stat(key: str, fn: Any = statistics.fmean) -> float:
+        xs = [v[key] for v in vals if key in v]
+        return float(fn(xs)) if xs else 0.0
+
+    return {
+        "server_s": row.get("flower", {}).get("startup", {}).get("server_s", 0.0),
+        "node_process_s": stat("flower_process_s"),
+        "node_import_s": stat("flower_import_s"),
+        "node_prepare_s": stat("flower_prepare_s"),
+        "node_peak_rss_bytes_max": stat("flower_peak_rss_bytes", max),
+        "node_budget_bytes_min": stat("flower_budget_bytes", min),
+        "nodes_within_budget": all(v.get("flower_peak_rss_bytes", 0) <= v.get("flower_budget_bytes", 0) for v in vals),
+    }
+
+
+def deployment_summary(inprocess_round_s: float, flower: dict[str, Any]) -> dict[str, Any]:
+    """The top-level figures of ``bench round --engine flower``: the deployment round against the
+    in-process round of the same config in the same run; startup and per-message overhead apart."""
+    last = flower["per_round"][-1]
+    per_message = {
+        f"{phase}_{part}_s": last[f"{phase}_{part}_s"] for phase in ("fit", "evaluate") for part in ("process", "channel")
+    }
+    return {
+        "inprocess_round_s": inprocess_round_s,
+        "deployment_round_s": flower["round_s"],
+        "deployment_ratio": flower["round_s"] / inprocess_round_s,
+        "deployment_startup_s": flower["startup_s"],
+        "deployment_message_overhead_s": per_message,
+        "deployment_nodes_within_budget": flower["startup"]["nodes_within_budget"],
     }
 
 
@@ -91,6 +128,7 @@ def flower_round_bench(
         "wire_bytes_down": last["wire_bytes_down"],
         "bytes_up": last["bytes_up"],
         "bytes_down": last["bytes_down"],
+        "startup": _startup(rows[0]),
         "per_round": per_round,
     }
 

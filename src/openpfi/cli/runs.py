@@ -50,11 +50,25 @@ def run(
 @app.command()
 @friendly
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `openpfi run`.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run folder written by `openpfi run` or a Flower run.")],
     quiet: Annotated[bool, typer.Option("--quiet")] = False,
+    connection: Annotated[
+        str, typer.Option("--connection", help="Flower run: continue it on this SuperLink (a name in ~/.flwr/config.toml).")
+    ] = "",
 ) -> None:
-    """Continue a run from its last complete round (same result as an uninterrupted run)."""
+    """Continue a run from its last complete round (same result as an uninterrupted run).
+
+    A Flower run folder continues on Flower: one from `openpfi deploy local` on a new local
+    federation like its first, any Flower run on a running SuperLink with --connection."""
     setup_env()
+    from openpfi.engines.flower.deploy import flower_launcher, flwr_resume
+
+    if flower_launcher(run_dir) is not None:
+        flwr_resume(run_dir, connection=connection, echo=typer.echo)
+        finish_run(run_dir)
+        return
+    if connection:
+        raise UserError(f"--connection is for Flower runs; {run_dir} ran in-process: `openpfi resume {run_dir}`")
     from openpfi.recipes.dispatch import resume_job
 
     with progress(quiet) as reporter:

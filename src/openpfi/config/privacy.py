@@ -52,7 +52,8 @@ class FlowerConfig(Section):
     reply_timeout: float = Field(600.0, gt=0)
     """Seconds the server waits for the sampled clients in each phase of a round; then it goes on."""
     node_wait: float = Field(120.0, gt=0)
-    """Seconds the server waits at the start for data.num_clients SuperNodes to connect."""
+    """Seconds the server waits at the start for data.num_clients SuperNodes to connect, and for each
+    (also one that rejoins mid-run) to answer that it is ready (its model and data loaded)."""
     node_worker: bool = True
     """Deployment runtime: each SuperNode's messages go to one long-lived node worker process that
     keeps the model, the data and the client's state in memory for the run (false: every message's

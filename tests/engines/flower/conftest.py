@@ -26,7 +26,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from openpfi.config import Config, load_config
 from openpfi.engines.flower import client_app
 
-FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp", "flwr-simulation")
+FLOWER_PROCESS_NAMES = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp", "flwr-simulation",
+                        "openpfi.engines.flower.node_worker")
 
 
 def write_tiny_data(path: Path, clients: int = 2, rows: int = 14) -> Path:

@@ -4,9 +4,10 @@ Each run has a hard timeout and must leave no Flower process behind. The in-proc
 run of the same config is the reference: Flower's aggregated adapter must match it
 within ATOL. (Flower's simulation workers run torch with 1 thread and the in-process
 engine with 2, so float sums differ in the last bits (~3e-7 measured); SecAgg+ adds
-quantization noise below 9e-7 per coordinate here. A client's update is ~4e-3.) Dropouts
-and bad nodes are tested against the real ClientApp, without processes, in
-test_flower_server.py; the plain insecure deployment path by the acceptance check.
+quantization noise below 9e-7 per coordinate here. A client's update is ~4e-3.) Bad nodes
+and dropouts are tested against the real ClientApp, without processes, in
+test_flower_server.py and test_flower_faults.py; here real SuperNodes are refused (a key
+not registered, another CA), killed, hung and restarted.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from openpfi.config import dump_toml, load_config
 from openpfi.engines.flower import deploy
 from openpfi.engines.flower.settings import NodeIdentity, node_config_text, run_config_toml
 from openpfi.engines.flower.tls import make_ca
+from openpfi.errors import UserError
 from openpfi.monitor.audit import verify
 from openpfi.recipes import federated_sft
 from openpfi.runfolder import RunFolder
@@ -79,26 +81,33 @@ def test_simulation_runtime_matches_the_inprocess_engine(reference: RunFolder, w
     _no_flower_processes_left(flower_tag, flower_kit)
 
 
-def test_deployment_runtime_runs_a_tls_secagg_round_on_two_supernodes(
+def test_deployment_runtime_runs_an_authenticated_tls_secagg_round_on_two_supernodes(
     reference: RunFolder, workspace: Path, flower_kit: SimpleNamespace, flower_tag: str
 ) -> None:
-    # Prepare: TLS; two SuperNodes with the right CA and one with another CA; the adapter updates
-    # are summed under SecAgg+, so the server never sees one
+    # Prepare: TLS and SuperNode authentication; two registered SuperNodes, one whose key is not
+    # registered and one with another CA; the adapter updates are summed under SecAgg+
     cfg = flower_kit.tiny_config(workspace, "federation.rounds=1", "flower.secagg=updates")
     out, work = workspace / "deployment", workspace / "deployment-work"
-    with flower_kit.hard_timeout(480), deploy.LocalFederation(work, tls=True) as fed:
+    with flower_kit.hard_timeout(480), deploy.LocalFederation(work, tls=True, auth=True) as fed:
         fed.start_superlink()
         for i in range(2):
             fed.start_supernode(node_config_text(NodeIdentity(i, 2, str(out / "clients"), "")), threads=1)
+        stranger = fed.start_supernode("partition-id=0 num-partitions=2", name="stranger", keys=fed.node_keys("stranger", register=False))
         wrong_ca, _ = make_ca(work / "other-ca")
         intruder = fed.start_supernode("partition-id=0 num-partitions=2", name="wrong-ca", root_certificates=wrong_ca)
         (work / "run.toml").write_text(run_config_toml(cfg, out))
-        # Execute
+        # Execute: the two refused nodes exit, each named with its reason in one line
+        for node, why in ((stranger, "the SuperLink does not know its key"), (intruder, "does not trust the SuperLink")):
+            node.popen.wait(timeout=120)
+            with pytest.raises(UserError, match=f"SuperNode {node.name} could not join: {why}"):
+                fed.check_nodes()
+            fed.nodes.pop(node.name)
         code, lines = fed.run_app(deploy.write_app(work), work / "run.toml", timeout=420)
-    # Assert: the wrong CA was refused at the TLS handshake
-    assert intruder.popen.returncode not in (None, 0)
+    # Assert: the unregistered key and the wrong CA were refused, each with a line naming it
+    assert stranger.popen.returncode not in (None, 0) and intruder.popen.returncode not in (None, 0)
     assert "CERTIFICATE_VERIFY_FAILED" in intruder.log.read_text()
-    # ... the run folder is the one `openpfi run` writes
+    assert "Failed to activate SuperNode" in stranger.log.read_text()
+    # ... the registered ones joined: the run folder is the one `openpfi run` writes
     assert code == 0 and (out / "metrics.jsonl").is_file(), "\n".join(lines[-30:])
     assert load_config(out / "config.toml") == cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
     manifest = json.loads((out / "manifest.json").read_text())
@@ -106,6 +115,10 @@ def test_deployment_runtime_runs_a_tls_secagg_round_on_two_supernodes(
     rows = RunFolder(out).read_metrics()
     assert len(rows) == 1 and rows[0]["failed"] == [] and len(rows[0]["clients"]) == 2
     assert verify(out).ok
+    # ... each node's model was loaded once, by its worker, before round 1 (no import or load in the round)
+    startup = rows[0]["flower"]["startup"]["nodes"]
+    assert len(startup) == 2 and all(c["flower_prepare_s"] > 0 for c in startup.values())
+    assert all(c["fit_prepare_s"] < 0.05 and c["fit_import_s"] == 0 for c in rows[0]["flower"]["clients"].values())
     # ... SecAgg+ ran over both clients and gave the in-process aggregate
     flower = rows[0]["flower"]
     assert flower["secagg"] == "updates" and flower["secagg_clients"] == sorted(rows[0]["sampled"])
@@ -132,4 +145,52 @@ def test_ctrl_c_stops_every_process_deploy_started(workspace: Path, flower_kit: 
         out = proc.communicate(timeout=60)[0]
     # Assert
     assert proc.returncode == 130, out[-2000:]
+    _no_flower_processes_left(flower_tag, flower_kit)
+
+
+def test_deploy_local_survives_a_killed_a_hung_and_a_restarted_supernode(
+    workspace: Path, flower_kit: SimpleNamespace, flower_tag: str
+) -> None:
+    # Prepare: 3 SuperNodes, 3 rounds; in round 2 node 0 is killed (SIGKILL) and node 1 hangs
+    # (SIGSTOP); node 0's host starts a new SuperNode at once, which rejoins for round 3
+    (workspace / "faults").mkdir()
+    sets = ("federation.rounds=3", "federation.min_fit_clients=1", "flower.reply_timeout=15")
+    cfg = flower_kit.tiny_config(workspace / "faults", *sets, clients=3)
+    ids = ["site0", "site1", "site2"]
+    reference = federated_sft.start(
+        cfg, workspace / "faults-inprocess", before_round=[flower_kit.drop_clients({2: {ids[0], ids[1]}, 3: {ids[1]}})]
+    )
+    out, work = workspace / "faults-run", workspace / "faults-work"
+    identity = [node_config_text(NodeIdentity(i, 3, str(out / "clients"), "")) for i in range(3)]
+    faults: list[str] = []
+    with flower_kit.hard_timeout(420), deploy.LocalFederation(work) as fed:
+        fed.start_superlink()
+        nodes = [fed.start_supernode(identity[i], name=f"supernode-{i}", threads=1) for i in range(3)]
+
+        def on_line(line: str) -> None:
+            if "round 2/3" in line and not faults:
+                time.sleep(1.0)  # the fit messages are out: mid-round
+                nodes[0].popen.send_signal(signal.SIGKILL)
+                nodes[1].popen.send_signal(signal.SIGSTOP)
+                fed.start_supernode(identity[0], name="supernode-0-restarted", threads=1)
+                faults.append(line)
+
+        (work / "run.toml").write_text(run_config_toml(cfg, out))
+        try:
+            # Execute
+            code, lines = fed.run_app(deploy.write_app(work), work / "run.toml", on_line=on_line, timeout=360)
+        finally:
+            nodes[1].popen.send_signal(signal.SIGCONT)
+    # Assert: the run finished; each failure is named in its round's row
+    assert code == 0 and faults, "\n".join(lines[-30:])
+    rows = RunFolder(out).read_metrics()
+    assert [r["failed"] for r in rows] == [[], ids[:2], [ids[1]]]
+    reasons = rows[1]["flower"]["failed_reasons"]
+    assert set(reasons) == set(ids[:2]) and all(r.startswith("SuperNode ") for r in reasons.values())
+    # ... the restarted node took client 0 back and trained in round 3
+    assert list(rows[2]["flower"]["rejoined"]) == [ids[0]] and ids[0] in rows[2]["clients"]
+    # ... and the adapters are those of an in-process run that drops the same clients in the same rounds
+    for r in (1, 2, 3):
+        assert _max_diff(_adapter(out, r), _adapter(reference.path, r)) < ATOL
+    assert _max_diff(_adapter(out, 3), _adapter(out, 2)) > 100 * ATOL
     _no_flower_processes_left(flower_tag, flower_kit)

@@ -47,7 +47,7 @@ def test_missing_supernodes_are_a_clear_error(tiny: Config, tmp_path: Path, loop
     cfg = tiny.model_copy(update={"flower": tiny.flower.model_copy(update={"node_wait": 0.5})})
     out = tmp_path / "run"
     grid = loopback.Grid({100: {"partition-id": 0, "num-partitions": 2}}, loopback.run_config(cfg, out))
-    with pytest.raises(UserError, match="only 1 of 2 SuperNodes connected within flower.node_wait"):
+    with pytest.raises(UserError, match=r"only 1 of 2 SuperNodes connected within flower.node_wait = 0.5 s \(no SuperNode has partition-id 1\)"):
         loopback.run(cfg, out, grid).run()
 
 

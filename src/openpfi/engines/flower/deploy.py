@@ -1,43 +1,28 @@
-"""``openpfi deploy local``: a SuperLink and N SuperNodes on 127.0.0.1, one ``flwr run``.
-
-    SuperLink  flower-superlink --host 127.0.0.1 --port P --disable-runtime-dependency-installation
-      `- flower-superexec -> flwr-serverapp (our ServerApp: writes the run folder)
-    SuperNode  flower-supernode --superlink 127.0.0.1:P --port Q_i --node-config 'partition-id=i ...'
-      `- flower-superexec -> flwr-clientapp (our ClientApp), one process per message
-    flwr run APP local --stream --run-config run-config.toml
+"""``openpfi deploy local`` and the resume of a Flower run: a local federation (federation.py) runs
+the config with ``flwr run --stream``; ``flwr_resume`` continues a Flower run folder.
 
 With ``simulation=True`` the SuperLink runs Flower's simulation runtime instead (no
-SuperNodes; ``flwr-simulation`` runs the ClientApps in Ray workers).
-
-Everything runs with an isolated FLWR_HOME in a temporary folder, telemetry and the
-update check off. Every process is started in its own session; ``stop`` ends them
-and all their descendants by PID (SIGTERM, then SIGKILL after a grace period), also
-on Ctrl-C, SIGTERM or an error. Logs stay in the temporary folder when a run fails.
+SuperNodes; ``flwr-simulation`` runs the ClientApps in Ray workers). Every process deploy
+starts is stopped, with its descendants, when the run ends, on Ctrl-C, SIGTERM or an error;
+the logs stay in the temporary work folder when a run fails.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import os
-import queue
 import shutil
-import signal
-import socket
 import subprocess
-import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
-
-import psutil
+from typing import Any
 
 from openpfi import __version__
-from openpfi.config import Config
-from openpfi.engines.flower.channel import WORKER_DIR_ENV
+from openpfi.config import Config, load_config
+from openpfi.engines.flower.federation import CONNECTION, LocalFederation
+from openpfi.engines.flower.processes import HOST, ProcessSet, check_port, flower_bin, free_port, stop_on_signals
 from openpfi.engines.flower.settings import (
     ERROR_PREFIX,
     RUN_CONFIG_DEFAULTS,
@@ -46,12 +31,12 @@ from openpfi.engines.flower.settings import (
     node_config_text,
     run_config_toml,
 )
-from openpfi.engines.flower.tls import Certificates, make_certificates
 from openpfi.errors import UserError
 from openpfi.runfolder import RunFolder
 
-HOST = "127.0.0.1"
-CONNECTION = "openpfi-local"
+__all__ = ["CONNECTION", "HOST", "LocalFederation", "ProcessSet", "check_port", "deploy_local", "flwr_resume",
+           "free_port", "stop_on_signals", "write_app"]
+
 APP_DIR = "openpfi_app"
 
 APP_PYPROJECT = """\
@@ -93,284 +78,6 @@ def _toml_value(v: Any) -> str:
     return ("true" if v else "false") if isinstance(v, bool) else f'"{v}"'
 
 
-# -- ports ---------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def check_port(port: int) -> None:
-    """A clear UserError when ``port`` on 127.0.0.1 cannot be bound."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            raise UserError(
-                f"port {port} on {HOST} is already in use (another SuperLink?); pass another --port, "
-                "or --port 0 to pick a free one"
-            ) from None
-
-
-def _listening(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex((HOST, port)) == 0
-
-
-# -- processes -----------------------------------------------------------------------------------
-
-
-@dataclass
-class Launched:
-    name: str
-    popen: subprocess.Popen[Any]
-    log: Path
-    port: int = 0
-
-
-@dataclass
-class ProcessSet:
-    """Processes started in their own sessions, stopped with all their descendants by PID."""
-
-    started: list[Launched] = field(default_factory=list)
-    seen: dict[int, psutil.Process] = field(default_factory=dict)
-
-    def start(self, name: str, cmd: list[str], env: dict[str, str], log: Path, **kwargs: Any) -> Launched:
-        log.parent.mkdir(parents=True, exist_ok=True)
-        out: TextIO | int = kwargs.pop("stdout", None) or open(log, "w")  # noqa: SIM115 (closed by the child)
-        popen = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
-        if not isinstance(out, int):
-            out.close()
-        launched = Launched(name, popen, log)
-        self.started.append(launched)
-        self.track()
-        return launched
-
-    def track(self) -> None:
-        """Remember every descendant now alive (a child outliving its parent is still found)."""
-        for item in self.started:
-            try:
-                root = psutil.Process(item.popen.pid)
-                for p in [root, *root.children(recursive=True)]:
-                    self.seen.setdefault(p.pid, p)
-            except psutil.NoSuchProcess:
-                continue
-
-    def alive(self) -> list[psutil.Process]:
-        return [p for p in self.seen.values() if _running(p)]
-
-    def stop(self, grace: float = 8.0) -> None:
-        self.track()
-        for item in reversed(self.started):  # flwr run, SuperNodes, then the SuperLink
-            if item.popen.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    item.popen.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(item.popen.poll() is None for item in self.started):
-            time.sleep(0.1)
-            self.track()
-        time.sleep(0.3)  # let children with --parent-pid watchers notice
-        self.track()
-        for p in self.alive():
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.terminate()
-        _, left = psutil.wait_procs(self.alive(), timeout=3)
-        for p in left:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                p.kill()
-        psutil.wait_procs(left, timeout=3)
-        for item in self.started:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                item.popen.wait(timeout=1)
-
-
-def _running(p: psutil.Process) -> bool:
-    try:
-        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt (like Ctrl-C), so ``finally`` blocks run."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-def _bin(name: str) -> str:
-    local = Path(sys.executable).parent / name
-    found = str(local) if local.is_file() else shutil.which(name)
-    if not found:
-        raise UserError(f"`{name}` not found; install the Flower extra: pip install 'openpfi[flower]'")
-    return found
-
-
-# -- a local federation --------------------------------------------------------------------------
-
-
-class LocalFederation:
-    """A SuperLink (and SuperNodes) on 127.0.0.1 under ``workdir``; use as a context manager."""
-
-    def __init__(self, workdir: Path, *, tls: bool = False, simulation: bool = False, port: int = 0):
-        self.workdir = workdir
-        self.tls = tls
-        self.simulation = simulation
-        self.port = port
-        self.procs = ProcessSet()
-        self.logs = workdir / "logs"
-        self.home = workdir / "flwr-home"
-        self.certs: Certificates | None = None
-        self.env = {
-            **os.environ,
-            "FLWR_HOME": str(self.home),
-            "FLWR_TELEMETRY_ENABLED": "0",
-            "FLWR_DISABLE_UPDATE_CHECK": "1",
-            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
-            "PYTHONUNBUFFERED": "1",
-            "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
-            "TOKENIZERS_PARALLELISM": "false",
-            # SuperExec looks for a new task every second by default (FLWR_SUPEREXEC_TASK_POLL_INTERVAL)
-            "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": os.environ.get("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.2"),
-            # the node workers' sockets and logs, removed with the rest (kept with the logs on failure)
-            WORKER_DIR_ENV: str(workdir / "w"),
-        }
-
-    def __enter__(self) -> LocalFederation:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self.procs.stop()
-
-    # -- SuperLink ---------------------------------------------------------------------------------
-    def start_superlink(self, timeout: float = 60.0) -> Launched:
-        if self.port:
-            check_port(self.port)
-        port = self.port or free_port()
-        cmd = [_bin("flower-superlink"), "--host", HOST, "--port", str(port), "--disable-runtime-dependency-installation"]
-        if self.simulation:
-            cmd.append("--simulation")
-        if self.tls:
-            self.certs = make_certificates(self.workdir / "certs")
-            cmd += ["--ssl-certfile", str(self.certs.cert), "--ssl-keyfile", str(self.certs.key)]
-            cmd += ["--ssl-ca-certfile", str(self.certs.ca)]
-        else:
-            cmd.append("--insecure")
-        link = self.procs.start("superlink", cmd, self.env, self.logs / "superlink.log")
-        link.port = port
-        deadline = time.monotonic() + timeout
-        while not _listening(port):
-            if link.popen.poll() is not None:
-                tail = _tail(link.log)
-                if "address already in use" in tail.lower() or "errno 98" in tail.lower():
-                    raise UserError(f"port {port} on {HOST} is already in use; pass another --port (or --port 0)")
-                raise UserError(f"the SuperLink exited with code {link.popen.returncode}: {tail.splitlines()[-1:]}")
-            if time.monotonic() > deadline:
-                raise UserError(f"the SuperLink did not listen on {HOST}:{port} within {timeout:g} s; see {link.log}")
-            time.sleep(0.2)
-        self.link = link
-        self._write_connection(port)
-        return link
-
-    def _write_connection(self, port: int) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]", f'address = "{HOST}:{port}"']
-        if self.certs is not None:
-            lines.append(f'root-certificates = "{self.certs.ca}"')
-        else:
-            lines.append("insecure = true")
-        (self.home / "config.toml").write_text("\n".join(lines) + "\n")
-
-    # -- SuperNodes --------------------------------------------------------------------------------
-    def start_supernode(
-        self, node_config: str, *, name: str = "", root_certificates: Path | None = None, threads: int = 0
-    ) -> Launched:
-        """A SuperNode; ``root_certificates`` overrides the CA it trusts (tests of a wrong CA)."""
-        port = free_port()
-        cmd = [_bin("flower-supernode"), "--superlink", f"{HOST}:{self.link.port}", "--host", HOST, "--port", str(port)]
-        ca = root_certificates or (self.certs.ca if self.certs is not None else None)
-        cmd += ["--root-certificates", str(ca)] if ca is not None else ["--insecure"]
-        if node_config:
-            cmd += ["--node-config", node_config]
-        env = dict(self.env)
-        if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-        name = name or f"supernode-{len(self.procs.started)}"
-        node = self.procs.start(name, cmd, env, self.logs / f"{name}.log")
-        node.port = port
-        return node
-
-    # -- flwr run ----------------------------------------------------------------------------------
-    def run_app(
-        self,
-        app: Path,
-        run_config: Path,
-        *,
-        num_supernodes: int = 0,
-        on_line: Callable[[str], None] = lambda line: None,
-        timeout: float | None = None,
-    ) -> tuple[int, list[str]]:
-        """``flwr run APP --stream``: its exit code and output lines (each also given to ``on_line``)."""
-        cmd = [_bin("flwr"), "run", str(app), CONNECTION, "--stream", "--run-config", str(run_config)]
-        if self.simulation:
-            cores = os.cpu_count() or 1
-            cpus = max(1, cores // max(1, num_supernodes))
-            cmd += ["--federation-config", f"num-supernodes={num_supernodes} client-resources-num-cpus={cpus} init-args-num-cpus={cores}"]
-        log = self.logs / "flwr-run.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        proc = self.procs.start("flwr-run", cmd, self.env, log, stdout=subprocess.PIPE, text=True, bufsize=1)
-        lines: list[str] = []
-        q: queue.Queue[str | None] = queue.Queue()
-
-        def pump() -> None:
-            assert proc.popen.stdout is not None
-            for line in proc.popen.stdout:
-                q.put(line.rstrip("\n"))
-            q.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with open(log, "w") as f:
-            while True:
-                try:
-                    line = q.get(timeout=1.0)
-                except queue.Empty:
-                    self.procs.track()
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise UserError(f"the Flower run did not finish within {timeout:g} s; logs: {self.logs}") from None
-                    continue
-                if line is None:
-                    break
-                lines.append(line)
-                f.write(line + "\n")
-                on_line(line)
-        return proc.popen.wait(), lines
-
-
-def _tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
 def error_line(lines: list[str]) -> str | None:
     """The ServerApp's one-line reason for stopping, if it logged one."""
     for line in reversed(lines):
@@ -382,6 +89,19 @@ def error_line(lines: list[str]) -> str | None:
 # -- openpfi deploy local ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Local:
+    """How ``deploy local`` ran a folder (the manifest keeps it, so ``openpfi resume`` can do it again)."""
+
+    nodes: int
+    tls: bool = False
+    auth: bool = False
+    simulation: bool = False
+
+    def text(self) -> str:
+        return json.dumps({"command": "deploy local", **self.__dict__}, sort_keys=True)
+
+
 def deploy_local(
     cfg: Config,
     out: Path,
@@ -389,6 +109,7 @@ def deploy_local(
     nodes: int | None = None,
     force: bool = False,
     tls: bool = False,
+    auth: bool = False,
     simulation: bool = False,
     port: int = 0,
     timeout: float | None = None,
@@ -402,25 +123,36 @@ def deploy_local(
             f"--nodes {n} but data.num_clients = {cfg.data.num_clients}: one SuperNode runs one client; "
             f"pass --nodes {cfg.data.num_clients} or --set data.num_clients={n}"
         )
+    if auth and simulation:
+        raise UserError("--auth authenticates SuperNodes; the simulation runtime has none: drop --auth or --simulation")
     out = Path(out).expanduser().resolve()
     if out.is_dir() and any(out.iterdir()) and not force:
         RunFolder.create(out, force=False)  # the same clear "not empty" error as `openpfi run`
+    local = Local(n, tls or auth, auth, simulation)
+    return _run_local(cfg, out, local, force=force, resume=False, port=port, timeout=timeout, echo=echo)
+
+
+def _run_local(
+    cfg: Config, out: Path, local: Local, *, force: bool, resume: bool, port: int, timeout: float | None,
+    echo: Callable[[str], None],
+) -> RunFolder:
     if port:
         check_port(port)
     workdir = Path(tempfile.mkdtemp(prefix="openpfi-deploy-"))
-    state_dir = str(out / "clients")
+    state_dir, n = str(out / "clients"), local.nodes
     ok = False
     try:
-        with stop_on_signals(), LocalFederation(workdir, tls=tls, simulation=simulation, port=port) as fed:
+        with stop_on_signals(), LocalFederation(workdir, tls=local.tls, simulation=local.simulation, port=port, auth=local.auth) as fed:
             fed.start_superlink()
-            echo(f"SuperLink on {HOST}:{fed.link.port} ({'TLS' if tls else 'insecure'}, {'simulation' if simulation else 'deployment'} runtime)")
-            if not simulation:
+            security = "TLS, registered SuperNodes only" if local.auth else ("TLS" if local.tls else "insecure")
+            echo(f"SuperLink on {HOST}:{fed.link.port} ({security}, {'simulation' if local.simulation else 'deployment'} runtime)")
+            if not local.simulation:
                 threads = max(1, (os.cpu_count() or 1) // n)
                 for i in range(n):
                     fed.start_supernode(node_config_text(NodeIdentity(i, n, state_dir, "")), name=f"supernode-{i}", threads=threads)
                 echo(f"{n} SuperNodes started (partition-id 0..{n - 1})")
             run_config = workdir / "run-config.toml"
-            run_config.write_text(run_config_toml(cfg, out, force, state_dir))
+            run_config.write_text(run_config_toml(cfg, out, force, state_dir, resume=resume, launcher=local.text()))
             code, lines = fed.run_app(write_app(workdir), run_config, num_supernodes=n, on_line=echo, timeout=timeout)
         done = len(RunFolder(out).read_metrics()) if (out / "config.toml").is_file() else 0
         if done < cfg.federation.rounds:
@@ -434,3 +166,51 @@ def deploy_local(
     finally:
         if ok:  # else the logs stay for the error message
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- openpfi resume of a Flower run ---------------------------------------------------------------
+
+
+def flower_launcher(run_dir: Path) -> dict[str, Any] | None:
+    """How a Flower run folder was started (``{"command": "deploy local", ...}`` or ``{}`` for ``flwr run``);
+    None when the folder is not a Flower run."""
+    manifest = run_dir / "manifest.json"
+    engine = json.loads(manifest.read_text()).get("engine", {}) if manifest.is_file() else {}
+    if engine.get("name") != "flower":
+        return None
+    return dict(json.loads(engine.get("launcher") or "{}"))
+
+
+def flwr_resume(
+    run_dir: Path, *, connection: str = "", timeout: float | None = None, echo: Callable[[str], None] = print
+) -> RunFolder:
+    """Continue a Flower run folder from its last complete round.
+
+    A ``deploy local`` run starts a local federation like the first time (same nodes, TLS and
+    authentication; the nodes' state in ``<run>/clients``). Any Flower run continues on a running
+    SuperLink with its SuperNodes: ``connection`` names it in the flwr configuration (``~/.flwr/config.toml``).
+    """
+    run_dir = Path(run_dir).expanduser().resolve()
+    launcher = flower_launcher(run_dir)
+    if launcher is None:
+        raise UserError(f"{run_dir} is not a Flower run folder")
+    cfg = load_config(run_dir / "config.toml")
+    if not connection:
+        if launcher.get("command") != "deploy local":
+            raise UserError(
+                f"{run_dir} ran on a Flower deployment: with its SuperLink and SuperNodes up, run "
+                f"`openpfi resume {run_dir} --connection NAME` (NAME: the SuperLink in ~/.flwr/config.toml) on this host"
+            )
+        local = Local(int(launcher["nodes"]), bool(launcher["tls"]), bool(launcher["auth"]), bool(launcher["simulation"]))
+        return _run_local(cfg, run_dir, local, force=False, resume=True, port=0, timeout=timeout, echo=echo)
+    work = Path(tempfile.mkdtemp(prefix="openpfi-resume-"))
+    try:
+        (work / "run-config.toml").write_text(run_config_toml(cfg, run_dir, resume=True, launcher=json.dumps(launcher)))
+        cmd = [flower_bin("flwr"), "run", str(write_app(work)), connection, "--stream", "--run-config", str(work / "run-config.toml")]
+        code = subprocess.run(cmd, check=False).returncode  # Flower's stream goes to this terminal
+        done = len(RunFolder(run_dir).read_metrics())
+        if code != 0 or done < cfg.federation.rounds:
+            raise UserError(f"the resumed Flower run stopped after {done} of {cfg.federation.rounds} rounds (flwr run exit code {code})")
+        return RunFolder(run_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -29,7 +29,8 @@ from openpfi.errors import UserError
 
 log = logging.getLogger("openpfi.flower")
 
-Send = Callable[[list[Message]], dict[int, Message]]
+Send = Callable[[list[Message], float], dict[int, Message]]
+"""Push messages, collect the replies within a timeout (seconds), by destination node."""
 
 
 @dataclass
@@ -101,13 +102,13 @@ class NodeRegistry:
     def _identify(self, nodes: list[int]) -> tuple[list[Identified], list[str]]:
         ask = ConfigRecord({"client_id": not self.partition_ids, "run_key": self.run_key})
         msgs = [Message(RecordDict({"config": ask}), dst_node_id=n, message_type="query.identify", group_id="0") for n in nodes]
-        replies = self.send(msgs)
+        replies = self.send(msgs, self.cfg.flower.node_wait)  # a node answers once its model is loaded
         found: list[Identified] = []
         problems: list[str] = []
         for nid in nodes:
             reply = replies.get(nid)
             if reply is None:
-                problems.append(f"SuperNode {nid}: no answer within flower.reply_timeout")
+                problems.append(f"SuperNode {nid}: not ready within flower.node_wait = {self.cfg.flower.node_wait:g} s")
             elif reply.has_error():
                 problems.append(f"SuperNode {nid}: {records.reply_error(reply)}")
             else:

@@ -120,7 +120,7 @@ class FlowerRun:
         plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail first
         shared, start = load_shared(cfg)  # the starting adapter; the model scores the monitor's public probes
         loaded, data, extra = self._data()
-        self.nodes = NodeRegistry(self.grid, cfg, self._send, self.run_key, [c.client_id for c in data])
+        self.nodes = NodeRegistry(self.grid, cfg, self.grid.exchange, self.run_key, [c.client_id for c in data])
         self.nodes.sizes = {c.client_id: len(c.train) for c in data}
         self.nodes.connect()  # bad nodes stop the run before anything is written
         log.info("clients: %s", ", ".join(f"{cid} (node {nid})" for cid, nid in sorted(self.node_of.items())))
@@ -135,7 +135,7 @@ class FlowerRun:
         if resumed is None:
             from openpfi.assembly.run_start import new_run
 
-            extra["engine"]["run_key"] = self.run_key
+            extra["engine"].update(run_key=self.run_key, launcher=self.settings.launcher)
             self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, shared.loaded.info, loaded, data, extra)
             self.server.init(personal.server_start(start))
         else:

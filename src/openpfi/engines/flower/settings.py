@@ -10,6 +10,8 @@ Run config (``[tool.flwr.app.config]``, overridden by ``flwr run --run-config FI
 ``state-dir``      where nodes keep personal client state, unless their node config
                    says otherwise ("" = ~/.cache/openpfi/flower-state/<run key>, the key
                    the ServerApp gives the run folder; a resumed run keeps it)
+``launcher``       how the run was started (``deploy local`` writes its nodes, TLS, auth),
+                   kept in manifest.json for ``openpfi resume``
 ``resume``         continue the run folder ``out-dir`` from its last complete round
                    (its own config.toml; ``openpfi-config`` may be "" or the same config)
 ================== ==================================================================
@@ -35,7 +37,7 @@ from openpfi.config import Config, dump_toml, from_dict
 from openpfi.errors import UserError
 
 CONFIG_KEY = "openpfi-config"
-RUN_CONFIG_DEFAULTS: dict[str, Any] = {CONFIG_KEY: "", "out-dir": "", "force": False, "state-dir": "", "resume": False}
+RUN_CONFIG_DEFAULTS: dict[str, Any] = {CONFIG_KEY: "", "out-dir": "", "force": False, "state-dir": "", "resume": False, "launcher": ""}
 ERROR_PREFIX = "openpfi error: "
 """ServerApp log lines with this prefix carry the one-line reason a run stopped (``deploy`` shows it)."""
 NODE_CONFIG_HELP = "start the SuperNode with --node-config 'partition-id=0 num-partitions=N' (N = data.num_clients)"
@@ -48,6 +50,7 @@ class RunSettings:
     force: bool
     state_dir: str
     resume: bool = False
+    launcher: str = ""
 
 
 def parse_config_text(text: str) -> Config:
@@ -69,12 +72,18 @@ def run_settings(run_config: Mapping[str, Any]) -> RunSettings:
         bool(run_config.get("force", False)),
         str(run_config.get("state-dir", "")),
         bool(run_config.get("resume", False)),
+        str(run_config.get("launcher", "")),
     )
 
 
-def run_config_toml(cfg: Config, out: Path, force: bool = False, state_dir: str = "", resume: bool = False) -> str:
+def run_config_toml(
+    cfg: Config, out: Path, force: bool = False, state_dir: str = "", resume: bool = False, launcher: str = ""
+) -> str:
     """The file to pass as ``flwr run ... --run-config FILE.toml``."""
-    text = {CONFIG_KEY: dump_toml(cfg), "out-dir": str(out), "force": force, "state-dir": state_dir, "resume": resume}
+    text = {
+        CONFIG_KEY: dump_toml(cfg), "out-dir": str(out), "force": force, "state-dir": state_dir, "resume": resume,
+        "launcher": launcher,
+    }
     return tomli_w.dumps(text, multiline_strings=True)
 
 
