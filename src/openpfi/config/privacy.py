@@ -13,6 +13,7 @@ class PrivacyConfig(Section):
     """Distributed DP of the monitor reports (monitor/privacy.py)."""
 
     delta: float = Field(1e-5, gt=0, lt=1)
+    """DP delta of the (epsilon, delta) guarantee."""
     noise_multiplier: float = Field(1.0, gt=0)
     """z: the noise on the SUM of a round's reports has std z * l2_clip; each client adds its share."""
     target_epsilon: float = Field(0.0, ge=0)
@@ -57,3 +58,4 @@ class FlowerConfig(Section):
 
 class OutputConfig(Section):
     dir: str = "runs/demo"
+    """Run folder when `openpfi run` gets no --out."""

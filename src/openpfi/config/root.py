@@ -11,12 +11,14 @@ from openpfi.config.methods import AlignmentConfig, PersonalizationConfig
 from openpfi.config.model import LoraConfig, ModelConfig
 from openpfi.config.monitor import MARGIN_METRICS, PROBE_SUITES, MonitorConfig
 from openpfi.config.privacy import FlowerConfig, OutputConfig, PrivacyConfig
+from openpfi.config.rag import RagConfig
 from openpfi.config.section import Section
 from openpfi.config.training import ClientConfig, FederationConfig
 
 
 class Config(Section):
     seed: int = Field(0, ge=0)
+    """Seeds the partition, the LoRA init, the batches and every sampled client; same config + seed = same metrics."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -26,6 +28,7 @@ class Config(Section):
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
@@ -38,6 +41,8 @@ class Config(Section):
             )
         if self.data.source == "jsonl" and not self.data.path:
             raise ValueError('data.path is required when data.source = "jsonl"; set it to your .jsonl file')
+        if self.data.source == "hf" and not self.data.path:
+            raise ValueError('data.path is required when data.source = "hf"; set it to the folder save_to_disk wrote')
         if self.client.local_steps == 0 and self.client.local_epochs == 0:
             raise ValueError("client.local_steps and client.local_epochs are both 0; set one of them")
         if self.data.min_examples > self.data.max_examples:
@@ -74,6 +79,32 @@ class Config(Section):
         bad = sorted(k for k, v in m.server_margins.items() if not (math.isfinite(v) and v >= 0))
         if bad:
             raise ValueError(f"monitor.server_margins.{bad[0]} must be a finite number >= 0")
+        return self
+
+    @model_validator(mode="after")
+    def _alignment_data_checks(self) -> Config:
+        """Data settings an alignment job would not read are refused, never dropped."""
+        a, d = self.alignment, self.data
+        if a.method == "none":
+            if a.data:
+                raise ValueError('alignment.data is read by the alignment methods only; set alignment.method '
+                                 '(e.g. "dpo") or remove alignment.data')
+            return self
+        defaults = DataConfig()
+        # min/max_examples shape a partition of examples (examples/demo.toml sets them); the rest name data
+        used = {"num_clients", "heldout_fraction", "min_examples", "max_examples"} | ({"strict"} if a.data else set())
+        ignored = [k for k in DataConfig.model_fields if k not in used and getattr(d, k) != getattr(defaults, k)]
+        if ignored:
+            where = "alignment.data (client/prompt/chosen/rejected JSONL)" if a.data else "alignment.data or the shipped pairs"
+            raise ValueError(f'data.{ignored[0]} is not read by alignment.method = "{a.method}", which trains on '
+                             f"{where}; remove data.{ignored[0]} (own preference pairs: alignment.data = PATH)")
+        if a.data:
+            base = AlignmentConfig()
+            dealt = [k for k in ("pairs_per_client", "mix", "mix_spread", "mix_alpha", "client_mix")
+                     if getattr(a, k) != getattr(base, k)]
+            if dealt:
+                raise ValueError(f"alignment.{dealt[0]} deals the shipped pairs and is not used with alignment.data "
+                                 f"(each client trains on its own rows); remove alignment.{dealt[0]}")
         return self
 
     @model_validator(mode="after")
