@@ -40,9 +40,8 @@ from typing import Any
 
 import torch
 
-from openpfi.algorithms.aggregate import weighted_mean
-from openpfi.algorithms.lora import lora_pairs, product_average, stack_lora
-from openpfi.algorithms.lora_rank import pad_rank, slice_rank
+from openpfi.algorithms.lora import lora_pairs, product_average, stack_lora, zero_pad_average
+from openpfi.algorithms.lora_rank import slice_rank
 from openpfi.algorithms.state import StateDict, nbytes
 from openpfi.client.messages import ClientUpdate
 from openpfi.errors import UserError
@@ -175,8 +174,8 @@ class ZeroPadAggregation(LoraAggregation):
 
     def aggregate(self, params: StateDict, updates: Sequence[ClientUpdate], round_num: int) -> StateDict:
         states = client_states(params, updates, self.plan)
-        padded = [pad_rank(s, self.plan.model_rank) for s in states]
-        return {**params, **weighted_mean(padded, self._weights(updates))}
+        ranks = [self.plan.rank(u.client_id) for u in updates]
+        return {**params, **zero_pad_average(states, self._weights(updates), ranks, self.plan.model_rank)}
 
 
 class ProductAggregation(LoraAggregation):
