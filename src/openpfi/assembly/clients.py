@@ -73,17 +73,7 @@ def client_settings(cfg: Config) -> ClientSettings:
     return ClientSettings(
         steps=c.local_steps,
         local_epochs=c.local_epochs,
-        train=TrainSettings(
-            steps=c.local_steps,
-            batch_size=c.batch_size,
-            grad_accum=c.grad_accum,
-            lr=c.lr,
-            schedule=c.lr_schedule,
-            warmup_steps=c.warmup_steps,
-            weight_decay=c.weight_decay,
-            max_grad_norm=c.max_grad_norm,
-            dpo_beta=cfg.alignment.dpo_beta,
-        ),
+        train=TrainSettings.from_config(c, cfg.alignment.dpo_beta),
         eval_batch_size=c.eval_batch_size,
         max_eval_examples=c.max_eval_examples,
         proximal_mu=cfg.federation.proximal_mu if cfg.federation.strategy == "fedprox" else 0.0,

@@ -15,7 +15,7 @@ import math
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -263,7 +263,7 @@ class FederatedClient:
                     return proximal_term(params, fixed, mu)
 
             n = steps if steps > 0 else self.settings.steps_for(len(self.train))
-            settings = TrainSettings(**{**self.settings.train.__dict__, "steps": n})
+            settings = replace(self.settings.train, steps=n)
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(

@@ -45,6 +45,7 @@ from typing import ClassVar, Protocol
 
 from openpfi.algorithms.state import StateDict
 from openpfi.client.train import TrainResult
+from openpfi.config import PersonalizationConfig
 from openpfi.errors import UserError
 from openpfi.models.merged import is_merged_key
 
@@ -63,17 +64,6 @@ class KeySplit:
     @property
     def trainable(self) -> frozenset[str]:
         return self.shared | self.personal
-
-
-@dataclass(frozen=True)
-class PersonalSettings:
-    """The ``[personalization]`` keys a policy reads (see ``config.PersonalizationConfig``)."""
-
-    ditto_lambda: float = 0.1
-    personal_patterns: tuple[str, ...] = ()
-    personal_steps: int = 0
-    """0 = the client's local steps."""
-    head_steps: int = 0
 
 
 class Trainer(Protocol):
@@ -133,8 +123,8 @@ class PersonalPolicy:
     personalized: ClassVar[bool] = False
     """True: the client has its own model, reported as ``personal_loss``."""
 
-    def __init__(self, settings: PersonalSettings | None = None):
-        self.settings = settings or PersonalSettings()
+    def __init__(self, settings: PersonalizationConfig | None = None):
+        self.settings = settings or PersonalizationConfig()
 
     def split(self, keys: Iterable[str]) -> KeySplit:
         return KeySplit(shared=frozenset(k for k in keys if not is_merged_key(k)))
@@ -319,7 +309,7 @@ POLICIES: dict[str, type[PersonalPolicy]] = {
 """The one mapping from ``personalization.method`` to its policy."""
 
 
-def make_policy(method: str, settings: PersonalSettings | None = None) -> PersonalPolicy:
+def make_policy(method: str, settings: PersonalizationConfig | None = None) -> PersonalPolicy:
     try:
         return POLICIES[method](settings)
     except KeyError:
