@@ -13,7 +13,7 @@ from openpfi.assembly.personalization import PersonalSetup, setup_personalizatio
 from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.train import TrainSettings
 from openpfi.config import Config
-from openpfi.data import ClientData, Example, LoadResult, load_examples, make_clients
+from openpfi.data import ClientData, Example, LoadResult, groups_are_public, load_examples, make_clients
 from openpfi.data.tokenize import encode_chat
 from openpfi.models.loader import load_model
 from openpfi.models.lora import read_adapter_file
@@ -62,7 +62,7 @@ def _without_group_probes(cfg: Config, examples: list[Example]) -> list[Example]
     """``examples`` without the public group texts the monitor's server scores (probes.group_items):
     a group's fairness gap is measured on text no client trains or evaluates on."""
     m = cfg.monitor
-    if not (m.enabled and m.group_items and cfg.data.source == "chatterbot"):
+    if not (m.enabled and m.group_items and groups_are_public(cfg.data.source)):
         return examples
     keep = group_probe_filter(sorted({e.group for e in examples}), m.group_items, m.probe_seed)
     return [e for e in examples if keep(e.prompt, e.response)]

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from openpfi.algorithms.privacy import epsilon_after, noise_multiplier_for
 from openpfi.config import Config
+from openpfi.data import groups_are_public
 from openpfi.monitor.privacy import plan_budget
 from openpfi.monitor.probes import (
     ProbeSuite,
@@ -66,6 +67,6 @@ def monitor_groups(cfg: Config, client_groups: Iterable[str]) -> tuple[str, ...]
     of the clients (``client_groups``: each client's group), else none."""
     if cfg.monitor.groups:
         return tuple(cfg.monitor.groups)
-    if cfg.data.source == "chatterbot":
+    if groups_are_public(cfg.data.source):
         return tuple(sorted({g for g in client_groups if g}))
     return ()

@@ -58,6 +58,7 @@ from openpfi.bench.silent_score import (
     summarize,
 )
 from openpfi.config import Config, dump_toml
+from openpfi.data import groups_are_public
 from openpfi.errors import UserError
 from openpfi.models.registry import relative_cost, resolve
 from openpfi.monitor.probes import group_probe_filter
@@ -302,7 +303,7 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
 def _languages(cfg: Config) -> list[str]:
     """The groups whose public texts the server scores (``monitor.groups``; for chatterbot without
     them, the data's languages): their texts are never injected (probes.group_probe_filter)."""
-    if cfg.monitor.groups or cfg.data.source != "chatterbot":
+    if cfg.monitor.groups or not groups_are_public(cfg.data.source):
         return list(cfg.monitor.groups)
     return list(cfg.data.languages)
 
