@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.personalization import PersonalSetup, setup_personalization
 from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.train import TrainSettings
@@ -94,6 +95,7 @@ def load_shared(cfg: Config) -> tuple[SharedModel, dict[str, Any]]:
 
 def prepare(cfg: Config) -> Prepared:
     """Everything that can fail on bad input, before anything is written."""
+    check_combinations(cfg)
     loaded_data, data = load_clients(cfg)
     shared, start = load_shared(cfg)
     lm = shared.loaded

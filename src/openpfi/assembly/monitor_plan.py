@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from openpfi.algorithms.privacy import epsilon_after, noise_multiplier_for
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.config import Config
 from openpfi.data import groups_are_public
 from openpfi.monitor.privacy import plan_budget
@@ -32,7 +33,9 @@ class MonitorPlan:
 
 
 def plan_monitor(cfg: Config) -> MonitorPlan | None:
-    """None when the monitor is off; UserError for missing probe files or an unmeetable budget."""
+    """None when the monitor is off; UserError for settings that do not combine, missing probe files
+    or an unmeetable budget."""
+    check_combinations(cfg)
     if not cfg.monitor.enabled:
         return None
     p, rounds = cfg.privacy, cfg.federation.rounds

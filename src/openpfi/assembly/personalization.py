@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from openpfi.algorithms.lora import lora_pairs
 from openpfi.algorithms.state import StateDict
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.client.federated import FederatedClient, SharedModel
 from openpfi.client.personal import KeySplit, PersonalPolicy, check_split, make_policy
 from openpfi.config import Config
@@ -61,6 +62,7 @@ def server_setup(
 ) -> PersonalSetup:
     """The policy, key split and rank plan from the config and the starting adapter alone (what a
     server needs: e.g. Flower's ServerApp, which has no model). Bad input refused with one line."""
+    check_combinations(cfg)
     p, lo = cfg.personalization, cfg.lora
     policy = make_policy(p.method, p)
     split = check_split(policy, sorted(start))

@@ -122,6 +122,18 @@ class PersonalPolicy:
     """False: nothing is uploaded or downloaded (local-only training)."""
     personalized: ClassVar[bool] = False
     """True: the client has its own model, reported as ``personal_loss``."""
+    refuses_aggregations: ClassVar[tuple[str, ...]] = ()
+    """``lora.aggregation`` values this method cannot respect (see ``check_aggregation``)."""
+    refusal_reason: ClassVar[str] = ""
+
+    @classmethod
+    def check_aggregation(cls, aggregation: str) -> None:
+        """UserError when ``lora.aggregation`` would undo what this method keeps apart."""
+        if aggregation in cls.refuses_aggregations:
+            raise UserError(
+                f'personalization.method = "{cls.name}" {cls.refusal_reason.format(agg=aggregation)}; '
+                'use lora.aggregation = "naive" or "zeropad"'
+            )
 
     def __init__(self, settings: PersonalizationConfig | None = None):
         self.settings = settings or PersonalizationConfig()
@@ -202,6 +214,9 @@ class DittoPolicy(PersonalPolicy):
 
     name = "ditto"
     personalized = True
+    refuses_aggregations = ("product", "stack")
+    refusal_reason = ('pulls the personal LoRA factors towards the global ones, which lora.aggregation = "{agg}" '
+                      're-factors or merges away')
 
     def fit(
         self,
@@ -283,6 +298,8 @@ class FedSALoraPolicy(PersonalPolicy):
 
     name = "fedsa-lora"
     personalized = True
+    refuses_aggregations = ("product", "stack")
+    refusal_reason = 'shares only A, which lora.aggregation = "{agg}" cannot respect (exact for a common A: naive)'
 
     def split(self, keys: Iterable[str]) -> KeySplit:
         keys = [k for k in keys if not is_merged_key(k)]
@@ -295,6 +312,8 @@ class FFALoraPolicy(PersonalPolicy):
     With a common A, averaging B is the exact average update: mean(B_i) A = mean(B_i A)."""
 
     name = "ffa-lora"
+    refuses_aggregations = ("product", "stack")
+    refusal_reason = 'freezes A, which lora.aggregation = "{agg}" cannot respect (exact for a common A: naive)'
 
     def split(self, keys: Iterable[str]) -> KeySplit:
         keys = [k for k in keys if not is_merged_key(k)]
@@ -309,11 +328,15 @@ POLICIES: dict[str, type[PersonalPolicy]] = {
 """The one mapping from ``personalization.method`` to its policy."""
 
 
-def make_policy(method: str, settings: PersonalizationConfig | None = None) -> PersonalPolicy:
+def policy_class(method: str) -> type[PersonalPolicy]:
     try:
-        return POLICIES[method](settings)
+        return POLICIES[method]
     except KeyError:
         raise UserError(f"personalization.method {method!r} is unknown; choose one of {', '.join(POLICIES)}") from None
+
+
+def make_policy(method: str, settings: PersonalizationConfig | None = None) -> PersonalPolicy:
+    return policy_class(method)(settings)
 
 
 def check_split(policy: PersonalPolicy, keys: Sequence[str]) -> KeySplit:

@@ -281,6 +281,22 @@ def make_aggregation(name: str, plan: RankPlan, keep_merged: bool = False) -> Lo
     return None if cls is None else cls(plan)
 
 
+def check_aggregation_config(name: str, rank: int, client_ranks: Sequence[int], keep_merged: bool,
+                             strategy: str, server_lr: float) -> None:
+    """What the LoRA aggregations allow: naive averaging needs one rank; only product keeps a merged
+    residual; every other aggregation replaces the server optimizer (so FedAvg / FedProx at lr 1)."""
+    if name not in AGGREGATIONS:
+        raise UserError(f"lora.aggregation {name!r} is unknown; choose one of {', '.join(AGGREGATIONS)}")
+    if AGGREGATIONS[name] is None and any(r != rank for r in client_ranks):
+        raise UserError("lora.client_ranks differ from lora.r, but naive averaging needs one rank; "
+                        'set lora.aggregation = "zeropad", "product" or "stack"')
+    if keep_merged and name != "product":
+        raise UserError('lora.keep_merged applies to lora.aggregation = "product" only')
+    if AGGREGATIONS[name] is not None and (strategy not in ("fedavg", "fedprox") or server_lr != 1):
+        raise UserError(f'lora.aggregation = "{name}" replaces the server optimizer; use federation.strategy = '
+                        '"fedavg" or "fedprox" with server_lr = 1, or lora.aggregation = "naive"')
+
+
 def check_pairs_shared(shared: Sequence[str], name: str) -> None:
     """Product and stacking need both factors of a module on the same side of the split."""
     keys = set(shared)
