@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.config import load_config
 from openpfi.data.preference_file import load_user_preferences
 from openpfi.engines.inprocess import SilentReporter
@@ -82,5 +83,6 @@ def test_bad_preference_files_are_refused_with_file_and_line(tmp_path: Path, set
     (["alignment.method=sft", "data.strict=false"], 'data.strict is not read by alignment.method = "sft"'),
 ])
 def test_data_settings_an_alignment_job_ignores_are_refused(sets: list[str], message: str) -> None:
+    cfg = load_config(None, sets)
     with pytest.raises(UserError, match=message):
-        load_config(None, sets)
+        check_combinations(cfg)

@@ -15,7 +15,7 @@ import math
 import os
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
 from openpfi.client.train import BatchLoss, StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
 from openpfi.data.tokenize import Encoded
 from openpfi.errors import UserError
-from openpfi.models.loader import LoadedModel
+from openpfi.models.loader import LoadedModel, sha256_state
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
 
@@ -263,7 +263,7 @@ class FederatedClient:
                     return proximal_term(params, fixed, mu)
 
             n = steps if steps > 0 else self.settings.steps_for(len(self.train))
-            settings = TrainSettings(**{**self.settings.train.__dict__, "steps": n})
+            settings = replace(self.settings.train, steps=n)
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(
@@ -329,7 +329,7 @@ class FederatedClient:
         return ClientUpdate(self.client_id, len(self.train), delta, scalars, monitor=report)
 
     def _loss(self, shared: SharedModel, state: StateDict) -> tuple[float, int]:
-        key = _state_hash(state)
+        key = sha256_state(state)  # the global model of local / FedSA-LoRA often repeats
         if self._eval_memo is not None and self._eval_memo[0] == key:
             return self._eval_memo[1], self._eval_memo[2]
         shared.set_state(state)
@@ -348,13 +348,3 @@ class FederatedClient:
         own = self.policy.personal_model(train, split, initial, received, self.personal)
         personal_loss = None if own is None else self._loss(shared, own)[0]
         return EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
-
-
-def _state_hash(state: StateDict) -> str:
-    """Identity of a state's values (the global model of local / FedSA-LoRA often repeats)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().contiguous().cpu()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
