@@ -7,7 +7,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from openpfi.algorithms.privacy import epsilon_after, noise_multiplier_for
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.config import Config
+from openpfi.data import groups_are_public
 from openpfi.monitor.privacy import plan_budget
 from openpfi.monitor.probes import (
     ProbeSuite,
@@ -31,7 +33,9 @@ class MonitorPlan:
 
 
 def plan_monitor(cfg: Config) -> MonitorPlan | None:
-    """None when the monitor is off; UserError for missing probe files or an unmeetable budget."""
+    """None when the monitor is off; UserError for settings that do not combine, missing probe files
+    or an unmeetable budget."""
+    check_combinations(cfg)
     if not cfg.monitor.enabled:
         return None
     p, rounds = cfg.privacy, cfg.federation.rounds
@@ -66,6 +70,6 @@ def monitor_groups(cfg: Config, client_groups: Iterable[str]) -> tuple[str, ...]
     of the clients (``client_groups``: each client's group), else none."""
     if cfg.monitor.groups:
         return tuple(cfg.monitor.groups)
-    if cfg.data.source == "chatterbot":
+    if groups_are_public(cfg.data.source):
         return tuple(sorted({g for g in client_groups if g}))
     return ()

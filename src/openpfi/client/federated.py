@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -29,7 +29,7 @@ from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
 from openpfi.client.store import ClientStore, new_secret
 from openpfi.client.train import BatchLoss, StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
 from openpfi.data.tokenize import Encoded
-from openpfi.models.loader import LoadedModel
+from openpfi.models.loader import LoadedModel, sha256_state
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
 
@@ -193,7 +193,7 @@ class FederatedClient:
                     return proximal_term(params, fixed, mu)
 
             n = steps if steps > 0 else self.settings.steps_for(len(self.train))
-            settings = TrainSettings(**{**self.settings.train.__dict__, "steps": n})
+            settings = replace(self.settings.train, steps=n)
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(
@@ -260,7 +260,7 @@ class FederatedClient:
         return ClientUpdate(self.client_id, len(self.train), delta, scalars, monitor=report)
 
     def _loss(self, shared: SharedModel, state: StateDict) -> tuple[float, int]:
-        key = _state_hash(state)
+        key = sha256_state(state)  # the global model of local / FedSA-LoRA often repeats
         if self._eval_memo is not None and self._eval_memo[0] == key:
             return self._eval_memo[1], self._eval_memo[2]
         shared.set_state(state)
@@ -296,12 +296,3 @@ def own_figures(result: EvalResult) -> dict[str, float]:
         out["personal_loss"] = result.personal_loss
     return out
 
-
-def _state_hash(state: StateDict) -> str:
-    """Identity of a state's values (the global model of local / FedSA-LoRA often repeats)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().contiguous().cpu()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()

@@ -23,6 +23,14 @@ from openpfi.data.types import LoadResult
 from openpfi.errors import UserError
 
 SOURCES = ("chitchat", "shakespeare", "chatterbot", "jsonl")
+PUBLIC_GROUP_SOURCES = ("chatterbot",)
+"""Sources whose client groups are public (chatterbot's languages): the monitor may name them and
+score public texts of each group (its fairness gap across groups)."""
+
+
+def groups_are_public(source: str) -> bool:
+    """Whether ``source``'s natural client groups are public (see ``PUBLIC_GROUP_SOURCES``)."""
+    return source in PUBLIC_GROUP_SOURCES
 
 
 def load_examples(

@@ -20,6 +20,7 @@ from typing import Any
 
 from openpfi.algorithms.server_opt import ServerOptConfig
 from openpfi.assembly.clients import client_settings
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.manifest import build_manifest
 from openpfi.assembly.monitor_plan import MonitorPlan
 from openpfi.assembly.monitoring import wire_monitor
@@ -95,6 +96,7 @@ def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache 
     public evaluation's own, so the server side holds nothing of a client. A reference cache
     depends only on the base model and ``client.max_length``.
     """
+    check_combinations(cfg)
     if cfg.alignment.method == "none":
         raise UserError('alignment.method = "none" is not an alignment job; use the federated SFT recipe')
     pset = load_preferences(cache_dir() / "preference")
