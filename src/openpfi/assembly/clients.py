@@ -15,7 +15,7 @@ from openpfi.client.federated import ClientSettings, FederatedClient, SharedMode
 from openpfi.client.train import TrainSettings
 from openpfi.config import Config
 from openpfi.data import ClientData, Example, LoadResult, groups_are_public, load_examples, make_clients
-from openpfi.data.tokenize import encode_chat
+from openpfi.data.tokenize import encode_example
 from openpfi.models.loader import load_model
 from openpfi.models.lora import read_adapter_file
 from openpfi.monitor.probes import group_probe_filter
@@ -44,6 +44,8 @@ def load_clients(cfg: Config) -> tuple[LoadResult, list[ClientData]]:
         label_field=d.label_field,
         strict=d.strict,
         languages=d.languages,
+        messages_field=d.messages_field,
+        split=d.split,
     )
     clients = make_clients(
         _without_group_probes(cfg, loaded.examples),
@@ -104,8 +106,8 @@ def prepare(cfg: Config) -> Prepared:
     clients = [
         FederatedClient(
             c.client_id,
-            [encode_chat(tok, e.prompt, e.response, L) for e in c.train],
-            [encode_chat(tok, e.prompt, e.response, L) for e in c.heldout[: cfg.client.max_eval_examples]],
+            [encode_example(tok, e, L) for e in c.train],
+            [encode_example(tok, e, L) for e in c.heldout[: cfg.client.max_eval_examples]],
             settings,
             group=c.train[0].group if c.train else "",
         )

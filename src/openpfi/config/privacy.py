@@ -13,6 +13,7 @@ class PrivacyConfig(Section):
     """Distributed DP of the monitor reports (monitor/privacy.py) and what else of a client the server sees."""
 
     delta: float = Field(1e-5, gt=0, lt=1)
+    """DP delta of the (epsilon, delta) guarantee."""
     target_epsilon: float = Field(8.0, gt=0)
     """The privacy budget of the monitor reports over all federation.rounds releases: the noise
     multiplier z is planned so that they spend at most this, unless privacy.noise_multiplier is set.
@@ -66,3 +67,4 @@ class FlowerConfig(Section):
 
 class OutputConfig(Section):
     dir: str = "runs/demo"
+    """Run folder when `openpfi run` gets no --out."""

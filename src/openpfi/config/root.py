@@ -11,12 +11,14 @@ from openpfi.config.methods import AlignmentConfig, PersonalizationConfig
 from openpfi.config.model import LoraConfig, ModelConfig
 from openpfi.config.monitor import MARGIN_METRICS, PROBE_SUITES, MonitorConfig
 from openpfi.config.privacy import FlowerConfig, OutputConfig, PrivacyConfig
+from openpfi.config.rag import RagConfig
 from openpfi.config.section import Section
 from openpfi.config.training import ClientConfig, FederationConfig
 
 
 class Config(Section):
     seed: int = Field(0, ge=0)
+    """Seeds the partition, the LoRA init, the batches and every sampled client; same config + seed = same metrics."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -26,6 +28,7 @@ class Config(Section):
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
@@ -38,6 +41,8 @@ class Config(Section):
             )
         if self.data.source == "jsonl" and not self.data.path:
             raise ValueError('data.path is required when data.source = "jsonl"; set it to your .jsonl file')
+        if self.data.source == "hf" and not self.data.path:
+            raise ValueError('data.path is required when data.source = "hf"; set it to the folder save_to_disk wrote')
         if self.client.local_steps == 0 and self.client.local_epochs == 0:
             raise ValueError("client.local_steps and client.local_epochs are both 0; set one of them")
         if self.data.min_examples > self.data.max_examples:
