@@ -89,8 +89,9 @@ def chunk_document(doc: Document, embedder: Embedder, size: int, overlap: int) -
 class RetrievalIndex:
     """One client's index over its documents (see the module docstring)."""
 
-    def __init__(self, folder: Path, embedder: Embedder, chunk_tokens: int, chunk_overlap: int):
-        self.folder = Path(folder)
+    def __init__(self, folder: Path | None, embedder: Embedder, chunk_tokens: int, chunk_overlap: int):
+        """``folder``: where the index is kept (None: in memory only, rebuilt each time)."""
+        self.folder = None if folder is None else Path(folder)
         self.embedder = embedder
         self.settings = {"version": VERSION, "embedder": embedder.sha256, "chunk_tokens": chunk_tokens,
                          "chunk_overlap": chunk_overlap}
@@ -99,6 +100,8 @@ class RetrievalIndex:
 
     def _load(self) -> tuple[dict[str, dict], dict[str, np.ndarray]]:
         """The stored documents and vectors by chunk hash ({} when absent, stale or torn)."""
+        if self.folder is None:
+            return {}, {}
         try:
             state = json.loads((self.folder / STATE).read_text())
             vectors = load_file(str(self.folder / VECTORS))["vectors"]
@@ -137,6 +140,8 @@ class RetrievalIndex:
         return BuildStats(len(chunks), len(new), removed, time.perf_counter() - t0)
 
     def _save(self, documents: dict[str, dict], order: list[str], table: np.ndarray) -> None:
+        if self.folder is None:
+            return
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".{VECTORS}.tmp"
         save_file({"vectors": table}, str(tmp))
