@@ -43,9 +43,10 @@ from openpfi.algorithms.mgda import SimplexSolution, gram_matrix, scaled_beta, s
 from openpfi.algorithms.proximal import proximal_term
 from openpfi.algorithms.state import StateDict, sub
 from openpfi.client.dpo import DPOOutput, EncodedPair, ReferenceCache, dpo_batch, sft_batch
-from openpfi.client.federated import ClientSettings, ClientStore, FederatedClient, SharedModel, derive_seed
+from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel, derive_seed, own_figures
 from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.client.objective_report import ObjectiveFigures
+from openpfi.client.store import ClientStore
 from openpfi.client.train import StepCallback, TrainResult, optimize
 
 METHODS = ("sft", "dpo", "firm", "scalarized", "fmgda")
@@ -273,6 +274,8 @@ class AlignClient(FederatedClient):
                                    tally.cap_hits)
         scalars.update(figures.to_scalars())
         scalars.update(tally.extra_scalars())
+        self._last_fit = (round_num, seed)
+        self._record(round_num, {"train_loss": scalars["train_loss"], "tokens_per_s": scalars["tokens_per_s"]})
         report = None
         if self.monitor is not None:  # the silent-failure monitor (assembly/monitoring.py), as for SFT
             if extra:  # FMGDA: the client's model is the global one plus its mean per-objective delta
@@ -287,7 +290,7 @@ class AlignClient(FederatedClient):
         return ClientUpdate(self.client_id, len(self.union), delta, scalars, extra, monitor=report)
 
     @torch.no_grad()
-    def evaluate(self, shared: SharedModel, global_state: StateDict, *_: Any, **__: Any) -> EvalResult:
+    def evaluate(self, shared: SharedModel, global_state: StateDict, round_num: int | None = None) -> EvalResult:
         """The global adapter's loss on this client's own held-out pairs (DPO loss; SFT: chosen NLL)."""
         shared.set_state(global_state)
         shared.model.eval()
@@ -305,4 +308,6 @@ class AlignClient(FederatedClient):
             total += float(loss) * len(chunk)
             n_tok += sum(q.chosen.num_targets + q.rejected.num_targets for q in chunk)
         loss_mean = total / len(pairs)
-        return EvalResult(self.client_id, len(pairs), loss_mean if math.isfinite(loss_mean) else float("nan"), n_tok)
+        result = EvalResult(self.client_id, len(pairs), loss_mean if math.isfinite(loss_mean) else float("nan"), n_tok)
+        self._record(self._last_fit[0] if round_num is None else round_num, own_figures(result))
+        return result

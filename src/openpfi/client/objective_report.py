@@ -14,8 +14,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-_WEIGHT, _LOSS, _PAIRS, _MISSING = "lambda_", "loss_", "pairs_", "missing_"
-_CAP_HITS = "solver_cap_hits"
+OBJECTIVE_SCALARS = ("loss", "lambda", "pairs", "missing")
+"""Per objective m, the scalars ``<name>_<m>`` these figures travel as."""
+CAP_HITS = "solver_cap_hits"
+"""The one scalar that is not per objective."""
+_LOSS, _WEIGHT, _PAIRS, _MISSING = (f"{name}_" for name in OBJECTIVE_SCALARS)
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class ObjectiveFigures:
         out.update({_WEIGHT + m: float(w) for m, w in self.weights.items()})
         out.update({_LOSS + m: float(v) for m, v in self.losses.items()})
         if self.solver_cap_hits:
-            out[_CAP_HITS] = float(self.solver_cap_hits)
+            out[CAP_HITS] = float(self.solver_cap_hits)
         return out
 
     @classmethod
@@ -52,4 +55,4 @@ class ObjectiveFigures:
             return {m: float(scalars[prefix + m]) for m in objectives if prefix + m in scalars}
 
         return cls({m: int(v) for m, v in pick(_PAIRS).items()}, pick(_WEIGHT), pick(_LOSS),
-                   int(scalars.get(_CAP_HITS, 0)))
+                   int(scalars.get(CAP_HITS, 0)))
