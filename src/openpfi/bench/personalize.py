@@ -45,6 +45,7 @@ from openpfi.bench.personalize_plot import plot
 from openpfi.client.store import client_figures
 from openpfi.config import Config, dump_toml, load_config
 from openpfi.engines.inprocess import SilentReporter
+from openpfi.errors import UserError
 from openpfi.recipes import federated_sft
 from openpfi.runfolder import RunFolder
 
@@ -366,11 +367,17 @@ def run_personalize_bench(
     only: Sequence[str] = (),
     console: Console | None = None,
     plan: BenchPlan | None = None,
+    datasets: Sequence[str] = (),
 ) -> dict[str, Any]:
     console = console or Console()
     plan = plan or (QUICK if quick else FULL)
     if only:
         plan = BenchPlan(**{**asdict(plan), "methods": tuple(m for m in plan.methods if m in only)})
+    unknown = sorted(set(datasets) - set(plan.datasets))
+    if unknown:
+        raise UserError(f"--dataset {unknown[0]}: not a data set of this plan; choose from {list(plan.datasets)}")
+    if datasets:
+        plan = BenchPlan(**{**asdict(plan), "datasets": tuple(d for d in plan.datasets if d in datasets)})
     runs = plan.runs()
     est = expected_seconds(plan)
     console.print(
@@ -397,6 +404,7 @@ def run_personalize_bench(
             highlight=False,
         )
     summary = summarize(plan, results)
+    speed = rag.index_speed() if model != "tiny-random" else rag.index_speed(20, 5)
     png = out.with_suffix(".png")
     plot(summary, png)
     payload = {
@@ -412,12 +420,14 @@ def run_personalize_bench(
         "summary": summary,
         "markdown": markdown(summary),
         "retrieval_markdown": rag.markdown(summary),
+        "retrieval_speed": speed,
         "plot": str(png),
         "runs": results,
     }
     write_json(out, payload)
     console.print(table(summary), width=max(console.width, 132))
     console.print(rag.table(summary), width=max(console.width, 132))
+    console.print(rag.speed_line(speed), highlight=False)
     for dataset, d in summary.items():
         beats = d["personalized_beating_fedavg_and_local"]
         console.print(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,46 @@ def markdown(summary: dict[str, Any]) -> str:
             if v.get("retrieval"):
                 lines.append(f"| {dataset} | {v['label']} | " + " | ".join(_cells(v["retrieval"])) + " |")
     return "\n".join(lines)
+
+
+def index_speed(n_docs: int = 1000, queries: int = 50) -> dict[str, float]:
+    """Index build time per 1,000 chunks (fresh, and again with nothing changed), and per-query embed and
+    search time against plain numpy search, on ``n_docs`` chitchat turns (one chunk each)."""
+    import time
+
+    import numpy as np
+
+    from openpfi.client.retrieval import RetrievalIndex
+    from openpfi.data import load_examples
+    from openpfi.data.documents import training_documents
+    from openpfi.models.embedder import load_embedder
+
+    embedder = load_embedder()
+    examples = load_examples("chitchat").examples
+    docs = training_documents(examples[:n_docs])
+    with tempfile.TemporaryDirectory() as tmp:
+        index = RetrievalIndex(Path(tmp), embedder, 128, 32)
+        fresh = index.build(docs)
+        again = RetrievalIndex(Path(tmp), embedder, 128, 32).build(docs)
+    asked = [e.prompt for e in examples[n_docs : n_docs + queries]]
+    embed, search, plain = [], [], []
+    table = index.index.reconstruct_n(0, index.index.ntotal)
+    for q in asked:
+        _, e_s, s_s = index.search(q, 3)
+        embed.append(e_s)
+        search.append(s_s)
+        v = embedder.embed([q])
+        t = time.perf_counter()
+        np.argpartition(-(table @ v[0]), 3)[:3]
+        plain.append(time.perf_counter() - t)
+    per_k = 1000 / fresh.chunks
+    return {"chunks": float(fresh.chunks), "build_s_per_1k_chunks": fresh.seconds * per_k,
+            "rebuild_unchanged_s_per_1k_chunks": again.seconds * per_k, "embed_ms": 1000 * statistics.fmean(embed),
+            "faiss_search_ms": 1000 * statistics.fmean(search), "numpy_search_ms": 1000 * statistics.fmean(plain)}
+
+
+def speed_line(speed: dict[str, float]) -> str:
+    return (f"retrieval index over {speed['chunks']:.0f} chunks: build {speed['build_s_per_1k_chunks']:.1f} s per 1,000 "
+            f"chunks ({speed['rebuild_unchanged_s_per_1k_chunks']:.3f} s when nothing changed); per query embed "
+            f"{speed['embed_ms']:.1f} ms + search {speed['faiss_search_ms']:.3f} ms (faiss; plain numpy "
+            f"{speed['numpy_search_ms']:.3f} ms)")
