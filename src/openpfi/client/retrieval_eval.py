@@ -78,6 +78,11 @@ class ClientRetrieval:
         self.build: BuildStats | None = None
         self._augmented: tuple[list[Encoded], list[list[Passage]], float, float] | None = None
 
+    def use_documents(self, documents: Sequence[Document]) -> None:
+        """Retrieve from ``documents`` from now on (the index is brought up to date on next use)."""
+        if list(documents) != self.documents:
+            self.documents, self.index, self.build, self._augmented = list(documents), None, None, None
+
     def open(self, store_folder: Path | None) -> RetrievalIndex:
         """The index, brought up to date with the documents (in ``store_folder/retrieval``)."""
         if self.index is None:
