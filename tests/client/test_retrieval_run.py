@@ -69,3 +69,19 @@ def test_a_client_without_its_document_folder_is_named_before_anything_is_writte
 def test_exact_match_normalises_like_squad() -> None:
     assert normalize_answer("  The Grandson!  ") == "grandson"
     assert exact_match(["The grandson.", "a cat", "no"], ["grandson", "the dog", "No"]) == pytest.approx(2 / 3)
+
+
+def test_chat_retrieval_brings_the_clients_note_and_names_its_source(tmp_path: Path) -> None:
+    from openpfi.assembly.retrieval import chat_retrieval
+    from openpfi.models.loader import load_tokenizer
+
+    probe = load_config(None, TINY)
+    ids = [c.client_id for c in load_clients(probe)[1]]
+    docs = _docs(tmp_path / "docs", ids)
+    cfg = load_config(None, [*TINY, f"rag.documents={json.dumps(str(docs))}"])
+    chat = chat_retrieval(cfg, ids[0], load_tokenizer("tiny-random"), tmp_path / "store")
+    assert chat.context_for(f"What is the {SECRET} code?") == [f"The {SECRET} code of {ids[0]} is 4417."]
+    assert chat.sources().startswith("sources: [1] note.txt (")
+    assert (tmp_path / "store" / "retrieval" / "state.json").is_file()
+    with pytest.raises(UserError, match="client 'nobody' is not in this run"):
+        chat_retrieval(cfg, "nobody", None, None)
