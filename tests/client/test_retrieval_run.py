@@ -85,3 +85,37 @@ def test_chat_retrieval_brings_the_clients_note_and_names_its_source(tmp_path: P
     assert (tmp_path / "store" / "retrieval" / "state.json").is_file()
     with pytest.raises(UserError, match="client 'nobody' is not in this run"):
         chat_retrieval(cfg, "nobody", None, None)
+
+
+def _empty(docs: Path, ids: list[str]) -> None:
+    for c in ids:
+        (docs / c).mkdir()
+
+
+def _binary(docs: Path, ids: list[str]) -> None:
+    _empty(docs, ids)
+    for c in ids:
+        (docs / c / "a.txt").write_bytes(b"\x00\x01")
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda docs, ids: None, "has no folder for client"),
+    (_empty, "holds no documents"),
+    (_binary, "is a binary file"),
+])
+def test_bad_document_folders_exit_2_with_one_line_and_write_nothing(tmp_path: Path, make, message: str) -> None:
+    from typer.testing import CliRunner
+
+    from openpfi.cli import app
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    make(docs, [c.client_id for c in load_clients(load_config(None, TINY))[1]])
+    (tmp_path / "c.toml").write_text("")
+    args = ["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "run"), "--quiet"]
+    for s in [*TINY, f"rag.documents={json.dumps(str(docs))}"]:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+    assert len([line for line in res.output.splitlines() if line.strip()]) == 1
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run.clients").exists()
