@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from openpfi.monitor.report import refusal_judge_text
-from openpfi.monitor.report_svg import PALETTE, epsilon_chart, fmt, statistic_chart, value_chart
+from openpfi.monitor.reporting.svg import PALETTE, epsilon_chart, statistic_chart, value_chart
+from openpfi.monitor.reporting.text import fmt, refusal_judge_text
 
 STATUS_LABEL = {"ok": "no alarm", "alarm": "alarm", "not_measured": "not measured"}
 DIRECTION_LABEL = {
