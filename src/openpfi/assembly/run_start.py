@@ -1,17 +1,21 @@
-"""Start a run folder: the resolved config, the manifest and the first audit entry (every engine)."""
+"""Start a run folder: the resolved config, the manifest and the first audit entry (every engine);
+give in-process clients their stores in the client store next to it."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from openpfi.assembly.manifest import build_manifest
+from openpfi.client.store import ClientStore
 from openpfi.config import Config, dump_toml
 from openpfi.data import ClientData, LoadResult
+from openpfi.errors import UserError
 from openpfi.models.loader import ModelInfo
 from openpfi.monitor.audit import AuditLog
-from openpfi.runfolder import RunFolder
+from openpfi.runfolder import RunFolder, client_store_dir
 
 
 def new_run(
@@ -37,10 +41,32 @@ def new_run(
         source_files=loaded_data.source_files,
         clients=data,
         skipped_rows=loaded_data.skipped_rows,
-        extra={"start_adapter": cfg.model.adapter or None, **(extra or {})},
+        extra={"start_adapter": cfg.model.adapter or None, **run_privacy(cfg, out), **(extra or {})},
     )
     run.write_json("manifest.json", manifest)
     AuditLog(run.path / "audit.jsonl").append(
         "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"]}
     )
     return cfg, run
+
+
+def run_privacy(cfg: Config, out: Path) -> dict[str, Any]:
+    """The manifest's record of where client state lives and what of it the server sees."""
+    return {"client_store": client_store_dir(out).name,
+            "privacy": {"share_client_metrics": cfg.privacy.share_client_metrics}}
+
+
+def attach_client_stores(clients: Iterable[Any], run: RunFolder, resume_from: int = 0) -> None:
+    """Give each in-process client its folder in the run's client store (``<run>.clients/<id>``).
+
+    A resumed run (``resume_from`` > 0) needs the store its rounds wrote: without it personal
+    state and monitor noise would silently start over.
+    """
+    root = run.clients_dir
+    if resume_from and not root.is_dir():
+        raise UserError(
+            f"cannot resume {run.path}: its client store {root} (personal state, monitor secrets) is missing; "
+            "move it back next to the run folder, or start a new run"
+        )
+    for c in clients:
+        c.store = ClientStore(root / c.client_id)

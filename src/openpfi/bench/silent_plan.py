@@ -34,7 +34,7 @@ SERVER_SECONDS_PER_ITEM = 0.066
 12.3 s (the monitor's 14.2 s less the clients' 1.9 s)."""
 STEP_SECONDS = 0.75
 """One extra local step of an injected client (``steps_scale`` > 1): the 48-client adaptation run of
-2026-11-30 (full profile, eighth session) trained 96 steps in 71.5 s in round 1 and 192 in 143.6 s
+2026-11-30 (full profile) trained 96 steps in 71.5 s in round 1 and 192 in 143.6 s
 in round 2 (batch 4, max length 64, 2-core machine)."""
 
 

@@ -17,6 +17,7 @@ from openpfi.bench.silent_plan import BenchPlan, run_config
 from openpfi.bench.silent_scenarios import Scenario
 from openpfi.bench.silent_score import score_run
 from openpfi.config import Config, dump_toml
+from openpfi.data import groups_are_public
 from openpfi.errors import UserError
 from openpfi.models.registry import relative_cost
 from openpfi.monitor.probes import group_probe_filter
@@ -101,6 +102,7 @@ def standard_metrics(rows: list[dict[str, Any]], onset: int | None, within: int)
 
 def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any], seconds: float,
              cfg: Config, sha: str) -> dict[str, Any]:
+    from openpfi.client.store import worst_figure
     from openpfi.runfolder import RunFolder
 
     rows = RunFolder.open(folder).read_metrics()
@@ -127,7 +129,7 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
         "standard_metrics": standard_metrics(rows, onset, within),
         "utility": {
             "final_heldout_loss_mean": last.get("eval_loss_mean"),
-            "final_heldout_loss_worst": last.get("eval_loss_worst"),
+            "final_heldout_loss_worst": worst_figure(RunFolder.open(folder).clients_dir, int(last.get("round", 0))),
         },
         "closest_to_threshold": mode_margins(report, onset or 1),
         "epsilon": ledger.get("epsilon_total"),
@@ -140,7 +142,7 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
 def languages(cfg: Config) -> list[str]:
     """The groups whose public texts the server scores (``monitor.groups``; for chatterbot without
     them, the data's languages): their texts are never injected (probes.group_probe_filter)."""
-    if cfg.monitor.groups or cfg.data.source != "chatterbot":
+    if cfg.monitor.groups or not groups_are_public(cfg.data.source):
         return list(cfg.monitor.groups)
     return list(cfg.data.languages)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -42,8 +42,9 @@ from openpfi.algorithms.mgda import gram_matrix, regularized_simplex_weights
 from openpfi.algorithms.proximal import proximal_term
 from openpfi.algorithms.state import StateDict, sub
 from openpfi.client.dpo import EncodedPair, ReferenceCache, dpo_batch, sft_batch
-from openpfi.client.federated import ClientSettings, ClientStore, FederatedClient, SharedModel, derive_seed
+from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel, derive_seed, own_figures
 from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.client.store import ClientStore
 from openpfi.client.train import StepCallback, TrainSettings, lr_factor
 
 METHODS = ("sft", "dpo", "firm", "scalarized", "fmgda")
@@ -207,7 +208,7 @@ class AlignClient(FederatedClient):
             return float(sum(float(w) * outs[m].loss.detach() for w, m in zip(lam, objectives, strict=True))), n
 
         shared.model.train()
-        losses, tokens, seconds = optimize(shared.params, TrainSettings(**{**s.__dict__, "steps": steps}), step, on_step)
+        losses, tokens, seconds = optimize(shared.params, replace(s, steps=steps), step, on_step)
         shared.model.eval()
         out = {"train_loss": float(np.mean(losses)) if losses else float("nan"), "steps": float(steps),
                "tokens": float(tokens), "train_seconds": seconds}
@@ -260,6 +261,8 @@ class AlignClient(FederatedClient):
         for m in a.objectives:
             scalars[f"pairs_{m}"] = float(len(self.pairs[m]))
             scalars[f"missing_{m}"] = 0.0 if self.pairs[m] else 1.0
+        self._last_fit = (round_num, seed)
+        self._record(round_num, {"train_loss": scalars["train_loss"], "tokens_per_s": scalars["tokens_per_s"]})
         report = None
         if self.monitor is not None:  # the silent-failure monitor (assembly/monitoring.py), as for SFT
             if extra:  # FMGDA: the client's model is the global one plus its mean per-objective delta
@@ -274,7 +277,7 @@ class AlignClient(FederatedClient):
         return ClientUpdate(self.client_id, len(self.union), delta, scalars, extra, monitor=report)
 
     @torch.no_grad()
-    def evaluate(self, shared: SharedModel, global_state: StateDict, *_: Any, **__: Any) -> EvalResult:
+    def evaluate(self, shared: SharedModel, global_state: StateDict, round_num: int | None = None) -> EvalResult:
         """The global adapter's loss on this client's own held-out pairs (DPO loss; SFT: chosen NLL)."""
         shared.set_state(global_state)
         shared.model.eval()
@@ -292,4 +295,6 @@ class AlignClient(FederatedClient):
             total += float(loss) * len(chunk)
             n_tok += sum(q.chosen.num_targets + q.rejected.num_targets for q in chunk)
         loss_mean = total / len(pairs)
-        return EvalResult(self.client_id, len(pairs), loss_mean if math.isfinite(loss_mean) else float("nan"), n_tok)
+        result = EvalResult(self.client_id, len(pairs), loss_mean if math.isfinite(loss_mean) else float("nan"), n_tok)
+        self._record(self._last_fit[0] if round_num is None else round_num, own_figures(result))
+        return result

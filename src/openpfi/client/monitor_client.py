@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from openpfi.client.federated import derive_seed
+from openpfi.client.messages import MonitorReport
 from openpfi.client.scoring import ModelScorer
 from openpfi.data.tokenize import Encoded
 from openpfi.monitor.privacy.mechanism import privatize_report
@@ -142,8 +143,8 @@ class ClientMonitor:
         group: str | None,
         *,
         secret: bytes,
-    ) -> tuple[np.ndarray | None, float]:
-        """(the clipped, noised report vector or None, seconds spent). Leaves ``trained`` loaded.
+    ) -> tuple[MonitorReport | None, float]:
+        """(the clipped, noised report or None, seconds spent). Leaves ``trained`` loaded.
 
         ``start``: the adapter state the client started the round from (the received global
         model with its personal part); ``trained``: its model after local training;
@@ -173,7 +174,7 @@ class ClientMonitor:
                                   noise_std=self.schema.slot_noise(s.noise_std_sum, s.own_noise_std_sum),
                                   n_clients=s.n_expected, generator=noise_rng(secret, round_num, client_id),
                                   mask=self.schema.clip_mask)
-        return report, time.perf_counter() - t0
+        return MonitorReport(report), time.perf_counter() - t0
 
     def _utility_examples(self, seed: int, round_num: int, client_id: str, heldout: Sequence[Encoded]) -> list[Encoded]:
         k = min(self.settings.utility_examples, len(heldout))

@@ -13,9 +13,8 @@ from pathlib import Path
 from openpfi.assembly.clients import Prepared, prepare
 from openpfi.assembly.monitor_plan import MonitorPlan, plan_monitor
 from openpfi.assembly.monitoring import wire_monitor
-from openpfi.assembly.run_start import new_run
+from openpfi.assembly.run_start import attach_client_stores, new_run
 from openpfi.assembly.server import make_server, server_start
-from openpfi.client.federated import ClientStore
 from openpfi.config import Config, load_config
 from openpfi.engines.inprocess import ClientSideHook, InProcessEngine, Reporter, RoundHook, SilentReporter
 from openpfi.errors import UserError
@@ -26,14 +25,10 @@ from openpfi.strategies.server import FedServer
 log = logging.getLogger(__name__)
 
 
-def _attach_stores(prep: Prepared, run: RunFolder) -> None:
-    for c in prep.clients:
-        c.store = ClientStore(run.clients_dir / c.client_id)
-
-
 def _engine(prep: Prepared, run: RunFolder, server: FedServer, reporter: Reporter, hooks: list[RoundHook]) -> InProcessEngine:
     engine = InProcessEngine(prep.shared, prep.clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter, hooks)
     engine.eval_every = prep.cfg.federation.eval_every
+    engine.share_client_metrics = prep.cfg.privacy.share_client_metrics
     return engine
 
 
@@ -53,7 +48,7 @@ def start(
     prep = prepare(cfg)
     cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data)
     prep.cfg = cfg
-    _attach_stores(prep, run)
+    attach_client_stores(prep.clients, run)
     server = make_server(cfg, prep.personal)
     server.init(server_start(prep))
     engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
@@ -79,9 +74,9 @@ def resume(
         raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
     monitor = monitor or plan_monitor(cfg)
     prep = prepare(cfg)
-    _attach_stores(prep, run)
+    attach_client_stores(prep.clients, run, resume_from=last)
     for c in prep.clients:
-        c.restore(last)  # personal state, from the client-side folder
+        c.restore(last)  # personal state, from the client store
     server = make_server(cfg, prep.personal)
     if last:
         ckpt = run.load_checkpoint(last)

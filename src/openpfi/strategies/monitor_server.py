@@ -1,8 +1,8 @@
 """The server side of the silent-failure monitor: one round hook over privacy-protected sums.
 
 What the server gets from clients is the SUM of their clipped, noised report vectors
-(``row["monitor_sum"]``, plain in-process, SecAgg+ on Flower) and the names of clients
-whose report was rejected before summing (wrong length, non-finite, or a value further
+(``RoundResult.monitor``, plain in-process, SecAgg+ on Flower) and the names of clients
+whose report was rejected before summing (``RoundResult.rejected``) (wrong length, non-finite, or a value further
 than ``reject_k`` noise-share std outside its bounds: ``privacy.validate_report``). Per
 round it then
 
@@ -54,11 +54,11 @@ from openpfi.monitor.vector.derive import derive_metrics
 from openpfi.monitor.vector.model import points_of
 from openpfi.monitor.vector.schema import ReportSchema
 from openpfi.monitor.vector.sums import Z95
+from openpfi.strategies.round_result import RoundResult
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "monitor"
-MONITOR_SUM = "monitor_sum"  # = engines.rounds.MONITOR_SUM (engines sit above strategies)
 
 def point_to_dict(p: MetricPoint) -> dict[str, float]:
     return {"value": p.value, "lo": p.lo, "hi": p.hi, "n": p.n_clients}
@@ -198,15 +198,15 @@ class MonitorServer:
                                s.reject_k)
 
     # -- the round hook ---------------------------------------------------------------------------
-    def __call__(self, round_num: int, row: dict[str, Any]) -> None:
-        s = self.settings
+    def __call__(self, result: RoundResult) -> None:
+        s, round_num, row = self.settings, result.round, result.row
         audit = AuditLog(self.run_dir / "audit.jsonl")
-        for bad in row.get("monitor_rejected", []):
-            audit.append("rejected_report", {"round": round_num, **bad})
-        summed = row.get(MONITOR_SUM)
-        n = int(row.get("monitor_clients", 0)) if summed is not None else 0
+        for bad in result.rejected:
+            audit.append("rejected_report", {"round": round_num, **asdict(bad)})
+        summed = None if result.monitor is None else result.monitor.vector
+        n = result.monitor.clients if result.monitor is not None else 0
         released = n > 0 and release_allowed(n, s.min_clients)
-        sent = len(row.get("sampled", [])) - len(row.get("failed", []))
+        sent = result.answered
         n_expected = max(s.n_expected, n)
         entry = self.ledger.record(round_num, s.noise_multiplier, s.l2_clip, n, released, n_expected)
         points: dict[str, MetricPoint] = {}
@@ -239,8 +239,8 @@ class MonitorServer:
             "released": released,
             "reports": n,
             "reports_expected": n_expected,
-            "reports_missing": max(sent - n - len(row.get("monitor_rejected", [])), 0),
-            "rejected": len(row.get("monitor_rejected", [])),
+            "reports_missing": max(sent - n - len(result.rejected), 0),
+            "rejected": len(result.rejected),
             "schema_sha256": self.schema.sha256,
             "noise_std_sum": sigma,
             "own_noise_std_sum": own_sigma,
@@ -265,7 +265,7 @@ class MonitorServer:
         row["monitor"] = {
             "released": released,
             "reports": n,
-            "rejected": [x["client_id"] for x in row.get("monitor_rejected", [])],
+            "rejected": [x.client_id for x in result.rejected],
             "noise_std_sum": sigma,
             "own_noise_std_sum": own_sigma,
             "epsilon_round": entry.epsilon_round,
@@ -274,7 +274,6 @@ class MonitorServer:
             "global_change": {k: {f: v[f] for f in ("change", "se", "margin", "t", "critical")}
                               for k, v in paired.items()},
         }
-        row.pop("monitor_rejected", None)
         self.ledger.save(self.run_dir)
         self.save_state(round_num)
 
