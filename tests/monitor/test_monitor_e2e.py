@@ -27,12 +27,12 @@ from openpfi.engines.inprocess import InProcessEngine
 from openpfi.engines.rounds import round_result
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, read_entries, verify
-from openpfi.monitor.detectors import DetectorBank
-from openpfi.monitor.privacy import PrivacyLedger
+from openpfi.monitor.detection.bank import DetectorBank
+from openpfi.monitor.modes import MODES
+from openpfi.monitor.privacy.ledger import PrivacyLedger
 from openpfi.monitor.probes import holdout_items, load_suites
-from openpfi.monitor.refusal import heldout_labelled_set, labelled_set
-from openpfi.monitor.schema import build_schema
-from openpfi.monitor.types import MODES
+from openpfi.monitor.probes.refusal import heldout_labelled_set, labelled_set
+from openpfi.monitor.vector.build import build_schema
 from openpfi.recipes import dispatch
 from openpfi.recipes import federated_sft as fs
 from openpfi.runfolder import client_store_dir
