@@ -28,10 +28,12 @@ def deploy_local(
 ) -> None:
     """Start a SuperLink and N SuperNodes on 127.0.0.1, run CONFIG with `flwr run --stream`, stop them all."""
     setup_env()
+    from openpfi.assembly.compatibility import check_combinations
     from openpfi.config import load_config
     from openpfi.engines.flower.deploy import deploy_local as run_local
 
     cfg = load_config(config, set_ or [])
+    check_combinations(cfg)
     target = Path(out) if out is not None else Path(cfg.output.dir)
     run_local(
         cfg, target, nodes=nodes, force=force, tls=tls, auth=auth, simulation=simulation, port=port, timeout=timeout,
@@ -53,6 +55,7 @@ def deploy_run_config(
 
     With --resume, CONFIG is a run folder on this (the SuperLink) host; the run config continues
     it from its last complete round with its own config."""
+    from openpfi.assembly.compatibility import check_combinations
     from openpfi.config import load_config
     from openpfi.engines.flower.settings import run_config_toml
     from openpfi.errors import UserError
@@ -66,6 +69,7 @@ def deploy_run_config(
         typer.echo(run_config_toml(load_config(folder / "config.toml"), folder, state_dir=state_dir, resume=True), nl=False)
         return
     cfg = load_config(config, set_ or [])
+    check_combinations(cfg)
     target = Path(out) if out is not None else Path(cfg.output.dir)
     typer.echo(run_config_toml(cfg, target.expanduser().resolve(), state_dir=state_dir), nl=False)
 

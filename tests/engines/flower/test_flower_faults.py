@@ -66,7 +66,7 @@ def test_a_node_that_dies_and_rejoins_trains_again_as_in_process(
     assert [r["failed"] for r in rows] == [[], ids[:2], [ids[1]]]
     assert set(rows[1]["flower"]["failed_reasons"]) == set(ids[:2])
     assert "SuperNode 101: no reply" in rows[2]["flower"]["failed_reasons"][ids[1]]
-    assert rows[2]["flower"]["rejoined"] == {ids[0]: 110} and ids[0] in rows[2]["clients"]
+    assert rows[2]["flower"]["rejoined"] == {ids[0]: 110} and ids[0] in rows[2]["flower"]["clients"]
     assert flower_run.node_of[ids[2]] == 102 and flower_run.nodes.standby[ids[2]].node_id == 111
     assert grid.sent_to(110) == ["query.identify", "train.fit", "evaluate"]
     for r in (1, 2, 3):
@@ -108,6 +108,6 @@ def test_resume_continues_a_flower_run_whose_serverapp_died(
     for r in (1, 2, 3):
         assert _equal(_adapter(run.path, r), _adapter(reference.path, r))
     actions = [json.loads(line)["payload"] for line in (out / "audit.jsonl").read_text().splitlines()]
-    assert {"resume_from_round": 2, "engine": "flower"} in actions
+    assert {"resume_from_round": 2} in actions
     with pytest.raises(UserError, match="already finished all 3 rounds"):
         loopback.run(saved, out, loopback.Grid(nodes, loopback.run_config(saved, out, resume=True)), resume=True).run()

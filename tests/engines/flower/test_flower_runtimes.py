@@ -25,6 +25,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from openpfi.client.store import client_figures
 from openpfi.config import dump_toml, load_config
 from openpfi.engines.flower import deploy
 from openpfi.engines.flower.settings import NodeIdentity, node_config_text, run_config_toml
@@ -32,7 +33,7 @@ from openpfi.engines.flower.tls import make_ca
 from openpfi.errors import UserError
 from openpfi.monitor.audit import verify
 from openpfi.recipes import federated_sft
-from openpfi.runfolder import RunFolder
+from openpfi.runfolder import RunFolder, client_store_dir
 
 ATOL = 1e-5
 
@@ -91,7 +92,7 @@ def test_deployment_runtime_runs_an_authenticated_tls_secagg_round_on_two_supern
     with flower_kit.hard_timeout(480), deploy.LocalFederation(work, tls=True, auth=True) as fed:
         fed.start_superlink()
         for i in range(2):
-            fed.start_supernode(node_config_text(NodeIdentity(i, 2, str(out / "clients"), "")), threads=1)
+            fed.start_supernode(node_config_text(NodeIdentity(i, 2, str(client_store_dir(out)), "")), threads=1)
         stranger = fed.start_supernode("partition-id=0 num-partitions=2", name="stranger", keys=fed.node_keys("stranger", register=False))
         wrong_ca, _ = make_ca(work / "other-ca")
         intruder = fed.start_supernode("partition-id=0 num-partitions=2", name="wrong-ca", root_certificates=wrong_ca)
@@ -113,7 +114,8 @@ def test_deployment_runtime_runs_an_authenticated_tls_secagg_round_on_two_supern
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["engine"]["name"] == "flower" and manifest["data"]["clients"] == 2
     rows = RunFolder(out).read_metrics()
-    assert len(rows) == 1 and rows[0]["failed"] == [] and len(rows[0]["clients"]) == 2
+    assert len(rows) == 1 and rows[0]["failed"] == [] and len(rows[0]["sampled"]) == 2 and "clients" not in rows[0]
+    assert sorted(client_figures(client_store_dir(out))) == rows[0]["sampled"]  # the nodes' own figures
     assert verify(out).ok
     # ... each node's model was loaded once, by its worker, before round 1 (no import or load in the round)
     startup = rows[0]["flower"]["startup"]["nodes"]
@@ -161,7 +163,7 @@ def test_deploy_local_survives_a_killed_a_hung_and_a_restarted_supernode(
         cfg, workspace / "faults-inprocess", before_round=[flower_kit.drop_clients({2: {ids[0], ids[1]}, 3: {ids[1]}})]
     )
     out, work = workspace / "faults-run", workspace / "faults-work"
-    identity = [node_config_text(NodeIdentity(i, 3, str(out / "clients"), "")) for i in range(3)]
+    identity = [node_config_text(NodeIdentity(i, 3, str(client_store_dir(out)), "")) for i in range(3)]
     faults: list[str] = []
     with flower_kit.hard_timeout(420), deploy.LocalFederation(work) as fed:
         fed.start_superlink()
@@ -188,7 +190,7 @@ def test_deploy_local_survives_a_killed_a_hung_and_a_restarted_supernode(
     reasons = rows[1]["flower"]["failed_reasons"]
     assert set(reasons) == set(ids[:2]) and all(r.startswith("SuperNode ") for r in reasons.values())
     # ... the restarted node took client 0 back and trained in round 3
-    assert list(rows[2]["flower"]["rejoined"]) == [ids[0]] and ids[0] in rows[2]["clients"]
+    assert list(rows[2]["flower"]["rejoined"]) == [ids[0]] and ids[0] in rows[2]["flower"]["clients"]
     # ... and the adapters are those of an in-process run that drops the same clients in the same rounds
     for r in (1, 2, 3):
         assert _max_diff(_adapter(out, r), _adapter(reference.path, r)) < ATOL

@@ -32,7 +32,7 @@ from openpfi.engines.flower.settings import (
     run_config_toml,
 )
 from openpfi.errors import UserError
-from openpfi.runfolder import RunFolder
+from openpfi.runfolder import RunFolder, client_store_dir
 
 __all__ = ["CONNECTION", "HOST", "LocalFederation", "ProcessSet", "check_port", "deploy_local", "flwr_resume",
            "free_port", "stop_on_signals", "write_app"]
@@ -126,8 +126,7 @@ def deploy_local(
     if auth and simulation:
         raise UserError("--auth authenticates SuperNodes; the simulation runtime has none: drop --auth or --simulation")
     out = Path(out).expanduser().resolve()
-    if out.is_dir() and any(out.iterdir()) and not force:
-        RunFolder.create(out, force=False)  # the same clear "not empty" error as `openpfi run`
+    RunFolder.check_target(out, force)  # the same clear errors as `openpfi run` (folder, client store)
     local = Local(n, tls or auth, auth, simulation)
     return _run_local(cfg, out, local, force=force, resume=False, port=port, timeout=timeout, echo=echo)
 
@@ -139,7 +138,7 @@ def _run_local(
     if port:
         check_port(port)
     workdir = Path(tempfile.mkdtemp(prefix="openpfi-deploy-"))
-    state_dir, n = str(out / "clients"), local.nodes
+    state_dir, n = str(client_store_dir(out)), local.nodes  # the nodes' state dirs: next to the run folder
     ok = False
     try:
         with stop_on_signals(), LocalFederation(workdir, tls=local.tls, simulation=local.simulation, port=port, auth=local.auth) as fed:

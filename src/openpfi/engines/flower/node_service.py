@@ -117,7 +117,7 @@ class NodeService:
 
     def _client(self, args: Mapping[str, Any]) -> tuple[Config, Any, Any, dict[str, float]]:
         """The config, the prepared job and this node's ``FederatedClient`` with its store; costs."""
-        from openpfi.client.federated import ClientStore
+        from openpfi.client.store import ClientStore
 
         import_s = self._imported()
         cfg, identity, n_expected = self._identity(args)
@@ -132,6 +132,10 @@ class NodeService:
             )
         client = prep.clients[index]
         client.store = ClientStore(state_root(identity, args) / client.client_id)
+        if identity.rag_documents and client.retrieval is not None:  # this node's own documents
+            from openpfi.data.documents import read_documents
+
+            client.retrieval.use_documents(read_documents(identity.rag_documents))
         return cfg, prep, client, costs
 
     def _restore(self, client: Any, up_to_round: int) -> None:
@@ -181,7 +185,7 @@ class NodeService:
     def evaluate(self, args: Mapping[str, Any], tensors: Tensors) -> Reply:
         _, prep, client, costs = self._client(args)
         self._restore(client, int(args["round"]))
-        e = client.evaluate(prep.shared, to_state(tensors))
+        e = client.evaluate(prep.shared, to_state(tensors), round_num=int(args["round"]))
         result = {
             "client_id": e.client_id,
             "num_examples": int(e.num_examples),

@@ -104,19 +104,21 @@ def update_to_content(update: ClientUpdate, *, with_delta: bool = True, with_mon
         update.scalars,
         arrays(update.delta) if with_delta else None,
         {name: arrays(s) for name, s in update.extra.items()},
-        update.monitor if with_monitor else None,
+        update.monitor.values if with_monitor and update.monitor is not None else None,
     )
 
 
 def content_to_update(content: RecordDict) -> ClientUpdate:
-    from openpfi.client.messages import ClientUpdate
+    from openpfi.client.messages import ClientUpdate, MonitorReport
+
     fit = dict(content.metric_records["fit"])
     num_examples = int(fit.pop("num_examples"))
     delta = record_to_state(content.array_records["delta"]) if "delta" in content.array_records else {}
     extra = {k[len(EXTRA) :]: record_to_state(v) for k, v in content.array_records.items() if k.startswith(EXTRA)}
-    monitor = record_vector(content.array_records["monitor"]) if "monitor" in content.array_records else None
+    vector = record_vector(content.array_records["monitor"]) if "monitor" in content.array_records else None
     scalars = {k: float(v) for k, v in fit.items()}  # type: ignore[arg-type]
-    return ClientUpdate(client_id(content), num_examples, delta, scalars, extra, monitor)
+    monitor = None if vector is None else MonitorReport(vector)
+    return ClientUpdate(client_id(content), num_examples, delta, scalars, extra, monitor)  # checks the scalars
 
 
 def eval_content(client_id: str, num_examples: int, loss: float, target_tokens: int, personal_loss: float | None) -> RecordDict:

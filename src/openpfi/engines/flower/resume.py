@@ -12,12 +12,13 @@ reloads the personal state of that round: ``node_service.NodeService._restore``)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-from openpfi.config import Config, load_config
+from openpfi.assembly.run_start import reopen, rewind_metrics
+from openpfi.config import Config
 from openpfi.errors import UserError
-from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder
 
 
@@ -36,36 +37,24 @@ def resume_point(out: Path, given: Config) -> tuple[RunFolder, Config, int, str]
     ``given``: the config the run config carries, which every node applies."""
     if not (out / "config.toml").is_file():
         raise UserError(f"{out} is not a run folder (no config.toml); pass the folder the run wrote with out-dir")
-    run = RunFolder.open(out)
-    engine = (run.read_json("manifest.json") if (out / "manifest.json").is_file() else {}).get("engine", {})
+    engine = (json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}).get("engine", {})
     if engine.get("name") != "flower":
         raise UserError(f"{out} was written by the in-process engine; continue it with `openpfi resume {out}`")
-    cfg = load_config(run.config_file)
+    run, cfg, last = reopen(out)
     if not _same(given, cfg):  # the nodes read the run config's copy: it must be the folder's
         raise UserError(
             f"the run config's openpfi-config differs from {out / 'config.toml'}; a resumed run keeps its own "
             f"config: pass the run config `openpfi deploy run-config --resume {out}` writes"
         )
-    done = run.completed_rounds()
-    last = done[-1] if done else 0
-    if last >= cfg.federation.rounds:
-        raise UserError(f"{out} already finished all {cfg.federation.rounds} rounds; nothing to resume")
     return run, cfg, last, str(engine.get("run_key", ""))
 
 
 def resume_server(run: RunFolder, server: Any, last: int, start: Any) -> None:
     """The server state after round ``last`` (the start state when no round completed); metrics.jsonl
-    cut to the complete rounds (rows a checkpoint holds but the file lost are put back); an audit entry."""
+    cut to the complete rounds and the resume audited (``assembly.run_start.rewind_metrics``)."""
     if last:
         ckpt = run.load_checkpoint(last)
         server.init(ckpt.adapter, ckpt.server_state, ckpt.meta.get("server"))
     else:
         server.init(start)
-    run.truncate_metrics(last)
-    have = {int(r["round"]) for r in run.read_metrics()}
-    for r in run.completed_rounds():
-        if r not in have:  # killed between checkpoint and metrics append: the checkpoint holds the row
-            row = run.load_checkpoint(r).meta.get("metrics")
-            if row:
-                run.append_metrics(row)
-    AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last, "engine": "flower"})
+    rewind_metrics(run, last)
