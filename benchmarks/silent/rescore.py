@@ -21,8 +21,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
-
 from openpfi.assembly.clients import load_shared
 from openpfi.client.scoring import shared_scorer
 from openpfi.config import load_config
@@ -30,6 +28,7 @@ from openpfi.monitor.client_probe import ProbeResults, run_probes
 from openpfi.monitor.detectors import direction_for
 from openpfi.monitor.global_change import GlobalChangeTest, results_from_dict, results_to_dict
 from openpfi.monitor.probes import load_suites
+from openpfi.runfolder import RunFolder
 from openpfi.strategies.monitor_server import stream_directions
 
 SIZES = {"bbq": 72, "crows": 36, "harmful": 36, "benign": 36, "ood": 24, "capability": 36}
@@ -51,7 +50,7 @@ def round_models(run: Path, rounds: Iterable[int]) -> Iterator[tuple[int, Any]]:
     for r in rounds:
         state = dict(start)
         if r:
-            state.update(load_file(str(run / "checkpoints" / f"round-{r}" / "adapter.safetensors")))
+            state.update(RunFolder.open(run).load_checkpoint(r).adapter)
         shared.set_state(state)
         yield r, scorer
 

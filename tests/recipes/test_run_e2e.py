@@ -36,7 +36,7 @@ def test_run_writes_the_run_folder(tmp_path: Path):
         assert r["eval_loss_worst"] >= r["eval_loss_mean"]
         assert r["bytes_up"] > 0 and r["bytes_down"] > 0
         assert set(r["timings"]) >= {"train_s", "aggregate_s", "evaluate_s", "serialize_s", "round_s"}
-    adapter = load_file(str(out / "checkpoints" / "round-2" / "adapter.safetensors"))
+    adapter = load_file(str(out / "checkpoints" / "round-2" / "adapter_model.safetensors"))
     assert any("lora_A" in k for k in adapter) and any("lora_B" in k for k in adapter)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["model"]["name"] == "tiny-random" and len(manifest["model"]["sha256"]) == 64

@@ -15,8 +15,8 @@ from openpfi.client.train import TrainSettings
 from openpfi.config import Config
 from openpfi.data import ClientData, Example, LoadResult, load_examples, make_clients
 from openpfi.data.tokenize import encode_chat
+from openpfi.models.adapter_check import read_checked_adapter
 from openpfi.models.loader import load_model
-from openpfi.models.lora import read_adapter_file
 from openpfi.monitor.probes import group_probe_filter
 
 
@@ -96,8 +96,8 @@ def load_shared(cfg: Config) -> tuple[SharedModel, dict[str, Any]]:
     shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
     start = shared.initial_state
     if cfg.model.adapter:
-        start = read_adapter_file(cfg.model.adapter)
-        shared.load_external(start)  # validates keys and shapes
+        start = read_checked_adapter(cfg.model.adapter, shared.layout, shared.params)
+        shared.load_external(start)
         start = shared.get_state()
     return shared, start
 

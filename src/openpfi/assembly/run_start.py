@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from openpfi.assembly.manifest import build_manifest
 from openpfi.config import Config, dump_toml
@@ -12,6 +15,7 @@ from openpfi.data import ClientData, LoadResult
 from openpfi.models.loader import ModelInfo
 from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder
+from openpfi.runfolder.adapter import AdapterLayout
 
 
 def new_run(
@@ -22,8 +26,12 @@ def new_run(
     loaded_data: LoadResult,
     data: list[ClientData],
     extra: dict[str, Any] | None = None,
+    *,
+    start: Mapping[str, torch.Tensor],
+    layout: AdapterLayout,
 ) -> tuple[Config, RunFolder]:
-    """Create the run folder and write config.toml, manifest.json and the first audit entry.
+    """Create the run folder and write config.toml, manifest.json, ``start/`` (the starting
+    adapter ``start`` as a peft folder of ``layout``) and the first audit entry.
 
     Every engine starts a run here; returns the config with ``output.dir`` set to ``out``.
     """
@@ -40,7 +48,14 @@ def new_run(
         extra={"start_adapter": cfg.model.adapter or None, **(extra or {})},
     )
     run.write_json("manifest.json", manifest)
+    run.write_start(dict(start), layout)
     AuditLog(run.path / "audit.jsonl").append(
         "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"]}
     )
     return cfg, run
+
+
+def ensure_start(run: RunFolder, start: Mapping[str, torch.Tensor], layout: AdapterLayout) -> None:
+    """Resume of a run folder written before ``start/`` existed: write it (checkpoints need it)."""
+    if not run.has_start():
+        run.write_start(dict(start), layout)

@@ -14,6 +14,7 @@ import hashlib
 import math
 import os
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from openpfi.algorithms.lora_rank import mask_rank, pad_rank, slice_rank
 from openpfi.algorithms.proximal import proximal_term
@@ -35,6 +35,7 @@ from openpfi.errors import UserError
 from openpfi.models.loader import LoadedModel
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
+from openpfi.runfolder.adapter import AdapterLayout, is_adapter_folder, read_adapter_folder, write_adapter_folder
 
 
 def derive_seed(*parts: object) -> int:
@@ -59,6 +60,9 @@ class SharedModel:
         self.loaded = loaded
         self.model = loaded.model
         attach_lora(self.model, r, alpha, targets, dropout, seed)
+        info = loaded.info
+        self.layout = AdapterLayout(r, alpha, tuple(targets), dropout, info.folder or info.path, info.name, info.sha256)
+        """How this model's adapters are written as peft folders (runfolder/adapter.py)."""
         self.params = lora_parameters(self.model)
         self.initial_state: StateDict = adapter_state(self.model)
         self.pad_id = int(loaded.tokenizer.pad_token_id)
@@ -106,31 +110,56 @@ class ClientSettings:
         return max(1, math.ceil(self.local_epochs * num_examples / per_step))
 
 
+PERSONAL_PREFIX = "personal-round-"
+
+
 class ClientStore:
-    """The client-side folder of one client: personal state versioned by round."""
+    """The client-side folder of one client: its personal adapters, versioned by round, and its
+    monitor secret.
 
-    def __init__(self, folder: Path):
+    ``personal-round-N/`` is a peft adapter folder (``runfolder/adapter.py``) of the client's
+    whole personal model as it stood after its round-N training: its personal tensors (the
+    folder's "own" keys, restored on resume) completed by the global parts it received that
+    round (FedSA-LoRA's A, FedRep's shared layers, merged deltas). The ``keep`` newest rounds
+    are kept."""
+
+    def __init__(self, folder: Path, keep: int = 2):
         self.folder = folder
+        self.keep = keep
+        """How many rounds of personal adapters to keep (0 = every round)."""
 
-    def save(self, round_num: int, state: StateDict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".personal-round-{round_num}.tmp"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        tmp.replace(self.folder / f"personal-round-{round_num}.safetensors")
-        # Keep the two newest versions: a resume from the previous round must still find its state,
+    def save(self, round_num: int, personal: StateDict, model: StateDict, layout: AdapterLayout,
+             client_id: str = "") -> None:
+        """Keep ``personal`` (the own state) inside the peft folder of the whole personal ``model``."""
+        info = {"round": round_num, "client": client_id, "what": "personal model"}
+        write_adapter_folder(self.folder / f"{PERSONAL_PREFIX}{round_num}", {**model, **personal}, layout,
+                             own=personal, info=info)
+        # Keep the newest versions: a resume from the previous round must still find its state,
         # however many rounds ago this client last saved.
-        saved = sorted(self.folder.glob("personal-round-*.safetensors"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
-        for old in saved[:-2]:
-            old.unlink()
+        if self.keep > 0:
+            for _, old in self.saved()[: -self.keep]:
+                shutil.rmtree(old)
+
+    def saved(self) -> list[tuple[int, Path]]:
+        """(round, folder) of every personal adapter kept, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for f in self.folder.iterdir():
+            tail = f.name.removeprefix(PERSONAL_PREFIX)
+            if f.name.startswith(PERSONAL_PREFIX) and tail.isdigit() and is_adapter_folder(f):
+                found.append((int(tail), f))
+        return sorted(found)
+
+    def newest(self, up_to_round: int) -> tuple[int, Path] | None:
+        """The newest personal adapter folder saved at or before ``up_to_round``."""
+        older = [(n, f) for n, f in self.saved() if n <= up_to_round]
+        return older[-1] if older else None
 
     def load(self, up_to_round: int) -> StateDict | None:
         """The newest personal state saved at or before ``up_to_round``."""
-        best: tuple[int, Path] | None = None
-        for f in self.folder.glob("personal-round-*.safetensors"):
-            n = int(f.stem.rsplit("-", 1)[1])
-            if n <= up_to_round and (best is None or n > best[0]):
-                best = (n, f)
-        return None if best is None else load_file(str(best[1]))
+        found = self.newest(up_to_round)
+        return None if found is None else read_adapter_folder(found[1]).own
 
     def secret(self) -> bytes:
         """This client's 32-byte secret: made with ``new_secret`` on first use and kept in this
@@ -225,7 +254,8 @@ class FederatedClient:
 
     def restore(self, up_to_round: int) -> None:
         """Reload the personal state saved at or before ``up_to_round`` (openpfi resume)."""
-        state = self.store.load(up_to_round) if self.store is not None else None
+        keeps = not self.policy.derived_personal  # finetune's personal model is rebuilt each time
+        state = self.store.load(up_to_round) if self.store is not None and keeps else None
         if state is not None and self._masked:
             state = pad_rank(state, self.model_rank)  # type: ignore[arg-type]
         self.personal = state
@@ -239,10 +269,21 @@ class FederatedClient:
             self._secret = new_secret()
         return self._secret
 
-    def _keep(self, personal: StateDict, round_num: int) -> None:
+    def _keep(self, shared: SharedModel, personal: StateDict, received: StateDict, round_num: int) -> None:
         self.personal = personal
-        if self.store is not None:
-            self.store.save(round_num, slice_rank(personal, self.rank) if self._masked else personal)  # type: ignore[arg-type]
+        split, initial = self._setup(shared)
+        self._save_personal(shared, personal, self.policy.global_model(split, initial, received), round_num)
+
+    def _save_personal(self, shared: SharedModel, own: StateDict, model: StateDict, round_num: int) -> None:
+        """Write the whole personal model (``model`` overlaid with ``own``) into the client's store,
+        at this client's rank."""
+        if self.store is None:
+            return
+        layout = shared.layout
+        if self._masked:
+            own, model = slice_rank(own, self.rank), slice_rank(model, self.rank)  # type: ignore[arg-type]
+            layout = layout.at_rank(self.rank)  # type: ignore[arg-type]
+        self.store.save(round_num, own, model, layout, self.client_id)
 
     def _trainer(self, shared: SharedModel, round_num: int, seed: int, on_step: StepCallback | None) -> Trainer:
         def train(
@@ -301,7 +342,7 @@ class FederatedClient:
         train = self._trainer(shared, round_num, seed, on_step)
         out = self.policy.fit(train, split, initial, received, self.personal, mu=self.settings.proximal_mu)
         if out.personal is not None:
-            self._keep(out.personal, round_num)
+            self._keep(shared, out.personal, received, round_num)
         delta = sub({k: out.state[k] for k in split.shared}, {k: out.start[k] for k in split.shared})
         if self._masked:
             delta = slice_rank(delta, self.rank)  # type: ignore[arg-type]
@@ -347,6 +388,8 @@ class FederatedClient:
         train = self._trainer(shared, *self._last_fit, None)
         own = self.policy.personal_model(train, split, initial, received, self.personal)
         personal_loss = None if own is None else self._loss(shared, own)[0]
+        if own is not None and self.policy.derived_personal and self._last_fit[0] > 0:  # finetune: keep what it scored
+            self._save_personal(shared, {k: v for k, v in own.items() if not is_merged_key(k)}, own, self._last_fit[0])
         return EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
 
 

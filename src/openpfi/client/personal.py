@@ -132,6 +132,9 @@ class PersonalPolicy:
     """False: nothing is uploaded or downloaded (local-only training)."""
     personalized: ClassVar[bool] = False
     """True: the client has its own model, reported as ``personal_loss``."""
+    derived_personal: ClassVar[bool] = False
+    """True: the personal model is rebuilt from the global one at each evaluation (finetune), so
+    nothing personal carries over between rounds; the client still keeps the last one it scored."""
 
     def __init__(self, settings: PersonalSettings | None = None):
         self.settings = settings or PersonalSettings()
@@ -190,6 +193,7 @@ class FinetunePolicy(PersonalPolicy):
 
     name = "finetune"
     personalized = True
+    derived_personal = True
 
     def personal_model(
         self,

@@ -23,6 +23,7 @@ from openpfi.assembly.clients import client_settings
 from openpfi.assembly.manifest import build_manifest
 from openpfi.assembly.monitor_plan import MonitorPlan
 from openpfi.assembly.monitoring import wire_monitor
+from openpfi.assembly.run_start import ensure_start
 from openpfi.client.align import AlignClient, AlignSettings
 from openpfi.client.align_eval import AlignEvaluator
 from openpfi.client.dpo import ReferenceCache, encode_pair
@@ -33,8 +34,8 @@ from openpfi.data.preference_split import ClientPreferences, EvalSets, client_mi
 from openpfi.data.types import ClientData, Example
 from openpfi.engines.inprocess import InProcessEngine, Reporter, RoundHook, SilentReporter
 from openpfi.errors import UserError
+from openpfi.models.adapter_check import read_checked_adapter
 from openpfi.models.loader import load_model
-from openpfi.models.lora import read_adapter_file
 from openpfi.models.registry import cache_dir
 from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder
@@ -102,7 +103,7 @@ def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache 
         shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
     start = shared.initial_state
     if cfg.model.adapter:
-        shared.load_external(read_adapter_file(cfg.model.adapter))  # validates keys and shapes
+        shared.load_external(read_checked_adapter(cfg.model.adapter, shared.layout, shared.params))
         start = shared.get_state()
     shared.set_state(start)
     if ref is None:
@@ -187,6 +188,7 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
         extra={"start_adapter": cfg.model.adapter or None, "alignment": alignment_manifest(prep, start_eval)},
     )
     run.write_json("manifest.json", manifest)
+    run.write_start(prep.start_adapter, prep.shared.layout)
     AuditLog(run.path / "audit.jsonl").append(
         "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"],
                    "preference_sha256": prep.pset.sha256}
@@ -211,6 +213,7 @@ def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] 
     if last >= cfg.federation.rounds:
         raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
     prep = prepare(cfg)
+    ensure_start(run, prep.start_adapter, prep.shared.layout)
     _attach_stores(prep, run)
     server = make_server(cfg)
     if last:

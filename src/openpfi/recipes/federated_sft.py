@@ -13,7 +13,7 @@ from pathlib import Path
 from openpfi.assembly.clients import Prepared, prepare
 from openpfi.assembly.monitor_plan import MonitorPlan, plan_monitor
 from openpfi.assembly.monitoring import wire_monitor
-from openpfi.assembly.run_start import new_run
+from openpfi.assembly.run_start import ensure_start, new_run
 from openpfi.assembly.server import make_server, server_start
 from openpfi.client.federated import ClientStore
 from openpfi.config import Config, load_config
@@ -51,7 +51,8 @@ def start(
     The monitor runs when ``cfg.monitor.enabled`` (``monitor``: an already checked plan)."""
     monitor = monitor or plan_monitor(cfg)  # bad probes / budget fail before the folder is written
     prep = prepare(cfg)
-    cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data)
+    cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data,
+                       start=prep.start_adapter, layout=prep.shared.layout)
     prep.cfg = cfg
     _attach_stores(prep, run)
     server = make_server(cfg, prep.personal)
@@ -79,6 +80,7 @@ def resume(
         raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
     monitor = monitor or plan_monitor(cfg)
     prep = prepare(cfg)
+    ensure_start(run, prep.start_adapter, prep.shared.layout)
     _attach_stores(prep, run)
     for c in prep.clients:
         c.restore(last)  # personal state, from the client-side folder
