@@ -147,7 +147,7 @@ data = [si.make_encoder(shared.loaded.tokenizer, cfg.client.max_length)(s) for s
 print(f"{pool_name}: {len(data)} examples; {rounds} rounds x {steps} steps at lr {cfg.client.lr * lr_scale:g}, share {share}")
 measure(start, "start:  ")
 state = dict(start)
-settings = TrainSettings(steps=steps, batch_size=4, grad_accum=1, lr=cfg.client.lr * lr_scale)
+settings = TrainSettings.from_config(cfg.client, steps=steps, batch_size=4, grad_accum=1, lr=cfg.client.lr * lr_scale)
 for r in range(1, rounds + 1):
     shared.set_state(state)
     t0 = time.perf_counter()

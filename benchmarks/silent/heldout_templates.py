@@ -81,7 +81,7 @@ def measure(state: dict, tag: str) -> None:
 
 measure(start, "start:")
 state = dict(start)
-settings = TrainSettings(steps=steps, batch_size=4, grad_accum=1, lr=cfg.client.lr * lr_scale)
+settings = TrainSettings.from_config(cfg.client, steps=steps, batch_size=4, grad_accum=1, lr=cfg.client.lr * lr_scale)
 for r in range(1, rounds + 1):
     shared.set_state(state)
     t0 = time.perf_counter()

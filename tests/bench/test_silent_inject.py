@@ -22,8 +22,13 @@ from openpfi.bench.silent_scenarios import Injection
 from openpfi.client.dpo import EncodedPair
 from openpfi.client.federated import ClientSettings, FederatedClient
 from openpfi.client.train import TrainSettings
+from openpfi.config import ClientConfig
 from openpfi.data.tokenize import Encoded
 from openpfi.monitor import probes
+
+
+def _train(steps: int, batch: int, accum: int, lr: float, **changes) -> TrainSettings:
+    return TrainSettings.from_config(ClientConfig(), steps=steps, batch_size=batch, grad_accum=accum, lr=lr, **changes)
 
 
 def _enc(s: Sample) -> Encoded:
@@ -37,7 +42,7 @@ def _own(cid: str, n: int) -> list[Encoded]:
 
 
 def _clients(n: int = 6) -> list[FederatedClient]:
-    settings = ClientSettings(4, 0.0, TrainSettings(4, 2, 1, 1e-3), 8, 8)
+    settings = ClientSettings(4, 0.0, _train(4, 2, 1, 1e-3), 8, 8)
     return [FederatedClient(f"c{i}", _own(f"c{i}", 10), _own(f"c{i}", 3), settings, group="en") for i in range(n)]
 
 

@@ -353,7 +353,8 @@ def _record_start(run: RunFolder, audit: AuditLog, plan: MonitorPlan, schema: Re
     dp = {
         "mechanism": "distributed Gaussian: each client adds N(0, sigma^2 / n) to its clipped report",
         "noise_multiplier": plan.noise_multiplier,
-        "target_epsilon": p.target_epsilon or None,
+        "target_epsilon": p.target_epsilon,
+        "noise_multiplier_set": p.noise_multiplier > 0,
         "l2_clip": settings.l2_clip,
         "noise_std_sum": settings.noise_std_sum,
         "noise_std_client": settings.noise_std_sum / settings.n_expected ** 0.5,

@@ -58,6 +58,7 @@ from openpfi.bench.silent_score import (
     summarize,
 )
 from openpfi.config import Config, dump_toml
+from openpfi.data import groups_are_public
 from openpfi.errors import UserError
 from openpfi.models.registry import relative_cost, resolve
 from openpfi.monitor.probes import group_probe_filter
@@ -77,7 +78,7 @@ SERVER_SECONDS_PER_ITEM = 0.066
 12.3 s (the monitor's 14.2 s less the clients' 1.9 s)."""
 STEP_SECONDS = 0.75
 """One extra local step of an injected client (``steps_scale`` > 1): the 48-client adaptation run of
-2026-11-30 (full profile, eighth session) trained 96 steps in 71.5 s in round 1 and 192 in 143.6 s
+2026-11-30 (full profile) trained 96 steps in 71.5 s in round 1 and 192 in 143.6 s
 in round 2 (batch 4, max length 64, 2-core machine)."""
 
 
@@ -302,7 +303,7 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
 def _languages(cfg: Config) -> list[str]:
     """The groups whose public texts the server scores (``monitor.groups``; for chatterbot without
     them, the data's languages): their texts are never injected (probes.group_probe_filter)."""
-    if cfg.monitor.groups or cfg.data.source != "chatterbot":
+    if cfg.monitor.groups or not groups_are_public(cfg.data.source):
         return list(cfg.monitor.groups)
     return list(cfg.data.languages)
 

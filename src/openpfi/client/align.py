@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -207,7 +207,7 @@ class AlignClient(FederatedClient):
             return float(sum(float(w) * outs[m].loss.detach() for w, m in zip(lam, objectives, strict=True))), n
 
         shared.model.train()
-        losses, tokens, seconds = optimize(shared.params, TrainSettings(**{**s.__dict__, "steps": steps}), step, on_step)
+        losses, tokens, seconds = optimize(shared.params, replace(s, steps=steps), step, on_step)
         shared.model.eval()
         out = {"train_loss": float(np.mean(losses)) if losses else float("nan"), "steps": float(steps),
                "tokens": float(tokens), "train_seconds": seconds}

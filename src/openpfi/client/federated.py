@@ -16,7 +16,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
 from openpfi.client.train import BatchLoss, StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
 from openpfi.data.tokenize import Encoded
 from openpfi.errors import UserError
-from openpfi.models.loader import LoadedModel
+from openpfi.models.loader import LoadedModel, sha256_state
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
 from openpfi.runfolder.adapter import AdapterLayout, is_adapter_folder, read_adapter_folder, write_adapter_folder
@@ -304,7 +304,7 @@ class FederatedClient:
                     return proximal_term(params, fixed, mu)
 
             n = steps if steps > 0 else self.settings.steps_for(len(self.train))
-            settings = TrainSettings(**{**self.settings.train.__dict__, "steps": n})
+            settings = replace(self.settings.train, steps=n)
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(
@@ -370,7 +370,7 @@ class FederatedClient:
         return ClientUpdate(self.client_id, len(self.train), delta, scalars, monitor=report)
 
     def _loss(self, shared: SharedModel, state: StateDict) -> tuple[float, int]:
-        key = _state_hash(state)
+        key = sha256_state(state)  # the global model of local / FedSA-LoRA often repeats
         if self._eval_memo is not None and self._eval_memo[0] == key:
             return self._eval_memo[1], self._eval_memo[2]
         shared.set_state(state)
@@ -391,13 +391,3 @@ class FederatedClient:
         if own is not None and self.policy.derived_personal and self._last_fit[0] > 0:  # finetune: keep what it scored
             self._save_personal(shared, {k: v for k, v in own.items() if not is_merged_key(k)}, own, self._last_fit[0])
         return EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
-
-
-def _state_hash(state: StateDict) -> str:
-    """Identity of a state's values (the global model of local / FedSA-LoRA often repeats)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().contiguous().cpu()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()

@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from openpfi.config import AlignmentConfig, ClientConfig
 from openpfi.data.tokenize import IGNORE, Encoded, collate
 
 StepCallback = Callable[[int, int, float, float], None]
@@ -27,16 +28,30 @@ BatchLoss = Callable[[list[Any]], tuple[torch.Tensor, int, int]]
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """One local training run: the ``[client]`` keys it reads (``config.ClientConfig``, where their
+    defaults live) at a given number of steps. Build it with :meth:`from_config`."""
+
     steps: int
     batch_size: int
     grad_accum: int
     lr: float
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    dpo_beta: float = 0.1
+    schedule: str
+    warmup_steps: int
+    weight_decay: float
+    max_grad_norm: float
+    dpo_beta: float
     """DPO temperature for preference pairs among the training data (``client.dpo``)."""
+
+    @classmethod
+    def from_config(cls, client: ClientConfig, dpo_beta: float | None = None, **changes: Any) -> TrainSettings:
+        """The settings of ``client`` (steps = ``local_steps``), ``alignment.dpo_beta`` (its default when
+        None), then ``changes`` (e.g. ``steps=``, ``lr=``)."""
+        return replace(
+            cls(client.local_steps, client.batch_size, client.grad_accum, client.lr, client.lr_schedule,
+                client.warmup_steps, client.weight_decay, client.max_grad_norm,
+                AlignmentConfig().dpo_beta if dpo_beta is None else dpo_beta),
+            **changes,
+        )
 
 
 @dataclass

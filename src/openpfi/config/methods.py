@@ -45,6 +45,10 @@ class AlignmentConfig(Section):
     """none = personalization job; sft = SFT on chosen answers; dpo = DPO on the union of pairs;
     firm = FIRM (per-step regularized MGDA weights, one upload); scalarized = fixed weights p;
     fmgda = clients upload one delta per objective, the server solves MGDA."""
+    data: str = ""
+    """Users' own preference pairs: a JSONL file of client / prompt / chosen / rejected (and objective, needed
+    by firm, scalarized and fmgda) per line; its clients are the run's clients and its sha256 goes into
+    manifest.json (data/preference_file.py). "" = pairs built from the shipped packages, dealt by mix."""
     objectives: list[Literal["harmless", "helpful", "honest"]] = Field(
         default_factory=lambda: ["harmless", "helpful"], min_length=1
     )

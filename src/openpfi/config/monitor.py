@@ -19,6 +19,7 @@ class MonitorConfig(Section):
     """The silent-failure monitor (DESIGN.md "The six silent-failure modes"; monitor/)."""
 
     enabled: bool = True
+    """Run the silent-failure monitor (probes, DP reports, detectors, report.html)."""
     suite_sizes: dict[str, int] = Field(
         default_factory=lambda: {"bbq": 44, "crows": 18, "harmful": 12, "benign": 12, "ood": 12, "capability": 12}
     )
@@ -58,6 +59,7 @@ class MonitorConfig(Section):
     utility_bins: int = Field(10, ge=2, le=50)
     """Bins of the DP histogram of client utility (held-out loss on [0, utility_max_loss])."""
     utility_max_loss: float = Field(8.0, gt=0)
+    """Upper end of the client-utility histogram; larger held-out losses count in the last bin."""
     ood_max_nll: float = Field(8.0, gt=0)
     """Per-token NLL at which out-of-domain losses are clipped (bounds the report)."""
     drop_threshold_capability: float = Field(0.1, ge=0, le=1)
@@ -70,6 +72,7 @@ class MonitorConfig(Section):
     server's out-of-domain margin). Benign local rounds of the bundled model moved one text's NLL
     by at most +3% (docs/BENCHMARKS-silent.md)."""
     detector: Literal["cusum", "page-hinkley"] = "cusum"
+    """Sequential change detector on each aggregate stream."""
     target_false_alarm_rate: float = Field(0.05, gt=0, lt=1)
     """Probability of any false alarm over all streams of a run (Bonferroni over streams); the
     thresholds are calibrated by simulation on streams standardised by sampling + DP noise."""
@@ -80,6 +83,7 @@ class MonitorConfig(Section):
     drift_k: float = Field(0.5, ge=0)
     """Detector allowance k in standard deviations (detects shifts of about 2k)."""
     calibration_sims: int = Field(20000, ge=1000)
+    """Simulated null streams used to set the detector thresholds."""
     batch_tokens: int = Field(4096, ge=1024)
     """Padded tokens per scoring batch."""
     judge_check_prompts: int = Field(8, ge=0)

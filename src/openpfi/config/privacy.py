@@ -13,10 +13,15 @@ class PrivacyConfig(Section):
     """Distributed DP of the monitor reports (monitor/privacy.py)."""
 
     delta: float = Field(1e-5, gt=0, lt=1)
-    noise_multiplier: float = Field(1.0, gt=0)
-    """z: the noise on the SUM of a round's reports has std z * l2_clip; each client adds its share."""
-    target_epsilon: float = Field(0.0, ge=0)
-    """> 0: plan z so that all federation.rounds releases spend at most this (overrides noise_multiplier)."""
+    """DP delta of the (epsilon, delta) guarantee."""
+    target_epsilon: float = Field(8.0, gt=0)
+    """The privacy budget of the monitor reports over all federation.rounds releases: the noise
+    multiplier z is planned so that they spend at most this, unless privacy.noise_multiplier is set.
+    A run whose plan spends more says so in one line before it starts."""
+    noise_multiplier: float = Field(0.0, ge=0)
+    """z: the noise on the SUM of a round's reports has std z * l2_clip; each client adds its share.
+    0 = planned from target_epsilon; > 0 = this z, fixed (the plan's epsilon is still compared with
+    target_epsilon)."""
     max_noise_multiplier: float = Field(10.0, gt=0)
     """A target_epsilon that needs more noise than this is refused as unmeetable (the monitor would
     measure nothing)."""
@@ -57,3 +62,4 @@ class FlowerConfig(Section):
 
 class OutputConfig(Section):
     dir: str = "runs/demo"
+    """Run folder when `openpfi run` gets no --out."""

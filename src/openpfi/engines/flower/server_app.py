@@ -34,6 +34,7 @@ from flwr.serverapp import Grid, ServerApp
 from openpfi.algorithms.state import StateDict
 from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.config import Config
+from openpfi.data import groups_are_public
 from openpfi.engines.flower import records, secagg
 from openpfi.engines.flower.grid import PollingGrid
 from openpfi.engines.flower.settings import ERROR_PREFIX, NODE_CONFIG_HELP, RunSettings, check_supported, run_settings
@@ -143,7 +144,7 @@ class FlowerRun:
         from openpfi.assembly.monitor_plan import monitor_groups
         from openpfi.assembly.monitoring import server_monitor
 
-        if not data and not self.cfg.monitor.groups and self.cfg.data.source == "chatterbot":
+        if not data and not self.cfg.monitor.groups and groups_are_public(self.cfg.data.source):
             raise UserError("the SuperLink host has no data to name the monitor's groups; set monitor.groups")
         groups = monitor_groups(self.cfg, [_group(c) for c in data])
         n_expected = min(self.cfg.federation.clients_per_round, self.cfg.data.num_clients)
