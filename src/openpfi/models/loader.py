@@ -112,14 +112,18 @@ def _quiet_transformers() -> None:
 
 def _bundled_cache(name: str) -> tuple[Path, str]:
     """Dequantize the bundled GGUF once into a safetensors folder; return (folder, gguf sha256)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    spec = BUNDLED[name]
     gguf = resolve(name).path
     assert gguf is not None
+    return dequantized_folder(gguf, f"{name}-{gguf.stat().st_size}", BUNDLED[name].licence)
+
+
+def dequantized_folder(gguf: Path, marker: str, licence: str) -> tuple[Path, str]:
+    """A GGUF file dequantized once into ``<cache>/models/<marker>/`` (float32 safetensors, tokenizer
+    and chat template, ``openpfi-source.json``); return (folder, gguf sha256)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     stat = gguf.stat()
     root = cache_dir() / "models"
-    marker = f"{name}-{stat.st_size}"
     folder = root / marker
     info_file = folder / "openpfi-source.json"
     if info_file.is_file():
@@ -138,12 +142,20 @@ def _bundled_cache(name: str) -> tuple[Path, str]:
     fresh.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "openpfi-source.json").write_text(
-        json.dumps({"gguf": str(gguf), "sha256": sha, "mtime": stat.st_mtime, "licence": spec.licence})
+        json.dumps({"gguf": str(gguf), "sha256": sha, "mtime": stat.st_mtime, "licence": licence})
     )
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder, sha
+
+
+def hf_folder(info: ModelInfo) -> Path:
+    """A Hugging Face folder of the base weights (a user's .gguf file is dequantized into the cache once)."""
+    if info.folder:
+        return Path(info.folder)
+    gguf = Path(info.path)
+    return dequantized_folder(gguf, f"gguf-{gguf.stem}-{gguf.stat().st_size}", info.licence)[0]
 
 
 def load_tokenizer(name: str = DEFAULT_MODEL) -> Any:

@@ -161,7 +161,7 @@ def _engine(prep: AlignPrepared, run: RunFolder, server: AlignServer, reporter: 
 
 def _attach_stores(prep: AlignPrepared, run: RunFolder) -> None:
     for c in prep.clients:
-        c.store = ClientStore(run.clients_dir / c.client_id)
+        c.store = ClientStore(run.client_dir(c.client_id))
 
 
 def alignment_manifest(prep: AlignPrepared, start_eval: dict[str, Any] | None = None) -> dict[str, Any]:

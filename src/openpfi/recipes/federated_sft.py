@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def _attach_stores(prep: Prepared, run: RunFolder) -> None:
     for c in prep.clients:
-        c.store = ClientStore(run.clients_dir / c.client_id)
+        c.store = ClientStore(run.client_dir(c.client_id))
 
 
 def _engine(prep: Prepared, run: RunFolder, server: FedServer, reporter: Reporter, hooks: list[RoundHook]) -> InProcessEngine:

@@ -121,6 +121,10 @@ class RunFolder:
         """Client-side storage (personal state). Never read by the server."""
         return self.path / "clients"
 
+    def client_dir(self, client_id: str) -> Path:
+        """The client-side folder (``client.federated.ClientStore``) of one client of this run."""
+        return self.clients_dir / client_id
+
     def write_config(self, text: str) -> None:
         atomic_write(self.config_file, text)
 

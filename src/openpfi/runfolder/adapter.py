@@ -30,7 +30,8 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,8 @@ def peft_config(layout: AdapterLayout, rank_pattern: Mapping[str, int] | None = 
     from peft import LoraConfig
 
     cfg = LoraConfig(
-        r=layout.r, lora_alpha=layout.alpha, target_modules=sorted(layout.targets), lora_dropout=layout.dropout,
+        r=layout.r, lora_alpha=layout.alpha,  # type: ignore[arg-type]  # peft takes float alphas too
+        target_modules=sorted(layout.targets), lora_dropout=layout.dropout,
         bias="none", task_type="CAUSAL_LM", base_model_name_or_path=layout.base_model or None,
         rank_pattern=dict(rank_pattern or {}), alpha_pattern=dict(alpha_pattern or {}), inference_mode=True,
     )
@@ -176,7 +178,16 @@ def write_adapter_files(folder: Path, state: Mapping[str, torch.Tensor], layout:
 
 def write_adapter_folder(folder: Path, state: Mapping[str, torch.Tensor], layout: AdapterLayout,
                          own: Iterable[str] | None = None, info: Mapping[str, Any] | None = None) -> Path:
-    """Write a whole adapter folder atomically (a temporary sibling folder renamed into place)."""
+    """Write a whole adapter folder atomically (see :func:`new_folder`)."""
+    with new_folder(folder) as tmp:
+        write_adapter_files(tmp, state, layout, own, info)
+    return Path(folder)
+
+
+@contextmanager
+def new_folder(folder: Path) -> Iterator[Path]:
+    """A temporary sibling of ``folder`` to fill; renamed into place (replacing ``folder``) when the
+    block ends normally, removed when it raises, so a folder is either whole or absent."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
@@ -184,14 +195,13 @@ def write_adapter_folder(folder: Path, state: Mapping[str, torch.Tensor], layout
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        write_adapter_files(tmp, state, layout, own, info)
+        yield tmp
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return folder
 
 
 def is_adapter_folder(folder: Path) -> bool:
