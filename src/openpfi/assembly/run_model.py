@@ -49,11 +49,12 @@ class ModelChoice:
 
 
 def run_clients(run: RunFolder) -> list[str]:
-    """Every client id the run's metrics name (sampled or evaluated), sorted."""
+    """Every client id of the run: those its metrics name (sampled) and those with a client store, sorted."""
     ids: set[str] = set()
     for row in run.read_metrics():
         ids.update(str(c) for c in row.get("sampled", []))
-        ids.update(str(c) for c in row.get("clients", {}))
+    if run.clients_dir.is_dir():
+        ids.update(p.name for p in run.clients_dir.iterdir() if p.is_dir())
     return sorted(ids)
 
 

@@ -37,6 +37,7 @@ from rich.table import Table
 
 from openpfi.assembly.manifest import machine, package_versions
 from openpfi.bench.common import write_json
+from openpfi.client.store import client_figures
 from openpfi.config import Config, dump_toml, load_config
 from openpfi.engines.inprocess import SilentReporter
 from openpfi.recipes import federated_sft
@@ -189,11 +190,13 @@ def _worst_decile(xs: Sequence[float]) -> float:
     return float(statistics.fmean(sorted(xs)[-k:]))
 
 
-def run_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Figures of one finished run from its metrics rows."""
+def run_summary(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[str, float]]]) -> dict[str, Any]:
+    """Figures of one finished run: its metrics rows and the clients' own ``figures`` (their stores)."""
     last = rows[-1]
-    own = {cid: c.get("personal_loss", c["eval_loss"]) for cid, c in last["clients"].items()}
-    glob = {cid: c["eval_loss"] for cid, c in last["clients"].items()}
+    r_last = int(last["round"])
+    latest = {cid: f[r_last] for cid, f in figures.items() if "eval_loss" in f.get(r_last, {})}
+    own = {cid: c.get("personal_loss", c["eval_loss"]) for cid, c in latest.items()}
+    glob = {cid: c["eval_loss"] for cid, c in latest.items()}
     xs = list(own.values())
     return {
         "clients": len(xs),
@@ -243,8 +246,8 @@ def run_one(cfg: Config, folder: Path, label: str, console: Console) -> dict[str
         if folder.exists():
             shutil.rmtree(folder)
         federated_sft.start(cfg, folder, force=True, reporter=reporter)
-    rows = RunFolder.open(folder).read_metrics()
-    summary = run_summary(rows)
+    rows, store = RunFolder.open(folder).read_metrics(), RunFolder.open(folder).clients_dir
+    summary = run_summary(rows, client_figures(store, up_to_round=int(rows[-1]["round"])))
     write_json(result, {"config_sha": sha, "summary": summary})
     return summary
 

@@ -264,6 +264,7 @@ def standard_metrics(rows: list[dict[str, Any]], onset: int | None, within: int)
 
 def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any], seconds: float,
              cfg: Config, sha: str) -> dict[str, Any]:
+    from openpfi.client.store import worst_figure
     from openpfi.runfolder import RunFolder
 
     rows = RunFolder.open(folder).read_metrics()
@@ -290,7 +291,7 @@ def _collect(folder: Path, scenario: Scenario, seed: int, truth: dict[str, Any],
         "standard_metrics": standard_metrics(rows, onset, within),
         "utility": {
             "final_heldout_loss_mean": last.get("eval_loss_mean"),
-            "final_heldout_loss_worst": last.get("eval_loss_worst"),
+            "final_heldout_loss_worst": worst_figure(RunFolder.open(folder).clients_dir, int(last.get("round", 0))),
         },
         "closest_to_threshold": mode_margins(report, onset or 1),
         "epsilon": ledger.get("epsilon_total"),

@@ -64,7 +64,7 @@ class AlignEvaluator:
     max_length: int
     batch_size: int = 16
     ref: ReferenceCache | None = None
-    """Reference log-probabilities (shared with the clients' cache when given)."""
+    """Reference log-probabilities of the public pairs: its own cache, never the clients' (which holds their pairs)."""
     pairs: dict[str, list[EncodedPair]] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -3,8 +3,9 @@
 The in-process engine keeps ONE base model (``SharedModel``); each client
 swaps its adapter weights in, trains, and hands back a ``ClientUpdate`` with
 the shared part of its delta. Personal parameters stay in this object and in
-its client-side folder, and so does the client's secret (``ClientStore.secret``): the
-seed of its monitor noise, which the server must not be able to regenerate.
+its client-side folder (client/store.py), and so do the client's secret (``ClientStore.secret``:
+the seed of its monitor noise, which the server must not be able to regenerate) and its own
+figures (held-out and training loss, tokens/s: ``ClientStore.record``), which it does not send.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
-import secrets
-import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,28 +26,19 @@ from openpfi.algorithms.state import StateDict, sub
 from openpfi.client.dpo import EncodedPair, ReferenceCache, mixed_batch_loss
 from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
+from openpfi.client.store import ClientStore, new_secret
 from openpfi.client.train import BatchLoss, StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
 from openpfi.data.tokenize import Encoded
-from openpfi.errors import UserError
 from openpfi.models.loader import LoadedModel, sha256_state
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
-from openpfi.runfolder.adapter import AdapterLayout, is_adapter_folder, read_adapter_folder, write_adapter_folder
+from openpfi.runfolder.adapter import AdapterLayout
 
 
 def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any parts (seed, round, client id, ...)."""
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-SECRET_BYTES = 32
-SECRET_FILE = "monitor-secret.key"
-
-
-def new_secret() -> bytes:
-    """Fresh secret entropy for one client (``secrets.token_bytes``; never derived from the run seed)."""
-    return secrets.token_bytes(SECRET_BYTES)
 
 
 class SharedModel:
@@ -108,89 +96,6 @@ class ClientSettings:
             return self.steps
         per_step = self.train.batch_size * self.train.grad_accum
         return max(1, math.ceil(self.local_epochs * num_examples / per_step))
-
-
-PERSONAL_PREFIX = "personal-round-"
-
-
-class ClientStore:
-    """The client-side folder of one client: its personal adapters, versioned by round, and its
-    monitor secret.
-
-    ``personal-round-N/`` is a peft adapter folder (``runfolder/adapter.py``) of the client's
-    whole personal model as it stood after its round-N training: its personal tensors (the
-    folder's "own" keys, restored on resume) completed by the global parts it received that
-    round (FedSA-LoRA's A, FedRep's shared layers, merged deltas). The ``keep`` newest rounds
-    are kept."""
-
-    def __init__(self, folder: Path, keep: int = 2):
-        self.folder = folder
-        self.keep = keep
-        """How many rounds of personal adapters to keep (0 = every round)."""
-
-    def save(self, round_num: int, personal: StateDict, model: StateDict, layout: AdapterLayout,
-             client_id: str = "") -> None:
-        """Keep ``personal`` (the own state) inside the peft folder of the whole personal ``model``."""
-        info = {"round": round_num, "client": client_id, "what": "personal model"}
-        write_adapter_folder(self.folder / f"{PERSONAL_PREFIX}{round_num}", {**model, **personal}, layout,
-                             own=personal, info=info)
-        # Keep the newest versions: a resume from the previous round must still find its state,
-        # however many rounds ago this client last saved.
-        if self.keep > 0:
-            for _, old in self.saved()[: -self.keep]:
-                shutil.rmtree(old)
-
-    def saved(self) -> list[tuple[int, Path]]:
-        """(round, folder) of every personal adapter kept, oldest first."""
-        if not self.folder.is_dir():
-            return []
-        found = []
-        for f in self.folder.iterdir():
-            tail = f.name.removeprefix(PERSONAL_PREFIX)
-            if f.name.startswith(PERSONAL_PREFIX) and tail.isdigit() and is_adapter_folder(f):
-                found.append((int(tail), f))
-        return sorted(found)
-
-    def newest(self, up_to_round: int) -> tuple[int, Path] | None:
-        """The newest personal adapter folder saved at or before ``up_to_round``."""
-        older = [(n, f) for n, f in self.saved() if n <= up_to_round]
-        return older[-1] if older else None
-
-    def load(self, up_to_round: int) -> StateDict | None:
-        """The newest personal state saved at or before ``up_to_round``."""
-        found = self.newest(up_to_round)
-        return None if found is None else read_adapter_folder(found[1]).own
-
-    def secret(self) -> bytes:
-        """This client's 32-byte secret: made with ``new_secret`` on first use and kept in this
-        folder (``monitor-secret.key``, mode 0600), so a resumed run draws the same monitor noise.
-        It never leaves the client: nothing sent to the server or written by it derives from it
-        except the noised report."""
-        path = self.folder / SECRET_FILE
-        if not path.is_file():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".{SECRET_FILE}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(new_secret())
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)  # atomic and never replaces a secret another process wrote first
-            except FileExistsError:
-                pass
-            except OSError:  # a file system without hard links
-                if not path.exists():
-                    os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        data = path.read_bytes()
-        if len(data) != SECRET_BYTES:
-            raise UserError(
-                f"{path} is not a {SECRET_BYTES}-byte client secret; restore it from a backup, or delete it "
-                "to start a new one (this client's monitor noise then differs from the original run)"
-            )
-        return data
 
 
 class FederatedClient:
@@ -359,6 +264,7 @@ class FederatedClient:
             "compute_seconds": sum(r.compute_seconds for r in results),
             "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
         }
+        self._record(round_num, {"train_loss": scalars["train_loss"], "tokens_per_s": scalars["tokens_per_s"]})
         report = None
         if self.monitor is not None:
             whole = out.personal is not None and split.trainable <= set(out.personal)  # Ditto: a second adapter
@@ -378,16 +284,34 @@ class FederatedClient:
         self._eval_memo = (key, loss, n)
         return loss, n
 
-    def evaluate(self, shared: SharedModel, global_state: StateDict) -> EvalResult:
+    def evaluate(self, shared: SharedModel, global_state: StateDict, round_num: int | None = None) -> EvalResult:
         """Held-out loss on this client's own data of the global model (as the server offers it to
         this client) and, for personalized methods, of the client's own model (``personal_loss``).
-        Local fine-tuning before evaluation (finetune) is seeded by the client's last fit."""
+        Local fine-tuning before evaluation (finetune) is seeded by the client's last fit.
+        ``round_num`` (default: the round of the last fit) files the figures in the client's store."""
         split, initial = self._setup(shared)
         received = self.to_client_rank(global_state)
         loss, n = self._loss(shared, self.policy.global_model(split, initial, received))
         train = self._trainer(shared, *self._last_fit, None)
         own = self.policy.personal_model(train, split, initial, received, self.personal)
         personal_loss = None if own is None else self._loss(shared, own)[0]
-        if own is not None and self.policy.derived_personal and self._last_fit[0] > 0:  # finetune: keep what it scored
-            self._save_personal(shared, {k: v for k, v in own.items() if not is_merged_key(k)}, own, self._last_fit[0])
-        return EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
+        r = self._last_fit[0] if round_num is None else round_num
+        if own is not None and self.policy.derived_personal and r > 0:  # finetune: keep the model it scored
+            self._save_personal(shared, {k: v for k, v in own.items() if not is_merged_key(k)}, own, r)
+        result = EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
+        self._record(r, own_figures(result))
+        return result
+
+    def _record(self, round_num: int, figures: dict[str, float]) -> None:
+        """Keep this client's own figures in its store (the simulation's per-client view)."""
+        if self.store is not None:
+            self.store.record(round_num, figures)
+
+
+def own_figures(result: EvalResult) -> dict[str, float]:
+    """A client's own held-out figures of an evaluation, as its store keeps them."""
+    out = {"eval_loss": result.loss, "eval_ppl": result.perplexity}
+    if result.personal_loss is not None:
+        out["personal_loss"] = result.personal_loss
+    return out
+

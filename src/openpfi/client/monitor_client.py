@@ -57,6 +57,7 @@ from typing import Any
 import numpy as np
 
 from openpfi.client.federated import derive_seed
+from openpfi.client.messages import MonitorReport
 from openpfi.client.scoring import ModelScorer
 from openpfi.data.tokenize import Encoded
 from openpfi.monitor.client_probe import encode_report, probe_items, run_probes
@@ -141,8 +142,8 @@ class ClientMonitor:
         group: str | None,
         *,
         secret: bytes,
-    ) -> tuple[np.ndarray | None, float]:
-        """(the clipped, noised report vector or None, seconds spent). Leaves ``trained`` loaded.
+    ) -> tuple[MonitorReport | None, float]:
+        """(the clipped, noised report or None, seconds spent). Leaves ``trained`` loaded.
 
         ``start``: the adapter state the client started the round from (the received global
         model with its personal part); ``trained``: its model after local training;
@@ -172,7 +173,7 @@ class ClientMonitor:
         clipped = clip_vector(vec, self.schema.lo, self.schema.hi, s.l2_clip, mask)
         std = self.schema.slot_noise(s.noise_std_sum, s.own_noise_std_sum)
         noise = client_noise(len(clipped), std, s.n_expected, noise_rng(secret, round_num, client_id))
-        return clipped + noise, time.perf_counter() - t0
+        return MonitorReport(clipped + noise), time.perf_counter() - t0
 
     def _utility_examples(self, seed: int, round_num: int, client_id: str, heldout: Sequence[Encoded]) -> list[Encoded]:
         k = min(self.settings.utility_examples, len(heldout))

@@ -10,7 +10,7 @@ from openpfi.config.section import Section
 
 
 class PrivacyConfig(Section):
-    """Distributed DP of the monitor reports (monitor/privacy.py)."""
+    """Distributed DP of the monitor reports (monitor/privacy.py) and what else of a client the server sees."""
 
     delta: float = Field(1e-5, gt=0, lt=1)
     """DP delta of the (epsilon, delta) guarantee."""
@@ -37,6 +37,11 @@ class PrivacyConfig(Section):
     """An aggregate is released only when at least this many valid reports were summed."""
     reject_k: float = Field(6.0, gt=0)
     """A report value further than reject_k noise-share std outside its slot bounds is rejected."""
+    share_client_metrics: bool = False
+    """Research simulations only: also write each client's raw figures (held-out and train loss,
+    perplexity, tokens/s, worst client, spread) into the server's metrics.jsonl. Off, per-client
+    utility reaches the server only through the monitor's DP report; on, manifest.json and the
+    report say so."""
 
 
 class FlowerConfig(Section):

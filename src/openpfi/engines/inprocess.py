@@ -3,7 +3,8 @@
 The CPU is already fully used by one client's matmuls, so clients run in
 sequence. A client that fails is logged and skipped; the round goes on when at
 least ``federation.min_fit_clients`` answered. The server object receives only
-``ClientUpdate``/``EvalResult`` values and never a client.
+``ClientUpdate`` values and the sum of the clients' evaluations (``EvalSum``), never a client;
+its round hooks get the round's ``RoundResult``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any, Protocol
 
 from openpfi.client.federated import FederatedClient, SharedModel
 from openpfi.client.messages import ClientUpdate, EvalResult
-from openpfi.engines.rounds import close_round, round_row
+from openpfi.engines.rounds import close_round, round_result
 from openpfi.errors import UserError
 from openpfi.runfolder import RunFolder
+from openpfi.strategies.round_result import EvalSum, RoundHook
 from openpfi.strategies.server import FedServer
 
 log = logging.getLogger(__name__)
@@ -53,8 +55,6 @@ class SilentReporter:
         pass
 
 
-RoundHook = Callable[[int, dict[str, Any]], None]
-"""Called after aggregation and evaluation with (round, metrics row); may add keys to the row."""
 ClientSideHook = Callable[[int, list[FederatedClient]], None]
 """Simulation scaffolding run before a round on the client side only (e.g. a benchmark's injected
 failure changing some clients' local data); the server never sees it."""
@@ -75,6 +75,8 @@ class InProcessEngine:
     """Checks each client's monitor report before it enters the sum (see engines/rounds.py)."""
     eval_every: int = 1
     """Held-out evaluation every this many rounds and at the last one (``federation.eval_every``)."""
+    share_client_metrics: bool = False
+    """Write per-client figures into the server's metrics rows (``privacy.share_client_metrics``)."""
 
     def run_rounds(self, start_round: int = 1) -> list[dict[str, Any]]:
         by_id = {c.client_id: c for c in self.clients}
@@ -103,6 +105,7 @@ class InProcessEngine:
                 log.warning("round %d: client %s failed: %s", r, cid, err)
                 failed.append(cid)
                 continue
+            update.check()  # only the allow-listed scalars and a typed report cross to the server
             updates.append(update)
             self.reporter.client_end(cid, update.scalars)
         t_train = time.perf_counter() - t0
@@ -118,17 +121,18 @@ class InProcessEngine:
         evals: list[EvalResult] = []
         if r % self.eval_every == 0 or r == self.rounds:
             for u in updates:
-                evals.append(by_id[u.client_id].evaluate(self.shared, new_global))
-        eval_metrics = self.server.aggregate_evaluate(r, evals)
+                evals.append(by_id[u.client_id].evaluate(self.shared, new_global, round_num=r))
+        eval_metrics = self.server.aggregate_evaluate(r, EvalSum.of(evals))
         t_eval = time.perf_counter() - t2
 
-        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor)
+        result = round_result(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor,
+                              self.share_client_metrics)
         probing = sum(u.scalars.get("monitor_seconds", 0.0) for u in updates)  # inside client.fit
         timings = {"train_s": t_train - probing, "aggregate_s": t_agg, "evaluate_s": t_eval, "client_monitor_s": probing}
         return close_round(
             self.run,
             self.server,
-            row,
+            result,
             seed=self.seed,
             hooks=self.hooks,
             reporter=self.reporter,

@@ -72,6 +72,7 @@ table { border-collapse:collapse; width:100%; font-size:12.5px; margin:6px 0; }
 th, td { text-align:left; padding:4px 8px; border-bottom:1px solid var(--line); vertical-align:top; }
 th { background:#f0f2f5; font-weight:600; } td.num { text-align:right; font-variant-numeric: tabular-nums; }
 tr.alarm td { color:var(--alarm); font-weight:600; }
+p.warn { color:var(--alarm); }
 .muted { color:var(--muted); } .ok { color:var(--ok); } .bad { color:var(--alarm); font-weight:600; }
 .hash { word-break:break-all; }
 dl.plan dt { font-weight:600; margin-top:8px; } dl.plan dd { margin:2px 0 0 0; }
@@ -198,7 +199,16 @@ def _alarm_table(alarms: Sequence[Mapping]) -> str:
     return _table(heads, rows, ["alarm"] * len(rows))
 
 
-def _privacy(p: Mapping) -> str:
+def _client_figures(shared: bool) -> str:
+    if shared:
+        return ("<p class='warn'><b>Per-client figures are shared with the server in the clear</b> "
+                "(<code>privacy.share_client_metrics = true</code>): metrics.jsonl holds each client's raw held-out "
+                "and training figures. Use this for research simulations only.</p>")
+    return ("<p class='muted'>Per-client figures: none on the server. Client utility reaches it only through the "
+            "DP report; each client keeps its own figures in its client store.</p>")
+
+
+def _privacy(p: Mapping, clients_shared: bool = False) -> str:
     if not p.get("measured"):
         return "<div class='card'><p class='notmeasured'>Not measured: no privacy ledger was given.</p></div>"
     rows = [
@@ -220,7 +230,7 @@ def _privacy(p: Mapping) -> str:
         f"<b>δ = {fmt(p.get('delta'))}</b> ({_e(p.get('accountant'))} accountant, {_e(p.get('adjacency'))} "
         f"adjacency; {_e(p.get('rounds_released'))} rounds released, {_e(p.get('rounds_withheld'))} withheld). "
         f"<span class='nist'>NIST AI RMF MEASURE 2.10</span></p>"
-        f"{epsilon_chart(p.get('rounds', []))}{_table(heads, rows)}</div>"
+        f"{_client_figures(clients_shared)}{epsilon_chart(p.get('rounds', []))}{_table(heads, rows)}</div>"
     )
 
 
@@ -345,7 +355,7 @@ def render_html(report: Mapping[str, Any]) -> str:
             if report["alarms"]
             else "<div class='card'><p class='ok'>No alarm was raised.</p></div>",
         ),
-        ("privacy", "Privacy budget spent", _privacy(report["privacy"])),
+        ("privacy", "Privacy budget spent", _privacy(report["privacy"], bool(sysd.get("client_metrics_shared")))),
         ("probes", "Probe suites (versions and SHA-256)", _probes(report["probes"])),
         ("not-measured", "Not measured, and why", _not_measured(report["not_measured"])),
         ("plan", "Post-market monitoring plan (EU AI Act Art. 72)", _plan(report["monitoring_plan"])),

@@ -11,6 +11,12 @@ state (its "own" tensors, read back bit for bit on resume) completed, for loadin
 with peft, by the starting adapter's tensors the server does not train (FFA-LoRA's
 frozen A, see :func:`completion`); a LoRA B that is zero at the start is left out
 (peft starts B at zero), so FedSA-LoRA's personal B never appears in a server file.
+
+The run folder is the server's. The clients' own storage (personal state, the secrets of
+their monitor noise, their own figures: client/store.py) is a sibling folder,
+``<run>.clients/`` (``client_store_dir``), named in manifest.json (``client_store``) and
+marked by a ``.openpfi-client-store`` file, so that ``--force`` replaces only a folder an
+earlier run made for its clients.
 """
 
 from __future__ import annotations
@@ -40,6 +46,40 @@ CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 START = "start"
 LEGACY_ADAPTER = "adapter.safetensors"
+CLIENT_STORE_SUFFIX = ".clients"
+STORE_MARK = ".openpfi-client-store"
+
+
+def client_store_dir(run_path: Path) -> Path:
+    """The client store of a new run folder: its sibling ``<name>.clients``."""
+    p = Path(run_path).resolve()
+    return p.parent / f"{p.name}{CLIENT_STORE_SUFFIX}"
+
+
+def check_client_store(store: Path, force: bool) -> None:
+    """Refuse a client-store folder that is in the way: a file, a non-empty folder no run
+    made for its clients, or (without ``force``) an earlier run's client store."""
+    if store.exists() and not store.is_dir():
+        raise UserError(f"{store} (the run's client store) is a file; move it or choose another --out")
+    if not store.is_dir() or not any(store.iterdir()):
+        return
+    if not (store / STORE_MARK).is_file():
+        raise UserError(
+            f"{store} exists and is not an openpfi client store; move it or choose another --out "
+            "(the clients' storage goes next to the run folder)"
+        )
+    if not force:
+        raise UserError(
+            f"the client store {store} of an earlier run exists; pass --force to overwrite that run and its "
+            "client store, or choose another --out"
+        )
+
+
+def mark_client_store(store: Path) -> Path:
+    """Create ``store`` (if needed) with the mark that makes it a folder of client stores."""
+    store.mkdir(parents=True, exist_ok=True)
+    atomic_write(store / STORE_MARK, "openpfi client store: each client's own folder; the server never reads it\n")
+    return store
 
 
 def atomic_write(path: Path, data: str | bytes) -> None:
@@ -88,19 +128,33 @@ class RunFolder:
         self._start: tuple[AdapterLayout, dict[str, torch.Tensor]] | None = None
 
     # -- creation -------------------------------------------------------------------------------
-    @classmethod
-    def create(cls, path: Path, force: bool) -> RunFolder:
-        """A new run folder; an existing non-empty folder is only replaced with ``force``."""
+    @staticmethod
+    def check_target(path: Path, force: bool) -> None:
+        """Everything ``create`` refuses, checked without writing (a file, a non-empty folder
+        without ``force``, a client store in the way)."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise UserError(f"output folder {path} is a file; choose another --out")
+        if (path / STORE_MARK).is_file():
+            raise UserError(f"{path} is the client store of another run folder; choose another --out")
+        if path.is_dir() and any(path.iterdir()) and not force:
+            raise UserError(
+                f"output folder {path} is not empty; pass --force to overwrite it, "
+                "choose another --out, or `openpfi resume` it"
+            )
+        check_client_store(client_store_dir(path), force)
+
+    @classmethod
+    def create(cls, path: Path, force: bool) -> RunFolder:
+        """A new run folder; an existing non-empty folder (and its client store) is only
+        replaced with ``force``."""
+        path = Path(path)
+        cls.check_target(path, force)
         if path.is_dir() and any(path.iterdir()):
-            if not force:
-                raise UserError(
-                    f"output folder {path} is not empty; pass --force to overwrite it, "
-                    "choose another --out, or `openpfi resume` it"
-                )
             shutil.rmtree(path)
+        store = client_store_dir(path)
+        if store.is_dir():
+            shutil.rmtree(store)
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
@@ -118,8 +172,16 @@ class RunFolder:
 
     @property
     def clients_dir(self) -> Path:
-        """Client-side storage (personal state). Never read by the server."""
-        return self.path / "clients"
+        """The clients' storage (``<run>.clients``, or the folder manifest.json names). Never read
+        by the server; a recipe hands each in-process client its own folder in it."""
+        manifest = self.path / "manifest.json"
+        name = json.loads(manifest.read_text()).get("client_store") if manifest.is_file() else None
+        sibling = client_store_dir(self.path)
+        if name:
+            named = self.path.resolve().parent / name
+            return named if named.is_dir() or not sibling.is_dir() else sibling  # a renamed pair: its own sibling
+        legacy = self.path / "clients"  # run folders written before the client store moved out
+        return legacy if legacy.is_dir() else sibling
 
     def client_dir(self, client_id: str) -> Path:
         """The client-side folder (``client.federated.ClientStore``) of one client of this run."""

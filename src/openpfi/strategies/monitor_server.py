@@ -1,8 +1,8 @@
 """The server side of the silent-failure monitor: one round hook over privacy-protected sums.
 
 What the server gets from clients is the SUM of their clipped, noised report vectors
-(``row["monitor_sum"]``, plain in-process, SecAgg+ on Flower) and the names of clients
-whose report was rejected before summing (wrong length, non-finite, or a value further
+(``RoundResult.monitor``, plain in-process, SecAgg+ on Flower) and the names of clients
+whose report was rejected before summing (``RoundResult.rejected``) (wrong length, non-finite, or a value further
 than ``reject_k`` noise-share std outside its bounds: ``privacy.validate_report``). Per
 round it then
 
@@ -51,11 +51,11 @@ from openpfi.monitor.report import build_report, write_report
 from openpfi.monitor.schema import ReportSchema
 from openpfi.monitor.server_eval import points_of
 from openpfi.monitor.types import MODES, MetricPoint, Scorer, global_name, stream_mode
+from openpfi.strategies.round_result import RoundResult
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "monitor"
-MONITOR_SUM = "monitor_sum"  # = engines.rounds.MONITOR_SUM (engines sit above strategies)
 
 _METRIC_DIRECTIONS = {
     "fairness_collapse.group_gap": "increase",
@@ -219,15 +219,15 @@ class MonitorServer:
                                s.reject_k)
 
     # -- the round hook ---------------------------------------------------------------------------
-    def __call__(self, round_num: int, row: dict[str, Any]) -> None:
-        s = self.settings
+    def __call__(self, result: RoundResult) -> None:
+        s, round_num, row = self.settings, result.round, result.row
         audit = AuditLog(self.run_dir / "audit.jsonl")
-        for bad in row.get("monitor_rejected", []):
-            audit.append("rejected_report", {"round": round_num, **bad})
-        summed = row.get(MONITOR_SUM)
-        n = int(row.get("monitor_clients", 0)) if summed is not None else 0
+        for bad in result.rejected:
+            audit.append("rejected_report", {"round": round_num, **asdict(bad)})
+        summed = None if result.monitor is None else result.monitor.vector
+        n = result.monitor.clients if result.monitor is not None else 0
         released = n > 0 and release_allowed(n, s.min_clients)
-        sent = len(row.get("sampled", [])) - len(row.get("failed", []))
+        sent = result.answered
         n_expected = max(s.n_expected, n)
         entry = self.ledger.record(round_num, s.noise_multiplier, s.l2_clip, n, released, n_expected)
         points: dict[str, MetricPoint] = {}
@@ -260,8 +260,8 @@ class MonitorServer:
             "released": released,
             "reports": n,
             "reports_expected": n_expected,
-            "reports_missing": max(sent - n - len(row.get("monitor_rejected", [])), 0),
-            "rejected": len(row.get("monitor_rejected", [])),
+            "reports_missing": max(sent - n - len(result.rejected), 0),
+            "rejected": len(result.rejected),
             "schema_sha256": self.schema.sha256,
             "noise_std_sum": sigma,
             "own_noise_std_sum": own_sigma,
@@ -284,7 +284,7 @@ class MonitorServer:
         row["monitor"] = {
             "released": released,
             "reports": n,
-            "rejected": [x["client_id"] for x in row.get("monitor_rejected", [])],
+            "rejected": [x.client_id for x in result.rejected],
             "noise_std_sum": sigma,
             "own_noise_std_sum": own_sigma,
             "epsilon_round": entry.epsilon_round,
@@ -293,7 +293,6 @@ class MonitorServer:
             "global_change": {k: {f: v[f] for f in ("change", "se", "margin", "t", "critical")}
                               for k, v in paired.items()},
         }
-        row.pop("monitor_rejected", None)
         self.ledger.save(self.run_dir)
         self.save_state(round_num)
 

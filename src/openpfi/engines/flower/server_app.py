@@ -17,7 +17,7 @@ the run folder header (``assembly.run_start.new_run``) and attach the monitor's 
    the reason in ``flower.failed_reasons``);
 4. nodes that trained get ``evaluate`` with the new global adapter (every
    ``federation.eval_every`` rounds and at the last);
-5. ``rounds.round_row`` / ``rounds.close_round``: monitor hook, checkpoint, metrics.jsonl.
+5. ``rounds.round_result`` / ``rounds.close_round``: monitor hook, checkpoint, metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -38,9 +38,10 @@ from openpfi.data import groups_are_public
 from openpfi.engines.flower import records, secagg
 from openpfi.engines.flower.grid import PollingGrid
 from openpfi.engines.flower.settings import ERROR_PREFIX, NODE_CONFIG_HELP, RunSettings, check_supported, run_settings
-from openpfi.engines.rounds import MONITOR_SUM, close_round, round_row
+from openpfi.engines.rounds import close_round, round_result
 from openpfi.errors import UserError
 from openpfi.runfolder import RunFolder
+from openpfi.strategies.round_result import EvalSum, MonitorSum
 
 log = logging.getLogger("openpfi.flower")
 
@@ -236,7 +237,11 @@ class FlowerRun:
             elif reply.has_error():
                 reasons[cid] = records.reply_error(reply)
             else:
-                updates.append(records.content_to_update(reply.content))
+                try:
+                    updates.append(records.content_to_update(reply.content))
+                except UserError as err:  # e.g. a scalar outside client/messages.py UPDATE_SCALARS
+                    reasons[cid] = str(err)
+                    continue
                 if secagg.LAYOUT in reply.content.config_records:
                     layouts[cid] = secagg.Layout.from_record(reply.content.config_records[secagg.LAYOUT])
         for cid, why in reasons.items():
@@ -255,12 +260,14 @@ class FlowerRun:
         evals: list[EvalResult] = []
         if r % cfg.federation.eval_every == 0 or r == cfg.federation.rounds:
             evals = self._evaluate(r, [u.client_id for u in updates])
-        eval_metrics = server.aggregate_evaluate(r, evals)
+        eval_metrics = server.aggregate_evaluate(r, EvalSum.of(evals))
         t_eval = time.perf_counter() - t2
 
-        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor)
+        result = round_result(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor,
+                              cfg.privacy.share_client_metrics)
         if sums is not None and sums.monitor_sum is not None:
-            row[MONITOR_SUM], row["monitor_clients"] = sums.monitor_sum, sums.clients
+            result.monitor = MonitorSum(sums.monitor_sum, sums.clients)
+        row = result.row
         probing = sum(u.scalars.get("monitor_seconds", 0.0) for u in updates)  # inside the clients' fit
         row["flower"] = {
             "failed_reasons": reasons,
@@ -272,7 +279,7 @@ class FlowerRun:
         return close_round(
             self.run_folder,
             server,
-            row,
+            result,
             seed=cfg.seed,
             hooks=self.hooks,
             reporter=self.reporter,
