@@ -72,25 +72,28 @@ def _pick_round(run: RunFolder, round_num: int | None) -> int:
     return round_num
 
 
-def choose_model(run_dir: Path, round_num: int | None = None, client: str | None = None) -> ModelChoice:
-    """Check the run folder, round and client; say what will be loaded."""
+def choose_model(run_dir: Path, round_num: int | None = None, client: str | None = None,
+                 store: Path | None = None) -> ModelChoice:
+    """Check the run folder, round and client; say what will be loaded. ``store``: the client's own
+    store folder where it is not in the run's client store (a Flower node's state dir)."""
     run = RunFolder.open(Path(run_dir))
     cfg = load_config(run.config_file)
     r = _pick_round(run, round_num)
     if client is None:
         return ModelChoice(run, cfg, r, None, None, f"global model after round {r}" if r else "starting model (round 0)")
     ids = run_clients(run)
-    if client not in ids:
+    if client not in ids and store is None:
         shown = ", ".join(ids[:8]) + (f", ... ({len(ids)} in all)" if len(ids) > 8 else "")
         raise UserError(f"client {client!r} is not in the run {run.path}; its clients are: {shown or 'none yet'}")
     method = cfg.personalization.method
     if not POLICIES[method].personalized:
         log.warning("personalization.method = %r keeps no personal model; client %s uses the global model", method, client)
         return ModelChoice(run, cfg, r, client, None, f"global model after round {r} (method {method}: no personal part)")
-    found = ClientStore(run.client_dir(client)).newest(r)
+    folder = Path(store) if store is not None else run.client_dir(client)
+    found = ClientStore(folder).newest(r)
     if found is None:
-        raise UserError(f"client {client!r} kept no personal model by round {r} in {run.client_dir(client)}; "
-                        "pick a later --round, or a client that trained by then")
+        raise UserError(f"client {client!r} kept no personal model by round {r} in {folder}; pick a later --round, "
+                        "a client that trained by then, or its own store folder (--store)")
     what = f"personal model of client {client} (its round-{found[0]} part, global model of round {r})"
     return ModelChoice(run, cfg, r, client, found[1], what)
 
@@ -125,10 +128,18 @@ class RunModel:
     manifest: dict[str, Any]
 
 
-def load_run_model(run_dir: Path, round_num: int | None = None, client: str | None = None) -> RunModel:
-    """The chosen model loaded into openpfi's own model (base + LoRA + merged deltas)."""
-    choice = choose_model(run_dir, round_num, client)
-    shared, _ = load_shared(choice.cfg)
+def base_config(cfg: Config, dtype: str | None = None) -> Config:
+    """``cfg`` without ``model.adapter`` (the run's start/ holds the starting adapter), in ``dtype``."""
+    model = cfg.model.model_copy(update={"adapter": "", **({"dtype": dtype} if dtype else {})})
+    return cfg.model_copy(update={"model": model})
+
+
+def load_run_model(run_dir: Path, round_num: int | None = None, client: str | None = None,
+                   store: Path | None = None, dtype: str | None = None) -> RunModel:
+    """The chosen model loaded into openpfi's own model (base + LoRA + merged deltas); ``dtype``
+    overrides the run's compute dtype."""
+    choice = choose_model(run_dir, round_num, client, store)
+    shared, _ = load_shared(base_config(choice.cfg, dtype))
     state = model_state(choice, shared)
     shared.set_state(state)
     manifest = choice.run.read_json("manifest.json") if (choice.run.path / "manifest.json").is_file() else {}

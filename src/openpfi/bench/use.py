@@ -20,8 +20,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from openpfi.assembly.clients import load_shared
-from openpfi.assembly.run_model import choose_model, model_state, run_clients
+from openpfi.assembly.run_model import load_run_model, run_clients
 from openpfi.bench.common import write_json
 from openpfi.config import load_config
 from openpfi.recipes import federated_sft
@@ -61,11 +60,9 @@ def round_trip(run: RunFolder, client: str | None, where: Path) -> dict[str, flo
     from peft import AutoPeftModelForCausalLM
     from transformers import AutoModelForCausalLM
 
-    choice = choose_model(run.path, client=client)
-    cfg = choice.cfg.model_copy(update={"model": choice.cfg.model.model_copy(update={"dtype": "float32"})})
-    shared, _ = load_shared(cfg)
-    shared.set_state(model_state(choice, shared))
-    tok = shared.loaded.tokenizer
+    rm = load_run_model(run.path, client=client, dtype="float32")
+    tok = rm.shared.loaded.tokenizer
+    shared = rm.shared
     ours = _logits(shared.model, tok)
     name = client or "global"
     peft_dir = export(run.path, where / f"{name}-peft", "peft", client=client, force=True)

@@ -13,6 +13,8 @@ from openpfi.errors import UserError
 
 RoundOpt = Annotated[int | None, typer.Option("--round", help="Round of the global model (default: the last; 0 = the start).")]
 ClientOpt = Annotated[str | None, typer.Option("--client", help="A client id of the run: its personal model.")]
+StoreOpt = Annotated[Path | None, typer.Option("--store", help="The client's own store folder, where it is not in "
+                                               "the run's <run>.clients/ (e.g. a Flower node's state dir/<id>).")]
 
 
 @app.command("export")
@@ -23,6 +25,7 @@ def export_cmd(
     fmt: Annotated[str, typer.Option("--format", help="peft: adapter folder; merged: full Hugging Face model folder.")] = "peft",
     round_: RoundOpt = None,
     client: ClientOpt = None,
+    store: StoreOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty --out folder.")] = False,
 ) -> None:
     """Export the global model (or --client's personal model) as a peft folder or a merged model folder."""
@@ -32,7 +35,7 @@ def export_cmd(
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
     check_out(out, force)
-    path = export(run_dir, out, fmt, round_, client, force)
+    path = export(run_dir, out, fmt, round_, client, force, store)
     err_console.print(f"exported to [bold]{path}[/]", highlight=False, soft_wrap=True)
 
 
@@ -79,6 +82,7 @@ def _loop(session: Any, stats: bool) -> None:
 def chat(
     run_dir: Annotated[Path, typer.Argument(help="A run folder written by `openpfi run`.")],
     client: ClientOpt = None,
+    store: StoreOpt = None,
     global_: Annotated[bool, typer.Option("--global", help="Chat with the global model (the default).")] = False,
     round_: RoundOpt = None,
     prompt: Annotated[str | None, typer.Option("--prompt", help="Answer this one message and exit.")] = None,
@@ -94,7 +98,7 @@ def chat(
         raise UserError("pass either --client ID or --global, not both")
     from openpfi.recipes.chat import open_session
 
-    session = open_session(run_dir, client, round_, max_new_tokens=max_new_tokens, temperature=temperature,
+    session = open_session(run_dir, client, round_, store, max_new_tokens=max_new_tokens, temperature=temperature,
                            system=system, seed=seed)
     err_console.print(f"[dim]{session.model.choice.what}[/]", highlight=False, soft_wrap=True)
     if prompt is not None:

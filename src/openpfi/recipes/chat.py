@@ -45,8 +45,8 @@ class ChatSession:
         self.history.clear()
 
 
-def open_session(run_dir: Path, client: str | None = None, round_num: int | None = None, **settings: object
-                 ) -> ChatSession:
+def open_session(run_dir: Path, client: str | None = None, round_num: int | None = None, store: Path | None = None,
+                 **settings: object) -> ChatSession:
     """Check the choice (bad round / client refused before loading), load the model, start a session."""
-    choose_model(run_dir, round_num, client)
-    return ChatSession(load_run_model(run_dir, round_num, client), **settings)  # type: ignore[arg-type]
+    choose_model(run_dir, round_num, client, store)
+    return ChatSession(load_run_model(run_dir, round_num, client, store), **settings)  # type: ignore[arg-type]

@@ -44,14 +44,14 @@ def check_out(out: Path, force: bool) -> None:
 
 
 def export(run_dir: Path, out: Path, fmt: str, round_num: int | None = None, client: str | None = None,
-           force: bool = False) -> Path:
+           force: bool = False, store: Path | None = None) -> Path:
     """Write the chosen model of ``run_dir`` to ``out`` in ``fmt`` (see the module docstring)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is unknown; choose one of {', '.join(FORMATS)}")
     out = Path(out).absolute()
     check_out(out, force)
-    choose_model(run_dir, round_num, client)  # bad round / client refused before any loading
-    rm = load_run_model(run_dir, round_num, client)
+    choose_model(run_dir, round_num, client, store)  # bad round / client refused before any loading
+    rm = load_run_model(run_dir, round_num, client, store)
     with new_folder(out) as tmp:
         if fmt == "peft":
             _write_peft(rm, tmp, out)
