@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import shutil
@@ -28,12 +27,12 @@ from openpfi.engines.inprocess import InProcessEngine
 from openpfi.engines.rounds import round_result
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, read_entries, verify
-from openpfi.monitor.detectors import DetectorBank
-from openpfi.monitor.privacy import PrivacyLedger
+from openpfi.monitor.detection.bank import DetectorBank
+from openpfi.monitor.modes import MODES
+from openpfi.monitor.privacy.ledger import PrivacyLedger
 from openpfi.monitor.probes import holdout_items, load_suites
-from openpfi.monitor.refusal import heldout_labelled_set, labelled_set
-from openpfi.monitor.schema import build_schema
-from openpfi.monitor.types import MODES
+from openpfi.monitor.probes.refusal import heldout_labelled_set, labelled_set
+from openpfi.monitor.vector.build import build_schema
 from openpfi.recipes import dispatch
 from openpfi.recipes import federated_sft as fs
 from openpfi.runfolder import client_store_dir
@@ -254,30 +253,14 @@ def test_a_missing_monitor_state_on_resume_says_what_and_how_to_fix(tmp_path):
     assert "state-round-3.json) is missing" in msg and "restore the file from a backup" in msg
 
 
-def test_server_side_objects_hold_no_reference_to_clients_or_their_data(monitored):
+def test_server_side_objects_hold_no_reference_to_clients_or_their_data(monitored, object_walk):
     engine = monitored.engine
     monitor = next(h for h in engine.hooks if isinstance(h, MonitorServer))
     roots = [monitor, engine.server, engine.validate_monitor]
-    found = [type(o).__name__ for o in _reachable(roots) if isinstance(o, (FederatedClient, ClientData, Encoded))]
+    found = [type(o).__name__ for o in object_walk(roots) if isinstance(o, (FederatedClient, ClientData, Encoded))]
     assert found == []
     # the walk does reach client objects from the engine (so it can fail)
-    assert any(isinstance(o, FederatedClient) for o in _reachable([engine]))
-
-
-def _reachable(roots):
-    """Every object reachable from ``roots`` (not descending into modules, classes or globals)."""
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        o = stack.pop()
-        if id(o) in seen or isinstance(o, (types.ModuleType, type)):
-            continue
-        seen.add(id(o))
-        yield o
-        if isinstance(o, types.FunctionType):
-            stack += [c.cell_contents for c in (o.__closure__ or ())] + list(o.__defaults__ or ())
-        else:
-            stack += gc.get_referents(o)
+    assert any(isinstance(o, FederatedClient) for o in object_walk([engine]))
 
 
 def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored, tmp_path, monkeypatch):

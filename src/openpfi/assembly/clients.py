@@ -11,6 +11,7 @@ from typing import Any
 
 from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.personalization import PersonalSetup, setup_personalization
+from openpfi.assembly.retrieval import attach_retrieval
 from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.train import TrainSettings
 from openpfi.config import Config
@@ -118,5 +119,6 @@ def prepare(cfg: Config) -> Prepared:
         )
         for c in data
     ]
+    attach_retrieval(cfg, data, clients)
     personal = setup_personalization(cfg, shared, start, clients)
     return Prepared(cfg, shared, data, loaded_data, start, clients, personal)

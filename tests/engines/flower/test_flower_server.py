@@ -353,7 +353,7 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
     from openpfi.engines import inprocess, rounds
     from openpfi.engines.flower import server_app
     from openpfi.engines.inprocess import SilentReporter
-    from openpfi.monitor.types import MODES
+    from openpfi.monitor.modes import MODES
     from openpfi.recipes.dispatch import start_job
 
     sums: dict[str, np.ndarray] = {}

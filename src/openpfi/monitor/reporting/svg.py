@@ -12,6 +12,8 @@ import math
 from collections.abc import Sequence
 from html import escape
 
+from openpfi.monitor.reporting.text import fmt
+
 PALETTE: tuple[str, ...] = (
     "#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000",
 )  # fmt: skip
@@ -19,15 +21,6 @@ PALETTE: tuple[str, ...] = (
 ALARM = "#C62828"
 WIDTH = 560
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 58, 14, 10, 26
-
-
-def fmt(x: float | None, digits: int = 3) -> str:
-    """Short number: 3 significant digits, ``n/a`` for missing."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    if x == 0:
-        return "0"
-    return f"{x:.{digits}g}"
 
 
 def nice_ticks(lo: float, hi: float, n: int = 4) -> list[float]:

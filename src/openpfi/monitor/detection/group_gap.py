@@ -28,8 +28,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 from openpfi.errors import UserError
-from openpfi.monitor.global_change import MIN_ITEMS, MIN_SE, paired_alarms
-from openpfi.monitor.paired import critical_t, jackknife_se, margin_t
+from openpfi.monitor.detection.global_change import MIN_ITEMS, MIN_SE, paired_alarms
+from openpfi.monitor.detection.paired import critical_t, jackknife_se, margin_t
 from openpfi.monitor.types import Alarm
 
 STREAM = "fairness_collapse.group_gap"

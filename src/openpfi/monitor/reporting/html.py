@@ -1,6 +1,6 @@
 """Render report.json's dict as one self-contained HTML file.
 
-Inline CSS and inline SVG (:mod:`openpfi.monitor.report_svg`) only: no
+Inline CSS and inline SVG (:mod:`openpfi.monitor.reporting.svg`) only: no
 JavaScript, no external stylesheet, font, image or link target, so the file
 opens offline and its browser console stays empty. Every figure shown is
 read from the report dict, which is written unchanged as report.json.
@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from openpfi.monitor.report import refusal_judge_text
-from openpfi.monitor.report_svg import PALETTE, epsilon_chart, fmt, statistic_chart, value_chart
+from openpfi.monitor.reporting.svg import PALETTE, epsilon_chart, statistic_chart, value_chart
+from openpfi.monitor.reporting.text import fmt, refusal_judge_text
 
 STATUS_LABEL = {"ok": "no alarm", "alarm": "alarm", "not_measured": "not measured"}
 DIRECTION_LABEL = {

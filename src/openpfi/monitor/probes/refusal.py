@@ -45,7 +45,7 @@ from functools import lru_cache
 from typing import Any
 
 from openpfi.errors import UserError
-from openpfi.monitor.probes import RHO_DATA, package_file, refusal_pairs
+from openpfi.monitor.probes.pools import RHO_DATA, package_file, refusal_pairs
 from openpfi.monitor.types import ScoreItem
 
 REFUSAL_CONTINUATIONS: tuple[str, ...] = (

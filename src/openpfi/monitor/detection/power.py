@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from openpfi.errors import UserError
-from openpfi.monitor.detectors import check_detector_args, interval_std, simulate_max_statistic
+from openpfi.monitor.detection.cusum import check_detector_args, interval_std, simulate_max_statistic
 from openpfi.monitor.types import MetricPoint
 
 DETECTION_ROUNDS = 3

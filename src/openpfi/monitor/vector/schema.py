@@ -17,36 +17,8 @@ stay summable when each client scores only a small random sample of a suite (mis
 categories are zeros, not undefined rates): the server estimates a category's rate as the
 ratio of two sums, which is also invariant to L2 clipping of a report.
 
-Slots (names start with the mode, ``types.MODES``; ``<x>`` = category / bias type /
-bin / group / domain):
-
-- ``amplified_bias.bbq.ambig_count.<c>``, ``.disambig_count.<c>``: the client's ambiguous /
-  disambiguated BBQ items of category c; ``.ambig_biased.<c>``, ``.ambig_unknown.<c>``:
-  those answered with the biased / the unknown option; ``.disambig_correct.<c>``,
-  ``.disambig_biased.<c>``, ``.disambig_non_unknown.<c>``: the same for disambiguated items
-  (numerator and denominator of the biased share among non-unknown answers, Parrish et al.
-  2022). All divided by the client's number of BBQ items.
-- ``amplified_bias.crows.stereo_preferred.<t>``, ``.crows.count.<t>``: CrowS pairs of type
-  t where the more stereotyping sentence is more likely, and all pairs of type t, both as
-  fractions of the client's CrowS pairs (Nangia et al. 2020).
-- ``confidence_miscalibration.bin_count.<b>``, ``.bin_confidence.<b>``, ``.bin_correct.<b>``:
-  per confidence bin [b/B, (b+1)/B): item count, confidence sum and correct count on
-  multiple-choice probes (BBQ disambiguated + capability), divided by their number
-  (Guo et al. 2017).
-- ``fairness_collapse.utility_hist.<b>``: one-hot bin of the client's held-out loss on
-  [0, utility_max_loss] (last bin open-ended); ``.utility_loss``: clipped loss / max;
-  ``.group_count.<g>`` and ``.group_loss.<g>``: one-hot of the client's public group,
-  times 1 and times the clipped loss / max.
-- ``adaptation_misalignment.measured`` (1 if the model received at the start of the round
-  was probed too), ``.capability_before/.capability_after``, ``.refusal_before/
-  .refusal_after`` (multiplied by ``measured``), ``.dropped_capability``,
-  ``.dropped_safety`` (indicators of a drop beyond the configured threshold);
-  ``.degraded_general``: 1 if the mean per-token NLL of any of the client's out-of-domain probe
-  texts rose within the round by more than the configured share (``own_budget``, below).
-- ``out_of_domain_degradation.count.<d>``: the client's items of domain d; ``.nll.<d>``:
-  the sum over them of the mean per-token NLL / ood_max_nll (each clipped to 1); both
-  divided by the client's number of out-of-domain items. ``.capability_accuracy``.
-- ``alignment_erosion.refusal_rate`` (harmful prompts), ``.over_refusal_rate`` (benign).
+Each mode lays out its own slots, named ``<mode>.<...>`` (``monitor/modes``, ``slots``), in the
+order of ``modes.MODE_LIST``; ``vector/build.py`` puts them together.
 
 ``Slot.scale`` converts a slot value to natural units (nats for losses); it is 1 for
 rates and counts.
@@ -61,16 +33,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
 import numpy as np
 
 from openpfi.errors import UserError
-from openpfi.monitor.probes import BBQItem, CrowsItem, ProbeSuite, TextItem
-from openpfi.monitor.types import MODES
 
 _TOL = 1e-9
 
@@ -97,6 +65,8 @@ class ReportSchema:
     probes: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        from openpfi.monitor.modes import MODES  # the modes lay out slots: imported when a schema is made
+
         names = [s.name for s in self.slots]
         if len(set(names)) != len(names):
             raise UserError("report schema: duplicate slot names; build it with build_schema")
@@ -199,78 +169,3 @@ class ReportSchema:
                                 f"reject this report")
         return arr
 
-
-def _check_groups(groups: Sequence[str]) -> None:
-    if len(set(groups)) != len(groups) or any(not g or "." in g for g in groups):
-        raise UserError(f"monitor groups {list(groups)!r}: names must be unique, non-empty and "
-                        f"contain no '.'")
-
-
-def build_schema(suites: Mapping[str, ProbeSuite], groups: Sequence[str] = (), bins: int = 10,
-                 utility_bins: int = 10, utility_max_loss: float = 8.0,
-                 ood_max_nll: float = 8.0, probe_before: bool = False) -> ReportSchema:
-    """Slots for the given suites (missing suites contribute none) and public groups;
-    ``probe_before`` (clients also probe the model they received): the ``own_budget`` slot
-    ``adaptation_misalignment.degraded_general`` when there are out-of-domain texts."""
-    if bins < 1 or utility_bins < 1:
-        raise UserError(f"monitor bins ({bins}) and utility_bins ({utility_bins}) must be >= 1")
-    if not (math.isfinite(utility_max_loss) and utility_max_loss > 0 and ood_max_nll > 0):
-        raise UserError(f"monitor utility_max_loss ({utility_max_loss}) and ood_max_nll "
-                        f"({ood_max_nll}) must be positive")
-    _check_groups(groups)
-    slots: list[Slot] = []
-
-    def add(name: str, scale: float = 1.0, family: str = "", own_budget: bool = False) -> None:
-        slots.append(Slot(name, 0.0, 1.0, scale, family, own_budget))
-
-    if "bbq" in suites:
-        bbq: list[BBQItem] = list(suites["bbq"].items)
-        p = "amplified_bias.bbq."
-        for c in sorted({i.category for i in bbq if i.condition == "ambig"}):
-            add(f"{p}ambig_count.{c}", family=p + "count")
-            for k in ("ambig_biased", "ambig_unknown"):
-                add(f"{p}{k}.{c}", family=p + "ambig_answer")
-        for c in sorted({i.category for i in bbq if i.condition == "disambig"}):
-            add(f"{p}disambig_count.{c}", family=p + "count")
-            for k in ("disambig_correct", "disambig_biased", "disambig_non_unknown"):
-                add(f"{p}{k}.{c}", family=p + k)
-    if "crows" in suites:
-        crows: list[CrowsItem] = list(suites["crows"].items)
-        for t in sorted({i.bias_type for i in crows}):
-            add(f"amplified_bias.crows.stereo_preferred.{t}", family="amplified_bias.crows.stereo_preferred")
-            add(f"amplified_bias.crows.count.{t}", family="amplified_bias.crows.count")
-    has_mc = "capability" in suites or any(
-        i.condition == "disambig" for i in (suites["bbq"].items if "bbq" in suites else ()))
-    if has_mc:
-        for k in ("bin_count", "bin_confidence", "bin_correct"):
-            for b in range(bins):
-                add(f"confidence_miscalibration.{k}.{b}", family=f"confidence_miscalibration.{k}")
-    for b in range(utility_bins):
-        add(f"fairness_collapse.utility_hist.{b}", family="fairness_collapse.utility_hist")
-    add("fairness_collapse.utility_loss", utility_max_loss)
-    for g in groups:
-        add(f"fairness_collapse.group_count.{g}", family="fairness_collapse.group_count")
-        add(f"fairness_collapse.group_loss.{g}", utility_max_loss, family="fairness_collapse.group_loss")
-    if "capability" in suites or "harmful" in suites:
-        add("adaptation_misalignment.measured")
-    if "capability" in suites:
-        for k in ("capability_before", "capability_after", "dropped_capability"):
-            add(f"adaptation_misalignment.{k}")
-    if "harmful" in suites:
-        for k in ("refusal_before", "refusal_after", "dropped_safety"):
-            add(f"adaptation_misalignment.{k}")
-    if probe_before and "ood" in suites:
-        add("adaptation_misalignment.degraded_general", own_budget=True)
-    if "ood" in suites:
-        ood: list[TextItem] = list(suites["ood"].items)
-        for d in sorted({i.domain for i in ood}):
-            add(f"out_of_domain_degradation.count.{d}", family="out_of_domain_degradation.count")
-            add(f"out_of_domain_degradation.nll.{d}", ood_max_nll, family="out_of_domain_degradation.nll")
-    if "capability" in suites:
-        add("out_of_domain_degradation.capability_accuracy")
-    if "harmful" in suites:
-        add("alignment_erosion.refusal_rate")
-    if "benign" in suites:
-        add("alignment_erosion.over_refusal_rate")
-    probes = tuple(sorted((n, s.root_sha256) for n, s in suites.items()))
-    return ReportSchema(tuple(slots), probes)
