@@ -38,7 +38,8 @@ def test_run_keeps_index_and_figures_client_side_and_the_server_reaches_neither(
     docs = _docs(tmp_path / "docs", ids)
     cfg = load_config(None, [*TINY, f"rag.documents={json.dumps(str(docs))}"])
     prep = prepare(cfg)
-    cfg, run = new_run(cfg, tmp_path / "run", False, prep.shared.loaded.info, prep.loaded_data, prep.data)
+    cfg, run = new_run(cfg, tmp_path / "run", False, prep.shared.loaded.info, prep.loaded_data, prep.data,
+                       start=prep.start_adapter, layout=prep.shared.layout)
     attach_client_stores(prep.clients, run)
     server = make_server(cfg, prep.personal)
     server.init(server_start(prep))

@@ -64,7 +64,8 @@ def monitored(tmp_path_factory):
     plan = plan_monitor(cfg)
     prep = prepare(cfg)
     out = tmp_path_factory.mktemp("monitored") / "run"
-    cfg, run = new_run(cfg, out, False, prep.shared.loaded.info, prep.loaded_data, prep.data)
+    cfg, run = new_run(cfg, out, False, prep.shared.loaded.info, prep.loaded_data, prep.data,
+                       start=prep.start_adapter, layout=prep.shared.layout)
     prep.cfg = cfg
     attach_client_stores(prep.clients, run)  # the client store: personal state and the monitor secret
     server = make_server(cfg, prep.personal)
@@ -279,8 +280,8 @@ def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored,
     # Execute
     dispatch.resume_job(d, fs.SilentReporter())
     # Assert
-    a = load_file(str(monitored.path / "checkpoints/round-2/adapter.safetensors"))
-    b = load_file(str(d / "checkpoints/round-2/adapter.safetensors"))
+    a = load_file(str(monitored.path / "checkpoints/round-2/adapter_model.safetensors"))
+    b = load_file(str(d / "checkpoints/round-2/adapter_model.safetensors"))
     assert all(a[k].equal(b[k]) for k in a)
     rows = [[json.loads(x) for x in (f / "metrics.jsonl").read_text().splitlines()] for f in (monitored.path, d)]
     for mode in MODES:

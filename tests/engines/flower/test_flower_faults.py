@@ -12,15 +12,15 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from openpfi.config import Config
 from openpfi.errors import UserError
 from openpfi.recipes import federated_sft
+from openpfi.runfolder import RunFolder
 
 
 def _adapter(run: Path, r: int) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
+    return dict(RunFolder.open(run).load_checkpoint(r).adapter)
 
 
 def _equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:

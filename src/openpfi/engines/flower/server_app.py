@@ -138,7 +138,8 @@ class FlowerRun:
             from openpfi.assembly.run_start import new_run
 
             extra["engine"].update(run_key=self.run_key, launcher=self.settings.launcher)
-            self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, shared.loaded.info, loaded, data, extra)
+            self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, shared.loaded.info, loaded,
+                                                data, extra, start=start, layout=shared.layout)
             self.server.init(personal.server_start(start))
         else:
             self.run_folder = resumed
