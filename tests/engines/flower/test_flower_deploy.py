@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,3 +100,64 @@ def test_the_generated_app_names_our_serverapp_and_clientapp(tmp_path: Path) -> 
         "serverapp": "openpfi.engines.flower.server_app:app",
         "clientapp": "openpfi.engines.flower.client_app:app",
     }
+
+
+def _supernode(tmp_path: Path, superlink: str, pid: int = 0, ca: Path | None = None, key: Path | None = None) -> object:
+    from openpfi.engines.flower.settings import NodeIdentity
+    from openpfi.engines.flower.supernode import SuperNodeArgs
+
+    return SuperNodeArgs(superlink, NodeIdentity(pid, 2, "", ""), ca, key)
+
+
+def test_a_supernodes_bad_inputs_are_named_before_it_starts(tmp_path: Path) -> None:
+    from openpfi.engines.flower.auth import make_node_keys
+    from openpfi.engines.flower.supernode import check
+
+    # Prepare: a closed port, a TLS listener whose certificate another CA signed, a key that is not one
+    closed = deploy.free_port()
+    certs, (other_ca, _) = make_certificates(tmp_path / "link"), make_ca(tmp_path / "other")
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(certs.cert, certs.key)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _ = listener.accept()
+            with contextlib.suppress(ssl.SSLError, OSError), server.wrap_socket(conn, server_side=True):
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    (tmp_path / "not-a-key").write_text("hello")
+    good = make_node_keys(tmp_path / "keys", "site0")
+    # Execute / Assert: one line each, naming the node and the fix
+    with pytest.raises(UserError, match=r"SuperNode partition-id 5: --partition-id must be in 0..1"):
+        check(_supernode(tmp_path, f"127.0.0.1:{closed}", pid=5))  # type: ignore[arg-type]
+    with pytest.raises(UserError, match=r"SuperNode partition-id 0: the SuperLink at 127.0.0.1:\d+ is not reachable .*start it first"):
+        check(_supernode(tmp_path, f"127.0.0.1:{closed}"))  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="is not an OpenSSH EC private key; make one with `ssh-keygen"):
+        check(_supernode(tmp_path, f"127.0.0.1:{port}", key=tmp_path / "not-a-key"))  # type: ignore[arg-type]
+    with pytest.raises(UserError, match="has a certificate .* does not verify .*pass the CA that signed it"):
+        check(_supernode(tmp_path, f"127.0.0.1:{port}", ca=other_ca, key=good.private))  # type: ignore[arg-type]
+    check(_supernode(tmp_path, f"127.0.0.1:{port}", ca=certs.ca, key=good.private))  # type: ignore[arg-type]
+    listener.close()
+
+
+def test_resume_of_a_flower_run_says_how_when_it_cannot_start_one(tmp_path: Path) -> None:
+    # Prepare: a run folder written by `flwr run` on a deployment (no deploy local launcher)
+    import json
+
+    from openpfi.config import dump_toml, load_config
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(dump_toml(load_config(None, [])))
+    (run / "manifest.json").write_text(json.dumps({"engine": {"name": "flower", "launcher": ""}}))
+    (tmp_path / "inproc").mkdir()
+    (tmp_path / "inproc" / "manifest.json").write_text(json.dumps({"engine": {"name": "inprocess"}}))
+    # Execute / Assert
+    assert deploy.flower_launcher(tmp_path / "inproc") is None and deploy.flower_launcher(run) == {}
+    with pytest.raises(UserError, match=r"ran on a Flower deployment: .* `openpfi resume .* --connection NAME`"):
+        deploy.flwr_resume(run)

@@ -101,7 +101,7 @@ def identify(message: Message, context: Context) -> Message:
     settings = run_settings(context.run_config)
     identity = node_identity(context.node_config, settings.cfg)
     info: dict[str, Any] = {"partition_id": identity.partition_id}
-    call, remote = _backend(context)
+    _, remote = _backend(context)
     if remote:  # the node worker loads the model and the data now, before the first round
         result, _ = _call("prepare", message, context, global_arrays=False)
         info["client_id"], info["num_examples"] = result["client_id"], result["num_examples"]
