@@ -1,15 +1,22 @@
 """The run folder (DESIGN.md "Runs"): config, manifest, metrics, checkpoints.
 
-Every file is written atomically (temp file + rename), so a killed process
-leaves either the old or the new version. A round is complete when its
-checkpoint folder exists; ``metrics.jsonl`` rows past the last complete round
-are dropped on resume.
+Every file is written to a temporary name, fsynced and renamed (the folder
+fsynced after the rename), so a killed process or a power cut leaves either
+the old or the new version. A round is complete when its checkpoint folder
+exists; ``metrics.jsonl`` rows past the last complete round are dropped on
+resume. Everything read back on resume is checked: a damaged file is a
+``UserError`` naming it, never a traceback.
+
+The server's own secret (the seed of the DP noise it adds to the updates and of
+its client sampling) is kept beside the run folder, in ``<name>.server/``, never
+inside it: the run folder may be handed to an auditor.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +31,48 @@ CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 
 
+SECRET_BYTES = 32
+SECRET_FILE = "noise-secret.key"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def secret_file(path: Path, size: int) -> bytes:
+    """The bytes of a secret file, made with ``secrets.token_bytes(size)`` (mode 0600, fsynced) if absent.
+    Made under a temporary name and hard-linked into place, so two processes never replace each
+    other's secret."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(size))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic and never replaces a secret another process wrote first
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_bytes()
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -33,12 +82,25 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in sorted(state.items())}, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing; restore it or delete its checkpoint folder to resume earlier") from None
+    except Exception as err:  # safetensors raises its own error types on a damaged file
+        raise UserError(f"{path} is not a readable safetensors file ({type(err).__name__}); restore it or "
+                        "delete its checkpoint folder to resume from the round before") from None
 
 
 @dataclass
@@ -68,7 +130,9 @@ class RunFolder:
                 )
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        run = cls(path)
+        (run.server_dir / SECRET_FILE).unlink(missing_ok=True)  # a new run never reuses an old run's secret
+        return run
 
     @classmethod
     def open(cls, path: Path) -> RunFolder:
@@ -87,6 +151,20 @@ class RunFolder:
         """Client-side storage (personal state). Never read by the server."""
         return self.path / "clients"
 
+    @property
+    def server_dir(self) -> Path:
+        """The server's private folder beside the run folder (``<name>.server``)."""
+        return self.path.parent / f"{self.path.name}.server"
+
+    def server_secret(self) -> bytes:
+        """32 bytes made once per run (``secrets.token_bytes``) and kept in ``server_dir``, mode 0600."""
+        f = self.server_dir / SECRET_FILE
+        data = secret_file(f, SECRET_BYTES)
+        if len(data) != SECRET_BYTES:
+            raise UserError(f"{f} is not a {SECRET_BYTES}-byte secret; restore it (the DP noise of a resumed run "
+                            "depends on it)")
+        return data
+
     def write_config(self, text: str) -> None:
         atomic_write(self.config_file, text)
 
@@ -94,7 +172,13 @@ class RunFolder:
         atomic_write(self.path / name, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
     def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text())
+        f = self.path / name
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{f} is missing; restore it") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"{f} is not valid JSON ({type(err).__name__}); restore it") from None
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.path / METRICS, "a") as f:
@@ -107,11 +191,14 @@ class RunFolder:
         if not f.is_file():
             return []
         rows = []
-        for line in f.read_text().splitlines():
+        for line in f.read_bytes().decode("utf-8", errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 break  # a torn last line from a killed process
+            if not isinstance(row, dict) or not _is_round(row.get("round")):
+                raise UserError(f"{f}: a row without a round number; the file was edited, restore it")
+            rows.append(row)
         return rows
 
     def truncate_metrics(self, last_round: int) -> None:
@@ -133,6 +220,7 @@ class RunFolder:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        fsync_dir(root)
         return final
 
     def completed_rounds(self) -> list[int]:
@@ -142,12 +230,22 @@ class RunFolder:
         return sorted(
             int(p.name.split("-", 1)[1])
             for p in root.iterdir()
-            if p.is_dir() and p.name.startswith("round-") and (p / "state.json").is_file()
+            if p.is_dir() and p.name.startswith("round-") and p.name[6:].isdigit() and (p / "state.json").is_file()
         )
 
     def load_checkpoint(self, round_num: int) -> Checkpoint:
         folder = self.path / CHECKPOINTS / f"round-{round_num}"
-        meta = json.loads((folder / "state.json").read_text())
+        try:
+            meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"{folder / 'state.json'} is unreadable ({type(err).__name__}); restore it or delete "
+                            f"{folder} to resume from the round before") from None
+        if not isinstance(meta, dict) or meta.get("round") != round_num:
+            raise UserError(f"{folder / 'state.json'} does not describe round {round_num}; restore it or delete {folder}")
         server_file = folder / "server_state.safetensors"
-        server_state = load_file(str(server_file)) if server_file.is_file() else {}
-        return Checkpoint(round_num, load_file(str(folder / "adapter.safetensors")), server_state, meta)
+        server_state = _load_tensors(server_file) if server_file.is_file() else {}
+        return Checkpoint(round_num, _load_tensors(folder / "adapter.safetensors"), server_state, meta)
+
+
+def _is_round(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

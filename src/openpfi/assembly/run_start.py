@@ -10,8 +10,16 @@ from openpfi.assembly.manifest import build_manifest
 from openpfi.config import Config, dump_toml
 from openpfi.data import ClientData, LoadResult
 from openpfi.models.loader import ModelInfo
+from openpfi.monitor import audit_sign
 from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder
+
+
+def start_audit(run: RunFolder, cfg: Config) -> AuditLog:
+    """The run's audit log, signed from its first entry when ``output.audit_signing_key`` is set."""
+    if cfg.output.audit_signing_key:
+        audit_sign.enable(run.path, cfg.output.audit_signing_key)
+    return AuditLog(run.path / "audit.jsonl")
 
 
 def new_run(
@@ -40,7 +48,7 @@ def new_run(
         extra={"start_adapter": cfg.model.adapter or None, **(extra or {})},
     )
     run.write_json("manifest.json", manifest)
-    AuditLog(run.path / "audit.jsonl").append(
+    start_audit(run, cfg).append(
         "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"]}
     )
     return cfg, run

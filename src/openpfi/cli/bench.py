@@ -96,3 +96,15 @@ def bench_align(
     run_align_bench(out, quick=quick, console=console, model=model, docs=docs)
 
 
+
+@bench_app.command("reliability")
+@friendly
+def bench_reliability(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here.")] = Path("bench-reliability.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="10 fault rounds, 10 crashes, 60 cases per fuzz target.")] = False,
+) -> None:
+    """Faulty clients, SIGKILL crash-resumes and hostile input on tiny-random: rounds, resumes, fuzz cases."""
+    setup_env()
+    from openpfi.bench.reliability import run_reliability_bench
+
+    run_reliability_bench(out, quick=quick, console=console)

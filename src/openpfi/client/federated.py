@@ -35,6 +35,7 @@ from openpfi.errors import UserError
 from openpfi.models.loader import LoadedModel
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
+from openpfi.runfolder import secret_file
 
 
 def derive_seed(*parts: object) -> int:
@@ -112,49 +113,46 @@ class ClientStore:
     def __init__(self, folder: Path):
         self.folder = folder
 
-    def save(self, round_num: int, state: StateDict) -> None:
+    def save(self, round_num: int, state: StateDict, kind: str = "personal") -> None:
+        """Save ``state`` as this client's ``kind`` (personal state, compression residual) of ``round_num``:
+        written to a temporary name, fsynced, renamed."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".personal-round-{round_num}.tmp"
+        tmp = self.folder / f".{kind}-round-{round_num}.tmp"
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        tmp.replace(self.folder / f"personal-round-{round_num}.safetensors")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(self.folder / f"{kind}-round-{round_num}.safetensors")
         # Keep the two newest versions: a resume from the previous round must still find its state,
         # however many rounds ago this client last saved.
-        saved = sorted(self.folder.glob("personal-round-*.safetensors"), key=lambda f: int(f.stem.rsplit("-", 1)[1]))
-        for old in saved[:-2]:
+        saved = sorted(self._versions(kind), key=lambda nf: nf[0])
+        for _, old in saved[:-2]:
             old.unlink()
 
-    def load(self, up_to_round: int) -> StateDict | None:
-        """The newest personal state saved at or before ``up_to_round``."""
-        best: tuple[int, Path] | None = None
-        for f in self.folder.glob("personal-round-*.safetensors"):
-            n = int(f.stem.rsplit("-", 1)[1])
-            if n <= up_to_round and (best is None or n > best[0]):
-                best = (n, f)
-        return None if best is None else load_file(str(best[1]))
+    def _versions(self, kind: str) -> list[tuple[int, Path]]:
+        out = []
+        for f in self.folder.glob(f"{kind}-round-*.safetensors"):
+            tail = f.stem.rsplit("-", 1)[1]
+            if tail.isdigit():
+                out.append((int(tail), f))
+        return out
+
+    def load(self, up_to_round: int, kind: str = "personal") -> StateDict | None:
+        """The newest ``kind`` state saved at or before ``up_to_round``."""
+        best = max(((n, f) for n, f in self._versions(kind) if n <= up_to_round), default=None)
+        if best is None:
+            return None
+        try:
+            return load_file(str(best[1]))
+        except Exception as err:  # safetensors raises its own error types on a damaged file
+            raise UserError(f"{best[1]} is not a readable safetensors file ({err}); restore it from a backup") from None
 
     def secret(self) -> bytes:
-        """This client's 32-byte secret: made with ``new_secret`` on first use and kept in this
+        """This client's 32-byte secret: made with ``secrets.token_bytes`` on first use (``runfolder.secret_file``) and kept in this
         folder (``monitor-secret.key``, mode 0600), so a resumed run draws the same monitor noise.
         It never leaves the client: nothing sent to the server or written by it derives from it
         except the noised report."""
         path = self.folder / SECRET_FILE
-        if not path.is_file():
-            self.folder.mkdir(parents=True, exist_ok=True)
-            tmp = self.folder / f".{SECRET_FILE}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(new_secret())
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)  # atomic and never replaces a secret another process wrote first
-            except FileExistsError:
-                pass
-            except OSError:  # a file system without hard links
-                if not path.exists():
-                    os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
+        secret_file(path, SECRET_BYTES)
         data = path.read_bytes()
         if len(data) != SECRET_BYTES:
             raise UserError(

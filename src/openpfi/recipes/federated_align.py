@@ -23,6 +23,8 @@ from openpfi.assembly.clients import client_settings
 from openpfi.assembly.manifest import build_manifest
 from openpfi.assembly.monitor_plan import MonitorPlan
 from openpfi.assembly.monitoring import wire_monitor
+from openpfi.assembly.run_start import start_audit
+from openpfi.assembly.trust import attach_run, make_uplink, server_trust
 from openpfi.client.align import AlignClient, AlignSettings
 from openpfi.client.align_eval import AlignEvaluator
 from openpfi.client.dpo import ReferenceCache, encode_pair
@@ -116,8 +118,11 @@ def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache 
 def make_server(cfg: Config) -> AlignServer:
     f = cfg.federation
     opt = ServerOptConfig(f.strategy, f.server_lr, f.server_momentum, f.beta1, f.beta2, f.tau)
-    return AlignServer(opt, SamplingConfig(f.clients_per_round, f.min_fit_clients, cfg.seed),
-                       cfg.alignment.objectives, cfg.alignment.method)
+    server = AlignServer(opt, SamplingConfig(f.clients_per_round, f.min_fit_clients, cfg.seed),
+                         cfg.alignment.objectives, cfg.alignment.method)
+    for key, value in server_trust(cfg, bound_examples=False).items():  # validation, robust rule, DP
+        setattr(server, key, value)
+    return server
 
 
 def _as_client_data(data: list[ClientPreferences]) -> list[ClientData]:
@@ -140,8 +145,11 @@ def _eval_hook(prep: AlignPrepared, server: AlignServer) -> RoundHook:
 def _engine(prep: AlignPrepared, run: RunFolder, server: AlignServer, reporter: Reporter,
             hooks: list[RoundHook]) -> InProcessEngine:
     clients: list[Any] = list(prep.clients)
-    return InProcessEngine(prep.shared, clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter,
-                           [_eval_hook(prep, server), *hooks])
+    engine = InProcessEngine(prep.shared, clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter,
+                             [*attach_run(server, run), _eval_hook(prep, server), *hooks])
+    engine.uplink = make_uplink(prep.cfg)
+    engine.timeout_s = prep.cfg.client.timeout_s
+    return engine
 
 
 def _attach_stores(prep: AlignPrepared, run: RunFolder) -> None:
@@ -187,7 +195,7 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
         extra={"start_adapter": cfg.model.adapter or None, "alignment": alignment_manifest(prep, start_eval)},
     )
     run.write_json("manifest.json", manifest)
-    AuditLog(run.path / "audit.jsonl").append(
+    start_audit(run, cfg).append(
         "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"],
                    "preference_sha256": prep.pset.sha256}
     )
@@ -215,7 +223,7 @@ def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] 
     server = make_server(cfg)
     if last:
         ckpt = run.load_checkpoint(last)
-        server.init(ckpt.adapter, ckpt.server_state)
+        server.init(ckpt.adapter, ckpt.server_state, ckpt.meta.get("server"))
     else:
         server.init(prep.start_adapter)
     run.truncate_metrics(last)

@@ -13,12 +13,13 @@ from pathlib import Path
 from openpfi.assembly.clients import Prepared, prepare
 from openpfi.assembly.monitor_plan import MonitorPlan, plan_monitor
 from openpfi.assembly.monitoring import wire_monitor
+from openpfi.assembly.resume_state import read_resume_state
 from openpfi.assembly.run_start import new_run
 from openpfi.assembly.server import make_server, server_start
+from openpfi.assembly.trust import attach_run, make_uplink
 from openpfi.client.federated import ClientStore
-from openpfi.config import Config, load_config
+from openpfi.config import Config
 from openpfi.engines.inprocess import ClientSideHook, InProcessEngine, Reporter, RoundHook, SilentReporter
-from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.server import FedServer
@@ -32,8 +33,12 @@ def _attach_stores(prep: Prepared, run: RunFolder) -> None:
 
 
 def _engine(prep: Prepared, run: RunFolder, server: FedServer, reporter: Reporter, hooks: list[RoundHook]) -> InProcessEngine:
-    engine = InProcessEngine(prep.shared, prep.clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter, hooks)
-    engine.eval_every = prep.cfg.federation.eval_every
+    cfg = prep.cfg
+    hooks = [*attach_run(server, run), *hooks]  # the server's secret; privacy.json's updates section
+    engine = InProcessEngine(prep.shared, prep.clients, server, run, cfg.federation.rounds, cfg.seed, reporter, hooks)
+    engine.eval_every = cfg.federation.eval_every
+    engine.uplink = make_uplink(cfg)
+    engine.timeout_s = cfg.client.timeout_s
     return engine
 
 
@@ -71,21 +76,16 @@ def resume(
     monitor: MonitorPlan | None = None,
 ) -> RunFolder:
     """Continue from the last complete round; same result as an uninterrupted run."""
-    run = RunFolder.open(path)
-    cfg = load_config(run.config_file)
-    done = run.completed_rounds()
-    last = done[-1] if done else 0
-    if last >= cfg.federation.rounds:
-        raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
+    state = read_resume_state(path)  # every file it reads, checked before any model is loaded
+    run, cfg, done, last = state.run, state.cfg, state.done, state.last
     monitor = monitor or plan_monitor(cfg)
     prep = prepare(cfg)
     _attach_stores(prep, run)
     for c in prep.clients:
         c.restore(last)  # personal state, from the client-side folder
     server = make_server(cfg, prep.personal)
-    if last:
-        ckpt = run.load_checkpoint(last)
-        server.init(ckpt.adapter, ckpt.server_state, ckpt.meta.get("server"))
+    if state.checkpoint is not None:
+        server.init(state.checkpoint.adapter, state.checkpoint.server_state, state.server_meta)
     else:
         server.init(server_start(prep))
     run.truncate_metrics(last)

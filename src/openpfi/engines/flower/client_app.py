@@ -131,6 +131,18 @@ def _monitor_clip(cfg: Config, client: Any) -> float:
     return secagg.monitor_clip(cfg, s.noise_std_sum, s.n_expected) if s is not None else secagg.monitor_clip(cfg)
 
 
+def _upload(cfg: Config, client: Any, update: Any, round_num: int, peers: int) -> tuple[Any, float]:
+    """The update after the client-side uplink (DP noise share, compression; client/uplink.py), and the
+    per-coordinate bound of a DP sum under SecAgg+ (0 without DP)."""
+    from openpfi.assembly.trust import make_uplink, plan_update_privacy
+
+    uplink = make_uplink(cfg, engine="flower")
+    if uplink is not None:
+        update = uplink.apply(update, client, round_num, peers)
+    dp = plan_update_privacy(cfg, engine="flower")
+    return update, secagg.dp_bound(dp) if dp is not None else 0.0
+
+
 @app.query("identify")
 def identify(message: Message, context: Context) -> Message:
     cfg, identity, _ = _identity(context)
@@ -161,10 +173,11 @@ def fit(message: Message, context: Context) -> Message:
     _restore(client, r - 1)
     update = client.fit(prep.shared, global_state, r, cfg.seed)
     update.scalars.update({**process_s, "flower_prepare_s": prepare_s})
+    update, update_bound = _upload(cfg, client, update, r, int(message.content.config_records["config"].get("peers", 1)))
     mode = cfg.flower.secagg
     if mode == "off":
         return Message(records.update_to_content(update), reply_to=message)
-    arrays, layout, clipped = secagg.pack(update, cfg, _monitor_clip(cfg, client))
+    arrays, layout, clipped = secagg.pack(update, cfg, _monitor_clip(cfg, client), update_bound)
     if not layout.empty:
         secagg.store_payload(context, arrays)
     update.scalars["secagg_clipped"] = clipped

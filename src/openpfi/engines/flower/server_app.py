@@ -12,9 +12,10 @@ the run folder header (``assembly.run_start.new_run``) and attach the monitor's 
 1. ``configure_fit`` samples client ids; each sampled node gets ``train.fit`` with the
    global adapter; the server waits ``flower.reply_timeout`` seconds at most;
 2. with ``flower.secagg`` on, the answering nodes run SecAgg+ (``secagg.py``);
-3. ``aggregate_fit`` on the updates that arrived (the round goes on when at least
-   ``federation.min_fit_clients`` answered; the others are listed in ``failed`` with
-   the reason in ``flower.failed_reasons``);
+3. ``screen_fit`` decodes and validates every update that arrived (strategies/screening.py;
+   under SecAgg+ only the unmasked sum can be checked), then ``aggregate_fit`` on the valid
+   ones (the round goes on when enough remain; the others are listed in ``failed``, with
+   the reason in ``dropped`` / ``rejected`` and ``flower.failed_reasons``);
 4. nodes that trained get ``evaluate`` with the new global adapter (every
    ``federation.eval_every`` rounds and at the last);
 5. ``rounds.round_row`` / ``rounds.close_round``: monitor hook, checkpoint, metrics.jsonl.
@@ -105,16 +106,18 @@ class FlowerRun:
         from openpfi.assembly.personalization import server_setup
         from openpfi.assembly.run_start import new_run
         from openpfi.assembly.server import make_server
+        from openpfi.assembly.trust import check_trust
 
         cfg = self.cfg
         check_supported(cfg)
         plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail first
+        check_trust(cfg, engine="flower")
         shared, start = load_shared(cfg)  # the starting adapter; the model scores the monitor's public probes
         loaded, data, extra = self._data()
         self.node_of = self._identify(self._wait_for_nodes())  # bad nodes stop the run before anything is written
         log.info("clients: %s", ", ".join(f"{cid} (node {nid})" for cid, nid in sorted(self.node_of.items())))
         personal = server_setup(cfg, start, sorted(self.node_of), self.sizes or None)
-        self.server = make_server(cfg, personal)
+        self.server = make_server(cfg, personal, engine="flower")
         if cfg.flower.secagg == "updates" and getattr(self.server, "aggregation", None) is not None:
             raise UserError(
                 f"flower.secagg = 'updates' sums plain deltas; lora.aggregation = {cfg.lora.aggregation!r} / "
@@ -124,6 +127,9 @@ class FlowerRun:
         self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, shared.loaded.info, loaded, data, extra)
         self.server.init(personal.server_start(start))
         finish = self._wire_monitor(plan, shared, start, data)
+        from openpfi.assembly.trust import attach_run
+
+        self.hooks = [*attach_run(self.server, self.run_folder), *self.hooks]
         if plan is None:
             del shared
         for r in range(1, cfg.federation.rounds + 1):
@@ -221,12 +227,13 @@ class FlowerRun:
         self.reporter.round_start(r, cfg.federation.rounds, sampled)
         global_state = server.broadcast()
         down0, up0 = self.grid.bytes_down, self.grid.bytes_up
-        config = ConfigRecord({"round": r})
+        config = ConfigRecord({"round": r, "peers": len(sampled)})  # peers: who shares the DP noise this round
         msgs = [self._message(_global(global_state, config), self.node_of[c], "train.fit", str(r)) for c in sampled]
         replies = self._send(msgs)
         updates: list[ClientUpdate] = []
         layouts: dict[str, secagg.Layout] = {}
         reasons: dict[str, str] = {}
+        errored = {c for c in sampled if (m := replies.get(self.node_of[c])) is not None and m.has_error()}
         for cid in sampled:
             reply = replies.get(self.node_of[cid])
             if reply is None:
@@ -234,7 +241,11 @@ class FlowerRun:
             elif reply.has_error():
                 reasons[cid] = records.reply_error(reply)
             else:
-                updates.append(records.content_to_update(reply.content))
+                try:
+                    updates.append(records.content_to_update(reply.content))
+                except (KeyError, TypeError, ValueError) as err:  # a reply that is not an openpfi update
+                    reasons[cid] = f"malformed reply ({type(err).__name__})"
+                    continue
                 if secagg.LAYOUT in reply.content.config_records:
                     layouts[cid] = secagg.Layout.from_record(reply.content.config_records[secagg.LAYOUT])
         for cid, why in reasons.items():
@@ -242,9 +253,14 @@ class FlowerRun:
         t_train = time.perf_counter() - t0
 
         t1 = time.perf_counter()
+        updates, rejections = server.screen_fit(r, updates, secure=cfg.flower.secagg == "updates")
+        rejected = [x.record() for x in rejections]
+        for x in rejected:
+            log.warning("round %d: update of client %s rejected (%s): %s", r, x["client_id"], x["reason"], x["detail"])
         sums, secagg_info = self._secure_sum(r, updates, layouts, reasons)
         updates = [u for u in updates if u.client_id not in reasons]
-        failed = [c for c in sampled if c in reasons]
+        lost = reasons.keys() | {x["client_id"] for x in rejected}
+        failed = [c for c in sampled if c in lost]
         fit_metrics = self._aggregate(r, updates, failed, sums)
         t_agg = time.perf_counter() - t1
 
@@ -257,6 +273,9 @@ class FlowerRun:
         t_eval = time.perf_counter() - t2
 
         row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor)
+        row["dropped"] = [{"client_id": c, "reason": "raised" if c in errored else "no_reply", "detail": why}
+                          for c, why in reasons.items() if c not in {x["client_id"] for x in rejected}]
+        row["rejected"] = rejected
         if sums is not None and sums.monitor_sum is not None:
             row[MONITOR_SUM], row["monitor_clients"] = sums.monitor_sum, sums.clients
         probing = sum(u.scalars.get("monitor_seconds", 0.0) for u in updates)  # inside the clients' fit
@@ -309,9 +328,13 @@ class FlowerRun:
         for u in updates:
             if self.node_of[u.client_id] not in active:
                 reasons[u.client_id] = "dropped out during SecAgg+"
-        sums = secagg.unpack(mean, len(active), layout, self.server.params, self.cfg)
+        sums = secagg.unpack(mean, len(active), layout, self.server.params, self.cfg, self._dp_bound())
         info = {"secagg": mode, "secagg_s": seconds, "secagg_clients": sorted(cid_of[n] for n in active), **wire}
         return sums, info
+
+    def _dp_bound(self) -> float:
+        privacy = getattr(self.server, "privacy", None)
+        return secagg.dp_bound(privacy.dp) if privacy is not None else 0.0
 
     def _aggregate(self, r: int, updates: list[ClientUpdate], failed: list[str], sums: secagg.Sums | None) -> dict:
         if sums is not None and sums.mean_delta is not None:
