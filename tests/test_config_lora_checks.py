@@ -1,4 +1,5 @@
-"""Every refusal of Config._lora_checks (and the personalization patterns) at config time."""
+"""Every refusal of a settings combination (assembly/compatibility.py, asked of the policies and
+aggregations) and of the personalization patterns, before anything is loaded."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.config import load_config
 from openpfi.errors import UserError
 
@@ -58,7 +60,7 @@ DEMO = Path(__file__).resolve().parents[1] / "examples" / "demo.toml"
 )  # fmt: skip
 def test_lora_combination_is_refused(overrides: list[str], needle: str) -> None:
     with pytest.raises(UserError, match=re.escape(needle)) as err:
-        load_config(DEMO, overrides)
+        check_combinations(load_config(DEMO, overrides))
     assert "\n" not in str(err.value)
 
 
@@ -73,4 +75,4 @@ def test_lora_combination_is_refused(overrides: list[str], needle: str) -> None:
     ],
 )
 def test_lora_combination_is_accepted(overrides: list[str]) -> None:
-    load_config(DEMO, overrides)
+    check_combinations(load_config(DEMO, overrides))  # raises nothing

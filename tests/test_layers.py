@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("client",),
     ("monitor",),
     ("algorithms", "models", "data"),
-    ("config", "runfolder"),
+    ("config", "runfolder", "assets"),
     ("errors", "__init__"),
 )
 """Top to bottom: a module may import its own package and the layers below its own, never one above

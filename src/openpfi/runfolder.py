@@ -7,9 +7,13 @@ exists; ``metrics.jsonl`` rows past the last complete round are dropped on
 resume. Everything read back on resume is checked: a damaged file is a
 ``UserError`` naming it, never a traceback.
 
-The server's own secret (the seed of the DP noise it adds to the updates and of
-its client sampling) is kept beside the run folder, in ``<name>.server/``, never
-inside it: the run folder may be handed to an auditor.
+The run folder is the server's. The clients' own storage (personal state, the secrets of
+their monitor noise, their own figures: client/store.py) is a sibling folder,
+``<run>.clients/`` (``client_store_dir``), named in manifest.json (``client_store``) and
+marked by a ``.openpfi-client-store`` file, so that ``--force`` replaces only a folder an
+earlier run made for its clients. The server's own secret (the seed of the DP noise it adds
+to the updates and of its client sampling) is kept beside it too, in ``<name>.server/``,
+never inside: the run folder may be handed to an auditor.
 """
 
 from __future__ import annotations
@@ -29,6 +33,40 @@ from openpfi.errors import UserError
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
+CLIENT_STORE_SUFFIX = ".clients"
+STORE_MARK = ".openpfi-client-store"
+
+
+def client_store_dir(run_path: Path) -> Path:
+    """The client store of a new run folder: its sibling ``<name>.clients``."""
+    p = Path(run_path).resolve()
+    return p.parent / f"{p.name}{CLIENT_STORE_SUFFIX}"
+
+
+def check_client_store(store: Path, force: bool) -> None:
+    """Refuse a client-store folder that is in the way: a file, a non-empty folder no run
+    made for its clients, or (without ``force``) an earlier run's client store."""
+    if store.exists() and not store.is_dir():
+        raise UserError(f"{store} (the run's client store) is a file; move it or choose another --out")
+    if not store.is_dir() or not any(store.iterdir()):
+        return
+    if not (store / STORE_MARK).is_file():
+        raise UserError(
+            f"{store} exists and is not an openpfi client store; move it or choose another --out "
+            "(the clients' storage goes next to the run folder)"
+        )
+    if not force:
+        raise UserError(
+            f"the client store {store} of an earlier run exists; pass --force to overwrite that run and its "
+            "client store, or choose another --out"
+        )
+
+
+def mark_client_store(store: Path) -> Path:
+    """Create ``store`` (if needed) with the mark that makes it a folder of client stores."""
+    store.mkdir(parents=True, exist_ok=True)
+    atomic_write(store / STORE_MARK, "openpfi client store: each client's own folder; the server never reads it\n")
+    return store
 
 
 SECRET_BYTES = 32
@@ -116,19 +154,33 @@ class RunFolder:
         self.path = Path(path)
 
     # -- creation -------------------------------------------------------------------------------
-    @classmethod
-    def create(cls, path: Path, force: bool) -> RunFolder:
-        """A new run folder; an existing non-empty folder is only replaced with ``force``."""
+    @staticmethod
+    def check_target(path: Path, force: bool) -> None:
+        """Everything ``create`` refuses, checked without writing (a file, a non-empty folder
+        without ``force``, a client store in the way)."""
         path = Path(path)
         if path.exists() and not path.is_dir():
             raise UserError(f"output folder {path} is a file; choose another --out")
+        if (path / STORE_MARK).is_file():
+            raise UserError(f"{path} is the client store of another run folder; choose another --out")
+        if path.is_dir() and any(path.iterdir()) and not force:
+            raise UserError(
+                f"output folder {path} is not empty; pass --force to overwrite it, "
+                "choose another --out, or `openpfi resume` it"
+            )
+        check_client_store(client_store_dir(path), force)
+
+    @classmethod
+    def create(cls, path: Path, force: bool) -> RunFolder:
+        """A new run folder; an existing non-empty folder (and its client store) is only
+        replaced with ``force``."""
+        path = Path(path)
+        cls.check_target(path, force)
         if path.is_dir() and any(path.iterdir()):
-            if not force:
-                raise UserError(
-                    f"output folder {path} is not empty; pass --force to overwrite it, "
-                    "choose another --out, or `openpfi resume` it"
-                )
             shutil.rmtree(path)
+        store = client_store_dir(path)
+        if store.is_dir():
+            shutil.rmtree(store)
         path.mkdir(parents=True, exist_ok=True)
         run = cls(path)
         (run.server_dir / SECRET_FILE).unlink(missing_ok=True)  # a new run never reuses an old run's secret
@@ -148,8 +200,16 @@ class RunFolder:
 
     @property
     def clients_dir(self) -> Path:
-        """Client-side storage (personal state). Never read by the server."""
-        return self.path / "clients"
+        """The clients' storage (``<run>.clients``, or the folder manifest.json names). Never read
+        by the server; a recipe hands each in-process client its own folder in it."""
+        manifest = self.path / "manifest.json"
+        name = json.loads(manifest.read_text()).get("client_store") if manifest.is_file() else None
+        sibling = client_store_dir(self.path)
+        if name:
+            named = self.path.resolve().parent / name
+            return named if named.is_dir() or not sibling.is_dir() else sibling  # a renamed pair: its own sibling
+        legacy = self.path / "clients"  # run folders written before the client store moved out
+        return legacy if legacy.is_dir() else sibling
 
     @property
     def server_dir(self) -> Path:

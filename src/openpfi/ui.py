@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,10 +69,9 @@ class RichReporter:
         if self._rounds is not None:
             self.progress.advance(self._rounds)
         mean = row.get("eval_loss_mean", float("nan"))
-        worst = row.get("eval_loss_worst", float("nan"))
         self.console.print(
             f"round {row['round']}: train loss {row.get('train_loss', float('nan')):.3f}  "
-            f"held-out loss mean {mean:.3f} worst {worst:.3f}  "
+            f"held-out loss mean {mean:.3f}  "
             f"({row.get('timings', {}).get('round_s', 0):.1f}s)"
         )
 
@@ -82,34 +82,81 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def results_table(rows: list[dict[str, Any]]) -> Table:
-    """Per-client results of the last round with each client's first-round figure, plus summary rows."""
-    last = rows[-1]
-    first_seen: dict[str, float] = {}
+Figures = dict[str, dict[int, dict[str, float]]]
+"""Client id -> round -> the client's own figures (client/store.py ``client_figures``)."""
+
+
+def shared_figures(rows: list[dict[str, Any]]) -> Figures:
+    """The per-client figures a run shared with the server (``privacy.share_client_metrics``)."""
+    out: Figures = {}
     for r in rows:
         for cid, c in r.get("clients", {}).items():
-            first_seen.setdefault(cid, c["eval_loss"])
-    has_personal = any("personal_loss" in c for c in last.get("clients", {}).values())
-    table = Table(title=f"Per-client held-out results after round {last['round']}")
+            out.setdefault(cid, {})[int(r["round"])] = c
+    return out
+
+
+def results_table(rows: list[dict[str, Any]], figures: Figures, source: str = "") -> Table:
+    """The simulation's view: each client's own held-out figures after the last round (``figures``,
+    from the clients' stores; the server never has them), with its first-round figure, under the
+    server's federation mean and the worst client and spread among them."""
+    last = rows[-1]
+    r_last = int(last["round"])
+    latest = {cid: f[r_last] for cid, f in figures.items() if "eval_loss" in f.get(r_last, {})}
+    first = {cid: next(f[r]["eval_loss"] for r in sorted(f) if "eval_loss" in f[r]) for cid, f in figures.items()
+             if cid in latest}
+    has_personal = any("personal_loss" in c for c in latest.values())
+    rag = [k for k in RAG_COLUMNS if any(k in c for c in latest.values())]
+    title = f"Simulation view: each client's own held-out results after round {r_last}"
+    table = Table(title=title, caption=source or None)
     table.add_column("client")
     table.add_column("first eval loss", justify="right")
     table.add_column("eval loss", justify="right")
     table.add_column("perplexity", justify="right")
     if has_personal:
         table.add_column("personal loss", justify="right")
+    for key in rag:
+        table.add_column(RAG_COLUMNS[key], justify="right")
     table.add_column("train loss", justify="right")
     table.add_column("tok/s", justify="right")
-    for cid, c in sorted(last.get("clients", {}).items()):
-        cells = [cid, _fmt(first_seen.get(cid)), _fmt(c["eval_loss"]), f"{c['eval_ppl']:.1f}"]
+    for cid, c in sorted(latest.items()):
+        cells = [cid, _fmt(first.get(cid)), _fmt(c["eval_loss"]), f"{c.get('eval_ppl', float('nan')):.1f}"]
         if has_personal:
             cells.append(_fmt(c.get("personal_loss", float("nan"))))
-        cells += [_fmt(c["train_loss"]), f"{c['tokens_per_s']:,.0f}"]
+        cells += [_fmt(c.get(key, float("nan"))) for key in rag]
+        cells += [_fmt(c.get("train_loss", float("nan"))), f"{c.get('tokens_per_s', float('nan')):,.0f}"]
         table.add_row(*cells)
     table.add_section()
-    for label, key in (("mean", "eval_loss_mean"), ("worst client", "eval_loss_worst"), ("spread (sd)", "eval_loss_spread")):
-        cells = [f"[bold]{label}", "", _fmt(last.get(key, float("nan"))), ""]
+    for label, key in (("mean (server)", "mean"), ("worst client", "worst"), ("spread (sd)", "spread")):
+        cells = [f"[bold]{label}", "", _summary(last, latest, "eval_loss", key), ""]
         if has_personal:
-            cells.append(_fmt(last.get(key.replace("eval_loss", "personal_loss"), float("nan"))))
+            cells.append(_summary(last, latest, "personal_loss", key))
+        cells += [_rag_summary(latest, k, key) for k in rag]
         cells += ["", ""]
         table.add_row(*cells)
     return table
+
+
+RAG_COLUMNS = {"rag_loss": "loss + retrieval", "exact_match": "EM", "rag_exact_match": "EM + retrieval"}
+"""rag.evaluate: the client's own model (personal where it has one) with its retrieved passages in the
+prompt, beside its loss without them (personal loss, else eval loss; client/retrieval_eval.py)."""
+
+
+def _rag_summary(latest: dict[str, dict[str, float]], metric: str, stat: str) -> str:
+    """Mean over the clients' own figures (the server has no retrieval figure); worst = highest loss, lowest EM."""
+    values = [c[metric] for c in latest.values() if metric in c and not math.isnan(c[metric])]
+    if not values:
+        return ""
+    if stat == "mean":
+        return _fmt(statistics.fmean(values))
+    if stat == "worst":
+        return _fmt(min(values) if "exact" in metric else max(values))
+    return _fmt(statistics.pstdev(values))
+
+
+def _summary(row: dict[str, Any], latest: dict[str, dict[str, float]], metric: str, stat: str) -> str:
+    if stat == "mean":
+        return _fmt(row.get(f"{metric}_mean", float("nan")))
+    values = [c[metric] for c in latest.values() if metric in c and not math.isnan(c[metric])]
+    if not values:
+        return "nan"
+    return _fmt(max(values) if stat == "worst" else statistics.pstdev(values))

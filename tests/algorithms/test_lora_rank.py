@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from openpfi.algorithms.lora import truncate_rank
 from openpfi.algorithms.lora_rank import factor_rank, mask_rank, pad_rank, slice_rank
 from openpfi.errors import UserError
 
@@ -34,12 +33,6 @@ def test_slice_keeps_first_rows_of_a_and_columns_of_b() -> None:
     assert torch.equal(out[A], torch.tensor([[0.0, 1.0], [2.0, 3.0]]))
     assert torch.equal(out[B], torch.tensor([[0.0, 1.0], [3.0, 4.0], [6.0, 7.0], [9.0, 10.0]]))
     assert torch.equal(out[OTHER], torch.ones(4, 2))
-
-
-def test_slice_matches_truncate_rank_on_full_pairs() -> None:
-    s = {A: _state()[A], B: _state()[B]}
-    for k, v in truncate_rank(s, 1).items():
-        assert torch.equal(slice_rank(s, 1)[k], v)
 
 
 def test_slice_works_on_one_factor_only() -> None:

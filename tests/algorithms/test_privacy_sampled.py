@@ -51,6 +51,7 @@ def test_round_rdp_rounds_up() -> None:
     assert np.allclose(round_rdp(1.0, 1.0), gaussian_rdp(1.0) * (1 + RDP_ROUND_UP), rtol=1e-15)
 
 
+@pytest.mark.filterwarnings("ignore:Optimal order is the smallest alpha")
 @pytest.mark.parametrize("q", [1.0, 0.1, 0.01])
 def test_epsilon_within_one_percent_of_opacus_and_never_below(q: float) -> None:
     # Prepare: Opacus's RDP accountant (its compute_rdp + get_privacy_spent) on the same orders

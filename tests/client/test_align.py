@@ -22,9 +22,14 @@ from openpfi.client.dpo import (
 )
 from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.train import TrainSettings, token_nll
+from openpfi.config import ClientConfig
 from openpfi.data.preference import PreferencePair
 from openpfi.data.tokenize import collate
 from openpfi.models.loader import load_model
+
+
+def _train(steps: int, batch: int, accum: int, lr: float, **changes) -> TrainSettings:
+    return TrainSettings.from_config(ClientConfig(), steps=steps, batch_size=batch, grad_accum=accum, lr=lr, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +49,7 @@ def _pairs(shared: SharedModel, objective: str, n: int) -> list:
 
 
 def _settings(steps: int = 2, batch: int = 2) -> ClientSettings:
-    return ClientSettings(steps, 0.0, TrainSettings(steps, batch, 1, 5e-3), eval_batch_size=8, max_eval_examples=8)
+    return ClientSettings(steps, 0.0, _train(steps, batch, 1, 5e-3), eval_batch_size=8, max_eval_examples=8)
 
 
 def _client(shared: SharedModel, method: str, pairs: dict, beta: float = 0.1, p=(0.5, 0.5)) -> AlignClient:
@@ -118,9 +123,10 @@ def test_firm_weights_match_the_solver() -> None:
     g1 = [torch.tensor([2.0]), torch.tensor([0.0])]
     g2 = [torch.tensor([0.0]), torch.tensor([1.0])]
     p = np.array([0.7, 0.3])
-    np.testing.assert_allclose(firm_weights([g1, g2], p, 0.0), [0.2, 0.8], atol=1e-12)
-    np.testing.assert_allclose(firm_weights([g1, g2], p, 1.0),
-                               regularized_simplex_weights(np.diag([4.0, 1.0]), p, 1.0), atol=1e-12)
+    np.testing.assert_allclose(firm_weights([g1, g2], p, 0.0).weights, [0.2, 0.8], atol=1e-12)
+    # beta is relative: 1.0 * tr(G) / M = 2.5
+    np.testing.assert_allclose(firm_weights([g1, g2], p, 1.0).weights,
+                               regularized_simplex_weights(np.diag([4.0, 1.0]), p, 2.5), atol=1e-12)
 
 
 def test_firm_fit_uploads_one_adapter_and_fmgda_one_per_objective(shared: SharedModel) -> None:
@@ -195,7 +201,7 @@ def test_a_client_trains_its_preference_pairs_with_dpo(shared: SharedModel) -> N
     (r(chosen) - r(rejected) > 0 on every training pair), which SFT alone would not target."""
     # Prepare
     pairs = _pairs(shared, "helpful", 4)
-    client = FederatedClient("c0", pairs, [], ClientSettings(6, 0.0, TrainSettings(6, 2, 1, 2e-2), 8, 8))
+    client = FederatedClient("c0", pairs, [], ClientSettings(6, 0.0, _train(6, 2, 1, 2e-2), 8, 8))
     # Execute
     update = client.fit(shared, shared.initial_state, 1, 0)
     shared.set_state({k: shared.initial_state[k] + update.delta[k] for k in update.delta})

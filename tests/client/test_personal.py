@@ -7,18 +7,23 @@ from pathlib import Path
 import pytest
 import torch
 
-from openpfi.client.federated import ClientSettings, ClientStore, FederatedClient, SharedModel
+from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.personal import (
     POLICIES,
     KeySplit,
     PersonalPolicy,
-    PersonalSettings,
     check_split,
     compose,
     make_policy,
 )
+from openpfi.client.store import ClientStore
 from openpfi.client.train import TrainResult, TrainSettings
+from openpfi.config import ClientConfig, PersonalizationConfig
 from openpfi.errors import UserError
+
+
+def _train(steps: int, batch: int, accum: int, lr: float, **changes) -> TrainSettings:
+    return TrainSettings.from_config(ClientConfig(), steps=steps, batch_size=batch, grad_accum=accum, lr=lr, **changes)
 
 QA, QB = "l0.q_proj.lora_A.weight", "l0.q_proj.lora_B.weight"
 VA, VB = "l0.v_proj.lora_A.weight", "l0.v_proj.lora_B.weight"
@@ -43,7 +48,7 @@ def _states() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     return initial, global_
 
 
-def _fit(method: str, personal=None, settings: PersonalSettings | None = None, global_=None):
+def _fit(method: str, personal=None, settings: PersonalizationConfig | None = None, global_=None):
     policy = make_policy(method, settings)
     initial, g = _states()
     g = global_ if global_ is not None else g
@@ -101,12 +106,12 @@ def test_ffa_trains_only_b_and_keeps_a_at_its_init() -> None:
 
 
 def test_fedrep_split_by_pattern_and_fedrep_phases() -> None:
-    settings = PersonalSettings(personal_patterns=("v_proj",))
+    settings = PersonalizationConfig(personal_patterns=("v_proj",))
     policy, split, train, out, delta = _fit("fedrep", settings=settings)
     assert split.personal == {VA, VB} and split.shared == {QA, QB}
     assert [c["keys"] for c in train.calls] == [{QA, QB, VA, VB}]  # FedPer: jointly
     assert set(delta) == {QA, QB} and set(out.personal) == {VA, VB}
-    rep = PersonalSettings(personal_patterns=("v_proj",), head_steps=2)
+    rep = PersonalizationConfig(personal_patterns=("v_proj",), head_steps=2)
     _, _, train, out, delta = _fit("fedrep", settings=rep)
     assert [(c["keys"], c["steps"], c["tag"]) for c in train.calls] == [({VA, VB}, 2, "head"), ({QA, QB}, 0, "body")]
     assert torch.equal(delta[QA], torch.ones(2, 2))  # the head phase leaves the shared part alone
@@ -114,7 +119,7 @@ def test_fedrep_split_by_pattern_and_fedrep_phases() -> None:
 
 
 def test_ditto_trains_the_global_then_the_personal_adapter_with_the_pull() -> None:
-    settings = PersonalSettings(ditto_lambda=0.7, personal_steps=4)
+    settings = PersonalizationConfig(ditto_lambda=0.7, personal_steps=4)
     own = {k: torch.full((2, 2), 3.0) for k in KEYS}
     policy, split, train, out, delta = _fit("ditto", personal=own, settings=settings)
     assert [c["tag"] for c in train.calls] == ["fit", "ditto"]
@@ -131,7 +136,7 @@ def test_ditto_trains_the_global_then_the_personal_adapter_with_the_pull() -> No
 
 
 def test_finetune_fine_tunes_the_new_global_model_for_evaluation() -> None:
-    policy = make_policy("finetune", PersonalSettings(personal_steps=5))
+    policy = make_policy("finetune", PersonalizationConfig(personal_steps=5))
     initial, g = _states()
     split = policy.split(KEYS)
     train = FakeTrainer()
@@ -144,7 +149,7 @@ def test_merged_deltas_pass_through_from_the_global_state() -> None:
     initial, g = _states()
     g[MERGED] = torch.ones(2, 2)
     for method in ("none", "fedsa-lora", "fedrep"):
-        policy = make_policy(method, PersonalSettings(personal_patterns=("v_proj",)))
+        policy = make_policy(method, PersonalizationConfig(personal_patterns=("v_proj",)))
         split = policy.split([*KEYS, MERGED])
         assert MERGED not in split.shared | split.personal | split.frozen
         assert torch.equal(compose(split, initial, g, None)[MERGED], torch.ones(2, 2))
@@ -152,9 +157,9 @@ def test_merged_deltas_pass_through_from_the_global_state() -> None:
 
 def test_check_split_refuses_bad_patterns() -> None:
     with pytest.raises(UserError, match="'k_proj' matches no LoRA parameter"):
-        check_split(make_policy("fedrep", PersonalSettings(personal_patterns=("v_proj", "k_proj"))), KEYS)
+        check_split(make_policy("fedrep", PersonalizationConfig(personal_patterns=("v_proj", "k_proj"))), KEYS)
     with pytest.raises(UserError, match="leaves no parameter shared"):
-        check_split(make_policy("fedrep", PersonalSettings(personal_patterns=("lora",))), KEYS)
+        check_split(make_policy("fedrep", PersonalizationConfig(personal_patterns=("lora",))), KEYS)
     assert check_split(make_policy("local"), KEYS).shared == frozenset()
 
 
@@ -173,14 +178,14 @@ def _client(shared: SharedModel, method: str, tmp: Path | None = None, rank: int
 
     tok = shared.loaded.tokenizer
     data = [encode_chat(tok, f"hello {i}", f"answer number {i} is fine", 48) for i in range(8)]
-    settings = ClientSettings(2, 0.0, TrainSettings(2, 2, 1, 1e-2), 4, 4)
+    settings = ClientSettings(2, 0.0, _train(2, 2, 1, 1e-2), 4, 4)
     c = FederatedClient(
         "c0",
         data,
         data[:4],
         settings,
         store=ClientStore(tmp) if tmp else None,
-        policy=make_policy(method, PersonalSettings(personal_patterns=("v_proj",))),
+        policy=make_policy(method, PersonalizationConfig(personal_patterns=("v_proj",))),
         rank=rank,
         model_rank=4,
     )
@@ -208,13 +213,18 @@ def test_fedsa_client_keeps_b_in_its_folder_and_reloads_it(shared: SharedModel, 
     upd = c.fit(shared, _global(shared, c.policy), 1, 0)
     assert all(k.endswith("lora_A.weight") for k in upd.delta)
     saved = sorted(p.name for p in tmp_path.iterdir())
-    assert saved == ["personal-round-1.safetensors"]
+    assert saved == ["figures.json", "personal-round-1.safetensors"]
     again = _client(shared, "fedsa-lora", tmp_path)
     again.restore(1)
     assert set(again.personal) == set(c.personal)
     assert all(torch.equal(again.personal[k], c.personal[k]) for k in c.personal)
     res = c.evaluate(shared, _global(shared, c.policy))
     assert res.personal_loss is not None and res.personal_loss != res.loss
+    # the client's own figures of round 1 stay in its folder (the simulation's per-client view)
+    own = ClientStore(tmp_path).figures()[1]
+    assert own == {"train_loss": upd.scalars["train_loss"], "tokens_per_s": upd.scalars["tokens_per_s"],
+                   "eval_loss": res.loss, "eval_ppl": pytest.approx(res.perplexity),
+                   "personal_loss": res.personal_loss}
 
 
 def test_store_keeps_the_two_newest_versions(tmp_path: Path) -> None:

@@ -7,9 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from openpfi.client.train import TrainSettings, evaluate_loss, lr_factor, token_nll, train_local
+from openpfi.config import ClientConfig
 from openpfi.data.tokenize import IGNORE, collate, encode_chat
 from openpfi.models.loader import load_model
 from openpfi.models.lora import adapter_state, attach_lora, load_adapter_state, lora_parameters
+
+
+def _train(steps: int, batch: int, accum: int, lr: float, **changes) -> TrainSettings:
+    return TrainSettings.from_config(ClientConfig(), steps=steps, batch_size=batch, grad_accum=accum, lr=lr, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +53,7 @@ def test_target_only_head_equals_full_loss(lm, data):
 def test_training_lowers_loss_and_is_seeded(lm, data):
     start = adapter_state(lm.model)
     params = lora_parameters(lm.model)
-    settings = TrainSettings(steps=15, batch_size=3, grad_accum=1, lr=5e-3)
+    settings = _train(15, 3, 1, 5e-3)
     before, _ = evaluate_loss(lm.model, data, 4, lm.tokenizer.pad_token_id)
     r1 = train_local(lm.model, params, data, settings, lm.tokenizer.pad_token_id, seed=7)
     after, n = evaluate_loss(lm.model, data, 4, lm.tokenizer.pad_token_id)
@@ -66,6 +71,6 @@ def test_training_lowers_loss_and_is_seeded(lm, data):
 def test_grad_accum_matches_bigger_batch_loss_scale(lm, data):
     start = adapter_state(lm.model)
     params = lora_parameters(lm.model)
-    res = train_local(lm.model, params, data, TrainSettings(1, 1, 3, 1e-3, max_grad_norm=0), lm.tokenizer.pad_token_id, 0)
+    res = train_local(lm.model, params, data, _train(1, 1, 3, 1e-3, max_grad_norm=0), lm.tokenizer.pad_token_id, 0)
     assert math.isfinite(res.mean_loss) and res.tokens == sum(len(e.input_ids) for e in data)
     load_adapter_state(lm.model, start)

@@ -27,7 +27,7 @@ def _chunked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sha: str) -> regis
     for pkg, data in chunks.items():
         (tmp_path / pkg).mkdir()
         (tmp_path / pkg / "part").write_bytes(data)
-    monkeypatch.setattr(registry.md, "distribution", lambda p: _Dist(tmp_path / p) if p in chunks else
+    monkeypatch.setattr(md, "distribution", lambda p: _Dist(tmp_path / p) if p in chunks else
                         (_ for _ in ()).throw(md.PackageNotFoundError(p)))
     monkeypatch.setenv("OPENPFI_CACHE", str(tmp_path / "cache"))
     return registry.BundledModel("m", "pkg", "m.gguf", "test", "x/m", parts=(("pkg-a", "part"), ("pkg-b", "part")),

@@ -12,9 +12,10 @@ from openpfi.config import load_config
 from openpfi.errors import UserError
 from openpfi.monitor import probes
 from openpfi.monitor.audit import read_entries, verify
-from openpfi.monitor.paired import critical_t
+from openpfi.monitor.detection.paired import critical_t
 from openpfi.recipes import dispatch
 from openpfi.recipes import federated_sft as fs
+from openpfi.runfolder import client_store_dir
 
 GROUPS = ["english", "korean"]
 CFG = [
@@ -90,6 +91,7 @@ def test_no_client_trains_or_evaluates_on_the_public_group_texts(run):
 def test_resume_refuses_changed_group_texts(run, tmp_path):
     d = tmp_path / "run"
     shutil.copytree(run, d)
+    shutil.copytree(client_store_dir(run), client_store_dir(d))  # the clients' side of the run
     shutil.rmtree(d / "checkpoints" / "round-2")
     setup = json.loads((d / "monitor" / "setup.json").read_text())
     setup["group_suite_sha256"] = "0" * 64

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import shutil
@@ -15,26 +14,28 @@ from safetensors.torch import load_file
 from openpfi.assembly.clients import prepare
 from openpfi.assembly.monitor_plan import plan_monitor
 from openpfi.assembly.monitoring import wire_monitor
-from openpfi.assembly.run_start import new_run
+from openpfi.assembly.run_start import attach_client_stores, new_run
 from openpfi.assembly.server import make_server, server_start
-from openpfi.client.federated import ClientStore, FederatedClient
-from openpfi.client.messages import ClientUpdate
+from openpfi.client.federated import FederatedClient
+from openpfi.client.messages import ClientUpdate, MonitorReport
 from openpfi.client.monitor_client import noise_rng
+from openpfi.client.store import ClientStore
 from openpfi.config import load_config
 from openpfi.data.tokenize import Encoded
 from openpfi.data.types import ClientData
 from openpfi.engines.inprocess import InProcessEngine
-from openpfi.engines.rounds import MONITOR_SUM, round_row
+from openpfi.engines.rounds import round_result
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, read_entries, verify
-from openpfi.monitor.detectors import DetectorBank
-from openpfi.monitor.privacy import PrivacyLedger
+from openpfi.monitor.detection.bank import DetectorBank
+from openpfi.monitor.modes import MODES
+from openpfi.monitor.privacy.ledger import PrivacyLedger
 from openpfi.monitor.probes import holdout_items, load_suites
-from openpfi.monitor.refusal import heldout_labelled_set, labelled_set
-from openpfi.monitor.schema import build_schema
-from openpfi.monitor.types import MODES
+from openpfi.monitor.probes.refusal import heldout_labelled_set, labelled_set
+from openpfi.monitor.vector.build import build_schema
 from openpfi.recipes import dispatch
 from openpfi.recipes import federated_sft as fs
+from openpfi.runfolder import client_store_dir
 from openpfi.strategies.monitor_server import MonitorServer, MonitorServerSettings
 
 TINY = [
@@ -65,7 +66,7 @@ def monitored(tmp_path_factory):
     out = tmp_path_factory.mktemp("monitored") / "run"
     cfg, run = new_run(cfg, out, False, prep.shared.loaded.info, prep.loaded_data, prep.data)
     prep.cfg = cfg
-    fs._attach_stores(prep, run)  # client-side folders: personal state and the monitor secret
+    attach_client_stores(prep.clients, run)  # the client store: personal state and the monitor secret
     server = make_server(cfg, prep.personal)
     server.init(server_start(prep))
     engine = InProcessEngine(prep.shared, prep.clients, server, run, cfg.federation.rounds, cfg.seed)
@@ -171,7 +172,7 @@ def test_metrics_rows_carry_the_six_modes_with_intervals(monitored):
     rows = [json.loads(line) for line in (monitored.path / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2]
     for r in rows:
-        assert MONITOR_SUM not in r and r["monitor"]["released"] and r["monitor"]["reports"] == 2
+        assert "monitor_sum" not in r and r["monitor"]["released"] and r["monitor"]["reports"] == 2
         for mode in MODES:
             assert r[mode], mode  # every mode has streams, adaptation too (exact count of probed clients)
         p = r["alignment_erosion"]["refusal_rate"]
@@ -251,30 +252,14 @@ def test_a_missing_monitor_state_on_resume_says_what_and_how_to_fix(tmp_path):
     assert "state-round-3.json) is missing" in msg and "restore the file from a backup" in msg
 
 
-def test_server_side_objects_hold_no_reference_to_clients_or_their_data(monitored):
+def test_server_side_objects_hold_no_reference_to_clients_or_their_data(monitored, object_walk):
     engine = monitored.engine
     monitor = next(h for h in engine.hooks if isinstance(h, MonitorServer))
     roots = [monitor, engine.server, engine.validate_monitor]
-    found = [type(o).__name__ for o in _reachable(roots) if isinstance(o, (FederatedClient, ClientData, Encoded))]
+    found = [type(o).__name__ for o in object_walk(roots) if isinstance(o, (FederatedClient, ClientData, Encoded))]
     assert found == []
     # the walk does reach client objects from the engine (so it can fail)
-    assert any(isinstance(o, FederatedClient) for o in _reachable([engine]))
-
-
-def _reachable(roots):
-    """Every object reachable from ``roots`` (not descending into modules, classes or globals)."""
-    seen: set[int] = set()
-    stack = list(roots)
-    while stack:
-        o = stack.pop()
-        if id(o) in seen or isinstance(o, (types.ModuleType, type)):
-            continue
-        seen.add(id(o))
-        yield o
-        if isinstance(o, types.FunctionType):
-            stack += [c.cell_contents for c in (o.__closure__ or ())] + list(o.__defaults__ or ())
-        else:
-            stack += gc.get_referents(o)
+    assert any(isinstance(o, FederatedClient) for o in object_walk([engine]))
 
 
 def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored, tmp_path, monkeypatch):
@@ -283,6 +268,7 @@ def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored,
 
     d = tmp_path / "run"
     shutil.copytree(monitored.path, d)
+    shutil.copytree(client_store_dir(monitored.path), client_store_dir(d))  # the clients' side of the run
     shutil.rmtree(d / "checkpoints" / "round-2")
     (d / "monitor" / "state-round-2.json").unlink()
 
@@ -315,12 +301,13 @@ def test_monitor_noise_is_seeded_by_a_client_secret_kept_client_side_only(monito
 
     def report(store):
         monkeypatch.setattr(client, "store", store)
-        return client.fit(engine.shared, global_state, 2, monitored.cfg.seed).monitor
+        return client.fit(engine.shared, global_state, 2, monitored.cfg.seed).monitor.values
 
     # Execute: the same seed, round and client with the run's secret, with the same folder again,
     # and with two fresh client folders (fresh secrets)
-    own = report(ClientStore(monitored.path / "clients" / client.client_id))
-    again = report(ClientStore(monitored.path / "clients" / client.client_id))
+    store = engine.run.clients_dir
+    own = report(ClientStore(store / client.client_id))
+    again = report(ClientStore(store / client.client_id))
     fresh = [report(ClientStore(tmp_path / name / client.client_id)) for name in ("a", "b")]
     # Assert: the secret (not the public seed) decides the noise; the same secret reproduces it
     assert np.array_equal(own, again)
@@ -331,17 +318,16 @@ def test_monitor_noise_is_seeded_by_a_client_secret_kept_client_side_only(monito
     assert 0.7 < np.std(fresh[0] - own) / (np.sqrt(2) * std) < 1.3
     keys = {ClientStore(tmp_path / n / client.client_id).secret() for n in ("a", "b")} | {run_secret}
     assert len(keys) == 3 and all(len(k) == 32 for k in keys)
-    # ... and the secret lives in the client-side folder only: nowhere in checkpoints, metrics,
-    # audit, monitor state or any other server-written file
+    # ... and the secret lives in the client store next to the run folder only: nowhere in the run
+    # folder (checkpoints, metrics, audit, monitor state or any other server-written file)
     d = monitored.path
-    files = [f for f in d.rglob("*") if f.is_file()]
-    holders = [f for f in files if f.name == "monitor-secret.key"]
+    assert store == d.resolve().parent / f"{d.name}.clients"
+    assert json.loads((d / "manifest.json").read_text())["client_store"] == store.name
+    holders = sorted(store.rglob("monitor-secret.key"))
     assert sorted(f.parent.name for f in holders) == sorted(c.client_id for c in engine.clients)
-    assert all(f.parent.parent == d / "clients" for f in holders)
     assert all(f.stat().st_mode & 0o077 == 0 for f in holders)
-    assert not list((d / "checkpoints").rglob("monitor-secret*"))
-    server_files = [f for f in files if (d / "clients") not in f.parents]
-    assert server_files
+    server_files = [f for f in d.rglob("*") if f.is_file()]
+    assert server_files and not [f for f in server_files if "secret" in f.name or f.suffix == ".key"]
     for c in engine.clients:
         key = c.store.secret()
         for f in server_files:
@@ -374,6 +360,7 @@ def test_noise_rng_needs_a_real_secret():
 def test_resume_refuses_changed_probe_suites(monitored, tmp_path):
     d = tmp_path / "run"
     shutil.copytree(monitored.path, d)
+    shutil.copytree(client_store_dir(monitored.path), client_store_dir(d))  # the clients' side of the run
     shutil.rmtree(d / "checkpoints" / "round-2")
     setup = json.loads((d / "monitor" / "setup.json").read_text())
     setup["probes"]["crows"]["sha256"] = "0" * 64
@@ -411,11 +398,11 @@ def test_wrong_length_or_out_of_bounds_reports_are_rejected_and_audited(tmp_path
     good = np.zeros(len(schema))
     far = good.copy()
     far[0] = 1.0 + 10 * settings.noise_std_client(schema)[0]
-    updates = [ClientUpdate("a", 1, {}, monitor=good), ClientUpdate("b", 1, {}, monitor=good[:-1]),
-               ClientUpdate("c", 1, {}, monitor=far)]
+    updates = [ClientUpdate(c, 1, {}, monitor=MonitorReport(v)) for c, v in (("a", good), ("b", good[:-1]), ("c", far))]
     # Execute
-    row = round_row(1, ["a", "b", "c"], [], {}, {}, updates, [], monitor.validate)
-    monitor(1, row)
+    result = round_result(1, ["a", "b", "c"], [], {}, {}, updates, [], monitor.validate)
+    monitor(result)
+    row = result.row
     # Assert: only a's report is summed; 1 < min_clients, so nothing is released and no privacy spent
     assert row["monitor"]["rejected"] == ["b", "c"] and row["monitor"]["reports"] == 1
     assert row["monitor"]["released"] is False and row["monitor"]["epsilon_total"] == 0.0

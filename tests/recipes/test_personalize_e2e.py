@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from openpfi.cli import app
+from openpfi.client.store import client_figures
 from openpfi.config import load_config
 from openpfi.engines.inprocess import SilentReporter
 from openpfi.errors import UserError
@@ -43,9 +44,11 @@ def test_each_method_runs_and_keeps_personal_state_client_side(tmp_path: Path, m
     assert [r["round"] for r in rows] == [1, 2]
     keys = _checkpoint_keys(run)
     personalized = method not in ("none", "ffa-lora")
+    figures = client_figures(run.clients_dir)  # each client's own, in its store: none in the rows
+    assert len(figures) == 2
     for r in rows:
-        assert ("personal_loss_mean" in r) == personalized
-        assert all(("personal_loss" in c) == personalized for c in r["clients"].values())
+        assert ("personal_loss_mean" in r) == personalized and "clients" not in r
+        assert all(("personal_loss" in f[r["round"]]) == personalized for f in figures.values())
     if method == "local":
         assert rows[-1]["bytes_up"] == 0 and rows[-1]["bytes_down"] == 0
         assert not any("lora_" in k for k in keys)
@@ -58,7 +61,7 @@ def test_each_method_runs_and_keeps_personal_state_client_side(tmp_path: Path, m
         assert rows[-1]["bytes_up"] < base[-1]["bytes_up"]
     if method == "fedrep":
         assert keys and not any("v_proj" in k for k in keys)
-    stored = list((run.path / "clients").glob("*/personal-round-*.safetensors"))
+    stored = list(run.clients_dir.glob("*/personal-round-*.safetensors"))
     assert bool(stored) == (method in ("local", "ditto", "fedrep", "fedsa-lora"))
 
 
@@ -137,10 +140,15 @@ def test_personal_resume_is_bit_identical(tmp_path: Path, method: str, at: str) 
     assert rows[2]["sampled"][0] in rows[0]["sampled"] + rows[1]["sampled"]  # round 3 reuses a personal state
     for key in ("eval_loss_mean", "personal_loss_mean", "bytes_up", "bytes_down"):
         assert [r[key] for r in cut.read_metrics()] == [r[key] for r in full.read_metrics()], key
-    personal = sorted((full.path / "clients").rglob("*.safetensors"))
+    personal = sorted(full.clients_dir.rglob("*.safetensors"))
     assert personal, "the personal state this test resumes must be stored"
     for f in personal:
-        assert f.read_bytes() == (cut.path / f.relative_to(full.path)).read_bytes(), f.name
+        assert f.read_bytes() == (cut.clients_dir / f.relative_to(full.clients_dir)).read_bytes(), f.name
+    def untimed(root: Path) -> dict:
+        return {c: {r: {k: v for k, v in f.items() if k != "tokens_per_s"} for r, f in rounds.items()}
+                for c, rounds in client_figures(root).items()}
+
+    assert untimed(cut.clients_dir) == untimed(full.clients_dir)  # the clients' own view too
 
 
 def test_bad_personalization_input_is_refused_before_anything_is_written(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,9 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from openpfi.cli import app
+from openpfi.client.store import client_figures
 from openpfi.monitor.audit import verify
+from openpfi.runfolder import client_store_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "examples" / "demo.toml")
@@ -26,19 +29,24 @@ def test_run_writes_the_run_folder(tmp_path: Path):
     out = tmp_path / "run"
     res = runner.invoke(app, ["run", DEMO, "--out", str(out), "--quiet", *TINY])
     assert res.exit_code == 0, res.output
-    assert "run folder" in res.output and "worst client" in res.output
+    assert "run folder" in res.output and "worst client" in res.output and "Simulation view" in res.output
     for f in ("config.toml", "manifest.json", "metrics.jsonl", "audit.jsonl"):
         assert (out / f).is_file(), f
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2]
+    store = client_store_dir(out)  # the clients' own storage: next to the run folder, never in it
+    figures = client_figures(store)
+    assert len(figures) == 2 and not (out / "clients").exists()
     for r in rows:
-        assert len(r["clients"]) == 2
-        assert r["eval_loss_worst"] >= r["eval_loss_mean"]
+        assert r["sampled"] == sorted(figures) and "clients" not in r and "eval_loss_worst" not in r
+        own = [f[r["round"]]["eval_loss"] for f in figures.values()]
+        assert r["eval_loss_mean"] == pytest.approx(sum(own) / 2)  # the server's mean, from their sum
         assert r["bytes_up"] > 0 and r["bytes_down"] > 0
         assert set(r["timings"]) >= {"train_s", "aggregate_s", "evaluate_s", "serialize_s", "round_s"}
     adapter = load_file(str(out / "checkpoints" / "round-2" / "adapter.safetensors"))
     assert any("lora_A" in k for k in adapter) and any("lora_B" in k for k in adapter)
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["client_store"] == "run.clients" and manifest["privacy"] == {"share_client_metrics": False}
     assert manifest["model"]["name"] == "tiny-random" and len(manifest["model"]["sha256"]) == 64
     assert manifest["model"]["licence"]
     assert manifest["seed"] == 0 and manifest["data"]["clients"] == 2
@@ -83,3 +91,45 @@ def test_corrupt_jsonl_strict_and_lenient(tmp_path: Path):
     res = runner.invoke(app, ["run", DEMO, "--out", str(tmp_path / "b"), "--quiet", *TINY, *common, "--set", "data.strict=false"])
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "b" / "manifest.json").read_text())["data"]["skipped_rows"] == 1
+
+
+def test_share_client_metrics_keeps_raw_per_client_figures_on_the_server(tmp_path: Path):
+    out = tmp_path / "run"
+    res = runner.invoke(app, ["run", DEMO, "--out", str(out), "--quiet", *TINY, "--set",
+                              "privacy.share_client_metrics=true"])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    own = client_figures(client_store_dir(out))
+    for r in rows:
+        assert sorted(r["clients"]) == sorted(own)
+        for cid, c in r["clients"].items():
+            assert c["eval_loss"] == own[cid][r["round"]]["eval_loss"]
+        assert r["eval_loss_worst"] == max(c["eval_loss"] for c in r["clients"].values()) >= r["eval_loss_mean"]
+    assert json.loads((out / "manifest.json").read_text())["privacy"] == {"share_client_metrics": True}
+
+
+def test_the_client_store_is_guarded_like_the_run_folder(tmp_path: Path):
+    # Prepare: a finished run and its client store
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["run", DEMO, "--out", str(out), "--quiet", *TINY]).exit_code == 0
+    store = client_store_dir(out)
+    # Execute / Assert: an empty run folder whose client store is left over is refused without --force
+    for f in out.iterdir():
+        shutil.rmtree(f) if f.is_dir() else f.unlink()
+    res = runner.invoke(app, ["run", DEMO, "--out", str(out), "--quiet", *TINY])
+    assert res.exit_code == 2 and "client store" in res.output and "--force" in res.output
+    # the client store itself is never a run folder
+    res = runner.invoke(app, ["run", DEMO, "--out", str(store), "--quiet", *TINY, "--force"])
+    assert res.exit_code == 2 and "client store of another run" in res.output
+    # a folder in the client store's place that no run made is never deleted, even with --force
+    other = tmp_path / "mine"
+    (tmp_path / "mine.clients").mkdir()
+    (tmp_path / "mine.clients" / "notes.txt").write_text("keep me")
+    res = runner.invoke(app, ["run", DEMO, "--out", str(other), "--quiet", *TINY, "--force"])
+    assert res.exit_code == 2 and "not an openpfi client store" in res.output
+    assert (tmp_path / "mine.clients" / "notes.txt").read_text() == "keep me" and not other.exists()
+    # with --force the run and its own client store start over
+    res = runner.invoke(app, ["run", DEMO, "--out", str(out), "--quiet", *TINY, "--force"])
+    assert res.exit_code == 0, res.output
+    assert sorted(client_figures(store)) == sorted(json.loads(
+        (out / "metrics.jsonl").read_text().splitlines()[0])["sampled"])

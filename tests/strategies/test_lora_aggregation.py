@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from openpfi.algorithms.lora import zero_pad_average
 from openpfi.algorithms.lora_rank import pad_rank
 from openpfi.client.messages import ClientUpdate
 from openpfi.errors import UserError
@@ -116,14 +115,16 @@ def test_alpha_over_r_is_consistent_between_client_and_server() -> None:
     assert plan.effective_alpha("a") == 4.0
 
 
-def test_zeropad_matches_the_pure_function_and_naive_for_equal_ranks() -> None:
+def test_zeropad_pads_low_ranks_and_equals_naive_for_equal_ranks() -> None:
     plan = RankPlan(model_rank=2, alpha=2.0, ranks={"a": 1, "b": 2})
     params = _global()
     ups = [_update("a", 1, 1, 60), _update("b", 3, 2, 61)]
     states = [dict(zip((A, B), _trained(params, u, r), strict=True)) for u, r in zip(ups, (1, 2), strict=True)]
     out = ZeroPadAggregation(plan).aggregate(params, ups, 1)
-    ref = zero_pad_average(states, [1, 3], [1, 2], max_rank=2)
-    assert torch.allclose(out[A], ref[A]) and torch.allclose(out[B], ref[B])
+    # by hand: client a's rank-1 factors padded with a zero row of A and a zero column of B, weights 1 : 3
+    a_pad = torch.cat([states[0][A], torch.zeros(1, states[0][A].shape[1], dtype=states[0][A].dtype)])
+    b_pad = torch.cat([states[0][B], torch.zeros(states[0][B].shape[0], 1, dtype=states[0][B].dtype)], dim=1)
+    assert torch.allclose(out[A], (a_pad + 3 * states[1][A]) / 4) and torch.allclose(out[B], (b_pad + 3 * states[1][B]) / 4)
     # equal ranks: the mean of the states = global + mean delta (naive FedAvg)
     same = [_update("a", 1, 2, 62), _update("b", 1, 2, 63)]
     out = ZeroPadAggregation(RankPlan(2, 2.0)).aggregate(params, same, 1)

@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from openpfi.algorithms.server_opt import ServerOptConfig
 from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.strategies.round_result import EvalSum
 from openpfi.strategies.server import FedServer, SamplingConfig, sample_clients
 
 
@@ -49,7 +52,14 @@ def test_too_few_answers_fail_the_round():
         s.aggregate_fit(1, [ClientUpdate("A", 1, {"w": torch.zeros(3)})], failures=1)
 
 
-def test_evaluate_summary():
+def test_evaluate_summary_holds_means_only():
+    # Prepare: two clients at losses 1 and 3 (perplexities e and e^3), one with a personal loss of 0.5
     s = _server()
-    m = s.aggregate_evaluate(1, [EvalResult("A", 2, 1.0, 10), EvalResult("B", 2, 3.0, 10)])
-    assert m["eval_loss_mean"] == 2.0 and m["eval_loss_worst"] == 3.0 and m["eval_loss_spread"] == 1.0
+    evals = EvalSum.of([EvalResult("A", 2, 1.0, 10, personal_loss=0.5), EvalResult("B", 2, 3.0, 10)])
+    # Execute
+    m = s.aggregate_evaluate(1, evals)
+    # Assert: the means, and no figure of one client (worst, spread) on the server
+    assert evals == EvalSum(2, 4.0, pytest.approx(math.e + math.e**3), 1, 0.5)
+    assert m == {"eval_loss_mean": 2.0, "eval_ppl_mean": pytest.approx((math.e + math.e**3) / 2),
+                 "personal_loss_mean": 0.5}
+    assert s.aggregate_evaluate(1, EvalSum.of([])) == {}

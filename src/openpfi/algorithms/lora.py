@@ -9,8 +9,8 @@ For a module with prefix ``P`` (Hu et al. 2022, "LoRA")::
 Averaging A and B separately (:func:`naive_average`) is NOT the average update:
 ``mean(B) @ mean(A) != mean(B @ A)``. :func:`product_average` averages ``dW``
 exactly and re-factors it; :func:`stack_lora` (FLoRA) represents the weighted
-sum exactly at a larger rank; :func:`zero_pad_average` and
-:func:`truncate_rank` are the HetLoRA-style baseline for heterogeneous ranks.
+sum exactly at a larger rank; :func:`zero_pad_average` (with ``lora_rank.slice_rank``) is the HetLoRA-style baseline for
+heterogeneous ranks.
 Keys that are not LoRA factors (e.g. ``modules_to_save``) are averaged with
 :func:`~openpfi.algorithms.aggregate.weighted_mean`.
 """
@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from openpfi.algorithms.aggregate import check_weights, weighted_mean
+from openpfi.algorithms.lora_rank import pad_rank
 from openpfi.algorithms.state import StateDict, check_same_keys
 from openpfi.errors import UserError
 
@@ -209,34 +210,13 @@ def zero_pad_average(
     Federated Fine-tuning of On-Device Foundation Models").
 
     Pads each ``A_i`` with zero rows and each ``B_i`` with zero columns up to
-    ``max_rank``, then takes the weighted mean of A and of B separately. Like
-    :func:`naive_average` this is not the mean update, and it ignores alpha.
+    ``max_rank`` (``lora_rank.pad_rank``), then takes the weighted mean of A and of B
+    separately. Like :func:`naive_average` this is not the mean update, and it ignores
+    alpha. Works on any subset of the factors (FedSA-LoRA's A, FFA-LoRA's B); the
+    matching truncation is ``lora_rank.slice_rank``.
     """
-    pairs = _check_hetero(states, weights, ranks)
+    if len(states) != len(ranks):
+        raise UserError(f"{len(states)} states but {len(ranks)} ranks")
     if max(ranks) > max_rank:
         raise UserError(f"max_rank {max_rank} is smaller than a client rank {max(ranks)}")
-    padded: list[StateDict] = []
-    for s, r in zip(states, ranks, strict=True):
-        p = dict(s)
-        for a_key, b_key in pairs.values():
-            p[a_key] = torch.nn.functional.pad(s[a_key].detach(), (0, 0, 0, max_rank - r))  # (max_rank, in)
-            p[b_key] = torch.nn.functional.pad(s[b_key].detach(), (0, max_rank - r))  # (out, max_rank)
-        padded.append(p)
-    return weighted_mean(padded, weights)
-
-
-def truncate_rank(state: StateDict, rank: int) -> StateDict:
-    """Keep the first ``rank`` rows of each A and columns of each B (HetLoRA).
-
-    Non-LoRA keys are copied unchanged. ``rank`` must be between 1 and the
-    smallest rank in ``state``.
-    """
-    pairs = lora_pairs(state)
-    current = min((state[a].shape[0] for a, _ in pairs.values()), default=rank)
-    if not 1 <= rank <= current:
-        raise UserError(f"cannot truncate LoRA rank {current} to {rank}: need 1 <= rank <= {current}")
-    out = {k: t.detach().clone() for k, t in state.items()}
-    for a_key, b_key in pairs.values():
-        out[a_key] = state[a_key].detach()[:rank].clone()
-        out[b_key] = state[b_key].detach()[:, :rank].clone()
-    return out
+    return weighted_mean([pad_rank(s, max_rank) for s in states], weights)

@@ -2,8 +2,7 @@
 
 A LoRA factor is recognised by its key: ``*.lora_A.weight`` has shape
 ``(r, in)`` (rank = rows), ``*.lora_B.weight`` has shape ``(out, r)`` (rank =
-columns). Unlike :func:`openpfi.algorithms.lora.truncate_rank`, these work on
-any subset of keys (e.g. only the A factors that FedSA-LoRA shares, or only
+columns). These work on any subset of keys (e.g. only the A factors that FedSA-LoRA shares, or only
 the B factors that FFA-LoRA trains); other keys pass through unchanged.
 
 Heterogeneous ranks on one shared base model (see ``strategies/lora_aggregation.py``):

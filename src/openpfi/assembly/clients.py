@@ -9,12 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.personalization import PersonalSetup, setup_personalization
+from openpfi.assembly.retrieval import attach_retrieval
 from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.train import TrainSettings
 from openpfi.config import Config
-from openpfi.data import ClientData, Example, LoadResult, load_examples, make_clients
-from openpfi.data.tokenize import encode_chat
+from openpfi.data import ClientData, Example, LoadResult, groups_are_public, load_examples, make_clients
+from openpfi.data.tokenize import encode_example
 from openpfi.models.loader import load_model
 from openpfi.models.lora import read_adapter_file
 from openpfi.monitor.probes import group_probe_filter
@@ -43,6 +45,8 @@ def load_clients(cfg: Config) -> tuple[LoadResult, list[ClientData]]:
         label_field=d.label_field,
         strict=d.strict,
         languages=d.languages,
+        messages_field=d.messages_field,
+        split=d.split,
     )
     clients = make_clients(
         _without_group_probes(cfg, loaded.examples),
@@ -62,7 +66,7 @@ def _without_group_probes(cfg: Config, examples: list[Example]) -> list[Example]
     """``examples`` without the public group texts the monitor's server scores (probes.group_items):
     a group's fairness gap is measured on text no client trains or evaluates on."""
     m = cfg.monitor
-    if not (m.enabled and m.group_items and cfg.data.source == "chatterbot"):
+    if not (m.enabled and m.group_items and groups_are_public(cfg.data.source)):
         return examples
     keep = group_probe_filter(sorted({e.group for e in examples}), m.group_items, m.probe_seed)
     return [e for e in examples if keep(e.prompt, e.response)]
@@ -73,37 +77,33 @@ def client_settings(cfg: Config) -> ClientSettings:
     return ClientSettings(
         steps=c.local_steps,
         local_epochs=c.local_epochs,
-        train=TrainSettings(
-            steps=c.local_steps,
-            batch_size=c.batch_size,
-            grad_accum=c.grad_accum,
-            lr=c.lr,
-            schedule=c.lr_schedule,
-            warmup_steps=c.warmup_steps,
-            weight_decay=c.weight_decay,
-            max_grad_norm=c.max_grad_norm,
-            dpo_beta=cfg.alignment.dpo_beta,
-        ),
+        train=TrainSettings.from_config(c, cfg.alignment.dpo_beta),
         eval_batch_size=c.eval_batch_size,
         max_eval_examples=c.max_eval_examples,
         proximal_mu=cfg.federation.proximal_mu if cfg.federation.strategy == "fedprox" else 0.0,
     )
 
 
-def load_shared(cfg: Config) -> tuple[SharedModel, dict[str, Any]]:
-    """The base model with LoRA attached (seeded) and the starting adapter (``model.adapter`` or the init)."""
-    lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
-    shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
+def load_shared(cfg: Config, shared: SharedModel | None = None) -> tuple[SharedModel, dict[str, Any]]:
+    """The base model with LoRA attached (seeded) and the starting adapter (``model.adapter`` or the init).
+
+    ``shared``: an already loaded model to reuse (a benchmark's), its adapter reset to the start.
+    """
+    if shared is None:
+        lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
+        shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
     start = shared.initial_state
     if cfg.model.adapter:
         start = read_adapter_file(cfg.model.adapter)
         shared.load_external(start)  # validates keys and shapes
         start = shared.get_state()
+    shared.set_state(start)
     return shared, start
 
 
 def prepare(cfg: Config) -> Prepared:
     """Everything that can fail on bad input, before anything is written."""
+    check_combinations(cfg)
     loaded_data, data = load_clients(cfg)
     shared, start = load_shared(cfg)
     lm = shared.loaded
@@ -112,12 +112,13 @@ def prepare(cfg: Config) -> Prepared:
     clients = [
         FederatedClient(
             c.client_id,
-            [encode_chat(tok, e.prompt, e.response, L) for e in c.train],
-            [encode_chat(tok, e.prompt, e.response, L) for e in c.heldout[: cfg.client.max_eval_examples]],
+            [encode_example(tok, e, L) for e in c.train],
+            [encode_example(tok, e, L) for e in c.heldout[: cfg.client.max_eval_examples]],
             settings,
             group=c.train[0].group if c.train else "",
         )
         for c in data
     ]
+    attach_retrieval(cfg, data, clients)
     personal = setup_personalization(cfg, shared, start, clients)
     return Prepared(cfg, shared, data, loaded_data, start, clients, personal)

@@ -56,6 +56,8 @@ def clients_hash(clients: Sequence[ClientData]) -> str:
             h.update(b"|split|")
             for e in split:
                 h.update(f"{e.prompt}\x1f{e.response}\x1e".encode())
+                for role, content in e.turns:
+                    h.update(f"{role}\x1f{content}\x1d".encode())
     return h.hexdigest()
 
 

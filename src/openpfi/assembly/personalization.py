@@ -13,8 +13,9 @@ from dataclasses import dataclass
 
 from openpfi.algorithms.lora import lora_pairs
 from openpfi.algorithms.state import StateDict
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.client.federated import FederatedClient, SharedModel
-from openpfi.client.personal import KeySplit, PersonalPolicy, PersonalSettings, check_split, make_policy
+from openpfi.client.personal import KeySplit, PersonalPolicy, check_split, make_policy
 from openpfi.config import Config
 from openpfi.errors import UserError
 from openpfi.strategies.lora_aggregation import (
@@ -61,14 +62,9 @@ def server_setup(
 ) -> PersonalSetup:
     """The policy, key split and rank plan from the config and the starting adapter alone (what a
     server needs: e.g. Flower's ServerApp, which has no model). Bad input refused with one line."""
+    check_combinations(cfg)
     p, lo = cfg.personalization, cfg.lora
-    settings = PersonalSettings(
-        ditto_lambda=p.ditto_lambda,
-        personal_patterns=tuple(p.personal_patterns),
-        personal_steps=p.personal_steps,
-        head_steps=p.head_steps,
-    )
-    policy = make_policy(p.method, settings)
+    policy = make_policy(p.method, p)
     split = check_split(policy, sorted(start))
     check_ranks(start, [lo.r, *lo.client_ranks])
     if lo.aggregation in ("product", "stack") and policy.federated:

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from openpfi.config import Config, load_config
+from openpfi.assembly.run_start import reopen
+from openpfi.config import Config
 from openpfi.errors import UserError
 from openpfi.monitor.audit import verify
 from openpfi.monitor.update_ledger import UpdateLedger
@@ -32,12 +33,8 @@ class ResumeState:
 
 
 def read_resume_state(path: Path) -> ResumeState:
-    run = RunFolder.open(path)
-    cfg = load_config(run.config_file)
+    run, cfg, last = reopen(path)
     done = run.completed_rounds()
-    last = done[-1] if done else 0
-    if last >= cfg.federation.rounds:
-        raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
     ckpt = run.load_checkpoint(last) if last else None
     if ckpt is not None:
         server = ckpt.meta.get("server", {})

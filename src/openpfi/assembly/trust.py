@@ -116,7 +116,7 @@ def attach_run(server: Any, run: RunFolder) -> list[Any]:
     if privacy.dp.mode == "central" or privacy.dp.sampling_rate < 1:  # the server draws noise or a sample
         privacy.secret = run.server_secret()
 
-    def write_ledger(round_num: int, row: dict[str, Any]) -> None:
+    def write_ledger(result: Any) -> None:
         save_update_ledger(run.path, privacy.ledger)
 
     save_update_ledger(run.path, privacy.ledger)  # a resumed run drops the rounds past its checkpoint

@@ -48,7 +48,7 @@ from openpfi.data.preference import load_preferences
 from openpfi.data.preference_split import eval_sets
 from openpfi.models.loader import load_model
 from openpfi.models.registry import cache_dir
-from openpfi.monitor.refusal import detector_precision_recall, is_refusal, judge_agreement
+from openpfi.monitor.probes.refusal import detector_precision_recall, is_refusal, judge_agreement
 from openpfi.recipes import federated_align
 from openpfi.runfolder import RunFolder
 
@@ -343,7 +343,7 @@ def docs_section(result: dict[str, Any], png_name: str) -> str:
         lines.append(f"- judge vs generated answers ({name}, {v['prompts']} prompts): precision {ag['precision']}, "
                      f"recall {ag['recall']}, accuracy {ag['accuracy']}.")
     d = result["detector"]
-    lines.append(f"- keyword detector on the held-out labelled set (monitor/refusal.py): precision {d['precision']}, recall "
+    lines.append(f"- keyword detector on the held-out labelled set (monitor/probes/refusal.py): precision {d['precision']}, recall "
                  f"{d['recall']} (n = {d['n']}).")
     return "\n".join(lines) + "\n"
 
@@ -360,7 +360,8 @@ def run_align_bench(out: Path, quick: bool = False, console: Console | None = No
     t_start = time.perf_counter()
     lm = load_model(model)
     shared = SharedModel(lm, 8, 16.0, ["q_proj", "v_proj"], 0.0, 0)
-    ref = ReferenceCache(shared.model, shared.pad_id)
+    ref = ReferenceCache(shared.model, shared.pad_id)  # the clients' (their pairs)
+    server_ref = ReferenceCache(shared.model, shared.pad_id)  # the public evaluation's
     work = Path(tempfile.mkdtemp(prefix="openpfi-bench-align-"))
     runs: list[dict[str, Any]] = []
     base: dict[str, Any] | None = None
@@ -372,7 +373,8 @@ def run_align_bench(out: Path, quick: bool = False, console: Console | None = No
             cfg = _config(plan, model, seed, method, p)
             t0 = time.perf_counter()
             folder = work / f"{method}-{seed}-{'-'.join(map(str, p)) if p else 'na'}"
-            run = federated_align.start(cfg, folder, force=True, shared=shared, ref=ref, start_eval=base)
+            run = federated_align.start(cfg, folder, force=True, shared=shared, ref=ref, start_eval=base,
+                                       server_ref=server_ref)
             if base is None:
                 base = json.loads((folder / "manifest.json").read_text())["alignment"]["start_eval"]
             summary = {"seed": seed, "method": method, "preference": list(p) if p else None,
@@ -391,7 +393,7 @@ def run_align_bench(out: Path, quick: bool = False, console: Console | None = No
             objectives = ("harmless", "helpful")
             sets = eval_sets(load_preferences(cache_dir() / "preference"), objectives, plan.eval_pairs,
                              plan.judge_prompts)
-            evaluator = AlignEvaluator(shared, sets, objectives, plan.dpo_beta, plan.max_length, ref=ref)
+            evaluator = AlignEvaluator(shared, sets, objectives, plan.dpo_beta, plan.max_length, ref=server_ref)
             reseed_lora(shared, plan.seeds[0])
             judge["base"] = _judge_check(shared, evaluator, shared.initial_state, plan.judge_prompts)
             judge["firm_p_mid_seed0"] = _judge_check(shared, evaluator, judge_state, plan.judge_prompts)

@@ -252,6 +252,10 @@ def fuzz_updates(tally: FuzzTally, n: int, seed: int) -> None:
 
 
 def run_fuzz(base_run: Path, per_target: int, seed: int = 0) -> FuzzTally:
+    try:
+        import hypothesis  # noqa: F401
+    except ImportError:
+        raise UserError("bench reliability's hostile-input part needs hypothesis: pip install 'openpfi[dev]'") from None
     tally = FuzzTally()
     with tempfile.TemporaryDirectory(prefix="openpfi-fuzz-") as tmp:
         folder = Path(tmp)

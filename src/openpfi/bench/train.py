@@ -25,6 +25,7 @@ from rich.table import Table
 
 from openpfi.bench.common import matmul_gflops, packed_batches, write_json
 from openpfi.client.train import TrainSettings, train_local
+from openpfi.config import ClientConfig
 from openpfi.data.tokenize import collate
 from openpfi.models.loader import load_model
 from openpfi.models.lora import attach_lora, lora_parameters
@@ -38,7 +39,7 @@ def _openpfi_loop(model_name: str, batches: list[list[Any]], steps: int) -> floa
     params = lora_parameters(lm.model)
     flat = [e for b in batches for e in b]
     stamps: list[float] = []
-    settings = TrainSettings(steps=WARMUP + steps, batch_size=BATCH, grad_accum=1, lr=1e-4)
+    settings = TrainSettings.from_config(ClientConfig(), steps=WARMUP + steps, batch_size=BATCH, grad_accum=1, lr=1e-4)
     train_local(lm.model, params, flat, settings, int(lm.tokenizer.pad_token_id), 0,
                 on_step=lambda *_: stamps.append(time.perf_counter()))
     per_step = (stamps[-1] - stamps[WARMUP - 1]) / steps

@@ -53,12 +53,20 @@ def setup_env() -> None:
 
 
 def finish_run(run_path: Path) -> None:
+    """The closing table: the clients' own figures from their stores (the simulation's view)."""
+    from openpfi.client.store import client_figures
     from openpfi.runfolder import RunFolder
-    from openpfi.ui import results_table
+    from openpfi.ui import results_table, shared_figures
 
-    rows = RunFolder.open(run_path).read_metrics()
+    run = RunFolder.open(run_path)
+    rows = run.read_metrics()
     if rows:
-        console.print(results_table(rows))
+        store = run.clients_dir
+        figures = client_figures(store, up_to_round=int(rows[-1]["round"]))
+        source = f"from the clients' own stores in {store}; the server never sees them"
+        if not figures and shared_figures(rows):
+            figures, source = shared_figures(rows), "shared with the server (privacy.share_client_metrics = true)"
+        console.print(results_table(rows, figures, source))
     for line in trust_lines(run_path):
         console.print(line, highlight=False)
     console.print(f"run folder: [bold]{run_path}[/]")

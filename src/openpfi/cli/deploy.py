@@ -25,10 +25,12 @@ def deploy_local(
 ) -> None:
     """Start a SuperLink and N SuperNodes on 127.0.0.1, run CONFIG with `flwr run --stream`, stop them all."""
     setup_env()
+    from openpfi.assembly.compatibility import check_combinations
     from openpfi.config import load_config
     from openpfi.engines.flower.deploy import deploy_local as run_local
 
     cfg = load_config(config, set_ or [])
+    check_combinations(cfg)
     target = Path(out) if out is not None else Path(cfg.output.dir)
     run_local(cfg, target, nodes=nodes, force=force, tls=tls, simulation=simulation, port=port, timeout=timeout, echo=typer.echo)
     finish_run(target)
@@ -43,10 +45,12 @@ def deploy_run_config(
     state_dir: Annotated[str, typer.Option("--state-dir", help="Personal client state on the nodes.")] = "",
 ) -> None:
     """Print the run config for `flwr run APP LINK --run-config FILE.toml` (multi-machine runs)."""
+    from openpfi.assembly.compatibility import check_combinations
     from openpfi.config import load_config
     from openpfi.engines.flower.settings import run_config_toml
 
     cfg = load_config(config, set_ or [])
+    check_combinations(cfg)
     target = Path(out) if out is not None else Path(cfg.output.dir)
     typer.echo(run_config_toml(cfg, target.expanduser().resolve(), state_dir=state_dir), nl=False)
 

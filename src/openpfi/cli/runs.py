@@ -40,8 +40,7 @@ def run(
     target = Path(out) if out is not None else Path(cfg.output.dir)
     from openpfi.runfolder import RunFolder
 
-    if target.is_dir() and any(target.iterdir()) and not force:
-        RunFolder.create(target, force=False)  # raises the clear "not empty" error before any loading
+    RunFolder.check_target(target, force)  # the clear "not empty" / client-store errors before any loading
     with progress(quiet) as reporter:
         start_job(cfg, target, force, reporter)
     finish_run(target)
@@ -75,7 +74,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     if (run_dir / "report.json").is_file():
         import json
 
-        from openpfi.monitor.report import print_summary
+        from openpfi.monitor.reporting.summary import print_summary
 
         console.print(print_summary(json.loads((run_dir / "report.json").read_text())))
         console.print(f"monitoring report: {run_dir / 'report.html'}")

@@ -3,8 +3,9 @@
 The in-process engine keeps ONE base model (``SharedModel``); each client
 swaps its adapter weights in, trains, and hands back a ``ClientUpdate`` with
 the shared part of its delta. Personal parameters stay in this object and in
-its client-side folder, and so does the client's secret (``ClientStore.secret``): the
-seed of its monitor noise, which the server must not be able to regenerate.
+its client-side folder (client/store.py), and so do the client's secret (``ClientStore.secret``:
+the seed of its monitor noise, which the server must not be able to regenerate) and its own
+figures (held-out and training loss, tokens/s: ``ClientStore.record``), which it does not send.
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-import os
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from openpfi.algorithms.lora_rank import mask_rank, pad_rank, slice_rank
 from openpfi.algorithms.proximal import proximal_term
@@ -29,28 +26,18 @@ from openpfi.algorithms.state import StateDict, sub
 from openpfi.client.dpo import EncodedPair, ReferenceCache, mixed_batch_loss
 from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
+from openpfi.client.store import ClientStore, new_secret
 from openpfi.client.train import BatchLoss, StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
 from openpfi.data.tokenize import Encoded
-from openpfi.errors import UserError
-from openpfi.models.loader import LoadedModel
+from openpfi.models.loader import LoadedModel, sha256_state
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
-from openpfi.runfolder import secret_file
 
 
 def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any parts (seed, round, client id, ...)."""
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-SECRET_BYTES = 32
-SECRET_FILE = "monitor-secret.key"
-
-
-def new_secret() -> bytes:
-    """Fresh secret entropy for one client (``secrets.token_bytes``; never derived from the run seed)."""
-    return secrets.token_bytes(SECRET_BYTES)
 
 
 class SharedModel:
@@ -107,61 +94,6 @@ class ClientSettings:
         return max(1, math.ceil(self.local_epochs * num_examples / per_step))
 
 
-class ClientStore:
-    """The client-side folder of one client: personal state versioned by round."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-
-    def save(self, round_num: int, state: StateDict, kind: str = "personal") -> None:
-        """Save ``state`` as this client's ``kind`` (personal state, compression residual) of ``round_num``:
-        written to a temporary name, fsynced, renamed."""
-        self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{kind}-round-{round_num}.tmp"
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        tmp.replace(self.folder / f"{kind}-round-{round_num}.safetensors")
-        # Keep the two newest versions: a resume from the previous round must still find its state,
-        # however many rounds ago this client last saved.
-        saved = sorted(self._versions(kind), key=lambda nf: nf[0])
-        for _, old in saved[:-2]:
-            old.unlink()
-
-    def _versions(self, kind: str) -> list[tuple[int, Path]]:
-        out = []
-        for f in self.folder.glob(f"{kind}-round-*.safetensors"):
-            tail = f.stem.rsplit("-", 1)[1]
-            if tail.isdigit():
-                out.append((int(tail), f))
-        return out
-
-    def load(self, up_to_round: int, kind: str = "personal") -> StateDict | None:
-        """The newest ``kind`` state saved at or before ``up_to_round``."""
-        best = max(((n, f) for n, f in self._versions(kind) if n <= up_to_round), default=None)
-        if best is None:
-            return None
-        try:
-            return load_file(str(best[1]))
-        except Exception as err:  # safetensors raises its own error types on a damaged file
-            raise UserError(f"{best[1]} is not a readable safetensors file ({err}); restore it from a backup") from None
-
-    def secret(self) -> bytes:
-        """This client's 32-byte secret: made with ``secrets.token_bytes`` on first use (``runfolder.secret_file``) and kept in this
-        folder (``monitor-secret.key``, mode 0600), so a resumed run draws the same monitor noise.
-        It never leaves the client: nothing sent to the server or written by it derives from it
-        except the noised report."""
-        path = self.folder / SECRET_FILE
-        secret_file(path, SECRET_BYTES)
-        data = path.read_bytes()
-        if len(data) != SECRET_BYTES:
-            raise UserError(
-                f"{path} is not a {SECRET_BYTES}-byte client secret; restore it from a backup, or delete it "
-                "to start a new one (this client's monitor noise then differs from the original run)"
-            )
-        return data
-
-
 class FederatedClient:
     """One client. The server never holds a reference to it.
 
@@ -200,6 +132,9 @@ class FederatedClient:
         self.monitor: Any = None
         """A ``client.monitor_client.ClientMonitor`` when the run is monitored: after training, the
         client probes its model and puts ONLY the clipped, noised report in ``ClientUpdate.monitor``."""
+        self.retrieval: Any = None
+        """A ``client.retrieval_eval.ClientRetrieval`` with ``rag.evaluate``: its own documents, indexed in
+        its store, and its held-out evaluation with retrieved passages (figures in its store only)."""
         self.split: KeySplit | None = None
         self.personal: StateDict | None = None
         self._secret: bytes | None = None
@@ -261,7 +196,7 @@ class FederatedClient:
                     return proximal_term(params, fixed, mu)
 
             n = steps if steps > 0 else self.settings.steps_for(len(self.train))
-            settings = TrainSettings(**{**self.settings.train.__dict__, "steps": n})
+            settings = replace(self.settings.train, steps=n)
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(
@@ -316,6 +251,7 @@ class FederatedClient:
             "compute_seconds": sum(r.compute_seconds for r in results),
             "tokens_per_s": tokens / seconds if seconds > 0 else 0.0,
         }
+        self._record(round_num, {"train_loss": scalars["train_loss"], "tokens_per_s": scalars["tokens_per_s"]})
         report = None
         if self.monitor is not None:
             whole = out.personal is not None and split.trainable <= set(out.personal)  # Ditto: a second adapter
@@ -327,7 +263,7 @@ class FederatedClient:
         return ClientUpdate(self.client_id, len(self.train), delta, scalars, monitor=report)
 
     def _loss(self, shared: SharedModel, state: StateDict) -> tuple[float, int]:
-        key = _state_hash(state)
+        key = sha256_state(state)  # the global model of local / FedSA-LoRA often repeats
         if self._eval_memo is not None and self._eval_memo[0] == key:
             return self._eval_memo[1], self._eval_memo[2]
         shared.set_state(state)
@@ -335,24 +271,36 @@ class FederatedClient:
         self._eval_memo = (key, loss, n)
         return loss, n
 
-    def evaluate(self, shared: SharedModel, global_state: StateDict) -> EvalResult:
+    def evaluate(self, shared: SharedModel, global_state: StateDict, round_num: int | None = None) -> EvalResult:
         """Held-out loss on this client's own data of the global model (as the server offers it to
         this client) and, for personalized methods, of the client's own model (``personal_loss``).
-        Local fine-tuning before evaluation (finetune) is seeded by the client's last fit."""
+        Local fine-tuning before evaluation (finetune) is seeded by the client's last fit.
+        ``round_num`` (default: the round of the last fit) files the figures in the client's store."""
         split, initial = self._setup(shared)
         received = self.to_client_rank(global_state)
         loss, n = self._loss(shared, self.policy.global_model(split, initial, received))
         train = self._trainer(shared, *self._last_fit, None)
         own = self.policy.personal_model(train, split, initial, received, self.personal)
         personal_loss = None if own is None else self._loss(shared, own)[0]
-        return EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
+        result = EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
+        figures = own_figures(result)
+        if self.retrieval is not None:  # its own model with and without its own passages
+            model = own if own is not None else self.policy.global_model(split, initial, received)
+            folder = self.store.folder if self.store is not None else None
+            figures.update(self.retrieval.evaluate(shared, model, folder))
+        self._record(self._last_fit[0] if round_num is None else round_num, figures)
+        return result
+
+    def _record(self, round_num: int, figures: dict[str, float]) -> None:
+        """Keep this client's own figures in its store (the simulation's per-client view)."""
+        if self.store is not None:
+            self.store.record(round_num, figures)
 
 
-def _state_hash(state: StateDict) -> str:
-    """Identity of a state's values (the global model of local / FedSA-LoRA often repeats)."""
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().contiguous().cpu()
-        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+def own_figures(result: EvalResult) -> dict[str, float]:
+    """A client's own held-out figures of an evaluation, as its store keeps them."""
+    out = {"eval_loss": result.loss, "eval_ppl": result.perplexity}
+    if result.personal_loss is not None:
+        out["personal_loss"] = result.personal_loss
+    return out
+

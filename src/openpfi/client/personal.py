@@ -45,6 +45,7 @@ from typing import ClassVar, Protocol
 
 from openpfi.algorithms.state import StateDict
 from openpfi.client.train import TrainResult
+from openpfi.config import PersonalizationConfig
 from openpfi.errors import UserError
 from openpfi.models.merged import is_merged_key
 
@@ -63,17 +64,6 @@ class KeySplit:
     @property
     def trainable(self) -> frozenset[str]:
         return self.shared | self.personal
-
-
-@dataclass(frozen=True)
-class PersonalSettings:
-    """The ``[personalization]`` keys a policy reads (see ``config.PersonalizationConfig``)."""
-
-    ditto_lambda: float = 0.1
-    personal_patterns: tuple[str, ...] = ()
-    personal_steps: int = 0
-    """0 = the client's local steps."""
-    head_steps: int = 0
 
 
 class Trainer(Protocol):
@@ -132,9 +122,21 @@ class PersonalPolicy:
     """False: nothing is uploaded or downloaded (local-only training)."""
     personalized: ClassVar[bool] = False
     """True: the client has its own model, reported as ``personal_loss``."""
+    refuses_aggregations: ClassVar[tuple[str, ...]] = ()
+    """``lora.aggregation`` values this method cannot respect (see ``check_aggregation``)."""
+    refusal_reason: ClassVar[str] = ""
 
-    def __init__(self, settings: PersonalSettings | None = None):
-        self.settings = settings or PersonalSettings()
+    @classmethod
+    def check_aggregation(cls, aggregation: str) -> None:
+        """UserError when ``lora.aggregation`` would undo what this method keeps apart."""
+        if aggregation in cls.refuses_aggregations:
+            raise UserError(
+                f'personalization.method = "{cls.name}" {cls.refusal_reason.format(agg=aggregation)}; '
+                'use lora.aggregation = "naive" or "zeropad"'
+            )
+
+    def __init__(self, settings: PersonalizationConfig | None = None):
+        self.settings = settings or PersonalizationConfig()
 
     def split(self, keys: Iterable[str]) -> KeySplit:
         return KeySplit(shared=frozenset(k for k in keys if not is_merged_key(k)))
@@ -212,6 +214,9 @@ class DittoPolicy(PersonalPolicy):
 
     name = "ditto"
     personalized = True
+    refuses_aggregations = ("product", "stack")
+    refusal_reason = ('pulls the personal LoRA factors towards the global ones, which lora.aggregation = "{agg}" '
+                      're-factors or merges away')
 
     def fit(
         self,
@@ -293,6 +298,8 @@ class FedSALoraPolicy(PersonalPolicy):
 
     name = "fedsa-lora"
     personalized = True
+    refuses_aggregations = ("product", "stack")
+    refusal_reason = 'shares only A, which lora.aggregation = "{agg}" cannot respect (exact for a common A: naive)'
 
     def split(self, keys: Iterable[str]) -> KeySplit:
         keys = [k for k in keys if not is_merged_key(k)]
@@ -305,6 +312,8 @@ class FFALoraPolicy(PersonalPolicy):
     With a common A, averaging B is the exact average update: mean(B_i) A = mean(B_i A)."""
 
     name = "ffa-lora"
+    refuses_aggregations = ("product", "stack")
+    refusal_reason = 'freezes A, which lora.aggregation = "{agg}" cannot respect (exact for a common A: naive)'
 
     def split(self, keys: Iterable[str]) -> KeySplit:
         keys = [k for k in keys if not is_merged_key(k)]
@@ -319,11 +328,15 @@ POLICIES: dict[str, type[PersonalPolicy]] = {
 """The one mapping from ``personalization.method`` to its policy."""
 
 
-def make_policy(method: str, settings: PersonalSettings | None = None) -> PersonalPolicy:
+def policy_class(method: str) -> type[PersonalPolicy]:
     try:
-        return POLICIES[method](settings)
+        return POLICIES[method]
     except KeyError:
         raise UserError(f"personalization.method {method!r} is unknown; choose one of {', '.join(POLICIES)}") from None
+
+
+def make_policy(method: str, settings: PersonalizationConfig | None = None) -> PersonalPolicy:
+    return policy_class(method)(settings)
 
 
 def check_split(policy: PersonalPolicy, keys: Sequence[str]) -> KeySplit:

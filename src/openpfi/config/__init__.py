@@ -12,6 +12,7 @@ from openpfi.config.methods import AlignmentConfig, PersonalizationConfig
 from openpfi.config.model import LoraConfig, ModelConfig
 from openpfi.config.monitor import MARGIN_METRICS, PROBE_SUITES, MonitorConfig
 from openpfi.config.privacy import FlowerConfig, OutputConfig, PrivacyConfig
+from openpfi.config.rag import RagConfig
 from openpfi.config.root import Config
 from openpfi.config.section import Section
 from openpfi.config.training import ClientConfig, FederationConfig
@@ -19,5 +20,5 @@ from openpfi.config.training import ClientConfig, FederationConfig
 __all__ = [
     "MARGIN_METRICS", "PROBE_SUITES", "AlignmentConfig", "ClientConfig", "Config", "DataConfig", "FederationConfig",
     "FlowerConfig", "LoraConfig", "ModelConfig", "MonitorConfig", "OutputConfig", "PersonalizationConfig",
-    "PrivacyConfig", "Section", "apply_overrides", "dump_toml", "from_dict", "load_config",
+    "PrivacyConfig", "RagConfig", "Section", "apply_overrides", "dump_toml", "from_dict", "load_config",
 ]

@@ -40,12 +40,20 @@ class PersonalizationConfig(Section):
         return self
 
 
+Objective = Literal["harmless", "helpful", "honest"]
+"""The alignment objectives a preference pair can serve."""
+
+
 class AlignmentConfig(Section):
     method: Literal["none", "sft", "dpo", "firm", "scalarized", "fmgda"] = "none"
     """none = personalization job; sft = SFT on chosen answers; dpo = DPO on the union of pairs;
     firm = FIRM (per-step regularized MGDA weights, one upload); scalarized = fixed weights p;
     fmgda = clients upload one delta per objective, the server solves MGDA."""
-    objectives: list[Literal["harmless", "helpful", "honest"]] = Field(
+    data: str = ""
+    """Users' own preference pairs: a JSONL file of client / prompt / chosen / rejected (and objective, needed
+    by firm, scalarized and fmgda) per line; its clients are the run's clients and its sha256 goes into
+    manifest.json (data/preference_file.py). "" = pairs built from the shipped packages, dealt by mix."""
+    objectives: list[Objective] = Field(
         default_factory=lambda: ["harmless", "helpful"], min_length=1
     )
     """Objectives, in the order of ``preference``. "honest" pairs count as "helpful" unless listed."""

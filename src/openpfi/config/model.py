@@ -14,6 +14,7 @@ class ModelConfig(Section):
     """Bundled id ("smollm2-135m-instruct", "tiny-random"; optional "gemma3-270m",
     "qwen2.5-coder-0.5b-instruct"), a local HF model folder or a .gguf file."""
     device: Literal["cpu", "cuda"] = "cpu"
+    """Where the model runs; the same config runs on a GPU with "cuda"."""
     adapter: str = ""
     """Optional starting adapter: a folder or .safetensors file of LoRA weights (e.g. safety-tuned)."""
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
@@ -22,9 +23,13 @@ class ModelConfig(Section):
 
 class LoraConfig(Section):
     r: int = Field(8, ge=1, le=1024)
+    """LoRA rank: h = W0 x + (alpha / r) B A x with A (r x in), B (out x r)."""
     alpha: float = Field(16.0, gt=0)
+    """LoRA scale numerator (the update is scaled by alpha / r)."""
     dropout: float = Field(0.0, ge=0, lt=1)
+    """Dropout on the LoRA input during training."""
     targets: list[str] = Field(default_factory=lambda: ["q_proj", "v_proj"], min_length=1)
+    """Names of the linear modules that get LoRA adapters (e.g. "q_proj", "v_proj", "o_proj", "up_proj")."""
     aggregation: Literal["naive", "product", "stack", "zeropad"] = "naive"
     """How the server combines LoRA factors (strategies/lora_aggregation.py): naive = mean of A and of B
     (not the mean update; the baseline); product = exact mean of B·A re-factored to rank r by SVD;

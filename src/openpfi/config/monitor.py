@@ -12,17 +12,18 @@ PROBE_SUITES = ("bbq", "crows", "harmful", "benign", "ood", "capability")
 MARGIN_METRICS = ("bbq_amb_bias", "bbq_dis_bias", "crows_stereo_pref", "bbq_amb_lean", "crows_stereo_prob",
                   "ece", "accuracy", "confidence",
                   "capability_accuracy", "nll_relative", "refusal_rate", "over_refusal_rate")
-"""The metrics of monitor.server_margins (= monitor/global_change.py DEFAULT_MARGINS)."""
+"""The metrics of monitor.server_margins (= monitor/modes (Metric.margin))."""
 
 
 class MonitorConfig(Section):
     """The silent-failure monitor (DESIGN.md "The six silent-failure modes"; monitor/)."""
 
     enabled: bool = True
+    """Run the silent-failure monitor (probes, DP reports, detectors, report.html)."""
     suite_sizes: dict[str, int] = Field(
         default_factory=lambda: {"bbq": 44, "crows": 18, "harmful": 12, "benign": 12, "ood": 12, "capability": 12}
     )
-    """Items of each public probe suite (monitor/probes.py DEFAULT_SIZES); 0 drops a suite.
+    """Items of each public probe suite (monitor/probes/suites.py DEFAULT_SIZES); 0 drops a suite.
     The suites, and so their SHA-256, depend only on these sizes and ``probe_seed``."""
     probe_seed: int = Field(0, ge=0)
     """Seed of the suites' stratified samples (independent of the run seed, so hashes stay stable)."""
@@ -44,20 +45,21 @@ class MonitorConfig(Section):
     """Fixed public sample the server scores the GLOBAL model on each round (0 skips a suite)."""
     server_margins: dict[str, float] = Field(default_factory=dict)
     """Smallest material change of the global model since round 0, per metric, overriding
-    monitor/global_change.py DEFAULT_MARGINS (rates and bias scores 0.1, ece 0.05,
+    monitor/modes (Metric.margin) (rates and bias scores 0.1, ece 0.05,
     nll_relative 0.1 = 10% of the round-0 NLL): its paired test alarms only beyond these."""
     groups: list[str] = Field(default_factory=list)
     """Public client groups for fairness gaps (e.g. languages). Empty: the chatterbot languages
     when data.source = "chatterbot", else none."""
     group_items: int = Field(16, ge=0, le=400)
     """Public texts per group (chatterbot conversations in the group's language) the server scores the
-    GLOBAL model on each round for the gap across groups (monitor/group_gap.py); 0 = off. Groups that
+    GLOBAL model on each round for the gap across groups (monitor/detection/group_gap.py); 0 = off. Groups that
     are not chatterbot languages have none. These texts are kept out of the clients' data."""
     bins: int = Field(10, ge=2, le=50)
     """Confidence bins of the calibration histogram (ECE)."""
     utility_bins: int = Field(10, ge=2, le=50)
     """Bins of the DP histogram of client utility (held-out loss on [0, utility_max_loss])."""
     utility_max_loss: float = Field(8.0, gt=0)
+    """Upper end of the client-utility histogram; larger held-out losses count in the last bin."""
     ood_max_nll: float = Field(8.0, gt=0)
     """Per-token NLL at which out-of-domain losses are clipped (bounds the report)."""
     drop_threshold_capability: float = Field(0.1, ge=0, le=1)
@@ -70,6 +72,7 @@ class MonitorConfig(Section):
     server's out-of-domain margin). Benign local rounds of the bundled model moved one text's NLL
     by at most +3% (docs/BENCHMARKS-silent.md)."""
     detector: Literal["cusum", "page-hinkley"] = "cusum"
+    """Sequential change detector on each aggregate stream."""
     target_false_alarm_rate: float = Field(0.05, gt=0, lt=1)
     """Probability of any false alarm over all streams of a run (Bonferroni over streams); the
     thresholds are calibrated by simulation on streams standardised by sampling + DP noise."""
@@ -80,6 +83,7 @@ class MonitorConfig(Section):
     drift_k: float = Field(0.5, ge=0)
     """Detector allowance k in standard deviations (detects shifts of about 2k)."""
     calibration_sims: int = Field(20000, ge=1000)
+    """Simulated null streams used to set the detector thresholds."""
     batch_tokens: int = Field(4096, ge=1024)
     """Padded tokens per scoring batch."""
     judge_check_prompts: int = Field(8, ge=0)

@@ -10,13 +10,18 @@ from openpfi.config.section import Section
 
 
 class PrivacyConfig(Section):
-    """Distributed DP of the monitor reports (monitor/privacy.py)."""
+    """Distributed DP of the monitor reports (monitor/privacy/) and what else of a client the server sees."""
 
     delta: float = Field(1e-5, gt=0, lt=1)
-    noise_multiplier: float = Field(1.0, gt=0)
-    """z: the noise on the SUM of a round's reports has std z * l2_clip; each client adds its share."""
-    target_epsilon: float = Field(0.0, ge=0)
-    """> 0: plan z so that all federation.rounds releases spend at most this (overrides noise_multiplier)."""
+    """DP delta of the (epsilon, delta) guarantee."""
+    target_epsilon: float = Field(8.0, gt=0)
+    """The privacy budget of the monitor reports over all federation.rounds releases: the noise
+    multiplier z is planned so that they spend at most this, unless privacy.noise_multiplier is set.
+    A run whose plan spends more says so in one line before it starts."""
+    noise_multiplier: float = Field(0.0, ge=0)
+    """z: the noise on the SUM of a round's reports has std z * l2_clip; each client adds its share.
+    0 = planned from target_epsilon; > 0 = this z, fixed (the plan's epsilon is still compared with
+    target_epsilon)."""
     max_noise_multiplier: float = Field(10.0, gt=0)
     """A target_epsilon that needs more noise than this is refused as unmeetable (the monitor would
     measure nothing)."""
@@ -27,11 +32,16 @@ class PrivacyConfig(Section):
     """Share of each round's privacy budget (in RDP) spent on the count of clients whose
     general capability degraded within the round (adaptation misalignment, the one mode only the
     clients can see); the rest goes to the clipped report. Both together cost what the planned
-    noise multiplier costs (monitor/privacy.py split_noise)."""
+    noise multiplier costs (monitor/privacy/mechanism.py split_noise)."""
     min_clients: int = Field(2, ge=1)
     """An aggregate is released only when at least this many valid reports were summed."""
     reject_k: float = Field(6.0, gt=0)
     """A report value further than reject_k noise-share std outside its slot bounds is rejected."""
+    share_client_metrics: bool = False
+    """Research simulations only: also write each client's raw figures (held-out and train loss,
+    perplexity, tokens/s, worst client, spread) into the server's metrics.jsonl. Off, per-client
+    utility reaches the server only through the monitor's DP report; on, manifest.json and the
+    report say so."""
 
     # -- client-level DP of the adapter updates (DP-FedAvg; strategies/update_privacy.py) --------
     update_clip: float = Field(0.0, ge=0)
@@ -69,6 +79,7 @@ class FlowerConfig(Section):
 
 class OutputConfig(Section):
     dir: str = "runs/demo"
+    """Run folder when `openpfi run` gets no --out."""
     audit_signing_key: str = ""
     """Path to an ed25519 private key (PEM, from `openpfi audit keygen`) the run owner holds: every
     audit entry is then signed, and `openpfi audit verify --public-key` checks the signatures.

@@ -11,6 +11,7 @@ from openpfi.config.methods import AlignmentConfig, PersonalizationConfig
 from openpfi.config.model import LoraConfig, ModelConfig
 from openpfi.config.monitor import MARGIN_METRICS, PROBE_SUITES, MonitorConfig
 from openpfi.config.privacy import FlowerConfig, OutputConfig, PrivacyConfig
+from openpfi.config.rag import RagConfig
 from openpfi.config.section import Section
 from openpfi.config.training import ClientConfig, FederationConfig
 from openpfi.config.trust import trust_problems
@@ -18,6 +19,7 @@ from openpfi.config.trust import trust_problems
 
 class Config(Section):
     seed: int = Field(0, ge=0)
+    """Seeds the partition, the LoRA init, the batches and every sampled client; same config + seed = same metrics."""
     model: ModelConfig = Field(default_factory=ModelConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     data: DataConfig = Field(default_factory=DataConfig)
@@ -27,6 +29,7 @@ class Config(Section):
     alignment: AlignmentConfig = Field(default_factory=AlignmentConfig)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
+    rag: RagConfig = Field(default_factory=RagConfig)
     flower: FlowerConfig = Field(default_factory=FlowerConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
 
@@ -39,6 +42,8 @@ class Config(Section):
             )
         if self.data.source == "jsonl" and not self.data.path:
             raise ValueError('data.path is required when data.source = "jsonl"; set it to your .jsonl file')
+        if self.data.source == "hf" and not self.data.path:
+            raise ValueError('data.path is required when data.source = "hf"; set it to the folder save_to_disk wrote')
         if self.client.local_steps == 0 and self.client.local_epochs == 0:
             raise ValueError("client.local_steps and client.local_epochs are both 0; set one of them")
         if self.data.min_examples > self.data.max_examples:
@@ -86,45 +91,12 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
-    def _lora_checks(self) -> Config:
-        """Per-client ranks and LoRA aggregation against the personalization and alignment methods."""
-        lo, method, agg = self.lora, self.personalization.method, self.lora.aggregation
-        align = self.alignment.method
-        if align != "none":
-            clashes = [f'personalization.method = "{method}"'] if method != "none" else []
-            clashes += [f'lora.aggregation = "{agg}"'] if agg != "naive" else []
-            clashes += [f"lora.client_ranks = {lo.client_ranks}"] if lo.client_ranks else []
-            if clashes:
-                raise ValueError(
-                    f'alignment.method = "{align}" does not combine with {clashes[0]}; alignment trains one '
-                    "shared adapter, so unset one of them"
-                )
-        too_big = [r for r in lo.client_ranks if not 1 <= r <= lo.r]
+    def _lora_ranks(self) -> Config:
+        """The [lora] section on its own; combinations with methods are asked of the policies and
+        aggregations that know them (assembly/compatibility.py)."""
+        too_big = [r for r in self.lora.client_ranks if not 1 <= r <= self.lora.r]
         if too_big:
             raise ValueError(
-                f"lora.client_ranks {too_big} must lie in [1, lora.r = {lo.r}]; lower them or raise lora.r"
-            )
-        if agg == "naive" and any(r != lo.r for r in lo.client_ranks):
-            raise ValueError(
-                "lora.client_ranks differ from lora.r, but naive averaging needs one rank; "
-                'set lora.aggregation = "zeropad", "product" or "stack"'
-            )
-        if lo.keep_merged and agg != "product":
-            raise ValueError('lora.keep_merged applies to lora.aggregation = "product" only')
-        if agg != "naive" and (self.federation.strategy not in ("fedavg", "fedprox") or self.federation.server_lr != 1):
-            raise ValueError(
-                f'lora.aggregation = "{agg}" replaces the server optimizer; use federation.strategy = "fedavg" '
-                'or "fedprox" with server_lr = 1, or lora.aggregation = "naive"'
-            )
-        if method in ("ffa-lora", "fedsa-lora") and agg in ("product", "stack"):
-            why = "freezes A" if method == "ffa-lora" else "shares only A"
-            raise ValueError(
-                f'personalization.method = "{method}" {why}, which lora.aggregation = "{agg}" cannot respect; '
-                'use "naive" (exact for a common A) or "zeropad"'
-            )
-        if method == "ditto" and agg in ("product", "stack"):
-            raise ValueError(
-                f'personalization.method = "ditto" pulls the personal LoRA factors towards the global ones, which '
-                f'lora.aggregation = "{agg}" re-factors or merges away; use "naive" or "zeropad"'
+                f"lora.client_ranks {too_big} must lie in [1, lora.r = {self.lora.r}]; lower them or raise lora.r"
             )
         return self

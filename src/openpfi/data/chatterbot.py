@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from openpfi.data.assets import package_files
+from openpfi.assets import package_files
 from openpfi.data.types import Example
 from openpfi.errors import UserError
 
@@ -33,7 +33,7 @@ _LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def topic_files() -> list[Path]:
     """All topic files, sorted by language then topic."""
-    return package_files(DIST, PREFIX, ".yml")
+    return package_files(DIST, PREFIX, ".yml", "data.source = \"chatterbot\"")
 
 
 def file_examples(path: Path) -> list[Example]:

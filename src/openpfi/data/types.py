@@ -20,6 +20,20 @@ class Example:
     """Label for Dirichlet label-skew partitions: chitchat conversation topic,
     shakespeare play, chatterbot topic file, or the JSONL label field.
     Empty means "use ``group``"."""
+    turns: tuple[tuple[str, str], ...] = ()
+    """A multi-turn conversation as (role, content) pairs, system turns included (JSONL
+    ``messages`` rows); empty for a single turn. When set, ``prompt`` and ``response`` are its
+    last user and assistant turns, and training has loss on every assistant turn."""
+
+    def messages(self) -> list[dict[str, str]]:
+        """The example as chat messages (``{"role", "content"}``)."""
+        if self.turns:
+            return [{"role": r, "content": c} for r, c in self.turns]
+        return [{"role": "user", "content": self.prompt}, {"role": "assistant", "content": self.response}]
+
+    def text(self) -> str:
+        """Every turn's content, one per line (what retrieval indexes of a training example)."""
+        return "\n".join(m["content"] for m in self.messages())
 
 
 @dataclass

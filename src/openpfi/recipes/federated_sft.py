@@ -14,22 +14,15 @@ from openpfi.assembly.clients import Prepared, prepare
 from openpfi.assembly.monitor_plan import MonitorPlan, plan_monitor
 from openpfi.assembly.monitoring import wire_monitor
 from openpfi.assembly.resume_state import read_resume_state
-from openpfi.assembly.run_start import new_run
+from openpfi.assembly.run_start import attach_client_stores, new_run, rewind_metrics
 from openpfi.assembly.server import make_server, server_start
 from openpfi.assembly.trust import attach_run, make_uplink
-from openpfi.client.federated import ClientStore
 from openpfi.config import Config
 from openpfi.engines.inprocess import ClientSideHook, InProcessEngine, Reporter, RoundHook, SilentReporter
-from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.server import FedServer
 
 log = logging.getLogger(__name__)
-
-
-def _attach_stores(prep: Prepared, run: RunFolder) -> None:
-    for c in prep.clients:
-        c.store = ClientStore(run.clients_dir / c.client_id)
 
 
 def _engine(prep: Prepared, run: RunFolder, server: FedServer, reporter: Reporter, hooks: list[RoundHook]) -> InProcessEngine:
@@ -37,6 +30,7 @@ def _engine(prep: Prepared, run: RunFolder, server: FedServer, reporter: Reporte
     hooks = [*attach_run(server, run), *hooks]  # the server's secret; privacy.json's updates section
     engine = InProcessEngine(prep.shared, prep.clients, server, run, cfg.federation.rounds, cfg.seed, reporter, hooks)
     engine.eval_every = cfg.federation.eval_every
+    engine.share_client_metrics = cfg.privacy.share_client_metrics
     engine.uplink = make_uplink(cfg)
     engine.timeout_s = cfg.client.timeout_s
     return engine
@@ -58,7 +52,7 @@ def start(
     prep = prepare(cfg)
     cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data)
     prep.cfg = cfg
-    _attach_stores(prep, run)
+    attach_client_stores(prep.clients, run)
     server = make_server(cfg, prep.personal)
     server.init(server_start(prep))
     engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
@@ -77,25 +71,18 @@ def resume(
 ) -> RunFolder:
     """Continue from the last complete round; same result as an uninterrupted run."""
     state = read_resume_state(path)  # every file it reads, checked before any model is loaded
-    run, cfg, done, last = state.run, state.cfg, state.done, state.last
+    run, cfg, last = state.run, state.cfg, state.last
     monitor = monitor or plan_monitor(cfg)
     prep = prepare(cfg)
-    _attach_stores(prep, run)
+    attach_client_stores(prep.clients, run, resume_from=last)
     for c in prep.clients:
-        c.restore(last)  # personal state, from the client-side folder
+        c.restore(last)  # personal state, from the client store
     server = make_server(cfg, prep.personal)
     if state.checkpoint is not None:
         server.init(state.checkpoint.adapter, state.checkpoint.server_state, state.server_meta)
     else:
         server.init(server_start(prep))
-    run.truncate_metrics(last)
-    have = {int(r["round"]) for r in run.read_metrics()}
-    for r in done:
-        if r not in have:  # killed between checkpoint and metrics append: the checkpoint holds the row
-            row = run.load_checkpoint(r).meta.get("metrics")
-            if row:
-                run.append_metrics(row)
-    AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last})
+    rewind_metrics(run, last)
     engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
     finish_monitor = wire_monitor(monitor, engine, prep.start_adapter, resume_from=last)
     engine.run_rounds(last + 1)

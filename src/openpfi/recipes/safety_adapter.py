@@ -47,7 +47,7 @@ from openpfi.client.align_eval import AlignEvaluator
 from openpfi.client.dpo import ReferenceCache, encode_pair
 from openpfi.client.federated import ClientSettings, SharedModel
 from openpfi.client.train import TrainSettings
-from openpfi.config import MonitorConfig
+from openpfi.config import ClientConfig, MonitorConfig
 from openpfi.data.preference import load_preferences
 from openpfi.data.preference_split import eval_sets
 from openpfi.models.loader import load_model, sha256_file
@@ -132,7 +132,7 @@ def build_safety_adapter(settings: SafetySettings | None = None, shared: SharedM
     shared.set_state(shared.initial_state)
     base = evaluator.evaluate(shared.initial_state)
 
-    train = TrainSettings(s.steps, s.batch_size, 1, s.lr)
+    train = TrainSettings.from_config(ClientConfig(), steps=s.steps, batch_size=s.batch_size, grad_accum=1, lr=s.lr)
     client = AlignClient(
         "safety", pairs, [], ClientSettings(s.steps, 0.0, train, 8, 8),
         AlignSettings(s.method, objectives, (s.harmless_weight, 1 - s.harmless_weight), 0.0, s.dpo_beta), ref,

@@ -40,9 +40,8 @@ from typing import Any
 
 import torch
 
-from openpfi.algorithms.aggregate import weighted_mean
-from openpfi.algorithms.lora import lora_pairs, product_average, stack_lora
-from openpfi.algorithms.lora_rank import pad_rank, slice_rank
+from openpfi.algorithms.lora import lora_pairs, product_average, stack_lora, zero_pad_average
+from openpfi.algorithms.lora_rank import slice_rank
 from openpfi.algorithms.state import StateDict, nbytes
 from openpfi.client.messages import ClientUpdate
 from openpfi.errors import UserError
@@ -175,8 +174,8 @@ class ZeroPadAggregation(LoraAggregation):
 
     def aggregate(self, params: StateDict, updates: Sequence[ClientUpdate], round_num: int) -> StateDict:
         states = client_states(params, updates, self.plan)
-        padded = [pad_rank(s, self.plan.model_rank) for s in states]
-        return {**params, **weighted_mean(padded, self._weights(updates))}
+        ranks = [self.plan.rank(u.client_id) for u in updates]
+        return {**params, **zero_pad_average(states, self._weights(updates), ranks, self.plan.model_rank)}
 
 
 class ProductAggregation(LoraAggregation):
@@ -280,6 +279,22 @@ def make_aggregation(name: str, plan: RankPlan, keep_merged: bool = False) -> Lo
         return ProductAggregation(plan, keep_merged)
     cls = AGGREGATIONS[name]
     return None if cls is None else cls(plan)
+
+
+def check_aggregation_config(name: str, rank: int, client_ranks: Sequence[int], keep_merged: bool,
+                             strategy: str, server_lr: float) -> None:
+    """What the LoRA aggregations allow: naive averaging needs one rank; only product keeps a merged
+    residual; every other aggregation replaces the server optimizer (so FedAvg / FedProx at lr 1)."""
+    if name not in AGGREGATIONS:
+        raise UserError(f"lora.aggregation {name!r} is unknown; choose one of {', '.join(AGGREGATIONS)}")
+    if AGGREGATIONS[name] is None and any(r != rank for r in client_ranks):
+        raise UserError("lora.client_ranks differ from lora.r, but naive averaging needs one rank; "
+                        'set lora.aggregation = "zeropad", "product" or "stack"')
+    if keep_merged and name != "product":
+        raise UserError('lora.keep_merged applies to lora.aggregation = "product" only')
+    if AGGREGATIONS[name] is not None and (strategy not in ("fedavg", "fedprox") or server_lr != 1):
+        raise UserError(f'lora.aggregation = "{name}" replaces the server optimizer; use federation.strategy = '
+                        '"fedavg" or "fedprox" with server_lr = 1, or lora.aggregation = "naive"')
 
 
 def check_pairs_shared(shared: Sequence[str], name: str) -> None:

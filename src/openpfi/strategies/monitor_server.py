@@ -1,8 +1,8 @@
 """The server side of the silent-failure monitor: one round hook over privacy-protected sums.
 
 What the server gets from clients is the SUM of their clipped, noised report vectors
-(``row["monitor_sum"]``, plain in-process, SecAgg+ on Flower) and the names of clients
-whose report was rejected before summing (wrong length, non-finite, or a value further
+(``RoundResult.monitor``, plain in-process, SecAgg+ on Flower) and the names of clients
+whose report was rejected before summing (``RoundResult.rejected``) (wrong length, non-finite, or a value further
 than ``reject_k`` noise-share std outside its bounds: ``privacy.validate_report``). Per
 round it then
 
@@ -14,7 +14,7 @@ round it then
 3. scores the global model on a fixed public probe sample (``server_eval.public_points``:
    streams ``<mode>.global_<metric>``, no DP noise, item-sampling intervals) and tests its
    change since round 0 item-paired, against a materiality margin
-   (``monitor/global_change.py``);
+   (``monitor/detection/global_change.py``);
 4. feeds the client streams to the change detectors (CUSUM or Page-Hinkley, thresholds set
    by simulation for the target false-alarm rate over all streams);
 5. writes every released aggregate, rejected report and alarm to ``audit.jsonl`` and the
@@ -40,46 +40,25 @@ import numpy as np
 
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, atomic_write_text
-from openpfi.monitor.client_probe import ProbeResults, run_probes
-from openpfi.monitor.derive import Z95, derive_metrics
-from openpfi.monitor.detectors import DEFAULT_DIRECTIONS, DetectorBank
-from openpfi.monitor.global_change import GlobalChangeTest
-from openpfi.monitor.group_gap import GroupGapTest
-from openpfi.monitor.privacy import PrivacyLedger, release_allowed, split_noise, validate_report
-from openpfi.monitor.probes import ProbeSuite
-from openpfi.monitor.report import build_report, write_report
-from openpfi.monitor.schema import ReportSchema
-from openpfi.monitor.server_eval import points_of
-from openpfi.monitor.types import MODES, MetricPoint, Scorer, global_name, stream_mode
+from openpfi.monitor.detection.bank import DetectorBank
+from openpfi.monitor.detection.global_change import GlobalChangeTest
+from openpfi.monitor.detection.group_gap import GroupGapTest
+from openpfi.monitor.modes import MODES
+from openpfi.monitor.privacy.ledger import PrivacyLedger
+from openpfi.monitor.privacy.mechanism import release_allowed, split_noise, validate_report
+from openpfi.monitor.probes.items import ProbeSuite
+from openpfi.monitor.probes.run import ProbeResults, run_probes
+from openpfi.monitor.reporting.report import build_report, write_report
+from openpfi.monitor.types import MetricPoint, Scorer, StreamName, global_name, stream_mode
+from openpfi.monitor.vector.derive import derive_metrics
+from openpfi.monitor.vector.model import points_of
+from openpfi.monitor.vector.schema import ReportSchema
+from openpfi.monitor.vector.sums import Z95
+from openpfi.strategies.round_result import RoundResult
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "monitor"
-MONITOR_SUM = "monitor_sum"  # = engines.rounds.MONITOR_SUM (engines sit above strategies)
-
-_METRIC_DIRECTIONS = {
-    "fairness_collapse.group_gap": "increase",
-    "confidence_miscalibration.accuracy": "decrease",
-    "confidence_miscalibration.confidence": "both",
-    "adaptation_misalignment.capability_change": "decrease",
-    "adaptation_misalignment.refusal_change": "decrease",
-    "out_of_domain_degradation.capability_accuracy": "decrease",
-    "out_of_domain_degradation.capability_change": "decrease",
-    "alignment_erosion.refusal_rate": "decrease",
-    "alignment_erosion.refusal_change": "decrease",
-    "alignment_erosion.over_refusal_rate": "increase",
-    "alignment_erosion.over_refusal_change": "increase",
-}
-
-
-def stream_directions() -> dict[str, str]:
-    """Which change is bad, per mode and per ``<mode>.<metric>`` (global streams included)."""
-    out = {k: v for k, v in DEFAULT_DIRECTIONS.items() if "." not in k}
-    for name, d in _METRIC_DIRECTIONS.items():
-        mode, metric = name.split(".", 1)
-        out[name] = out[f"{mode}.global_{metric}"] = d
-    return out
-
 
 def point_to_dict(p: MetricPoint) -> dict[str, float]:
     return {"value": p.value, "lo": p.lo, "hi": p.hi, "n": p.n_clients}
@@ -219,15 +198,15 @@ class MonitorServer:
                                s.reject_k)
 
     # -- the round hook ---------------------------------------------------------------------------
-    def __call__(self, round_num: int, row: dict[str, Any]) -> None:
-        s = self.settings
+    def __call__(self, result: RoundResult) -> None:
+        s, round_num, row = self.settings, result.round, result.row
         audit = AuditLog(self.run_dir / "audit.jsonl")
-        for bad in row.get("monitor_rejected", []):
-            audit.append("rejected_report", {"round": round_num, **bad})
-        summed = row.get(MONITOR_SUM)
-        n = int(row.get("monitor_clients", 0)) if summed is not None else 0
+        for bad in result.rejected:
+            audit.append("rejected_report", {"round": round_num, **asdict(bad)})
+        summed = None if result.monitor is None else result.monitor.vector
+        n = result.monitor.clients if result.monitor is not None else 0
         released = n > 0 and release_allowed(n, s.min_clients)
-        sent = len(row.get("sampled", [])) - len(row.get("failed", []))
+        sent = result.answered
         n_expected = max(s.n_expected, n)
         entry = self.ledger.record(round_num, s.noise_multiplier, s.l2_clip, n, released, n_expected)
         points: dict[str, MetricPoint] = {}
@@ -260,8 +239,8 @@ class MonitorServer:
             "released": released,
             "reports": n,
             "reports_expected": n_expected,
-            "reports_missing": max(sent - n - len(row.get("monitor_rejected", [])), 0),
-            "rejected": len(row.get("monitor_rejected", [])),
+            "reports_missing": max(sent - n - len(result.rejected), 0),
+            "rejected": len(result.rejected),
             "schema_sha256": self.schema.sha256,
             "noise_std_sum": sigma,
             "own_noise_std_sum": own_sigma,
@@ -279,12 +258,14 @@ class MonitorServer:
         self.alarms += [asdict(a) for a in new_alarms]
         self.history.append({"round": round_num, "streams": {k: point_to_dict(p) for k, p in sorted(streams.items())},
                              **({"paired_change": paired} if paired else {})})
+        names = {k: StreamName.parse(k) for k in streams}
         for mode in MODES:
-            row[mode] = {k.split(".", 1)[1]: point_to_dict(p) for k, p in sorted(streams.items()) if stream_mode(k) == mode}
+            row[mode] = {names[k].within_mode: point_to_dict(p) for k, p in sorted(streams.items())
+                         if names[k].mode == mode}
         row["monitor"] = {
             "released": released,
             "reports": n,
-            "rejected": [x["client_id"] for x in row.get("monitor_rejected", [])],
+            "rejected": [x.client_id for x in result.rejected],
             "noise_std_sum": sigma,
             "own_noise_std_sum": own_sigma,
             "epsilon_round": entry.epsilon_round,
@@ -293,7 +274,6 @@ class MonitorServer:
             "global_change": {k: {f: v[f] for f in ("change", "se", "margin", "t", "critical")}
                               for k, v in paired.items()},
         }
-        row.pop("monitor_rejected", None)
         self.ledger.save(self.run_dir)
         self.save_state(round_num)
 
@@ -380,4 +360,4 @@ class MonitorServer:
 
 
 def _is_global(stream: str) -> bool:
-    return stream.split(".", 2)[1].startswith("global_")
+    return StreamName.parse(stream).scope == "global"

@@ -2,8 +2,9 @@
 
 A strategy is configure/aggregate for fit and for evaluate (as in Flower's
 ``Strategy``), over the pure functions of ``openpfi.algorithms``. The server
-sees ``ClientUpdate`` and ``EvalResult`` objects only; it holds no reference to
-a client, its data or its personal state. A round is::
+sees ``ClientUpdate`` objects and the sum of the clients' held-out evaluations
+(``EvalSum``) only; it holds no reference to a client, its data or its personal state.
+A round is::
 
     configure_fit   sample clients (uniform without replacement, or Poisson under update DP)
     screen_fit      decode and validate every upload (strategies/screening.py)
@@ -14,7 +15,6 @@ a client, its data or its personal state. A round is::
 from __future__ import annotations
 
 import logging
-import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +26,11 @@ from openpfi.algorithms.lora_rank import slice_rank
 from openpfi.algorithms.server_opt import ServerOptConfig, init_server_state, server_step
 from openpfi.algorithms.state import StateDict, clone, l2_norm, nbytes, sub
 from openpfi.algorithms.wire import Like, like_of
-from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.client.messages import ClientUpdate
 from openpfi.models.merged import is_merged_key
 from openpfi.strategies.lora_aggregation import LoraAggregation
 from openpfi.strategies.robust import RobustRule
+from openpfi.strategies.round_result import EvalSum
 from openpfi.strategies.screening import Rejection, ScreenRules, norm_bound, screen
 from openpfi.strategies.update_privacy import UpdatePrivacy
 
@@ -193,20 +194,12 @@ class FedServer:
             return "norm above federation.max_update_norm"
         return None
 
-    def aggregate_evaluate(self, round_num: int, results: Sequence[EvalResult]) -> dict[str, float]:
-        """Mean, worst client and spread of the clients' held-out loss."""
-        if not results:
+    def aggregate_evaluate(self, round_num: int, evals: EvalSum) -> dict[str, float]:
+        """Means of the clients' held-out loss, from their sum (no single client's figure: the
+        spread and the worst clients come from the monitor's DP utility histogram)."""
+        if not evals.clients:
             return {}
-        losses = [r.loss for r in results]
-        out = {
-            "eval_loss_mean": float(np.mean(losses)),
-            "eval_loss_worst": float(np.max(losses)),
-            "eval_loss_spread": float(statistics.pstdev(losses)) if len(losses) > 1 else 0.0,
-            "eval_ppl_mean": float(np.mean([r.perplexity for r in results])),
-        }
-        personal = [r.personal_loss for r in results if r.personal_loss is not None]
-        if personal:
-            out["personal_loss_mean"] = float(np.mean(personal))
-            out["personal_loss_worst"] = float(np.max(personal))
-            out["personal_loss_spread"] = float(statistics.pstdev(personal)) if len(personal) > 1 else 0.0
+        out = {"eval_loss_mean": evals.loss_sum / evals.clients, "eval_ppl_mean": evals.ppl_sum / evals.clients}
+        if evals.personal_clients:
+            out["personal_loss_mean"] = evals.personal_loss_sum / evals.personal_clients
         return out

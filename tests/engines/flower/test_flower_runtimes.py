@@ -24,13 +24,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from openpfi.client.store import client_figures
 from openpfi.config import dump_toml, load_config
 from openpfi.engines.flower import deploy
 from openpfi.engines.flower.settings import NodeIdentity, node_config_text, run_config_toml
 from openpfi.engines.flower.tls import make_ca
 from openpfi.monitor.audit import verify
 from openpfi.recipes import federated_sft
-from openpfi.runfolder import RunFolder
+from openpfi.runfolder import RunFolder, client_store_dir
 
 ATOL = 1e-5
 
@@ -89,7 +90,7 @@ def test_deployment_runtime_runs_a_tls_secagg_round_on_two_supernodes(
     with flower_kit.hard_timeout(480), deploy.LocalFederation(work, tls=True) as fed:
         fed.start_superlink()
         for i in range(2):
-            fed.start_supernode(node_config_text(NodeIdentity(i, 2, str(out / "clients"), "")), threads=1)
+            fed.start_supernode(node_config_text(NodeIdentity(i, 2, str(client_store_dir(out)), "")), threads=1)
         wrong_ca, _ = make_ca(work / "other-ca")
         intruder = fed.start_supernode("partition-id=0 num-partitions=2", name="wrong-ca", root_certificates=wrong_ca)
         (work / "run.toml").write_text(run_config_toml(cfg, out))
@@ -104,7 +105,8 @@ def test_deployment_runtime_runs_a_tls_secagg_round_on_two_supernodes(
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["engine"]["name"] == "flower" and manifest["data"]["clients"] == 2
     rows = RunFolder(out).read_metrics()
-    assert len(rows) == 1 and rows[0]["failed"] == [] and len(rows[0]["clients"]) == 2
+    assert len(rows) == 1 and rows[0]["failed"] == [] and len(rows[0]["sampled"]) == 2 and "clients" not in rows[0]
+    assert sorted(client_figures(client_store_dir(out))) == rows[0]["sampled"]  # the nodes' own figures
     assert verify(out).ok
     # ... SecAgg+ ran over both clients and gave the in-process aggregate
     flower = rows[0]["flower"]

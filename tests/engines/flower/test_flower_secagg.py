@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from openpfi.algorithms.aggregate import weighted_mean
-from openpfi.client.messages import ClientUpdate
+from openpfi.client.messages import ClientUpdate, MonitorReport
 from openpfi.config import Config, load_config
 from openpfi.engines.flower import secagg
 
@@ -24,8 +24,8 @@ def _mean(per_client: list[list[np.ndarray]]) -> list[np.ndarray]:
 def test_updates_mode_gives_the_weighted_mean_delta_and_the_monitor_sum() -> None:
     # Prepare: 2 clients, 3 parameters, 4 and 8 examples (W = 10)
     cfg = _cfg("updates")
-    a = ClientUpdate("a", 4, {"w": torch.tensor([0.1, -0.2]), "b": torch.tensor([0.3])}, monitor=np.array([1.0, 0.0]))
-    b = ClientUpdate("b", 8, {"w": torch.tensor([0.4, 0.2]), "b": torch.tensor([-0.3])}, monitor=np.array([0.5, 1.0]))
+    a = ClientUpdate("a", 4, {"w": torch.tensor([0.1, -0.2]), "b": torch.tensor([0.3])}, monitor=MonitorReport(np.array([1.0, 0.0])))
+    b = ClientUpdate("b", 8, {"w": torch.tensor([0.4, 0.2]), "b": torch.tensor([-0.3])}, monitor=MonitorReport(np.array([0.5, 1.0])))
     packed = [secagg.pack(u, cfg) for u in (a, b)]
     # Execute
     sums = secagg.unpack(_mean([p[0] for p in packed]), 2, packed[0][1], {"w": torch.zeros(2), "b": torch.zeros(1)}, cfg)
@@ -42,7 +42,7 @@ def test_updates_mode_gives_the_weighted_mean_delta_and_the_monitor_sum() -> Non
 
 def test_monitor_mode_sums_reports_only() -> None:
     cfg = _cfg("monitor")
-    ups = [ClientUpdate(c, 5, {"w": torch.ones(2)}, monitor=np.array([float(i), 2.0])) for i, c in enumerate("abc")]
+    ups = [ClientUpdate(c, 5, {"w": torch.ones(2)}, monitor=MonitorReport(np.array([float(i), 2.0]))) for i, c in enumerate("abc")]
     packed = [secagg.pack(u, cfg, monitor_bound=4.0) for u in ups]
     sums = secagg.unpack(_mean([p[0] for p in packed]), 3, packed[0][1], {"w": torch.zeros(2)}, cfg)
     assert packed[0][1] == secagg.Layout((), 2, 4.0)

@@ -28,6 +28,8 @@ from flwr.supercore.task_identity import TaskIdentity
 from safetensors.torch import load_file
 
 from openpfi.assembly.clients import load_clients, load_shared
+from openpfi.client.messages import MonitorReport
+from openpfi.client.store import client_figures
 from openpfi.config import Config
 from openpfi.engines.flower import client_app
 from openpfi.engines.flower.server_app import FlowerRun
@@ -105,8 +107,9 @@ def _nodes(n: int = 2, tmp: Path | None = None) -> dict[int, dict[str, Any]]:
     return {100 + i: {"partition-id": i, "num-partitions": n, **extra} for i in range(n)}
 
 
-def _untimed(clients: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    return {c: {k: v for k, v in m.items() if k != "tokens_per_s"} for c, m in clients.items()}
+def _untimed_figures(figures: dict[str, dict[int, dict[str, float]]]) -> dict[str, Any]:
+    return {c: {r: {k: v for k, v in m.items() if k != "tokens_per_s"} for r, m in rounds.items()}
+            for c, rounds in figures.items()}
 
 
 def _run(cfg: Config, out: Path, grid: LoopbackGrid) -> FlowerRun:
@@ -194,10 +197,13 @@ def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Pat
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
     rows, ref = run.read_metrics(), reference.read_metrics()
     for row, ref_row in zip(rows, ref, strict=True):
-        assert _untimed(row["clients"]) == _untimed(ref_row["clients"])  # incl. each client's personal_loss
         assert row["bytes_up"] == ref_row["bytes_up"] and row["bytes_down"] == ref_row["bytes_down"]
+        assert row["eval_loss_mean"] == ref_row["eval_loss_mean"] and "clients" not in row
+    # each node keeps its client's own figures in its state dir, as the in-process client store does
+    nodes, own = client_figures(tmp_path / "nodes"), client_figures(reference.clients_dir)
+    assert sorted(nodes) == sorted(rows[-1]["sampled"]) and _untimed_figures(nodes) == _untimed_figures(own)
     if cfg.personalization.method == "ditto":
-        assert "personal_loss" in rows[-1]["clients"][rows[-1]["sampled"][0]]
+        assert "personal_loss" in nodes[rows[-1]["sampled"][0]][2]  # each client's personal_loss
         assert any((tmp_path / "nodes").rglob("personal-round-2.safetensors"))
 
 
@@ -210,7 +216,7 @@ def test_each_node_can_bring_its_own_data_file(tiny: Config, tmp_path: Path) -> 
     for i, site in enumerate(("site0", "site1")):
         path = tmp_path / f"{site}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["client"] == site))
-        nodes[100 + i] = {"partition-id": i, "num-partitions": 2, "data-path": str(path)}
+        nodes[100 + i] = {"partition-id": i, "num-partitions": 2, "data-path": str(path), "state-dir": str(tmp_path)}
     cfg = tiny.model_copy(
         update={
             "data": tiny.data.model_copy(update={"path": str(tmp_path / "not-here.jsonl")}),
@@ -221,7 +227,7 @@ def test_each_node_can_bring_its_own_data_file(tiny: Config, tmp_path: Path) -> 
     # Execute
     run = _run(cfg, out, LoopbackGrid(nodes, _run_config(cfg, out))).run()
     # Assert: each node is the client its file names; the manifest says where the data is
-    assert sorted(run.read_metrics()[-1]["clients"]) == ["site0", "site1"]
+    assert sorted(run.read_metrics()[-1]["sampled"]) == sorted(client_figures(tmp_path)) == ["site0", "site1"]
     assert json.loads((out / "manifest.json").read_text())["data"]["location"] == "supernodes"
 
 
@@ -234,7 +240,7 @@ def test_a_node_that_does_not_answer_is_recorded_and_the_round_goes_on(tiny: Con
         }
     )
     out = tmp_path / "run"
-    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    grid = LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out))
     flower_run = _run(cfg, out, grid)
     flower_run.grid.poll = 0.05
     original = flower_run._round
@@ -251,13 +257,13 @@ def test_a_node_that_does_not_answer_is_recorded_and_the_round_goes_on(tiny: Con
     dropped = load_clients(cfg)[1][1].client_id
     assert row["failed"] == [dropped]
     assert row["flower"]["failed_reasons"] == {dropped: "no reply within flower.reply_timeout = 0.5 s"}
-    assert row["clients_answered"] == 1 and dropped not in row["clients"]
+    assert row["clients_answered"] == 1 and dropped not in client_figures(tmp_path / "nodes")
 
 
 def test_too_few_answers_stop_the_run_with_the_reason(tiny: Config, tmp_path: Path) -> None:
     cfg = tiny.model_copy(update={"flower": tiny.flower.model_copy(update={"reply_timeout": 0.3})})
     out = tmp_path / "run"
-    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    grid = LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out))
     flower_run = _run(cfg, out, grid)
     flower_run.grid.poll = 0.05
     original = flower_run._round
@@ -281,7 +287,7 @@ def test_secagg_updates_through_the_clientapp_mod(tiny: Config, tmp_path: Path) 
     )
     reference = federated_sft.start(cfg, tmp_path / "inprocess")
     out = tmp_path / "flower"
-    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    grid = LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out))
     # Execute
     run = _run(cfg, out, grid).run()
     # Assert: the four SecAgg+ stages ran; no delta crossed in the clear; the aggregate matches
@@ -309,16 +315,16 @@ def test_secagg_monitor_sums_reports_for_the_hooks(tiny: Config, tmp_path: Path,
 
     def fit_with_report(self: FederatedClient, *args: Any, **kwargs: Any) -> Any:
         update = fit(self, *args, **kwargs)
-        update.monitor = np.array([1.0, 0.25, -0.5 if self.client_id.endswith('0') else 0.75])
+        update.monitor = MonitorReport(np.array([1.0, 0.25, -0.5 if self.client_id.endswith('0') else 0.75]))
         return update
 
     monkeypatch.setattr(FederatedClient, "fit", fit_with_report)
     seen: list[tuple[np.ndarray, int]] = []
     close_round = rounds.close_round
 
-    def spy(run: Any, server: Any, row: dict[str, Any], **kw: Any) -> Any:
-        seen.append((row[rounds.MONITOR_SUM], row["monitor_clients"]))
-        return close_round(run, server, row, **kw)
+    def spy(run: Any, server: Any, result: Any, **kw: Any) -> Any:
+        seen.append((result.monitor.vector, result.monitor.clients))
+        return close_round(run, server, result, **kw)
 
     monkeypatch.setattr("openpfi.engines.flower.server_app.close_round", spy)
     cfg = tiny.model_copy(
@@ -328,14 +334,14 @@ def test_secagg_monitor_sums_reports_for_the_hooks(tiny: Config, tmp_path: Path,
         }
     )
     out = tmp_path / "flower"
-    grid = LoopbackGrid(_nodes(), _run_config(cfg, out))
+    grid = LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out))
     # Execute
     run = _run(cfg, out, grid).run()
     # Assert: the hooks see the sum; the row on disk does not hold the vector
     (summed, n), = seen
     assert n == 2 and np.allclose(summed, [2.0, 0.5, 0.25], atol=1e-5)
     row = run.read_metrics()[0]
-    assert rounds.MONITOR_SUM not in row and row["monitor_clients"] == 2
+    assert "monitor_sum" not in row
     assert row["update_norm_mean"] > 0  # the deltas themselves travelled in the clear
 
 
@@ -347,15 +353,15 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
     from openpfi.engines import inprocess, rounds
     from openpfi.engines.flower import server_app
     from openpfi.engines.inprocess import SilentReporter
-    from openpfi.monitor.types import MODES
+    from openpfi.monitor.modes import MODES
     from openpfi.recipes.dispatch import start_job
 
     sums: dict[str, np.ndarray] = {}
     for name, module in (("inprocess", inprocess), ("flower", server_app)):
 
-        def spy(run: Any, server: Any, row: dict[str, Any], _name: str = name, _close: Any = rounds.close_round, **kw: Any) -> Any:
-            sums[_name] = row[rounds.MONITOR_SUM]
-            return _close(run, server, row, **kw)
+        def spy(run: Any, server: Any, result: Any, _name: str = name, _close: Any = rounds.close_round, **kw: Any) -> Any:
+            sums[_name] = result.monitor.vector
+            return _close(run, server, result, **kw)
 
         monkeypatch.setattr(module, "close_round", spy)
     cfg = load_config(
@@ -370,9 +376,9 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
         ],
     )
     reference = start_job(cfg, tmp_path / "inprocess", False, SilentReporter())
-    # Each client's noise is seeded by its secret, kept client-side (in-process: <run>/clients/<id>;
+    # Each client's noise is seeded by its secret, kept client-side (in-process: <run>.clients/<id>;
     # Flower: the node's state dir). For the same noise, the nodes get the in-process clients' secrets.
-    secrets = sorted((reference.path / "clients").glob("*/monitor-secret.key"))
+    secrets = sorted(reference.clients_dir.glob("*/monitor-secret.key"))
     assert len(secrets) == 2
     for f in secrets:
         (tmp_path / "nodes" / f.parent.name).mkdir(parents=True)

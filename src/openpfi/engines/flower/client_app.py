@@ -94,7 +94,7 @@ def _prepared(cfg: Config, n_expected: int) -> Any:
 
 def _client(cfg: Config, identity: NodeIdentity, n_expected: int, context: Context) -> tuple[Any, Any]:
     """The prepared job and this node's ``FederatedClient``, with its store on this node."""
-    from openpfi.client.federated import ClientStore
+    from openpfi.client.store import ClientStore
 
     prep = _prepared(cfg, n_expected)
     index = 0 if identity.data_path else identity.partition_id  # a node's own file holds one client
@@ -105,6 +105,10 @@ def _client(cfg: Config, identity: NodeIdentity, n_expected: int, context: Conte
         )
     client = prep.clients[index]
     client.store = ClientStore(_state_root(identity, context) / client.client_id)
+    if identity.rag_documents and client.retrieval is not None:  # this node's own documents
+        from openpfi.data.documents import read_documents
+
+        client.retrieval.use_documents(read_documents(identity.rag_documents))
     return prep, client
 
 
@@ -198,7 +202,7 @@ def evaluate(message: Message, context: Context) -> Message:
     r = _round(message)
     global_state = records.record_to_state(message.content.array_records["global"])
     _restore(client, r)
-    result = client.evaluate(prep.shared, global_state)
+    result = client.evaluate(prep.shared, global_state, round_num=r)
     content = records.eval_to_content(result)
     content["cost"] = MetricRecord({**process_s, "flower_prepare_s": prepare_s})
     return Message(content, reply_to=message)

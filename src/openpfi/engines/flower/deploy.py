@@ -47,7 +47,7 @@ from openpfi.engines.flower.settings import (
 )
 from openpfi.engines.flower.tls import Certificates, make_certificates
 from openpfi.errors import UserError
-from openpfi.runfolder import RunFolder
+from openpfi.runfolder import RunFolder, client_store_dir
 
 HOST = "127.0.0.1"
 CONNECTION = "openpfi-local"
@@ -400,12 +400,11 @@ def deploy_local(
             f"pass --nodes {cfg.data.num_clients} or --set data.num_clients={n}"
         )
     out = Path(out).expanduser().resolve()
-    if out.is_dir() and any(out.iterdir()) and not force:
-        RunFolder.create(out, force=False)  # the same clear "not empty" error as `openpfi run`
+    RunFolder.check_target(out, force)  # the same clear errors as `openpfi run` (folder, client store)
     if port:
         check_port(port)
     workdir = Path(tempfile.mkdtemp(prefix="openpfi-deploy-"))
-    state_dir = str(out / "clients")
+    state_dir = str(client_store_dir(out))  # the nodes' state dirs: next to the run folder, never in it
     ok = False
     try:
         with stop_on_signals(), LocalFederation(workdir, tls=tls, simulation=simulation, port=port) as fed:

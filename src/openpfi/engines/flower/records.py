@@ -25,7 +25,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
 
 from openpfi.algorithms.state import StateDict
-from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.client.messages import ClientUpdate, EvalResult, MonitorReport
 
 EXTRA = "extra."
 
@@ -64,7 +64,7 @@ def update_to_content(update: ClientUpdate, *, with_delta: bool = True, with_mon
         for name, state in update.extra.items():
             content[EXTRA + name] = state_to_record(state)
     if with_monitor and update.monitor is not None:
-        content["monitor"] = vector_record(update.monitor)
+        content["monitor"] = vector_record(update.monitor.values)
     return content
 
 
@@ -73,9 +73,10 @@ def content_to_update(content: RecordDict) -> ClientUpdate:
     num_examples = int(fit.pop("num_examples"))
     delta = record_to_state(content.array_records["delta"]) if "delta" in content.array_records else {}
     extra = {k[len(EXTRA) :]: record_to_state(v) for k, v in content.array_records.items() if k.startswith(EXTRA)}
-    monitor = record_vector(content.array_records["monitor"]) if "monitor" in content.array_records else None
+    vector = record_vector(content.array_records["monitor"]) if "monitor" in content.array_records else None
     scalars = {k: float(v) for k, v in fit.items()}  # type: ignore[arg-type]
-    return ClientUpdate(client_id(content), num_examples, delta, scalars, extra, monitor)
+    monitor = None if vector is None else MonitorReport(vector)
+    return ClientUpdate(client_id(content), num_examples, delta, scalars, extra, monitor)  # checks the scalars
 
 
 def eval_to_content(result: EvalResult) -> RecordDict:

@@ -116,8 +116,8 @@ def pack(update: ClientUpdate, cfg: Config, monitor_bound: float = 1.0,
         parts.append(np.array([w], dtype=np.float64))
     dim, clip = 0, 0.0
     if update.monitor is not None:
-        dim, clip = int(np.asarray(update.monitor).size), monitor_bound
-        parts.append(np.asarray(update.monitor, dtype=np.float64).reshape(-1) / clip)
+        dim, clip = len(update.monitor), monitor_bound
+        parts.append(update.monitor.values / clip)
     total = sum(p.size for p in parts)
     clipped = sum(int(np.count_nonzero(np.abs(p) > 1.0)) for p in parts)
     return [np.clip(p, -1.0, 1.0) for p in parts], Layout(keys, dim, clip), clipped / total if total else 0.0

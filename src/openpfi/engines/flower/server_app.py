@@ -18,7 +18,7 @@ the run folder header (``assembly.run_start.new_run``) and attach the monitor's 
    the reason in ``dropped`` / ``rejected`` and ``flower.failed_reasons``);
 4. nodes that trained get ``evaluate`` with the new global adapter (every
    ``federation.eval_every`` rounds and at the last);
-5. ``rounds.round_row`` / ``rounds.close_round``: monitor hook, checkpoint, metrics.jsonl.
+5. ``rounds.round_result`` / ``rounds.close_round``: monitor hook, checkpoint, metrics.jsonl.
 """
 
 from __future__ import annotations
@@ -35,12 +35,14 @@ from flwr.serverapp import Grid, ServerApp
 from openpfi.algorithms.state import StateDict
 from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.config import Config
+from openpfi.data import groups_are_public
 from openpfi.engines.flower import records, secagg
 from openpfi.engines.flower.grid import PollingGrid
 from openpfi.engines.flower.settings import ERROR_PREFIX, NODE_CONFIG_HELP, RunSettings, check_supported, run_settings
-from openpfi.engines.rounds import MONITOR_SUM, close_round, round_row
+from openpfi.engines.rounds import close_round, round_result
 from openpfi.errors import UserError
 from openpfi.runfolder import RunFolder
+from openpfi.strategies.round_result import EvalSum, MonitorSum
 
 log = logging.getLogger("openpfi.flower")
 
@@ -148,7 +150,7 @@ class FlowerRun:
         from openpfi.assembly.monitor_plan import monitor_groups
         from openpfi.assembly.monitoring import server_monitor
 
-        if not data and not self.cfg.monitor.groups and self.cfg.data.source == "chatterbot":
+        if not data and not self.cfg.monitor.groups and groups_are_public(self.cfg.data.source):
             raise UserError("the SuperLink host has no data to name the monitor's groups; set monitor.groups")
         groups = monitor_groups(self.cfg, [_group(c) for c in data])
         n_expected = min(self.cfg.federation.clients_per_round, self.cfg.data.num_clients)
@@ -243,6 +245,9 @@ class FlowerRun:
             else:
                 try:
                     updates.append(records.content_to_update(reply.content))
+                except UserError as err:  # e.g. a scalar outside client/messages.py UPDATE_SCALARS
+                    reasons[cid] = str(err)
+                    continue
                 except (KeyError, TypeError, ValueError) as err:  # a reply that is not an openpfi update
                     reasons[cid] = f"malformed reply ({type(err).__name__})"
                     continue
@@ -269,15 +274,17 @@ class FlowerRun:
         evals: list[EvalResult] = []
         if r % cfg.federation.eval_every == 0 or r == cfg.federation.rounds:
             evals = self._evaluate(r, [u.client_id for u in updates])
-        eval_metrics = server.aggregate_evaluate(r, evals)
+        eval_metrics = server.aggregate_evaluate(r, EvalSum.of(evals))
         t_eval = time.perf_counter() - t2
 
-        row = round_row(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor)
-        row["dropped"] = [{"client_id": c, "reason": "raised" if c in errored else "no_reply", "detail": why}
-                          for c, why in reasons.items() if c not in {x["client_id"] for x in rejected}]
-        row["rejected"] = rejected
+        result = round_result(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor,
+                              cfg.privacy.share_client_metrics)
+        result.row["dropped"] = [{"client_id": c, "reason": "raised" if c in errored else "no_reply", "detail": why}
+                                 for c, why in reasons.items() if c not in {x["client_id"] for x in rejected}]
+        result.row["rejected"] = rejected
         if sums is not None and sums.monitor_sum is not None:
-            row[MONITOR_SUM], row["monitor_clients"] = sums.monitor_sum, sums.clients
+            result.monitor = MonitorSum(sums.monitor_sum, sums.clients)
+        row = result.row
         probing = sum(u.scalars.get("monitor_seconds", 0.0) for u in updates)  # inside the clients' fit
         row["flower"] = {
             "failed_reasons": reasons,
@@ -289,7 +296,7 @@ class FlowerRun:
         return close_round(
             self.run_folder,
             server,
-            row,
+            result,
             seed=cfg.seed,
             hooks=self.hooks,
             reporter=self.reporter,
