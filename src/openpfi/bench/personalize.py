@@ -76,7 +76,11 @@ METHODS: tuple[Method, ...] = (
     Method(
         "zeropad-het", "HetLoRA zero-pad, ranks 2/4/8", ('lora.aggregation="zeropad"', "lora.client_ranks=[2, 4, 8]")
     ),
+    Method("fedavg-dp", "FedAvg + client-level DP (C = 0.05, eps 8)",
+           ("privacy.update_clip=0.05", "privacy.update_target_epsilon=8.0")),
 )
+"""``fedavg-dp`` is FedAvg with every client's update clipped and the sum noised (DP-FedAvg, central noise,
+epsilon 8 at privacy.delta over the run): set beside ``fedavg`` it is the utility cost of DP."""
 
 
 # Measured alone on the project's 2-core machine (SmolLM2-135M, bf16; see docs/BENCHMARKS-personalize.md):
@@ -223,6 +227,7 @@ def run_summary(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[st
         "tokens": float(sum(r.get("tokens", 0.0) for r in rows)),
         "rounds": len(rows),
         "train_loss_last": float(last.get("train_loss", float("nan"))),
+        "update_epsilon": last.get("update_epsilon_total"),
         "retrieval": rag.retrieval_summary(latest),
     }
 
@@ -305,6 +310,13 @@ def summarize(plan: BenchPlan, results: list[dict[str, Any]]) -> dict[str, Any]:
             "best_worst_decile": best_worst,
             "personalized_beating_fedavg_and_local": beats,
         }
+        if "fedavg" in per and "fedavg-dp" in per:
+            eps = [r["summary"].get("update_epsilon") for r in results
+                   if r["dataset"] == dataset and r["method"] == "fedavg-dp"]
+            out[dataset]["dp_utility_cost"] = {
+                "loss_without_dp": per["fedavg"]["mean"]["mean"], "loss_with_dp": per["fedavg-dp"]["mean"]["mean"],
+                "update_epsilon": max((e for e in eps if e is not None), default=None),
+            }
     return out
 
 
@@ -337,6 +349,10 @@ def table(summary: dict[str, Any]) -> Table:
             )
         if d["base_model_mean"] is not None:
             t.add_row(dataset[:5], "(base model)", f"{d['base_model_mean']:.4f}", "", "", "", "", "", "")
+        cost = d.get("dp_utility_cost")
+        if cost:
+            t.add_row(dataset[:5], f"DP cost (eps {cost['update_epsilon'] or float('nan'):.2g})",
+                      f"{cost['loss_with_dp'] - cost['loss_without_dp']:+.4f}", "", "", "", "", "", "")
         t.add_section()
     return t
 

@@ -110,3 +110,33 @@ def bench_reliability(
     from openpfi.bench.reliability import run_reliability_bench
 
     run_reliability_bench(out, quick=quick, console=console)
+
+
+@bench_app.command("robust")
+@friendly
+def bench_robust(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here (runs in <stem>.runs/).")] = Path("bench-robust.json"),
+    config: Annotated[Path, typer.Option("--config", help="The federation (default: the demo's).")] = Path("examples/demo.toml"),
+    quick: Annotated[bool, typer.Option("--quick", help="tiny-random, 2 rounds x 1 step (a minute).")] = False,
+    model: Annotated[str | None, typer.Option(help="Model for every run (default: the config's).")] = None,
+) -> None:
+    """Each federation.aggregator clean and with 2 of 8 clients sending scaled or sign-flipped updates."""
+    setup_env()
+    from openpfi.bench.trust import run_robust_bench
+
+    run_robust_bench(out, config, quick=quick, console=console, model=model)
+
+
+@bench_app.command("compress")
+@friendly
+def bench_compress(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here (PNG beside it).")] = Path("bench-compress.json"),
+    config: Annotated[Path, typer.Option("--config", help="The federation (default: the demo's).")] = Path("examples/demo.toml"),
+    quick: Annotated[bool, typer.Option("--quick", help="tiny-random, 2 rounds x 1 step (a minute).")] = False,
+    model: Annotated[str | None, typer.Option(help="Model for every run (default: the config's).")] = None,
+) -> None:
+    """Held-out loss against bytes up per round for each federation.compression, with a plot."""
+    setup_env()
+    from openpfi.bench.trust import run_compress_bench
+
+    run_compress_bench(out, config, quick=quick, console=console, model=model)

@@ -185,5 +185,14 @@ def merge_privacy_file(path: Path, own: Mapping[str, Any], section: str | None =
     return p
 
 
+def update_sections(run_dir: Path) -> dict[str, Any]:
+    """The ``updates`` and ``combined`` parts of a run's privacy.json ({} without DP of the updates)."""
+    try:
+        data = json.loads((Path(run_dir) / LEDGER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: data[k] for k in (UPDATES, COMBINED) if isinstance(data, dict) and k in data}
+
+
 def save_update_ledger(run_dir: Path, ledger: UpdateLedger) -> Path:
     return merge_privacy_file(Path(run_dir), ledger.to_dict(), UPDATES)

@@ -50,6 +50,7 @@ from openpfi.monitor.probes.items import ProbeSuite
 from openpfi.monitor.probes.run import ProbeResults, run_probes
 from openpfi.monitor.reporting.report import build_report, write_report
 from openpfi.monitor.types import MetricPoint, Scorer, StreamName, global_name, stream_mode
+from openpfi.monitor.update_ledger import update_sections
 from openpfi.monitor.vector.derive import derive_metrics
 from openpfi.monitor.vector.model import points_of
 from openpfi.monitor.vector.schema import ReportSchema
@@ -351,7 +352,7 @@ class MonitorServer:
             rounds=rounds,
             alarms=self.alarms,
             thresholds=self.bank.config(),
-            privacy=self.ledger,
+            privacy={**self.ledger.to_dict(), **update_sections(self.run_dir)},  # + the updates' ledger, if any
             probes=probes,
             not_measured=nm,
             refusal_judge=refusal_judge,

@@ -178,8 +178,9 @@ def test_loopback_run_equals_the_inprocess_run(tiny: Config, tmp_path: Path) -> 
     [
         ["personalization.method=ditto"],  # a personal adapter per client, kept on the node across rounds
         ["lora.aggregation=product", "lora.client_ranks=[4, 8]"],  # heterogeneous ranks, exact product mean
+        ["federation.compression=int8", "federation.aggregator=median"],  # residuals in each node's store
     ],
-    ids=["ditto", "product-ranks"],
+    ids=["ditto", "product-ranks", "int8-median"],
 )
 def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Path, sets: list[str]) -> None:
     # Prepare

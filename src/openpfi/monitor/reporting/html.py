@@ -229,9 +229,20 @@ def _privacy(p: Mapping, clients_shared: bool = False) -> str:
         f"<div class='card'><p><b>ε = {fmt(p.get('epsilon_total'))}</b> spent in total at "
         f"<b>δ = {fmt(p.get('delta'))}</b> ({_e(p.get('accountant'))} accountant, {_e(p.get('adjacency'))} "
         f"adjacency; {_e(p.get('rounds_released'))} rounds released, {_e(p.get('rounds_withheld'))} withheld). "
-        f"<span class='nist'>NIST AI RMF MEASURE 2.10</span></p>"
+        f"<span class='nist'>NIST AI RMF MEASURE 2.10</span></p>{_updates_privacy(p)}"
         f"{_client_figures(clients_shared)}{epsilon_chart(p.get('rounds', []))}{_table(heads, rows)}</div>"
     )
+
+
+def _updates_privacy(p: Mapping) -> str:
+    """The adapter updates' own ledger (client-level DP) and both mechanisms together, when the run had it."""
+    u, c = p.get("updates"), p.get("combined")
+    if not isinstance(u, Mapping) or not isinstance(c, Mapping):
+        return "<p class='muted'>The adapter updates carry no DP noise (privacy.update_clip = 0).</p>"
+    return (f"<p>The table is the monitor reports'. The adapter updates (client-level DP, "
+            f"{_e(u.get('sampling'))}): <b>ε = {fmt(u.get('epsilon_total'))}</b> over "
+            f"{_e(u.get('rounds_released'))} rounds; monitor reports and updates together: "
+            f"<b>ε = {fmt(c.get('epsilon_total'))}</b> at δ = {fmt(c.get('delta'))} (RDP curves added).</p>")
 
 
 def _probes(probes: Sequence[Mapping]) -> str:
