@@ -36,7 +36,7 @@ def test_run_summary_statistics() -> None:
 
 def test_plans_fit_their_budgets() -> None:
     assert set(FULL.datasets) == {"chitchat", "shakespeare", "memory"} and len(FULL.seeds) >= 2 and FULL.clients >= 20
-    assert len(set(FULL.methods)) == 10 and set(QUICK.methods) == set(FULL.methods)
+    assert len(set(FULL.methods)) == 11 and set(QUICK.methods) == set(FULL.methods)
     assert {m.name for d, m, _ in QUICK.runs() if d == "memory"} == {"fedavg", "local", "finetune", "ditto"}
     assert expected_seconds(FULL) <= 2.5 * 3600  # retrieval on every run, exact match on memory
     assert expected_seconds(QUICK) <= 15 * 60
