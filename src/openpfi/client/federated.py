@@ -137,8 +137,9 @@ class FederatedClient:
         """A ``client.monitor_client.ClientMonitor`` when the run is monitored: after training, the
         client probes its model and puts ONLY the clipped, noised report in ``ClientUpdate.monitor``."""
         self.retrieval: Any = None
-        """A ``client.retrieval_eval.ClientRetrieval`` with ``rag.evaluate``: its own documents, indexed in
-        its store, and its held-out evaluation with retrieved passages (figures in its store only)."""
+        """A ``client.retrieval_eval.ClientRetrieval`` with ``rag.train`` or ``rag.evaluate``: its own
+        documents, indexed in its store; its training examples with their retrieved passages
+        (``rag.train``) and its held-out evaluation with them (``rag.evaluate``; figures in its store only)."""
         self.split: KeySplit | None = None
         self.personal: StateDict | None = None
         self._secret: bytes | None = None
@@ -216,14 +217,22 @@ class FederatedClient:
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(
-                    shared.model, params, self.train, settings, shared.pad_id, derive_seed(*parts), extra, on_step,
-                    self._batch_loss(shared, settings.dpo_beta),
+                    shared.model, params, self._training_data(shared), settings, shared.pad_id, derive_seed(*parts),
+                    extra, on_step, self._batch_loss(shared, settings.dpo_beta),
                 )
             state = {k: v for k, v in start.items() if is_merged_key(k)}
             state.update(shared.get_state())
             return state, result
 
         return train
+
+    def _training_data(self, shared: SharedModel) -> Sequence[Encoded | EncodedPair]:
+        """Its training examples; with ``rag.train`` each with the passages retrieved for it from its own
+        store (client/retrieval_eval.py: retrieved and tokenized once, kept in this client)."""
+        if self.retrieval is None or not self.retrieval.settings.train:
+            return self.train
+        folder = self.store.folder if self.store is not None else None
+        return self.retrieval.training_set(shared.loaded.tokenizer, folder)
 
     def _batch_loss(self, shared: SharedModel, beta: float) -> BatchLoss | None:
         """DPO for preference pairs among the training data (SFT alone needs no special loss);
@@ -303,7 +312,7 @@ class FederatedClient:
             self._save_personal(shared, {k: v for k, v in own.items() if not is_merged_key(k)}, own, r)
         result = EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
         figures = own_figures(result)
-        if self.retrieval is not None:  # its own model with and without its own passages
+        if self.retrieval is not None and self.retrieval.settings.evaluate:  # its own model, with / without passages
             model = own if own is not None else self.policy.global_model(split, initial, received)
             folder = self.store.folder if self.store is not None else None
             figures.update(self.retrieval.evaluate(shared, model, folder))

@@ -9,7 +9,8 @@ from openpfi.config.section import Section
 
 class RagConfig(Section):
     """Each client indexes its own documents in its own store (client/retrieval.py); nothing of it
-    crosses to the server. `openpfi chat --rag` and the held-out evaluation with retrieval use it."""
+    crosses to the server. Local training (`train`), the held-out evaluation with retrieval
+    (`evaluate`) and `openpfi chat --rag` put the passages into the prompt in one format."""
 
     documents: str = ""
     """Empty = each client's own training texts. Else a folder of .txt / .md / .jsonl files with one
@@ -25,6 +26,16 @@ class RagConfig(Section):
     is split into overlapping chunks, never cut off."""
     chunk_overlap: int = Field(32, ge=0)
     """Embedder tokens shared by consecutive chunks of a document."""
+    train: bool = False
+    """Retrieval-augmented local training: each training example carries the top `top_k` passages
+    retrieved for its prompt from the client's own store, within `token_budget`, in front of its
+    user turn, the prompt format the evaluation and `openpfi chat --rag` use, so the model learns
+    to read them. As in RAFT (Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific
+    RAG", arXiv:2403.10131) the passages are what retrieval ranks best: the one that holds the
+    answer, where the documents have it, among distractors. A passage that is the example itself
+    is left out (with the training texts as documents it would hand over the answer). Retrieved
+    and tokenized once per client, in the client's store; training sequences grow by up to
+    `token_budget` tokens. Federated SFT only (not with alignment.method)."""
     evaluate: bool = False
     """Each evaluated client also scores its held-out examples with retrieved passages in the prompt
     (loss, and exact match when exact_match is on), beside the same figures without retrieval."""
