@@ -1,4 +1,5 @@
-"""A run with rag.evaluate: each client's index and figures stay in its own store, out of the server's reach."""
+"""A run with rag.train and rag.evaluate: each client's index, its training examples with their passages
+and its figures stay with the client, out of the server's reach."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from openpfi.client.retrieval import Chunk, Passage, RetrievalIndex
 from openpfi.client.retrieval_eval import ClientRetrieval, exact_match, normalize_answer
 from openpfi.config import load_config
 from openpfi.data.documents import Document
+from openpfi.data.tokenize import Encoded
 from openpfi.engines.inprocess import InProcessEngine
 from openpfi.errors import UserError
 
 SECRET = "zanzibarquokka"
 TINY = ["model.name=tiny-random", "data.num_clients=2", "federation.clients_per_round=2", "federation.rounds=1",
         "client.local_steps=1", "client.batch_size=2", "client.max_length=48", "client.max_eval_examples=3",
-        "monitor.enabled=false", "personalization.method=ditto", "rag.evaluate=true", "rag.exact_match=true",
-        "rag.max_new_tokens=4"]
+        "monitor.enabled=false", "personalization.method=ditto", "rag.train=true", "rag.evaluate=true",
+        "rag.exact_match=true", "rag.max_new_tokens=4"]
 
 
 def _docs(root: Path, clients: list[str]) -> Path:
@@ -55,7 +57,7 @@ def test_run_keeps_index_and_figures_client_side_and_the_server_reaches_neither(
         assert (folder / "retrieval" / "vectors.safetensors").is_file()
     leaked = [p for p in run.path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert leaked == [] and not str(run.clients_dir).startswith(str(run.path) + "/")
-    kinds = (ClientRetrieval, RetrievalIndex, Document, Chunk, Passage)
+    kinds = (ClientRetrieval, RetrievalIndex, Document, Chunk, Passage, Encoded)
     assert [type(o).__name__ for o in object_walk([engine.server]) if isinstance(o, kinds)] == []
     assert any(isinstance(o, RetrievalIndex) for o in object_walk([engine]))  # the walk can find one
 

@@ -29,13 +29,14 @@ class RagConfig(Section):
     train: bool = False
     """Retrieval-augmented local training: each training example carries the top `top_k` passages
     retrieved for its prompt from the client's own store, within `token_budget`, in front of its
-    user turn, the prompt format the evaluation and `openpfi chat --rag` use, so the model learns
-    to read them. As in RAFT (Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific
-    RAG", arXiv:2403.10131) the passages are what retrieval ranks best: the one that holds the
-    answer, where the documents have it, among distractors. A passage that is the example itself
-    is left out (with the training texts as documents it would hand over the answer). Retrieved
-    and tokenized once per client, in the client's store; training sequences grow by up to
-    `token_budget` tokens. Federated SFT only (not with alignment.method)."""
+    user turn: the prompt format of the evaluation and of `openpfi chat --rag`, so the model learns
+    to read passages. RAFT (Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific
+    RAG", arXiv:2403.10131) trains on the relevant document among distractors; here the passages
+    are what retrieval ranks best, as at chat time, so the relevant one is among them wherever
+    retrieval finds it. A passage that is the example itself is left out (with the training texts
+    as documents it would hand over the answer). Retrieved and tokenized once per client (the
+    index is in the client's store); training sequences grow by up to `token_budget` tokens.
+    Federated SFT only (refused with an alignment.method)."""
     evaluate: bool = False
     """Each evaluated client also scores its held-out examples with retrieved passages in the prompt
     (loss, and exact match when exact_match is on), beside the same figures without retrieval."""
