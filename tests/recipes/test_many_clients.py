@@ -60,14 +60,14 @@ def test_sampled_clients_release_their_state_and_the_run_is_unchanged(tmp_path: 
     assert all(encoded > 0 and personal > 0 for encoded, personal in held[3:])  # kept: still loaded
     sampled = [set(r["sampled"]) for r in lean.read_metrics()]
     assert sampled[0] & sampled[1] or sampled[1] & sampled[2]  # some client trained again after a release
-    path = Path("checkpoints") / "round-3" / "adapter.safetensors"
+    path = Path("checkpoints") / "round-3" / "adapter_model.safetensors"
     assert (lean.path / path).read_bytes() == (kept.path / path).read_bytes()
 
     def figures(run: Any) -> list[dict[str, Any]]:  # without the wall-clock timings
         return [{k: v for k, v in r.items() if k != "timings" and not k.endswith("_s")} for r in run.read_metrics()]
 
     assert figures(lean) == figures(kept)
-    saved = sorted(lean.clients_dir.glob("*/personal-round-*.safetensors"))
+    saved = sorted(lean.clients_dir.glob("*/personal-round-*/adapter_model.safetensors"))
     assert saved  # the personal states each client kept, bit for bit
     for f in saved:
         assert f.read_bytes() == (kept.clients_dir / f.relative_to(lean.clients_dir)).read_bytes()
