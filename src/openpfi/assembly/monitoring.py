@@ -237,9 +237,11 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
     reference = {k: point_from_dict(v) for k, v in setup["reference"].items()}
     global_probe = None
     if server_suites:
-        start_full = dict(start_state)
+        start_full = {**shared.initial_state, **start_state}  # every adapter tensor, at its starting value
 
         def full_state() -> dict[str, Any]:
+            """The global model as a whole state: the server's shared part over the starting adapter, so no
+            part a client trained for itself (its personal weights, left in the shared model) is scored."""
             return {**start_full, **fed.broadcast()}
 
         global_probe = GlobalProbe(scorer, shared.set_state, full_state, server_suites, m.ood_max_nll,
