@@ -8,6 +8,14 @@ from typing import Any
 import pytest
 
 
+@pytest.fixture(scope="session")
+def embedder():
+    """The retrieval embedder, loaded once for the whole test session (about 2.6 s)."""
+    from openpfi.models.embedder import load_embedder
+
+    return load_embedder()
+
+
 def reachable(roots: Iterable[Any]) -> Iterator[Any]:
     """Every object reachable from ``roots`` (not descending into modules, classes or a function's
     globals: a function contributes its closure and defaults)."""
@@ -25,8 +33,9 @@ def reachable(roots: Iterable[Any]) -> Iterator[Any]:
             stack += gc.get_referents(o)
 
 
-_CLIENT_PARTS = ("train", "heldout", "union", "pairs", "heldout_pairs", "store", "ref", "_ref", "personal")
-"""Attributes of a client object that hold its data, storage or personal state."""
+_CLIENT_PARTS = ("train", "heldout", "union", "pairs", "heldout_pairs", "store", "ref", "_ref", "personal", "retrieval",
+                 "_secret")
+"""Attributes of a client object that hold its data, storage, personal state, documents index or secret."""
 
 
 def _client_owned(clients: Iterable[Any]) -> dict[int, str]:
@@ -71,3 +80,9 @@ def server_side_leaks(roots: Iterable[Any], clients: Iterable[Any]) -> list[str]
 def leaks() -> Callable[[Iterable[Any], Iterable[Any]], list[str]]:
     """``leaks(server_roots, clients)``: what of a client the server side can reach (see server_side_leaks)."""
     return server_side_leaks
+
+
+@pytest.fixture(scope="session")
+def object_walk():
+    """``reachable``, for tests that check what server-side objects can reach."""
+    return reachable

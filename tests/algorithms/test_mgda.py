@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import minimize
 
 from openpfi.algorithms.mgda import (
+    ENUMERATION_MAX,
     gram_matrix,
     mgda_weights,
+    projected_gradient_residual,
     regularized_simplex_weights,
+    scaled_beta,
     simplex_projection,
+    solve_simplex_qp,
 )
 from openpfi.errors import UserError
 
@@ -188,3 +195,93 @@ def test_beta_path_moves_monotonically_from_mgda_to_p() -> None:
     np.testing.assert_allclose(ts, [(1 + 1.8 * b) / (5 + 2 * b) for b in betas], atol=1e-12)
     assert all(a < b for a, b in zip(ts, ts[1:], strict=False))
     assert ts[-1] == pytest.approx(0.9, abs=1e-8)
+
+
+def _kkt_enumeration(gram: np.ndarray, p: np.ndarray, beta: float) -> float:
+    """Reference optimum: the full KKT system [H_S 1; 1^T 0] on every support S, least squares."""
+    m = len(p)
+    h, c = gram + beta * np.eye(m), -beta * p
+    best = math.inf
+    for k in range(1, m + 1):
+        for face in itertools.combinations(range(m), k):
+            s = list(face)
+            kkt = np.block([[h[np.ix_(s, s)], np.ones((k, 1))], [np.ones((1, k)), np.zeros((1, 1))]])
+            sol = np.linalg.lstsq(kkt, np.concatenate([-c[s], [1.0]]), rcond=None)[0]
+            x = np.zeros(m)
+            x[s] = sol[:k]
+            if x.min() >= -1e-12:
+                x = np.clip(x, 0, None) / np.clip(x, 0, None).sum()
+                best = min(best, _objective(gram, p, beta, x))
+    return best
+
+
+@pytest.mark.parametrize("m", [3, 4])
+def test_exact_against_kkt_enumeration_on_random_and_ill_conditioned_grams(m: int) -> None:
+    # Prepare: 150 problems per M; every third has nearly parallel gradients (condition ~1e8 or worse)
+    rng = np.random.default_rng(m)
+    worst = 0.0
+    for trial in range(150):
+        a = rng.normal(size=(m, int(rng.integers(1, 30))))
+        if trial % 3 == 0:
+            a = a[0] + 10.0 ** -rng.integers(3, 7) * a
+        gram, p = a @ a.T, rng.dirichlet(np.ones(m))
+        beta = [0.0, 1e-4, 1e-2, 1.0][trial % 4] * np.trace(gram) / m
+        # Execute
+        sol = solve_simplex_qp(gram, p, beta)
+        # Assert
+        assert sol.method == "enumeration" and sol.converged
+        assert sol.weights.min() >= 0 and abs(sol.weights.sum() - 1) < 1e-12
+        optimum = _kkt_enumeration(gram, p, beta)
+        worst = max(worst, (sol.objective - optimum) / (abs(optimum) + 1e-4 * np.trace(gram)))
+    assert worst <= 1e-10  # relative, or 1e-14 of the Gram's trace where the optimum is 0 (0 in the hull)
+
+
+def test_vertex_optimum_reached_exactly() -> None:
+    # Prepare: g3 = 0.1 e3 is much shorter than g1 = e1, g2 = e2: MGDA's point is the vertex e3
+    gram = np.diag([1.0, 1.0, 0.01]) + 0.0
+    gram[0, 2] = gram[2, 0] = gram[1, 2] = gram[2, 1] = 0.05  # <g_i, g3> = 0.05 > ||g3||^2 = 0.01
+    # Execute
+    sol = solve_simplex_qp(gram, np.full(3, 1 / 3), 0.0)
+    # Assert: grad at e3 = (0.05, 0.05, 0.01): e3 is optimal (KKT), residual 0
+    np.testing.assert_array_equal(sol.weights, [0.0, 0.0, 1.0])
+    assert sol.residual == 0.0 and sol.objective == pytest.approx(0.005)
+
+
+def test_residual_is_zero_only_at_the_optimum() -> None:
+    # Prepare: G = I, p uniform, beta 0: optimum uniform. At e1: grad e1, L = 1, P(e1 - e1) = uniform
+    gram, p = np.eye(3), np.full(3, 1 / 3)
+    # Execute
+    at_vertex = projected_gradient_residual(gram, p, 0.0, np.array([1.0, 0.0, 0.0]))
+    at_optimum = projected_gradient_residual(gram, p, 0.0, p)
+    # Assert
+    assert at_vertex == pytest.approx(2 / 3) and at_optimum == pytest.approx(0.0, abs=1e-15)
+
+
+def test_many_objectives_use_projected_gradient_and_report_the_cap() -> None:
+    # Prepare: M above the enumeration limit, nearly parallel gradients
+    m = ENUMERATION_MAX + 2
+    a = np.random.default_rng(0).normal(size=(m, 6))
+    a = a[0] + 1e-3 * a
+    gram, p = a @ a.T, np.full(m, 1.0 / m)
+    # Execute
+    full = solve_simplex_qp(gram, p, 0.0)
+    capped = solve_simplex_qp(gram, p, 0.0, max_iterations=3)
+    # Assert: converged to the residual tolerance; the capped run says so
+    assert full.method == "projected-gradient" and full.converged and full.residual <= 1e-12
+    assert capped.iterations == 3 and not capped.converged and capped.objective > full.objective
+    assert full.objective <= min(_objective(gram, p, 0.0, np.eye(m)[i]) for i in range(m))
+
+
+def test_scaled_beta_makes_the_weights_scale_free() -> None:
+    # Prepare: G = diag(4, 1), tr / M = 2.5
+    gram, p = np.diag([4.0, 1.0]), np.array([0.9, 0.1])
+    # Execute
+    beta = scaled_beta(gram, 2.0)
+    lam = regularized_simplex_weights(gram, p, beta)
+    lam_big = regularized_simplex_weights(1e6 * gram, p, scaled_beta(1e6 * gram, 2.0))
+    # Assert: beta = 5; t = (1 + 2*5*0.9) / (5 + 2*5) = 10 / 15
+    assert beta == pytest.approx(5.0)
+    np.testing.assert_allclose(lam, [2 / 3, 1 / 3], atol=1e-12)
+    np.testing.assert_allclose(lam_big, lam, atol=1e-12)
+    with pytest.raises(UserError, match="beta"):
+        scaled_beta(gram, -1.0)

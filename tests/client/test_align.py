@@ -123,9 +123,10 @@ def test_firm_weights_match_the_solver() -> None:
     g1 = [torch.tensor([2.0]), torch.tensor([0.0])]
     g2 = [torch.tensor([0.0]), torch.tensor([1.0])]
     p = np.array([0.7, 0.3])
-    np.testing.assert_allclose(firm_weights([g1, g2], p, 0.0), [0.2, 0.8], atol=1e-12)
-    np.testing.assert_allclose(firm_weights([g1, g2], p, 1.0),
-                               regularized_simplex_weights(np.diag([4.0, 1.0]), p, 1.0), atol=1e-12)
+    np.testing.assert_allclose(firm_weights([g1, g2], p, 0.0).weights, [0.2, 0.8], atol=1e-12)
+    # beta is relative: 1.0 * tr(G) / M = 2.5
+    np.testing.assert_allclose(firm_weights([g1, g2], p, 1.0).weights,
+                               regularized_simplex_weights(np.diag([4.0, 1.0]), p, 2.5), atol=1e-12)
 
 
 def test_firm_fit_uploads_one_adapter_and_fmgda_one_per_objective(shared: SharedModel) -> None:

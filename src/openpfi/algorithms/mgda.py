@@ -1,26 +1,75 @@
 """Objective weights on the simplex: MGDA and its regularized form (FIRM).
 
-Given per-objective gradients ``g_1..g_M`` with Gram matrix
-``G_ij = <g_i, g_j>`` and a preference ``p`` on the simplex, FIRM solves::
+Given per-objective gradients ``g_1..g_M`` with Gram matrix ``G_ij = <g_i, g_j>`` and a
+preference ``p`` on the simplex, FIRM solves the simplex QP::
 
     lambda* = argmin_{lambda in simplex} 1/2 lambda^T G lambda + beta/2 ||lambda - p||^2
 
 and steps along ``sum_m lambda*_m g_m``. ``beta = 0`` is MGDA's min-norm point
 (Désidéri 2012, "Multiple-gradient descent algorithm"; Sener & Koltun 2018,
-"Multi-Task Learning as Multi-Objective Optimization"), also solved by the
-server in FMGDA. A large ``beta`` pulls ``lambda`` to ``p`` (linear
-scalarization).
+"Multi-Task Learning as Multi-Objective Optimization"), also solved by the server in
+FMGDA. A large ``beta`` pulls ``lambda`` to ``p`` (linear scalarization).
+
+**The scale of beta.** ``G`` carries the squared size of the gradients, which changes by
+orders of magnitude between models, losses and moments of training, while ``||lambda -
+p||^2`` is at most 2. A fixed ``beta`` is therefore negligible for large gradients
+(lambda = MGDA's point, whatever p) and dominant for small ones (lambda = p). FIRM uses
+``beta = beta_rel * tr(G) / M`` (:func:`scaled_beta`): the regularizer's curvature is
+``beta_rel`` times the mean squared gradient norm. The solution is then invariant to a
+common rescaling of the gradients (``G -> s G`` scales the whole objective by ``s``), so
+``beta_rel`` has one meaning for every model and every step. For M = 2 with orthogonal
+gradients, ``d lambda_1 / d p_1 = beta_rel / (1 + beta_rel)``: ``beta_rel = 1`` moves
+lambda half as far as p, and larger values move it with p while the min-norm term still
+leans toward the objective whose gradient is smaller. The trace was chosen over
+per-objective normalisation (unit gradients) because it keeps the step along the raw
+gradients ``sum_m lambda_m g_m``, the same direction scalarization takes when
+lambda = p, so the two methods differ only in the weights.
+
+**Solvers.** M = 1: [1]. M = 2: closed form. 3 <= M <= :data:`ENUMERATION_MAX`: exact
+active-set enumeration (every face of the simplex, each an equality-constrained QP
+solved in the face's null space; the best feasible candidate wins). Larger M:
+accelerated projected gradient (FISTA with restart), stopped on the projected-gradient
+residual at lambda, with an iteration cap reported in :class:`SimplexSolution`, then
+polished by an exact solve on the support found.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from openpfi.errors import UserError
+
+ENUMERATION_MAX = 8
+"""Largest M solved by enumerating the simplex's 2^M - 1 faces (255 small solves)."""
+RESIDUAL_TOL = 1e-12
+"""Projected-gradient residual (max-norm, in lambda units) below which lambda is optimal."""
+MAX_ITERATIONS = 100_000
+"""Cap of the projected-gradient solver (M > ENUMERATION_MAX)."""
+
+
+@dataclass(frozen=True)
+class SimplexSolution:
+    """A solved simplex QP: the weights and how they were found."""
+
+    weights: np.ndarray
+    """lambda, float64 on the simplex."""
+    objective: float
+    """1/2 lambda^T G lambda + beta/2 ||lambda - p||^2 at ``weights``."""
+    residual: float
+    """Projected-gradient residual ``||lambda - P(lambda - grad f(lambda) / L)||_inf`` (0 at the optimum)."""
+    method: str
+    """'closed-form', 'enumeration' or 'projected-gradient'."""
+    iterations: int = 0
+    """Projected-gradient iterations (0 for the exact methods)."""
+    converged: bool = True
+    """False when the projected-gradient solver hit its cap (``iterations == max_iterations``) and the
+    final residual is above tolerance."""
 
 
 def simplex_projection(v: np.ndarray) -> np.ndarray:
@@ -56,11 +105,32 @@ def _check_problem(gram: np.ndarray, preference: np.ndarray, beta: float) -> tup
         raise UserError(f"preference must be non-negative and sum to 1, got {p.tolist()}")
     if not (math.isfinite(beta) and beta >= 0):
         raise UserError(f"regularization beta must be >= 0, got {beta}")
-    return 0.5 * (g + g.T), p
+    return 0.5 * (g + g.T), p / p.sum()
 
 
 def _objective(g: np.ndarray, p: np.ndarray, beta: float, lam: np.ndarray) -> float:
     return float(0.5 * lam @ g @ lam + 0.5 * beta * np.sum((lam - p) ** 2))
+
+
+def _lipschitz(g: np.ndarray, beta: float) -> float:
+    return max(float(np.linalg.eigvalsh(g)[-1]), 0.0) + beta
+
+
+def projected_gradient_residual(gram: np.ndarray, preference: np.ndarray, beta: float, lam: np.ndarray) -> float:
+    """``||lambda - P(lambda - grad f(lambda) / L)||_inf``, ``L = lambda_max(G) + beta``: 0 iff lambda is optimal.
+
+    Its zeros are exactly the KKT points of the convex QP (projection characterisation
+    of the optimality condition ``<grad f(lambda), mu - lambda> >= 0`` on the simplex).
+    """
+    g, p = _check_problem(gram, preference, beta)
+    return _residual(g, p, beta, np.asarray(lam, dtype=np.float64), _lipschitz(g, beta))
+
+
+def _residual(g: np.ndarray, p: np.ndarray, beta: float, lam: np.ndarray, lipschitz: float) -> float:
+    if lipschitz <= 1e-300:
+        return 0.0  # G = 0 and beta = 0: every lambda is optimal
+    grad = g @ lam + beta * (lam - p)
+    return float(np.max(np.abs(lam - simplex_projection(lam - grad / lipschitz))))
 
 
 def _solve_two(g: np.ndarray, p: np.ndarray, beta: float) -> np.ndarray:
@@ -78,72 +148,151 @@ def _solve_two(g: np.ndarray, p: np.ndarray, beta: float) -> np.ndarray:
     return np.array([t, 1.0 - t])
 
 
-def _solve_projected_gradient(g: np.ndarray, p: np.ndarray, beta: float, iters: int, tol: float) -> np.ndarray:
-    """Accelerated projected gradient (FISTA, Beck & Teboulle 2009) with restart.
+def _face_minimiser(h: np.ndarray, c: np.ndarray, p: np.ndarray, face: Sequence[int]) -> np.ndarray | None:
+    """Minimiser of ``1/2 x^T H x + c^T x`` over the affine hull of a face, as a point of the simplex.
 
-    Gradient ``G lambda + beta (lambda - p)``, step ``1/L`` with
-    ``L = lambda_max(G) + beta``; momentum restarts when the objective rises
-    (O'Donoghue & Candès 2015). Starts at ``p``; stops when an iterate moves
-    less than ``tol`` (max-norm).
+    On face S, ``x_S = x0 + Z y`` with ``x0 = p_S / sum p_S`` (uniform if p is 0 on S) and
+    ``Z`` an orthonormal basis of ``{z : sum z = 0}``; ``y`` solves the reduced system
+    ``(Z^T H_S Z) y = -Z^T (H_S x0 + c_S)`` by eigen-decomposition, directions of
+    (numerically) zero curvature left at 0, so ties keep the point closest to ``p``.
+    Working in the null space removes the gradients' common component before solving,
+    which keeps nearly parallel gradients well conditioned. The point is clipped to the
+    face and renormalised (a feasible candidate; exact when the face holds the optimum).
     """
-    lipschitz = float(np.linalg.eigvalsh(g)[-1]) + beta
+    idx = list(face)
+    k = len(idx)
+    x = np.zeros(p.size)
+    ps = p[idx]
+    x0 = ps / ps.sum() if ps.sum() > 0 else np.full(k, 1.0 / k)
+    if k > 1:
+        z = np.linalg.qr(np.ones((k, 1)), mode="complete")[0][:, 1:]  # (k, k-1), orthonormal, Z^T 1 = 0
+        hs = h[np.ix_(idx, idx)]
+        w, v = np.linalg.eigh(z.T @ hs @ z)
+        cutoff = max(1e-12 * float(w.max(initial=0.0)), 1e-13 * float(np.abs(hs).max(initial=0.0)))
+        keep = w > cutoff
+        rhs = -z.T @ (hs @ x0 + c[idx])
+        y = v[:, keep] @ ((v[:, keep].T @ rhs) / w[keep])
+        x0 = x0 + z @ y
+    x[idx] = np.maximum(x0, 0.0)
+    total = x.sum()
+    return x / total if total > 0 else None
+
+
+def _solve_enumeration(g: np.ndarray, p: np.ndarray, beta: float) -> np.ndarray:
+    """Exact: the optimum lies in the relative interior of some face S, where it is the unique
+    minimiser over S's affine hull (for the smallest such S); every face is tried.
+
+    Ties (within rounding) prefer the larger face, whose candidate is the optimal point
+    closest to ``p`` (e.g. identical gradients with beta = 0 return ``p``).
+    """
+    m = p.size
+    h = g + beta * np.eye(m)
+    c = -beta * p
+    scale = float(np.abs(h).max(initial=0.0))
+    best: tuple[float, int, float] | None = None
+    best_x = p.copy()
+    for k in range(m, 0, -1):
+        for face in itertools.combinations(range(m), k):
+            x = _face_minimiser(h, c, p, face)
+            if x is None:
+                continue
+            f = _objective(g, p, beta, x)
+            key = (f, -int(np.count_nonzero(x)), float(np.sum((x - p) ** 2)))
+            tie = best is not None and abs(f - best[0]) <= 1e-12 * abs(best[0]) + 1e-15 * scale
+            if best is None or (f < best[0] and not tie) or (tie and key[1:] < best[1:]):
+                best, best_x = key, x
+    return best_x
+
+
+def _solve_projected_gradient(g: np.ndarray, p: np.ndarray, beta: float, max_iterations: int,
+                              tol: float) -> tuple[np.ndarray, int, bool]:
+    """FISTA (Beck & Teboulle 2009) with function-value restart (O'Donoghue & Candès 2015).
+
+    Step ``1/L``; on a rise of the objective the momentum restarts with a plain projected
+    gradient step from the last iterate (which never increases f). Convergence is tested
+    on the projected-gradient residual at the iterate itself, never on the step length, so
+    momentum carrying the extrapolated point past a vertex cannot stop it early.
+    Returns (lambda, iterations, converged).
+    """
+    lipschitz = _lipschitz(g, beta)
     if lipschitz <= 1e-300:
-        return p.copy()  # G = 0 and beta = 0: the objective is constant
-    lam = p.copy()
-    y = lam.copy()
-    t = 1.0
-    f_old = _objective(g, p, beta, lam)
-    for _ in range(iters):
-        grad = g @ y + beta * (y - p)
-        new = simplex_projection(y - grad / lipschitz)
+        return p.copy(), 0, True
+    lam, y, t = p.copy(), p.copy(), 1.0
+    f_lam = _objective(g, p, beta, lam)
+    for it in range(1, max_iterations + 1):
+        new = simplex_projection(y - (g @ y + beta * (y - p)) / lipschitz)
         f_new = _objective(g, p, beta, new)
-        if f_new > f_old and t > 1.0:  # restart momentum from the last iterate
-            t, y = 1.0, lam.copy()
-            continue
+        if f_new > f_lam:  # restart from lam with a monotone step
+            t = 1.0
+            new = simplex_projection(lam - (g @ lam + beta * (lam - p)) / lipschitz)
+            f_new = _objective(g, p, beta, new)
         t_next = 0.5 * (1.0 + math.sqrt(1.0 + 4.0 * t * t))
         y = new + ((t - 1.0) / t_next) * (new - lam)
-        step = float(np.max(np.abs(new - lam)))
-        lam, t, f_old = new, t_next, f_new
-        if step < tol:
-            break
+        lam, t, f_lam = new, t_next, f_new
+        if _residual(g, p, beta, lam, lipschitz) <= tol:
+            return lam, it, True
+    return lam, max_iterations, False
+
+
+def _polish(g: np.ndarray, p: np.ndarray, beta: float, lam: np.ndarray) -> np.ndarray:
+    """An exact solve on the support of an iterative answer; kept only if it is no worse."""
+    face = [i for i in range(lam.size) if lam[i] > 1e-12]
+    x = _face_minimiser(g + beta * np.eye(lam.size), -beta * p, p, face)
+    if x is not None and _objective(g, p, beta, x) <= _objective(g, p, beta, lam):
+        return x
     return lam
 
 
-def regularized_simplex_weights(
-    gram: np.ndarray,
-    preference: np.ndarray,
-    beta: float,
-    iters: int = 500,
-    tol: float = 1e-10,
-) -> np.ndarray:
-    """``argmin_{lambda in simplex} 1/2 lambda^T G lambda + beta/2 ||lambda - p||^2``.
+def solve_simplex_qp(gram: np.ndarray, preference: np.ndarray, beta: float,
+                     max_iterations: int = MAX_ITERATIONS, tol: float = RESIDUAL_TOL) -> SimplexSolution:
+    """``argmin_{lambda in simplex} 1/2 lambda^T G lambda + beta/2 ||lambda - p||^2`` with a report.
 
-    FIRM's local weight problem (see the module docstring). M = 1 gives [1];
-    M = 2 is solved in closed form (:func:`_solve_two`); M > 2 by accelerated
-    projected gradient. ``preference`` must be on the simplex (non-negative,
-    sum 1 within 1e-6) and ``beta >= 0``. Returns a float64 vector on the
-    simplex.
+    ``preference`` must be on the simplex (non-negative, sum 1 within 1e-6) and
+    ``beta >= 0``. ``max_iterations`` and ``tol`` apply to the projected-gradient solver
+    (M > ENUMERATION_MAX); ``converged`` is False when it stopped at the cap.
     """
     g, p = _check_problem(gram, preference, beta)
-    if iters < 1 or not tol > 0:
-        raise UserError(f"need iters >= 1 and tol > 0, got iters={iters}, tol={tol}")
-    p = p / p.sum()
-    if g.shape[0] == 1:
-        return np.ones(1)
-    if g.shape[0] == 2:
-        return _solve_two(g, p, beta)
-    return _solve_projected_gradient(g, p, beta, iters, tol)
+    if max_iterations < 1 or not tol > 0:
+        raise UserError(f"need max_iterations >= 1 and tol > 0, got {max_iterations}, {tol}")
+    m = g.shape[0]
+    iterations, converged = 0, True
+    if m == 1:
+        lam, method = np.ones(1), "closed-form"
+    elif m == 2:
+        lam, method = _solve_two(g, p, beta), "closed-form"
+    elif m <= ENUMERATION_MAX:
+        lam, method = _solve_enumeration(g, p, beta), "enumeration"
+    else:
+        lam, iterations, converged = _solve_projected_gradient(g, p, beta, max_iterations, tol)
+        lam, method = _polish(g, p, beta, lam), "projected-gradient"
+    residual = _residual(g, p, beta, lam, _lipschitz(g, beta))
+    converged = converged or residual <= tol  # the polish can finish what the capped iterations left
+    return SimplexSolution(lam, _objective(g, p, beta, lam), residual, method, iterations, converged)
 
 
-def mgda_weights(gram: np.ndarray, iters: int = 500, tol: float = 1e-10) -> np.ndarray:
+def regularized_simplex_weights(gram: np.ndarray, preference: np.ndarray, beta: float,
+                                max_iterations: int = MAX_ITERATIONS, tol: float = RESIDUAL_TOL) -> np.ndarray:
+    """The weights of :func:`solve_simplex_qp` (a float64 vector on the simplex)."""
+    return solve_simplex_qp(gram, preference, beta, max_iterations, tol).weights
+
+
+def scaled_beta(gram: np.ndarray, beta_rel: float) -> float:
+    """FIRM's regularization weight on the gradients' scale: ``beta_rel * tr(G) / M`` (module docstring)."""
+    g = np.asarray(gram, dtype=np.float64)
+    if not (math.isfinite(beta_rel) and beta_rel >= 0):
+        raise UserError(f"regularization beta must be >= 0, got {beta_rel}")
+    return float(beta_rel * max(float(np.trace(g)), 0.0) / max(g.shape[0], 1))
+
+
+def mgda_weights(gram: np.ndarray) -> np.ndarray:
     """MGDA min-norm weights: ``argmin_{lambda in simplex} ||sum_m lambda_m g_m||^2``.
 
-    The ``beta = 0`` case of :func:`regularized_simplex_weights`; ties (e.g.
-    identical gradients) resolve to the uniform weights.
+    The ``beta = 0`` case of :func:`regularized_simplex_weights`; ties (e.g. identical
+    gradients) resolve to the uniform weights.
     """
     m = np.asarray(gram).shape[0] if np.asarray(gram).ndim == 2 else 0
     uniform = np.full(max(m, 1), 1.0 / max(m, 1))
-    return regularized_simplex_weights(gram, uniform, 0.0, iters=iters, tol=tol)
+    return regularized_simplex_weights(gram, uniform, 0.0)
 
 
 def gram_matrix(grads: Sequence[torch.Tensor]) -> np.ndarray:

@@ -11,6 +11,7 @@ from typing import Any
 
 from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.personalization import PersonalSetup, setup_personalization
+from openpfi.assembly.retrieval import attach_retrieval
 from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.train import TrainSettings
 from openpfi.config import Config
@@ -83,15 +84,20 @@ def client_settings(cfg: Config) -> ClientSettings:
     )
 
 
-def load_shared(cfg: Config) -> tuple[SharedModel, dict[str, Any]]:
-    """The base model with LoRA attached (seeded) and the starting adapter (``model.adapter`` or the init)."""
-    lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
-    shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
+def load_shared(cfg: Config, shared: SharedModel | None = None) -> tuple[SharedModel, dict[str, Any]]:
+    """The base model with LoRA attached (seeded) and the starting adapter (``model.adapter`` or the init).
+
+    ``shared``: an already loaded model to reuse (a benchmark's), its adapter reset to the start.
+    """
+    if shared is None:
+        lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
+        shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
     start = shared.initial_state
     if cfg.model.adapter:
         start = read_adapter_file(cfg.model.adapter)
         shared.load_external(start)  # validates keys and shapes
         start = shared.get_state()
+    shared.set_state(start)
     return shared, start
 
 
@@ -113,5 +119,6 @@ def prepare(cfg: Config) -> Prepared:
         )
         for c in data
     ]
+    attach_retrieval(cfg, data, clients)
     personal = setup_personalization(cfg, shared, start, clients)
     return Prepared(cfg, shared, data, loaded_data, start, clients, personal)

@@ -1,5 +1,5 @@
-"""Start a run folder: the resolved config, the manifest and the first audit entry (every engine);
-give in-process clients their stores in the client store next to it."""
+"""Start a run folder (the resolved config, the manifest, the first audit entry) and reopen one to
+resume; give in-process clients their stores in the client store next to it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from openpfi.assembly.manifest import build_manifest
 from openpfi.client.store import ClientStore
-from openpfi.config import Config, dump_toml
+from openpfi.config import Config, dump_toml, load_config
 from openpfi.data import ClientData, LoadResult
 from openpfi.errors import UserError
 from openpfi.models.loader import ModelInfo
@@ -26,10 +26,12 @@ def new_run(
     loaded_data: LoadResult,
     data: list[ClientData],
     extra: dict[str, Any] | None = None,
+    audit: dict[str, Any] | None = None,
 ) -> tuple[Config, RunFolder]:
     """Create the run folder and write config.toml, manifest.json and the first audit entry.
 
     Every engine starts a run here; returns the config with ``output.dir`` set to ``out``.
+    ``extra``: more manifest keys; ``audit``: more keys of the audit's config entry.
     """
     cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
     run = RunFolder.create(out, force)
@@ -45,9 +47,37 @@ def new_run(
     )
     run.write_json("manifest.json", manifest)
     AuditLog(run.path / "audit.jsonl").append(
-        "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"]}
+        "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"],
+                   **(audit or {})}
     )
     return cfg, run
+
+
+def reopen(path: Path) -> tuple[RunFolder, Config, int]:
+    """An existing run folder, its config and its last complete round (0 = none).
+
+    Refuses a run that already finished all its rounds.
+    """
+    run = RunFolder.open(path)
+    cfg = load_config(run.config_file)
+    done = run.completed_rounds()
+    last = done[-1] if done else 0
+    if last >= cfg.federation.rounds:
+        raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
+    return run, cfg, last
+
+
+def rewind_metrics(run: RunFolder, last: int) -> None:
+    """metrics.jsonl cut back to round ``last``, rows lost between a checkpoint and its append restored
+    from the checkpoints, and the resume written to the audit log."""
+    run.truncate_metrics(last)
+    have = {int(r["round"]) for r in run.read_metrics()}
+    for r in run.completed_rounds():
+        if r not in have:  # killed between checkpoint and metrics append: the checkpoint holds the row
+            row = run.load_checkpoint(r).meta.get("metrics")
+            if row:
+                run.append_metrics(row)
+    AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last})
 
 
 def run_privacy(cfg: Config, out: Path) -> dict[str, Any]:

@@ -68,15 +68,17 @@ def bench_personalize(
     out: Annotated[Path, typer.Option("--out", help="Write the JSON here (PNG beside it; runs in <stem>.runs/).")] = Path(
         "bench-personalize.json"
     ),
-    quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 1 seed, 2 rounds x 2 steps (<= 10 min).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 1 seed, 2 rounds x 2 steps (about 13 min).")] = False,
     model: Annotated[str, typer.Option(help="Model to personalize.")] = "smollm2-135m-instruct",
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only these methods (repeatable).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Run only these data sets (repeatable).")] = None,
 ) -> None:
-    """Every personalization method and LoRA aggregation on chitchat and shakespeare: per-client loss, bytes, time."""
+    """Every personalization method and LoRA aggregation on chitchat and shakespeare (and four on the retrieval
+    set memory): per-client loss without and with retrieval, bytes, time."""
     setup_env()
     from openpfi.bench.personalize import run_personalize_bench
 
-    run_personalize_bench(out, quick=quick, model=model, only=only or (), console=console)
+    run_personalize_bench(out, quick=quick, model=model, only=only or (), console=console, datasets=dataset or ())
 
 
 @bench_app.command("align")

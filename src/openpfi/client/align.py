@@ -1,7 +1,7 @@
 """Client side of federated alignment: SFT, DPO and multi-objective local training.
 
-Every method runs ``local_steps`` optimizer steps (AdamW on the LoRA parameters, the
-same optimizer, schedule and clipping as SFT) and sees the same number of pairs per
+Every method runs ``local_steps`` optimizer steps of ``client.train.optimize`` (AdamW on
+the LoRA parameters, the same loop, schedule and clipping as SFT) and sees the same number of pairs per
 step: ``batch_size`` pairs per objective for the multi-objective methods, and
 ``batch_size * M`` pairs from the union for SFT and DPO. Per objective m the loss is
 DPO on that objective's pairs, L_m.
@@ -13,24 +13,25 @@ DPO on that objective's pairs, L_m.
   Language Models", arXiv 2511.16992), as DESIGN.md states it: at every local step the
   per-objective gradients g_m = grad L_m on the trainable LoRA parameters give the weights
 
-      lambda = argmin_{lambda in simplex} 1/2 ||sum_m lambda_m g_m||^2 + beta/2 ||lambda - p||^2
+      lambda = argmin_{lambda in simplex} 1/2 ||sum_m lambda_m g_m||^2 + beta'/2 ||lambda - p||^2
 
-  (``algorithms.mgda.regularized_simplex_weights``; beta = 0 is MGDA's min-norm point,
-  beta -> inf is scalarization with p), and the step goes along ``sum_m lambda_m g_m``
-  (handed to the client optimizer as the gradient). The client uploads ONE adapter delta.
+  with ``beta' = alignment.beta * tr(G) / M`` on the gradients' scale (``firm_weights``;
+  ``algorithms.mgda`` explains the choice; beta = 0 is MGDA's min-norm point, beta -> inf
+  is scalarization with p), and the step goes along ``sum_m lambda_m g_m`` (handed to the
+  client optimizer as the gradient). The client uploads ONE adapter delta.
 - ``fmgda``: FMGDA (Yang et al. 2023, "Federated Multi-Objective Learning"): for each
   objective m the client trains ``local_steps`` steps on L_m alone from the global
   adapter and uploads the M deltas (``ClientUpdate.extra``); the server solves MGDA over
   their averages (``strategies.align_server``). Same forward/backward count as FIRM.
 
 A client without pairs for an objective trains on the others (the preference restricted
-to them and renormalised, uniform if that leaves nothing) and reports ``missing_<m> = 1``.
+to them and renormalised, uniform if that leaves nothing) and says so in its
+``ObjectiveFigures`` (client/objective_report.py: pairs, mean weights and losses per objective).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,14 +39,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from openpfi.algorithms.mgda import gram_matrix, regularized_simplex_weights
+from openpfi.algorithms.mgda import SimplexSolution, gram_matrix, scaled_beta, solve_simplex_qp
 from openpfi.algorithms.proximal import proximal_term
 from openpfi.algorithms.state import StateDict, sub
-from openpfi.client.dpo import EncodedPair, ReferenceCache, dpo_batch, sft_batch
+from openpfi.client.dpo import DPOOutput, EncodedPair, ReferenceCache, dpo_batch, sft_batch
 from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel, derive_seed, own_figures
 from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.client.objective_report import ObjectiveFigures
 from openpfi.client.store import ClientStore
-from openpfi.client.train import StepCallback, TrainSettings, lr_factor
+from openpfi.client.train import StepCallback, TrainResult, optimize
 
 METHODS = ("sft", "dpo", "firm", "scalarized", "fmgda")
 
@@ -68,10 +70,15 @@ def restricted_preference(preference: Sequence[float], available: Sequence[bool]
     return p / p.sum()
 
 
-def firm_weights(grads: Sequence[Sequence[torch.Tensor]], preference: np.ndarray, beta: float) -> np.ndarray:
-    """FIRM's lambda from per-objective gradients (each a list of per-parameter tensors)."""
+def firm_weights(grads: Sequence[Sequence[torch.Tensor]], preference: np.ndarray, beta: float) -> SimplexSolution:
+    """FIRM's lambda from per-objective gradients (each a list of per-parameter tensors).
+
+    ``beta`` is relative to the gradients' scale: the solver gets ``beta * tr(G) / M``
+    (``algorithms.mgda.scaled_beta``; the module docstring there says why).
+    """
     flat = [torch.cat([g.reshape(-1) for g in gs]) for gs in grads]
-    return regularized_simplex_weights(gram_matrix(flat), preference, beta)
+    gram = gram_matrix(flat)
+    return solve_simplex_qp(gram, preference, scaled_beta(gram, beta))
 
 
 def _cosines(grads: Sequence[Sequence[torch.Tensor]]) -> float:
@@ -83,6 +90,57 @@ def _cosines(grads: Sequence[Sequence[torch.Tensor]]) -> float:
             if den > 0:
                 vals.append(float(flat[i] @ flat[j]) / den)
     return float(np.mean(vals)) if vals else float("nan")
+
+
+def _targets(pairs: Sequence[EncodedPair]) -> int:
+    return sum(p.chosen.num_targets + p.rejected.num_targets for p in pairs)
+
+
+class _Tally:
+    """What a local run records per step: weights, per-objective losses, accuracies, gradient cosines."""
+
+    def __init__(self, objectives: Sequence[str]):
+        self.weights: list[np.ndarray] = []
+        self.losses: dict[str, list[float]] = {m: [] for m in objectives}
+        self.accs: list[float] = []
+        self.cosines: list[float] = []
+        self.cap_hits = 0
+
+    def add_losses(self, outs: dict[str, DPOOutput]) -> None:
+        for m, o in outs.items():
+            self.losses[m].append(float(o.loss.detach()))
+            self.accs.append(o.accuracy)
+
+    def add_firm(self, sol: SimplexSolution, grads: Sequence[Sequence[torch.Tensor]]) -> None:
+        self.weights.append(sol.weights)
+        self.cap_hits += 0 if sol.converged else 1
+        if len(grads) > 1:
+            self.cosines.append(_cosines(grads))
+
+    def mean_weights(self) -> dict[str, float]:
+        if not self.weights:
+            return {}
+        return {m: float(w) for m, w in zip(self.losses, np.mean(np.stack(self.weights), axis=0), strict=True)}
+
+    def mean_losses(self) -> dict[str, float]:
+        return {m: float(np.mean(v)) for m, v in self.losses.items() if v}
+
+    def extra_scalars(self) -> dict[str, float]:
+        out = {}
+        if self.cosines:
+            out["grad_cosine"] = float(np.mean(self.cosines))
+        if self.accs:
+            out["train_reward_acc"] = float(np.mean(self.accs))
+        return out
+
+    @staticmethod
+    def merged(tallies: Sequence[_Tally]) -> _Tally:
+        """FMGDA's per-objective runs as one record (their losses side by side)."""
+        out = _Tally([])
+        for t in tallies:
+            out.losses.update(t.losses)
+            out.accs += t.accs
+        return out
 
 
 class _Sampler:
@@ -98,34 +156,6 @@ class _Sampler:
             self.order += torch.randperm(len(self.items), generator=self.gen).tolist()
         idx, self.order = self.order[:n], self.order[n:]
         return [self.items[i] for i in idx]
-
-
-StepFn = Callable[[int], tuple[float, int]]
-"""step(i) -> (loss value, tokens); sets .grad of the trainable parameters."""
-
-
-def optimize(params: dict[str, torch.nn.Parameter], settings: TrainSettings, step_fn: StepFn,
-             on_step: StepCallback | None = None) -> tuple[list[float], int, float]:
-    """AdamW over ``settings.steps`` steps of ``step_fn``; returns (losses, tokens, seconds)."""
-    trainable = list(params.values())
-    opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
-    losses: list[float] = []
-    tokens = 0
-    start = time.perf_counter()
-    for step in range(settings.steps):
-        for group in opt.param_groups:
-            group["lr"] = settings.lr * lr_factor(step, settings.steps, settings.schedule, settings.warmup_steps)
-        loss, n = step_fn(step)
-        tokens += n
-        if settings.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss)
-        if on_step is not None:
-            elapsed = time.perf_counter() - start
-            on_step(step + 1, settings.steps, loss, tokens / elapsed if elapsed > 0 else 0.0)
-    return losses, tokens, time.perf_counter() - start
 
 
 class AlignClient(FederatedClient):
@@ -151,79 +181,58 @@ class AlignClient(FederatedClient):
         self.ref = ref
 
     # -- local objectives ------------------------------------------------------------
-    def _losses(self, shared: SharedModel, batches: dict[str, list[EncodedPair]]) -> dict[str, Any]:
-        return {m: dpo_batch(shared.model, b, self.ref, self.align.dpo_beta, shared.pad_id) for m, b in batches.items()}
-
     def _train(self, shared: SharedModel, method: str, objectives: Sequence[str], seed: int,
-               prox: Callable[[], torch.Tensor] | None, on_step: StepCallback | None) -> dict[str, float]:
+               prox: Callable[[], torch.Tensor] | None, on_step: StepCallback | None) -> tuple[TrainResult, _Tally]:
         a = self.align
-        s = self.settings.train
-        steps = self.settings.steps_for(len(self.union))
-        samplers = {m: _Sampler(self.pairs[m], derive_seed(seed, m)) for m in objectives}
-        union = _Sampler([p for m in objectives for p in self.pairs[m]], derive_seed(seed, "union"))
-        per_obj = {m: [] for m in objectives}  # type: dict[str, list[float]]
-        lambdas: list[np.ndarray] = []
-        cosines: list[float] = []
-        accs: list[float] = []
         avail = [m in objectives for m in a.objectives]
         pref = restricted_preference(a.preference, avail)[[i for i, ok in enumerate(avail) if ok]]
+        tally = _Tally(objectives)
+        samplers = {m: _Sampler(self.pairs[m], derive_seed(seed, m)) for m in objectives}
+        union = _Sampler([p for m in objectives for p in self.pairs[m]], derive_seed(seed, "union"))
         params = list(shared.params.values())
+        batch = self.settings.train.batch_size
 
         def extra() -> torch.Tensor:
             return prox() if prox is not None else torch.zeros(())
 
-        def step(_: int) -> tuple[float, int]:
+        def step(_: int) -> tuple[float, int, int]:
             if method in ("sft", "dpo"):
-                batch = union.take(s.batch_size * len(a.objectives))
+                pairs = union.take(batch * len(a.objectives))
                 if method == "sft":
-                    loss, n = sft_batch(shared.model, batch, shared.pad_id)
+                    loss, n = sft_batch(shared.model, pairs, shared.pad_id)
                 else:
-                    out = dpo_batch(shared.model, batch, self.ref, a.dpo_beta, shared.pad_id)
+                    out = dpo_batch(shared.model, pairs, self.ref, a.dpo_beta, shared.pad_id)
                     loss, n = out.loss, out.tokens
-                    accs.append(out.accuracy)
+                    tally.accs.append(out.accuracy)
                 (loss + extra()).backward()
-                return float(loss.detach()), n
-            outs = self._losses(shared, {m: samplers[m].take(s.batch_size) for m in objectives})
-            for m, o in outs.items():
-                per_obj[m].append(float(o.loss.detach()))
-                accs.append(o.accuracy)
-            n = sum(o.tokens for o in outs.values())
+                return float(loss.detach()), n, _targets(pairs)
+            batches = {m: samplers[m].take(batch) for m in objectives}
+            outs = {m: dpo_batch(shared.model, b, self.ref, a.dpo_beta, shared.pad_id) for m, b in batches.items()}
+            n, targets = sum(o.tokens for o in outs.values()), sum(_targets(b) for b in batches.values())
+            tally.add_losses(outs)
             if method != "firm":  # scalarized (and single-objective fmgda passes): sum_m p_m L_m
                 loss = sum(w * outs[m].loss for w, m in zip(pref, objectives, strict=True))
                 (loss + extra()).backward()
-                lambdas.append(pref)
-                return float(loss.detach()), n
+                tally.weights.append(pref)
+                return float(loss.detach()), n, targets
             grads = []
             for m in objectives:  # FIRM: one backward per objective -> g_m
                 (outs[m].loss + extra()).backward()
                 grads.append([p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params])
                 for p in params:
                     p.grad = None
-            lam = firm_weights(grads, pref, a.beta)
-            if len(grads) > 1:
-                cosines.append(_cosines(grads))
+            sol = firm_weights(grads, pref, a.beta)
+            tally.add_firm(sol, grads)
             for k, p in enumerate(params):
-                p.grad = torch.stack([float(w) * g[k] for w, g in zip(lam, grads, strict=True)]).sum(dim=0)
-            lambdas.append(lam)
-            return float(sum(float(w) * outs[m].loss.detach() for w, m in zip(lam, objectives, strict=True))), n
+                p.grad = torch.stack([float(w) * g[k] for w, g in zip(sol.weights, grads, strict=True)]).sum(dim=0)
+            return float(sum(float(w) * outs[m].loss.detach() for w, m in zip(sol.weights, objectives,
+                                                                               strict=True))), n, targets
 
+        steps = self.settings.steps_for(len(self.union))
         shared.model.train()
-        losses, tokens, seconds = optimize(shared.params, replace(s, steps=steps), step, on_step)
+        result = optimize(shared.params, replace(self.settings.train, steps=steps), step, on_step)
         shared.model.eval()
-        out = {"train_loss": float(np.mean(losses)) if losses else float("nan"), "steps": float(steps),
-               "tokens": float(tokens), "train_seconds": seconds}
-        for m in objectives:
-            if per_obj[m]:
-                out[f"loss_{m}"] = float(np.mean(per_obj[m]))
-        if lambdas:
-            lam_mean = np.mean(np.stack(lambdas), axis=0)
-            for w, m in zip(lam_mean, objectives, strict=True):
-                out[f"lambda_{m}"] = float(w)
-        if cosines:
-            out["grad_cosine"] = float(np.mean(cosines))
-        if accs:
-            out["train_reward_acc"] = float(np.mean(accs))
-        return out
+        return result, tally
 
     def fit(self, shared: SharedModel, global_state: StateDict, round_num: int, seed: int,
             on_step: StepCallback | None = None, **_: Any) -> ClientUpdate:
@@ -239,28 +248,32 @@ class AlignClient(FederatedClient):
             def prox() -> torch.Tensor:
                 return proximal_term(shared.params, anchor, mu)
 
-        scalars: dict[str, float] = {}
         extra: dict[str, StateDict] = {}
         delta: StateDict = {}
         if a.method == "fmgda":
-            parts = []
+            runs = []
             for m in objectives:
                 shared.set_state(global_state)
-                parts.append(self._train(shared, "scalarized", [m], derive_seed(base_seed, m), prox, on_step))
+                runs.append(self._train(shared, "scalarized", [m], derive_seed(base_seed, m), prox, on_step))
                 extra[m] = sub(shared.get_state(), global_state)
-                scalars[f"loss_{m}"] = parts[-1].get(f"loss_{m}", float("nan"))
-            for key in ("steps", "tokens", "train_seconds"):
-                scalars[key] = float(sum(p[key] for p in parts))
-            scalars["train_loss"] = float(np.mean([p["train_loss"] for p in parts]))
+            results = [r for r, _ in runs]
+            tally = _Tally.merged([t for _, t in runs])
+            scalars = {"steps": float(sum(r.steps for r in results)), "tokens": float(sum(r.tokens for r in results)),
+                       "train_seconds": float(sum(r.seconds for r in results)),
+                       "train_loss": float(np.mean([r.mean_loss for r in results]))}
         else:
             shared.set_state(global_state)
-            scalars = self._train(shared, a.method, objectives, base_seed, prox, on_step)
+            result, tally = self._train(shared, a.method, objectives, base_seed, prox, on_step)
             delta = sub(shared.get_state(), global_state)
+            scalars = {"steps": float(result.steps), "tokens": float(result.tokens),
+                       "train_seconds": result.seconds, "train_loss": result.mean_loss}
         secs = scalars["train_seconds"]
         scalars["tokens_per_s"] = scalars["tokens"] / secs if secs > 0 else 0.0
-        for m in a.objectives:
-            scalars[f"pairs_{m}"] = float(len(self.pairs[m]))
-            scalars[f"missing_{m}"] = 0.0 if self.pairs[m] else 1.0
+        figures = ObjectiveFigures({m: len(self.pairs[m]) for m in a.objectives},
+                                   tally.mean_weights() if a.method != "fmgda" else {}, tally.mean_losses(),
+                                   tally.cap_hits)
+        scalars.update(figures.to_scalars())
+        scalars.update(tally.extra_scalars())
         self._last_fit = (round_num, seed)
         self._record(round_num, {"train_loss": scalars["train_loss"], "tokens_per_s": scalars["tokens_per_s"]})
         report = None

@@ -132,6 +132,9 @@ class FederatedClient:
         self.monitor: Any = None
         """A ``client.monitor_client.ClientMonitor`` when the run is monitored: after training, the
         client probes its model and puts ONLY the clipped, noised report in ``ClientUpdate.monitor``."""
+        self.retrieval: Any = None
+        """A ``client.retrieval_eval.ClientRetrieval`` with ``rag.evaluate``: its own documents, indexed in
+        its store, and its held-out evaluation with retrieved passages (figures in its store only)."""
         self.split: KeySplit | None = None
         self.personal: StateDict | None = None
         self._secret: bytes | None = None
@@ -280,7 +283,12 @@ class FederatedClient:
         own = self.policy.personal_model(train, split, initial, received, self.personal)
         personal_loss = None if own is None else self._loss(shared, own)[0]
         result = EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
-        self._record(self._last_fit[0] if round_num is None else round_num, own_figures(result))
+        figures = own_figures(result)
+        if self.retrieval is not None:  # its own model with and without its own passages
+            model = own if own is not None else self.policy.global_model(split, initial, received)
+            folder = self.store.folder if self.store is not None else None
+            figures.update(self.retrieval.evaluate(shared, model, folder))
+        self._record(self._last_fit[0] if round_num is None else round_num, figures)
         return result
 
     def _record(self, round_num: int, figures: dict[str, float]) -> None:

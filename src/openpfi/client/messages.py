@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from openpfi.algorithms.state import StateDict, nbytes
+from openpfi.client.objective_report import CAP_HITS, OBJECTIVE_SCALARS
 from openpfi.config.methods import Objective
 from openpfi.errors import UserError
 
@@ -26,11 +27,11 @@ UPDATE_SCALARS = frozenset({
     "train_loss", "steps", "tokens", "target_tokens", "train_seconds", "compute_seconds", "tokens_per_s",
     "monitor_seconds",  # the client's probing time (the monitor's cost)
     "grad_cosine", "train_reward_acc",  # alignment: mean cosine of the objectives' gradients, DPO reward accuracy
+    CAP_HITS,  # alignment: FIRM steps whose weight solver stopped at its cap (client/objective_report.py)
     "secagg_clipped", "flower_process_s", "flower_import_s", "flower_prepare_s",  # Flower node costs
 })
 """The training scalars a ``ClientUpdate`` may carry."""
-OBJECTIVE_SCALARS = ("loss", "lambda", "pairs", "missing")
-"""Per alignment objective m, the scalars ``<name>_<m>`` a ``ClientUpdate`` may also carry."""
+# Per alignment objective m, the scalars ``<name>_<m>`` of OBJECTIVE_SCALARS (client/objective_report.py).
 _PER_OBJECTIVE = frozenset(f"{name}_{m}" for name in OBJECTIVE_SCALARS for m in get_args(Objective))
 
 

@@ -129,6 +129,39 @@ def _batches(data: Sequence[Any], batch_size: int, count: int, gen: torch.Genera
     return out
 
 
+StepFn = Callable[[int], tuple[float, int, int]]
+"""step(i) -> (loss, tokens, target tokens); leaves step i's gradient in ``.grad`` of the parameters."""
+
+
+def optimize(params: dict[str, torch.nn.Parameter], settings: TrainSettings, step_fn: StepFn,
+             on_step: StepCallback | None = None) -> TrainResult:
+    """AdamW on ``params`` (float32) for ``settings.steps`` optimizer steps, each along the gradient
+    that ``step_fn`` leaves: learning-rate schedule, gradient clipping, callback. Every local
+    trainer (SFT, DPO, multi-objective alignment) runs this loop."""
+    trainable = list(params.values())
+    opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
+    losses: list[float] = []
+    tokens = targets = 0
+    start = time.perf_counter()
+    for step in range(settings.steps):
+        for group in opt.param_groups:
+            group["lr"] = settings.lr * lr_factor(step, settings.steps, settings.schedule, settings.warmup_steps)
+        step_loss, n_tokens, n_targets = step_fn(step)
+        tokens += n_tokens
+        targets += n_targets
+        if settings.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(step_loss)
+        if on_step is not None:
+            elapsed = time.perf_counter() - start
+            on_step(step + 1, settings.steps, step_loss, tokens / elapsed if elapsed > 0 else 0.0)
+    seconds = time.perf_counter() - start
+    mean = sum(losses) / len(losses) if losses else float("nan")
+    return TrainResult(settings.steps, mean, tokens, targets, seconds, losses)
+
+
 def train_local(
     model: Any,
     params: dict[str, torch.nn.Parameter],
@@ -140,27 +173,21 @@ def train_local(
     on_step: StepCallback | None = None,
     batch_loss: BatchLoss | None = None,
 ) -> TrainResult:
-    """AdamW on ``params`` (float32) for ``settings.steps`` optimizer steps.
+    """:func:`optimize` over seeded micro-batches of ``data`` (``grad_accum`` per step).
 
     ``extra_loss`` adds a differentiable term (FedProx / Ditto proximal pull) to each step;
     ``batch_loss`` replaces the SFT loss of a micro-batch (e.g. ``client.dpo.mixed_batch_loss``).
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # dropout, if any
-    trainable = list(params.values())
-    opt = torch.optim.AdamW(trainable, lr=settings.lr, weight_decay=settings.weight_decay)
     micro = _batches(data, settings.batch_size, settings.steps * settings.grad_accum, gen)
-    losses: list[float] = []
-    tokens = targets = 0
     compute = 0.0
-    start = time.perf_counter()
-    model.train()
-    for step in range(settings.steps):
-        for group in opt.param_groups:
-            group["lr"] = settings.lr * lr_factor(step, settings.steps, settings.schedule, settings.warmup_steps)
-        step_loss = 0.0
+
+    def step(i: int) -> tuple[float, int, int]:
+        nonlocal compute
+        step_loss, tokens, targets = 0.0, 0, 0
         for k in range(settings.grad_accum):
-            chunk = micro[step * settings.grad_accum + k]
+            chunk = micro[i * settings.grad_accum + k]
             t_c = time.perf_counter()
             loss, n_tokens, n_targets = sft_loss(model, chunk, pad_id) if batch_loss is None else batch_loss(chunk)
             loss = loss / settings.grad_accum
@@ -171,18 +198,13 @@ def train_local(
             step_loss += float(loss.detach())
             tokens += n_tokens
             targets += n_targets
-        if settings.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(step_loss)
-        if on_step is not None:
-            elapsed = time.perf_counter() - start
-            on_step(step + 1, settings.steps, step_loss, tokens / elapsed if elapsed > 0 else 0.0)
+        return step_loss, tokens, targets
+
+    model.train()
+    result = optimize(params, settings, step, on_step)
     model.eval()
-    seconds = time.perf_counter() - start
-    mean = sum(losses) / len(losses) if losses else float("nan")
-    return TrainResult(settings.steps, mean, tokens, targets, seconds, losses, compute)
+    result.compute_seconds = compute
+    return result
 
 
 @torch.no_grad()

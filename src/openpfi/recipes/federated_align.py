@@ -14,34 +14,29 @@ the public held-out evaluation always scores the shipped held-out pairs.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from openpfi.algorithms.server_opt import ServerOptConfig
-from openpfi.assembly.clients import client_settings
+from openpfi.assembly.clients import client_settings, load_shared
 from openpfi.assembly.compatibility import check_combinations
-from openpfi.assembly.manifest import build_manifest
 from openpfi.assembly.monitor_plan import MonitorPlan
 from openpfi.assembly.monitoring import wire_monitor
-from openpfi.assembly.run_start import attach_client_stores, run_privacy
+from openpfi.assembly.run_start import attach_client_stores, new_run, reopen, rewind_metrics
 from openpfi.client.align import AlignClient, AlignSettings
 from openpfi.client.align_eval import AlignEvaluator
 from openpfi.client.dpo import ReferenceCache, encode_pair
 from openpfi.client.federated import SharedModel
-from openpfi.config import Config, dump_toml, load_config
+from openpfi.config import Config
 from openpfi.data.preference import PreferenceSet, load_preferences
 from openpfi.data.preference_file import UserPreferences, load_user_preferences
 from openpfi.data.preference_split import ClientPreferences, EvalSets, client_mixes, eval_sets, split_clients
-from openpfi.data.types import ClientData, Example
+from openpfi.data.types import ClientData, Example, LoadResult
 from openpfi.engines.inprocess import InProcessEngine, Reporter, SilentReporter
 from openpfi.errors import UserError
-from openpfi.models.loader import load_model
-from openpfi.models.lora import read_adapter_file
 from openpfi.models.registry import cache_dir
-from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.align_server import AlignServer
 from openpfi.strategies.round_result import RoundHook, RoundResult
@@ -115,14 +110,7 @@ def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache 
     data = user.clients if user is not None else preference_clients(cfg, pset)
     a = cfg.alignment
     sets = eval_sets(pset, a.objectives, a.eval_pairs, a.eval_prompts)
-    if shared is None:
-        lm = load_model(cfg.model.name, cfg.model.device, cfg.model.dtype)
-        shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
-    start = shared.initial_state
-    if cfg.model.adapter:
-        shared.load_external(read_adapter_file(cfg.model.adapter))  # validates keys and shapes
-        start = shared.get_state()
-    shared.set_state(start)
+    shared, start = load_shared(cfg, shared)
     if ref is None:
         ref = ReferenceCache(shared.model, shared.pad_id, cfg.client.eval_batch_size)
     clients = build_clients(cfg, shared, data, ref)
@@ -194,26 +182,13 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
     ``shared``, ``ref``, ``server_ref``, ``start_eval``: a benchmark's loaded model, reference caches
     and the already computed held-out figures of the starting adapter (see ``prepare``)."""
     prep = prepare(cfg, shared, ref, server_ref)
-    cfg = cfg.model_copy(update={"output": cfg.output.model_copy(update={"dir": str(out)})})
+    loaded = LoadResult([], prep.user.skipped_rows if prep.user else 0,
+                        sorted(prep.pset.source_files) + ([prep.user.path] if prep.user else []))
+    cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, loaded, _as_client_data(prep.data),
+                       extra={"alignment": alignment_manifest(prep, start_eval)},
+                       audit={"preference_sha256": prep.pset.sha256,
+                              "alignment_data_sha256": prep.user.sha256 if prep.user else None})
     prep.cfg = cfg
-    run = RunFolder.create(out, force)
-    config_text = dump_toml(cfg)
-    run.write_config(config_text)
-    manifest = build_manifest(
-        seed=cfg.seed,
-        model=prep.shared.loaded.info,
-        source_files=sorted(prep.pset.source_files) + ([prep.user.path] if prep.user else []),
-        clients=_as_client_data(prep.data),
-        skipped_rows=prep.user.skipped_rows if prep.user else 0,
-        extra={"start_adapter": cfg.model.adapter or None, **run_privacy(cfg, out),
-               "alignment": alignment_manifest(prep, start_eval)},
-    )
-    run.write_json("manifest.json", manifest)
-    AuditLog(run.path / "audit.jsonl").append(
-        "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"],
-                   "preference_sha256": prep.pset.sha256,
-                   "alignment_data_sha256": prep.user.sha256 if prep.user else None}
-    )
     attach_client_stores(prep.clients, run)
     server = make_server(cfg)
     server.init(prep.start_adapter)
@@ -227,12 +202,7 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
 def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] | None = None,
            monitor: MonitorPlan | None = None) -> RunFolder:
     """Continue from the last complete round; same result as an uninterrupted run."""
-    run = RunFolder.open(path)
-    cfg = load_config(run.config_file)
-    done = run.completed_rounds()
-    last = done[-1] if done else 0
-    if last >= cfg.federation.rounds:
-        raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
+    run, cfg, last = reopen(path)
     prep = prepare(cfg)
     attach_client_stores(prep.clients, run, resume_from=last)
     server = make_server(cfg)
@@ -241,14 +211,7 @@ def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] 
         server.init(ckpt.adapter, ckpt.server_state)
     else:
         server.init(prep.start_adapter)
-    run.truncate_metrics(last)
-    have = {int(r["round"]) for r in run.read_metrics()}
-    for r in done:
-        if r not in have:
-            row = run.load_checkpoint(r).meta.get("metrics")
-            if row:
-                run.append_metrics(row)
-    AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last})
+    rewind_metrics(run, last)
     engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
     finish_monitor = wire_monitor(monitor, engine, prep.start_adapter, resume_from=last)
     engine.run_rounds(last + 1)

@@ -13,12 +13,10 @@ from pathlib import Path
 from openpfi.assembly.clients import Prepared, prepare
 from openpfi.assembly.monitor_plan import MonitorPlan, plan_monitor
 from openpfi.assembly.monitoring import wire_monitor
-from openpfi.assembly.run_start import attach_client_stores, new_run
+from openpfi.assembly.run_start import attach_client_stores, new_run, reopen, rewind_metrics
 from openpfi.assembly.server import make_server, server_start
-from openpfi.config import Config, load_config
+from openpfi.config import Config
 from openpfi.engines.inprocess import ClientSideHook, InProcessEngine, Reporter, RoundHook, SilentReporter
-from openpfi.errors import UserError
-from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.server import FedServer
 
@@ -66,12 +64,7 @@ def resume(
     monitor: MonitorPlan | None = None,
 ) -> RunFolder:
     """Continue from the last complete round; same result as an uninterrupted run."""
-    run = RunFolder.open(path)
-    cfg = load_config(run.config_file)
-    done = run.completed_rounds()
-    last = done[-1] if done else 0
-    if last >= cfg.federation.rounds:
-        raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
+    run, cfg, last = reopen(path)
     monitor = monitor or plan_monitor(cfg)
     prep = prepare(cfg)
     attach_client_stores(prep.clients, run, resume_from=last)
@@ -83,14 +76,7 @@ def resume(
         server.init(ckpt.adapter, ckpt.server_state, ckpt.meta.get("server"))
     else:
         server.init(server_start(prep))
-    run.truncate_metrics(last)
-    have = {int(r["round"]) for r in run.read_metrics()}
-    for r in done:
-        if r not in have:  # killed between checkpoint and metrics append: the checkpoint holds the row
-            row = run.load_checkpoint(r).meta.get("metrics")
-            if row:
-                run.append_metrics(row)
-    AuditLog(run.path / "audit.jsonl").append("action", {"resume_from_round": last})
+    rewind_metrics(run, last)
     engine = _engine(prep, run, server, reporter or SilentReporter(), hooks or [])
     finish_monitor = wire_monitor(monitor, engine, prep.start_adapter, resume_from=last)
     engine.run_rounds(last + 1)

@@ -27,6 +27,7 @@ from openpfi.algorithms.server_opt import ServerOptConfig
 from openpfi.algorithms.state import StateDict, flatten, l2_norm, scale, zeros_like
 from openpfi.algorithms.state import add as add_states
 from openpfi.client.messages import ClientUpdate
+from openpfi.client.objective_report import ObjectiveFigures
 from openpfi.errors import UserError
 from openpfi.strategies.server import FedServer, SamplingConfig
 
@@ -66,7 +67,7 @@ class AlignServer(FedServer):
                     raise UserError(f"client {u.client_id} sent an FMGDA delta for {m!r} that does not match "
                                     f"the shared adapter; update rejected")
             if have:
-                w = [max(u.scalars.get(f"pairs_{m}", 1.0), 1e-12) for u in have]
+                w = [max(float(ObjectiveFigures.from_scalars(u.scalars, [m]).pairs.get(m, 1)), 1e-12) for u in have]
                 means[m] = weighted_mean([u.extra[m] for u in have], w)
         if not means:
             raise RuntimeError(f"round {round_num}: no client sent a per-objective delta (FMGDA)")
@@ -91,17 +92,20 @@ class AlignServer(FedServer):
             "drift_disagreement": disagreement_share(effective),
             "adapters_up_per_client": float(np.mean([1 + len(u.extra) if u.delta else len(u.extra) for u in updates])),
         }
-        rows = [[u.scalars[f"lambda_{m}"] for m in self.objectives] for u in updates
-                if all(f"lambda_{m}" in u.scalars for m in self.objectives)]
+        figures = [ObjectiveFigures.from_scalars(u.scalars, self.objectives) for u in updates]
+        rows = [[f.weights[m] for m in self.objectives] for f in figures if set(f.weights) == set(self.objectives)]
         if rows:
             out["drift_lambda_spread"] = lambda_spread(rows)
             for k, m in enumerate(self.objectives):
                 out[f"lambda_{m}_mean"] = float(np.mean([r[k] for r in rows]))
-        for key in ("grad_cosine", "train_reward_acc", *(f"loss_{m}" for m in self.objectives)):
+        for key in ("grad_cosine", "train_reward_acc"):
             vals = [u.scalars[key] for u in updates if key in u.scalars]
             if vals:
                 out[f"{key}_mean"] = float(np.mean(vals))
         for m in self.objectives:
-            missing = sum(u.scalars.get(f"missing_{m}", 0.0) for u in updates)
-            out[f"clients_missing_{m}"] = float(missing)
+            losses = [f.losses[m] for f in figures if m in f.losses]
+            if losses:
+                out[f"loss_{m}_mean"] = float(np.mean(losses))
+            out[f"clients_missing_{m}"] = float(sum(m in f.missing() for f in figures))
+        out["solver_cap_hits"] = float(sum(f.solver_cap_hits for f in figures))
         return out
