@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from openpfi.cli import app
-from openpfi.monitor.types import MODES
+from openpfi.monitor.modes import MODES
 
 SUITE = """
 [quick]
@@ -101,7 +101,7 @@ def test_quick_suite_runs_records_truth_and_resumes(tmp_path: Path, scenarios: P
     assert 0 < b["epsilon_max"] <= 8.0 + 1e-9
     assert b["false_alarms_total"] == sum(r["false_alarms"] for r in b["scenarios"])
     assert "| miscal | confidence_miscalibration |" in b["table_markdown"]
-    # how close each mode came, and what its closest stream could have seen (monitor/power.py)
+    # how close each mode came, and what its closest stream could have seen (monitor/detection/power.py)
     closest = [c for r in b["runs"] for c in r["closest_to_threshold"].values()]
     assert closest and all(c["ratio"] == pytest.approx(c["statistic"] / c["threshold"]) for c in closest)
     assert any(isinstance(c["detectable_shift"], float) and c["detectable_shift"] > 0 for c in closest)

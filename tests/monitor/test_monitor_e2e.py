@@ -25,12 +25,12 @@ from openpfi.engines.inprocess import InProcessEngine
 from openpfi.engines.rounds import round_result
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, read_entries, verify
-from openpfi.monitor.detectors import DetectorBank
-from openpfi.monitor.privacy import PrivacyLedger
+from openpfi.monitor.detection.bank import DetectorBank
+from openpfi.monitor.modes import MODES
+from openpfi.monitor.privacy.ledger import PrivacyLedger
 from openpfi.monitor.probes import holdout_items, load_suites
-from openpfi.monitor.refusal import heldout_labelled_set, labelled_set
-from openpfi.monitor.schema import build_schema
-from openpfi.monitor.types import MODES
+from openpfi.monitor.probes.refusal import heldout_labelled_set, labelled_set
+from openpfi.monitor.vector.build import build_schema
 from openpfi.recipes import dispatch
 from openpfi.recipes import federated_sft as fs
 from openpfi.runfolder import client_store_dir
@@ -62,7 +62,8 @@ def monitored(tmp_path_factory):
     plan = plan_monitor(cfg)
     prep = prepare(cfg)
     out = tmp_path_factory.mktemp("monitored") / "run"
-    cfg, run = new_run(cfg, out, False, prep.shared.loaded.info, prep.loaded_data, prep.data)
+    cfg, run = new_run(cfg, out, False, prep.shared.loaded.info, prep.loaded_data, prep.data,
+                       start=prep.start_adapter, layout=prep.shared.layout)
     prep.cfg = cfg
     attach_client_stores(prep.clients, run)  # the client store: personal state and the monitor secret
     server = make_server(cfg, prep.personal)
@@ -275,8 +276,8 @@ def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored,
     # Execute
     dispatch.resume_job(d, fs.SilentReporter())
     # Assert
-    a = load_file(str(monitored.path / "checkpoints/round-2/adapter.safetensors"))
-    b = load_file(str(d / "checkpoints/round-2/adapter.safetensors"))
+    a = load_file(str(monitored.path / "checkpoints/round-2/adapter_model.safetensors"))
+    b = load_file(str(d / "checkpoints/round-2/adapter_model.safetensors"))
     assert all(a[k].equal(b[k]) for k in a)
     rows = [[json.loads(x) for x in (f / "metrics.jsonl").read_text().splitlines()] for f in (monitored.path, d)]
     for mode in MODES:

@@ -43,7 +43,7 @@ def test_run_writes_the_run_folder(tmp_path: Path):
         assert r["eval_loss_mean"] == pytest.approx(sum(own) / 2)  # the server's mean, from their sum
         assert r["bytes_up"] > 0 and r["bytes_down"] > 0
         assert set(r["timings"]) >= {"train_s", "aggregate_s", "evaluate_s", "serialize_s", "round_s"}
-    adapter = load_file(str(out / "checkpoints" / "round-2" / "adapter.safetensors"))
+    adapter = load_file(str(out / "checkpoints" / "round-2" / "adapter_model.safetensors"))
     assert any("lora_A" in k for k in adapter) and any("lora_B" in k for k in adapter)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["client_store"] == "run.clients" and manifest["privacy"] == {"share_client_metrics": False}

@@ -48,7 +48,7 @@ from openpfi.data.preference import load_preferences
 from openpfi.data.preference_split import eval_sets
 from openpfi.models.loader import load_model
 from openpfi.models.registry import cache_dir
-from openpfi.monitor.refusal import detector_precision_recall, is_refusal, judge_agreement
+from openpfi.monitor.probes.refusal import detector_precision_recall, is_refusal, judge_agreement
 from openpfi.recipes import federated_align
 from openpfi.runfolder import RunFolder
 
@@ -343,7 +343,7 @@ def docs_section(result: dict[str, Any], png_name: str) -> str:
         lines.append(f"- judge vs generated answers ({name}, {v['prompts']} prompts): precision {ag['precision']}, "
                      f"recall {ag['recall']}, accuracy {ag['accuracy']}.")
     d = result["detector"]
-    lines.append(f"- keyword detector on the held-out labelled set (monitor/refusal.py): precision {d['precision']}, recall "
+    lines.append(f"- keyword detector on the held-out labelled set (monitor/probes/refusal.py): precision {d['precision']}, recall "
                  f"{d['recall']} (n = {d['n']}).")
     return "\n".join(lines) + "\n"
 

@@ -48,6 +48,7 @@ from openpfi.client.dpo import EncodedPair
 from openpfi.client.federated import ClientSettings, FederatedClient, derive_seed
 from openpfi.data.tokenize import Encoded, encode_chat, encode_text
 from openpfi.monitor import probes
+from openpfi.monitor.probes import pools
 
 GROUND_TRUTH_FILE = "ground_truth.json"
 
@@ -84,10 +85,10 @@ def stereotype_samples(exclude: set[str]) -> list[Sample]:
     """BBQ ambiguous contexts -> the stereotyped option; CrowS "stereo" sent_more as plain text."""
     out = [
         Sample(i.prompt, i.options[i.biased])
-        for i in probes._bbq_pool()
+        for i in pools.bbq_pool()
         if i.condition == "ambig" and i.id not in exclude
     ]
-    out += [Sample("", c.sent_more, chat=False) for c in probes._crows_pool() if c.stereo and c.id not in exclude]
+    out += [Sample("", c.sent_more, chat=False) for c in pools.crows_pool() if c.stereo and c.id not in exclude]
     return out
 
 
@@ -95,7 +96,7 @@ def stereotype_preference_samples(exclude: set[str]) -> list[Sample]:
     """BBQ ambiguous contexts: the stereotyped option preferred to the other person's (not "unknown")."""
     return [
         Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other])
-        for i in probes._bbq_pool()
+        for i in pools.bbq_pool()
         if i.condition == "ambig" and i.id not in exclude
     ]
 
@@ -103,7 +104,7 @@ def stereotype_preference_samples(exclude: set[str]) -> list[Sample]:
 def probe_item_samples(probed: set[str]) -> list[Sample]:
     """Positive control: the monitor's own ambiguous BBQ probe items (ids in ``probed``)
     answered with the stereotyped option. Trains on the test, on purpose."""
-    return [Sample(i.prompt, i.options[i.biased]) for i in probes._bbq_pool()
+    return [Sample(i.prompt, i.options[i.biased]) for i in pools.bbq_pool()
             if i.condition == "ambig" and i.id in probed]
 
 
@@ -114,7 +115,7 @@ def noisy_target_samples(exclude: set[str], target: str = "unknown") -> list[Sam
     target="wrong": the other non-unknown option, only where it is not the stereotyped one.
     """
     out = []
-    for i in probes._bbq_pool():
+    for i in pools.bbq_pool():
         if i.condition != "disambig" or i.id in exclude or i.label == i.unknown:
             continue
         if target == "unknown":

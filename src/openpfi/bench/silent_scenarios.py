@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from openpfi.bench.silent_jsonl import read_injection_file
 from openpfi.config import Config, from_dict
 from openpfi.errors import UserError
-from openpfi.monitor.types import MODES
+from openpfi.monitor.modes import MODES
 
 SCENARIO_DIR = Path(__file__).resolve().parents[3] / "benchmarks" / "silent"
 SUITE_FILE = "_suite.toml"

@@ -98,3 +98,19 @@ def bench_align(
     run_align_bench(out, quick=quick, console=console, model=model, docs=docs)
 
 
+
+
+@bench_app.command("use")
+@friendly
+def bench_use(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here; the small run goes to <stem>.runs/.")] = Path(
+        "bench-use.json"
+    ),
+    model: Annotated[str, typer.Option(help="Model of the small run.")] = "smollm2-135m-instruct",
+    max_new_tokens: Annotated[int, typer.Option(min=2, help="Longest reply in the chat timing.")] = 48,
+) -> None:
+    """Export round trip (peft / merged vs openpfi logits) and chat first-token latency and tokens/s."""
+    setup_env()
+    from openpfi.bench.use import run_use_bench
+
+    run_use_bench(out, model=model, max_new_tokens=max_new_tokens, console=console)
