@@ -41,6 +41,8 @@ _CLIENT_PARTS = ("train", "heldout", "union", "pairs", "heldout_pairs", "store",
 def _client_owned(clients: Iterable[Any]) -> dict[int, str]:
     """id -> what it is, for each client, its data (every example), its store, its reference cache
     and its personal state."""
+    from openpfi.data.lazy import LazyEncoded
+
     owned: dict[int, str] = {}
     for c in clients:
         owned[id(c)] = f"client {c.client_id}"
@@ -50,6 +52,8 @@ def _client_owned(clients: Iterable[Any]) -> dict[int, str]:
                 continue
             owned[id(part)] = f"{c.client_id}.{name}"
             items = list(part.values()) if isinstance(part, dict) else part if isinstance(part, list) else []
+            if isinstance(part, LazyEncoded):  # its raw examples and the encodings it holds now
+                items = [*part.items, *part.held]
             for x in items:
                 owned[id(x)] = f"{c.client_id}.{name} item"
                 for y in x if isinstance(x, list) else ():

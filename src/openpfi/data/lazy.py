@@ -49,6 +49,11 @@ class LazyEncoded(Sequence[Encoded]):
         return (self[i] for i in range(len(self.items)))
 
     @property
+    def held(self) -> list[Encoded]:
+        """The encodings held now (none after ``release``)."""
+        return list(self._done.values())
+
+    @property
     def encoded(self) -> int:
         """How many examples are encoded and held now."""
         return len(self._done)
