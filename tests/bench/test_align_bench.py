@@ -77,7 +77,7 @@ def _run(method: str, p: list[float] | None, acc: tuple[float, float], drift: li
 
 def test_analysis_hypervolume_steering_dominance_and_drift() -> None:
     # Prepare: three p for firm and scalarized, one run each of the fixed methods, one seed
-    runs = [_run("firm", [0.2, 0.8], (0.6, 0.8), [0.5, 0.3], 100), _run("firm", [0.5, 0.5], (0.7, 0.7), [0.4, 0.4], 100),
+    runs = [{**_run("firm", [0.2, 0.8], (0.6, 0.8), [0.5, 0.3], 100), "lambda_harmless_mean": 0.5}, _run("firm", [0.5, 0.5], (0.7, 0.7), [0.4, 0.4], 100),
             _run("firm", [0.8, 0.2], (0.8, 0.6), [0.4, 0.2], 100),
             _run("scalarized", [0.2, 0.8], (0.4, 0.9), [0.6, 0.2], 100),
             _run("scalarized", [0.5, 0.5], (0.75, 0.75), [0.3, 0.3], 100),
@@ -102,4 +102,7 @@ def test_analysis_hypervolume_steering_dominance_and_drift() -> None:
     assert d["pairs"] == 3 and d["firm_lower"] == 1 and d["firm_lower_by_round"] == [2, 1]
     assert d["mean_difference"] == pytest.approx((0.0 + 0.1 - 0.2) / 3)
     assert a["per_method"]["firm"]["drift_disagreement_per_round"] == pytest.approx([13 / 30, 0.3])
+    # matched weights: firm lambda 0.5 at p = 0.2 -> scalarized drift interpolated at 0.5 = 0.3; firm 0.4 is above
+    assert c["drift_matched_weights"]["drift_disagreement"] == {"pairs": 1, "firm_lower": 0, "mean_difference":
+                                                                pytest.approx(0.1)}
     assert c["refusal_vs_base"]["firm"]["refusal_gain"] == pytest.approx(0.7 - 0.4 - 0.1)

@@ -13,7 +13,8 @@ preference p. The checks, measured rather than assumed:
   scalarization's points of the same seed;
 - **drift**: per (p, seed) pair, FIRM's drift against scalarization's (mean over rounds, and
   round by round), for the disagreement share and the cosine dispersion
-  (algorithms/drift.py);
+  (algorithms/drift.py); for M = 2 also against scalarization's drift at FIRM's own mean
+  weight (the same trade-off), interpolated over p;
 - refusal and over-refusal against the base model.
 """
 
@@ -120,6 +121,26 @@ def drift_comparison(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
                                     for i in range(rounds)]}
 
 
+def drift_at_matched_weights(runs: list[dict[str, Any]], key: str, objective: str) -> dict[str, Any]:
+    """FIRM against scalarization at the same trade-off rather than the same p (M = 2).
+
+    Drift depends on where on the front a run trains, and FIRM's mean weight
+    ``lambda_<objective>`` differs from p. Scalarization's drift at FIRM's mean weight is read
+    off the same seed's scalarization runs by linear interpolation over ``p_<objective>``.
+    """
+    lower, diffs = 0, []
+    for f in (r for r in runs if r["method"] == "firm" and r.get(key) is not None):
+        lam = f.get(f"lambda_{objective}_mean")
+        curve = sorted((float(s["preference"][0]), float(s[key])) for s in runs
+                       if s["method"] == "scalarized" and s["seed"] == f["seed"] and s.get(key) is not None)
+        if lam is None or len(curve) < 2:
+            continue
+        ref = float(np.interp(lam, [c[0] for c in curve], [c[1] for c in curve]))
+        diffs.append(f[key] - ref)
+        lower += int(f[key] < ref)
+    return {"pairs": len(diffs), "firm_lower": lower, "mean_difference": float(np.mean(diffs)) if diffs else None}
+
+
 def analyse(runs: list[dict[str, Any]], base: dict[str, Any], seeds: Sequence[int], objectives: Sequence[str],
             methods: Sequence[str]) -> dict[str, Any]:
     """Hypervolumes, checks and the per-method table from the run summaries."""
@@ -134,6 +155,8 @@ def analyse(runs: list[dict[str, Any]], base: dict[str, Any], seeds: Sequence[in
     if firm and fmgda and firm["bytes_up"]:
         checks["upload_ratio_fmgda_over_firm"] = fmgda["bytes_up"] / firm["bytes_up"]
     checks["drift"] = {key: drift_comparison(runs, key) for key in DRIFT_KEYS}
+    if len(objectives) == 2:
+        checks["drift_matched_weights"] = {key: drift_at_matched_weights(runs, key, objectives[0]) for key in DRIFT_KEYS}
     checks["steering"] = {m: {str(s): steering(runs, m, s, objectives) for s in seeds}
                           for m in ("firm", "scalarized") if m in methods}
     checks["firm_dominated_at"] = {str(s): dominated_preferences(runs, s, objectives) for s in seeds}

@@ -112,6 +112,10 @@ def check_lines(result: dict[str, Any]) -> list[str]:
             lines.append(f"- {key}: FIRM below scalarization in {d['firm_lower']} of {d['pairs']} (p, seed) pairs "
                          f"(mean over rounds; FIRM - scalarization = {d['mean_difference']:+.4f}); by round: "
                          f"{by_round}.")
+    for key, d in c.get("drift_matched_weights", {}).items():
+        if d["pairs"]:
+            lines.append(f"- {key} at the same trade-off (scalarization interpolated at FIRM's mean lambda): FIRM "
+                         f"below in {d['firm_lower']} of {d['pairs']} runs (mean difference {d['mean_difference']:+.4f}).")
     for method, seeds in c["steering"].items():
         for seed, per in seeds.items():
             parts = [f"{m} {'monotone' if v['monotone'] else 'NOT monotone'} (rank corr {_fmt(v['spearman'], '.2f')}), "
