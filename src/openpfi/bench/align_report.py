@@ -23,7 +23,8 @@ def _front_panel(ax: Any, runs: list[dict[str, Any]], base: dict[str, Any], resu
             sp = sorted((r for r in runs if r["method"] == method and r["seed"] == seed),
                         key=lambda r: r["preference"] or [0.0])
             first = seed == plan["seeds"][0]
-            ax.plot([r[kx] for r in sp], [r[ky] for r in sp], "-o" if method in plan["p_methods"] else "s",
+            line = "-o" if len(plan["objectives"]) == 2 else "o"  # p is one number only for M = 2
+            ax.plot([r[kx] for r in sp], [r[ky] for r in sp], line if method in plan["p_methods"] else "s",
                     color=COLORS.get(method, "k"), alpha=0.8 if first else 0.35, label=method if first else None,
                     ms=5)
             if method in plan["p_methods"] and first:
@@ -59,6 +60,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         vals = v.get("drift_disagreement_per_round") or []
         drift.plot(range(1, len(vals) + 1), vals, "-o", color=COLORS.get(method, "k"), label=method, ms=4)
     drift.set_xlabel("round")
+    drift.set_xticks(range(1, result["plan"]["rounds"] + 1))
     drift.set_ylabel("drift: mean ||d_i - mean d||^2 / mean ||d_i||^2")
     drift.set_title("client drift per round (mean over p and seeds)", fontsize=9)
     drift.grid(alpha=0.3)
