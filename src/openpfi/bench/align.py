@@ -70,7 +70,7 @@ class Plan:
     eval_pairs: int = 32
     eval_prompts: int = 24
     lr: float = 5e-4
-    beta: float = 1.0
+    beta: float = 3.0
     """FIRM's beta, relative to the gradients' scale (alignment.beta)."""
     dpo_beta: float = 0.1
     judge_prompts: int = 8
