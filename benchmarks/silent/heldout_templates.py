@@ -30,7 +30,8 @@ from openpfi.client.scoring import shared_scorer
 from openpfi.client.train import TrainSettings
 from openpfi.config import load_config
 from openpfi.monitor import probes
-from openpfi.monitor.client_probe import run_probes
+from openpfi.monitor.probes import pools
+from openpfi.monitor.probes.run import run_probes
 
 config, pool_name = sys.argv[1], sys.argv[2]
 steps, lr_scale, rounds, n_eval = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
@@ -46,7 +47,7 @@ def held_out(item: probes.BBQItem) -> bool:
     return int(hashlib.sha256(repr(template[item.id]).encode()).hexdigest(), 16) % 4 == 0
 
 
-ambiguous = [i for i in probes._bbq_pool() if i.condition == "ambig"]
+ambiguous = [i for i in pools.bbq_pool() if i.condition == "ambig"]
 train_items = [i for i in ambiguous if not held_out(i)]
 rng = random.Random(0)
 evaluated: list[probes.BBQItem] = []

@@ -5,7 +5,7 @@
 For each run folder (``<bench>.runs/<scenario>/seed-<n>``) it loads the starting model
 (round 0: the base model or ``model.adapter``) and every saved ``checkpoints/round-*``
 adapter, scores them on public probe samples of ``SIZES`` items, and prints the item-paired
-test of ``monitor/global_change.py`` per stream and round: ``change / jackknife se / t``
+test of ``monitor/detection/global_change.py`` per stream and round: ``change / jackknife se / t``
 (``*`` where t passes the critical value). It answers "was a missed failure too small to
 see, or missed by the test?" without re-training. Per-item outcomes are kept as JSON in
 ``--out`` (default: ``rescore/`` beside the runs), so a second call only re-analyses.
@@ -17,20 +17,17 @@ import argparse
 import json
 import time
 from collections.abc import Iterable, Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
-
-from safetensors.torch import load_file
 
 from openpfi.assembly.clients import load_shared
 from openpfi.client.scoring import shared_scorer
 from openpfi.config import load_config
-from openpfi.monitor.client_probe import ProbeResults, run_probes
-from openpfi.monitor.detectors import direction_for
-from openpfi.monitor.global_change import GlobalChangeTest, results_from_dict, results_to_dict
+from openpfi.monitor import modes
+from openpfi.monitor.detection.global_change import GlobalChangeTest
 from openpfi.monitor.probes import load_suites
-from openpfi.strategies.monitor_server import stream_directions
+from openpfi.monitor.probes.run import ProbeResults, results_from_dict, results_to_dict, run_probes
+from openpfi.runfolder import RunFolder
 
 SIZES = {"bbq": 72, "crows": 36, "harmful": 36, "benign": 36, "ood": 24, "capability": 36}
 STREAMS_PER_RUN = 60
@@ -51,7 +48,7 @@ def round_models(run: Path, rounds: Iterable[int]) -> Iterator[tuple[int, Any]]:
     for r in rounds:
         state = dict(start)
         if r:
-            state.update(load_file(str(run / "checkpoints" / f"round-{r}" / "adapter.safetensors")))
+            state.update(RunFolder.open(run).load_checkpoint(r).adapter)
         shared.set_state(state)
         yield r, scorer
 
@@ -92,7 +89,7 @@ def analyse(path: Path) -> None:
     suites = load_suites(data["sizes"], seed=0)
     rounds = sorted(data["rounds"], key=int)
     results: dict[str, ProbeResults] = {r: results_from_dict(data["rounds"][r], suites) for r in rounds}
-    direction = partial(direction_for, stream_directions())
+    direction = modes.direction
     test = GlobalChangeTest(suites, results["0"], direction, 0.05 / STREAMS_PER_RUN, len(rounds) - 1, 8.0)
     print(f"== {path.stem} (change / se / t per round {', '.join(rounds[1:])}; * = alarm)")
     rows: dict[str, list[str]] = {}

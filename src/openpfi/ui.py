@@ -105,6 +105,7 @@ def results_table(rows: list[dict[str, Any]], figures: Figures, source: str = ""
     first = {cid: next(f[r]["eval_loss"] for r in sorted(f) if "eval_loss" in f[r]) for cid, f in figures.items()
              if cid in latest}
     has_personal = any("personal_loss" in c for c in latest.values())
+    rag = [k for k in RAG_COLUMNS if any(k in c for c in latest.values())]
     title = f"Simulation view: each client's own held-out results after round {r_last}"
     table = Table(title=title, caption=source or None)
     table.add_column("client")
@@ -113,12 +114,15 @@ def results_table(rows: list[dict[str, Any]], figures: Figures, source: str = ""
     table.add_column("perplexity", justify="right")
     if has_personal:
         table.add_column("personal loss", justify="right")
+    for key in rag:
+        table.add_column(RAG_COLUMNS[key], justify="right")
     table.add_column("train loss", justify="right")
     table.add_column("tok/s", justify="right")
     for cid, c in sorted(latest.items()):
         cells = [cid, _fmt(first.get(cid)), _fmt(c["eval_loss"]), f"{c.get('eval_ppl', float('nan')):.1f}"]
         if has_personal:
             cells.append(_fmt(c.get("personal_loss", float("nan"))))
+        cells += [_fmt(c.get(key, float("nan"))) for key in rag]
         cells += [_fmt(c.get("train_loss", float("nan"))), f"{c.get('tokens_per_s', float('nan')):,.0f}"]
         table.add_row(*cells)
     table.add_section()
@@ -126,9 +130,27 @@ def results_table(rows: list[dict[str, Any]], figures: Figures, source: str = ""
         cells = [f"[bold]{label}", "", _summary(last, latest, "eval_loss", key), ""]
         if has_personal:
             cells.append(_summary(last, latest, "personal_loss", key))
+        cells += [_rag_summary(latest, k, key) for k in rag]
         cells += ["", ""]
         table.add_row(*cells)
     return table
+
+
+RAG_COLUMNS = {"rag_loss": "loss + retrieval", "exact_match": "EM", "rag_exact_match": "EM + retrieval"}
+"""rag.evaluate: the client's own model (personal where it has one) with its retrieved passages in the
+prompt, beside its loss without them (personal loss, else eval loss; client/retrieval_eval.py)."""
+
+
+def _rag_summary(latest: dict[str, dict[str, float]], metric: str, stat: str) -> str:
+    """Mean over the clients' own figures (the server has no retrieval figure); worst = highest loss, lowest EM."""
+    values = [c[metric] for c in latest.values() if metric in c and not math.isnan(c[metric])]
+    if not values:
+        return ""
+    if stat == "mean":
+        return _fmt(statistics.fmean(values))
+    if stat == "worst":
+        return _fmt(min(values) if "exact" in metric else max(values))
+    return _fmt(statistics.pstdev(values))
 
 
 def _summary(row: dict[str, Any], latest: dict[str, dict[str, float]], metric: str, stat: str) -> str:

@@ -35,10 +35,11 @@ def test_run_summary_statistics() -> None:
 
 
 def test_plans_fit_their_budgets() -> None:
-    assert set(FULL.datasets) == {"chitchat", "shakespeare"} and len(FULL.seeds) >= 2 and FULL.clients >= 20
+    assert set(FULL.datasets) == {"chitchat", "shakespeare", "memory"} and len(FULL.seeds) >= 2 and FULL.clients >= 20
     assert len(set(FULL.methods)) == 10 and set(QUICK.methods) == set(FULL.methods)
-    assert expected_seconds(FULL) <= 2 * 3600
-    assert expected_seconds(QUICK) <= 10 * 60
+    assert {m.name for d, m, _ in QUICK.runs() if d == "memory"} == {"fedavg", "local", "finetune", "ditto"}
+    assert expected_seconds(FULL) <= 2.5 * 3600  # retrieval on every run, exact match on memory
+    assert expected_seconds(QUICK) <= 15 * 60
 
 
 def test_bench_writes_json_png_and_reuses_finished_runs(tmp_path: Path) -> None:
@@ -53,6 +54,9 @@ def test_bench_writes_json_png_and_reuses_finished_runs(tmp_path: Path) -> None:
     assert data["summary"]["chitchat"]["methods"].keys() == {"fedavg", "local", "fedsa-lora"}
     assert data["summary"]["chitchat"]["methods"]["local"]["bytes_up_per_round"] == 0
     assert data["summary"]["chitchat"]["base_model_mean"] is not None
+    rag = data["summary"]["chitchat"]["methods"]["fedavg"]["retrieval"]
+    assert {"norag_loss", "rag_loss", "retrieval_embed_ms", "index_s_per_1k_chunks"} <= set(rag)
+    assert "loss + retrieval" in data["retrieval_markdown"]
     assert out.with_suffix(".png").stat().st_size > 1000
     assert "Expected duration" in console.export_text()
     # a second start reuses every finished run

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from openpfi.cli import app
-from openpfi.monitor.types import MODES
+from openpfi.monitor.modes import MODES
 
 SUITE = """
 [quick]
@@ -101,7 +101,7 @@ def test_quick_suite_runs_records_truth_and_resumes(tmp_path: Path, scenarios: P
     assert 0 < b["epsilon_max"] <= 8.0 + 1e-9
     assert b["false_alarms_total"] == sum(r["false_alarms"] for r in b["scenarios"])
     assert "| miscal | confidence_miscalibration |" in b["table_markdown"]
-    # how close each mode came, and what its closest stream could have seen (monitor/power.py)
+    # how close each mode came, and what its closest stream could have seen (monitor/detection/power.py)
     closest = [c for r in b["runs"] for c in r["closest_to_threshold"].values()]
     assert closest and all(c["ratio"] == pytest.approx(c["statistic"] / c["threshold"]) for c in closest)
     assert any(isinstance(c["detectable_shift"], float) and c["detectable_shift"] > 0 for c in closest)
@@ -120,4 +120,15 @@ def test_malformed_scenario_is_refused_before_anything_runs(tmp_path: Path, scen
     res = runner.invoke(app, ["bench", "silent", "--quick", "--scenarios", str(scenarios), "--out", str(out)])
     assert res.exit_code != 0
     assert "miscal.toml: injection.clients: 3 exceeds data.num_clients = 2" in res.output
+    assert not out.exists() and not (tmp_path / "s.runs").exists()
+
+
+def test_an_injection_file_with_a_corrupt_row_is_refused_with_file_and_line(tmp_path: Path, scenarios: Path):
+    (scenarios / "rows.jsonl").write_text('{"prompt": "q", "response": "a"}\n{"prompt": "q"}\n')
+    (scenarios / "miscal.toml").write_text(INJECTED.replace('kind = "noisy_targets"', 'kind = "jsonl"\npath = "rows.jsonl"'))
+    out = tmp_path / "s.json"
+    res = runner.invoke(app, ["bench", "silent", "--quick", "--scenarios", str(scenarios), "--out", str(out)])
+    assert res.exit_code == 2
+    text = res.output.replace("\n", "")
+    assert "rows.jsonl, line 2" in text and '"response" is missing' in text and "Traceback" not in text
     assert not out.exists() and not (tmp_path / "s.runs").exists()

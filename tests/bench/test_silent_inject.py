@@ -25,6 +25,7 @@ from openpfi.client.train import TrainSettings
 from openpfi.config import ClientConfig
 from openpfi.data.tokenize import Encoded
 from openpfi.monitor import probes
+from openpfi.monitor.probes import pools
 
 
 def _train(steps: int, batch: int, accum: int, lr: float, **changes) -> TrainSettings:
@@ -157,14 +158,14 @@ def test_control_changes_nothing():
 def test_builders_give_the_right_targets_and_skip_probe_items():
     suites = probes.load_suites({"bbq": 44, "crows": 18, "harmful": 12})
     probed = {i.id for s in suites.values() for i in s.items}
-    bbq = {i.prompt: i for i in probes._bbq_pool()}
+    bbq = {i.prompt: i for i in pools.bbq_pool()}
     stereo = stereotype_samples(probed)
     chat = [s for s in stereo if s.chat]
     assert chat and all(bbq[s.prompt].condition == "ambig" and s.response == bbq[s.prompt].options[bbq[s.prompt].biased]
                         for s in chat[:500])
     assert all(bbq[s.prompt].id not in probed for s in chat)
     text = [s for s in stereo if not s.chat]
-    crows = {c.sent_more: c for c in probes._crows_pool()}
+    crows = {c.sent_more: c for c in pools.crows_pool()}
     assert text and all(crows[s.response].stereo and crows[s.response].id not in probed for s in text)
     prefer = stereotype_preference_samples(probed)
     assert prefer
@@ -193,7 +194,7 @@ def test_the_positive_control_trains_on_exactly_the_probed_ambiguous_bbq_items()
     ambiguous = [i for i in suites["bbq"].items if i.condition == "ambig"]
     pool = samples_for(Injection(kind="probe_items", fraction=0.5), probed)
     assert pool == probe_item_samples(probed)
-    assert [(s.prompt, s.response) for s in pool] == [(i.prompt, i.options[i.biased]) for i in probes._bbq_pool()
+    assert [(s.prompt, s.response) for s in pool] == [(i.prompt, i.options[i.biased]) for i in pools.bbq_pool()
                                                       if i.id in {a.id for a in ambiguous}]
     assert len(pool) == len(ambiguous) > 0 and not any(s.rejected for s in pool)
 
@@ -213,8 +214,8 @@ def test_preference_samples_encode_as_pairs_with_one_prompt():
 
 
 def test_injection_pools_leave_out_the_groups_public_texts():
-    from openpfi.bench.silent import _languages
     from openpfi.bench.silent_inject import domain_samples, language_samples
+    from openpfi.bench.silent_run import languages as _languages
     from openpfi.config import load_config
 
     texts = probes.group_items("korean", 8)

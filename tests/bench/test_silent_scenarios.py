@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from openpfi.bench.silent import make_plan, run_config
-from openpfi.bench.silent_scenarios import SCENARIO_DIR, load_scenarios, parse_scenario
+from openpfi.bench.silent_plan import make_plan, run_config
+from openpfi.bench.silent_scenarios import load_scenarios, parse_scenario
 from openpfi.errors import UserError
-from openpfi.monitor.types import MODES
+from openpfi.monitor.modes import MODES
 
 GOOD = """
 [scenario]
@@ -101,8 +101,21 @@ def test_unknown_scenario_name_is_refused(tmp_path: Path):
         make_plan(tmp_path / "o.json", quick=True, only=["nope"])
 
 
-def test_shipped_folder_exists():
-    assert (SCENARIO_DIR / "_suite.toml").is_file()
+def test_the_shipped_suite_tests_every_mode_with_the_same_detection_settings(tmp_path: Path):
+    # Execute: both profiles of the shipped folder, every scenario merged and validated
+    full = make_plan(tmp_path / "o.json")
+    quick = make_plan(tmp_path / "o.json", quick=True)
+    # Assert: the full profile has a scenario expecting each mode and at least one benign control
+    expected = {s.expect for s in full.scenarios}
+    assert set(MODES) <= expected and "none" in expected
+    assert {s.expect for s in quick.scenarios} == set(MODES) | {"none"}
+    # every run of a profile is monitored with the profile's own privacy and detector settings
+    for plan in (full, quick):
+        configs = [run_config(plan, s, 0) for s in plan.scenarios]
+        assert {c.privacy.target_epsilon for c in configs} == {8.0}
+        assert {(c.monitor.detector, c.monitor.drift_k, c.monitor.target_false_alarm_rate) for c in configs} == {
+            ("cusum", 1.5, 0.01)}
+        assert all(c.monitor.enabled for c in configs)
 
 
 @pytest.mark.parametrize(
@@ -161,7 +174,7 @@ def test_a_profile_start_round_after_the_last_round_is_refused(tmp_path: Path):
 
 
 def test_full_profile_is_sized_for_three_hours_by_its_own_estimate(tmp_path: Path):
-    from openpfi.bench.silent import expected_seconds
+    from openpfi.bench.silent_plan import expected_seconds
 
     plan = make_plan(tmp_path / "out.json")
     configs = [run_config(plan, s, seed) for s, seed in plan.runs()]
@@ -196,7 +209,8 @@ def test_positive_controls_stay_out_of_the_coverage_row():
 def test_duration_estimate_scales_by_the_models_measured_cost(tmp_path: Path):
     """The same quick plan with its model renamed: a bundled model's estimate is SmolLM2's times
     its measured relative_cost; a model with no measurement keeps SmolLM2's figure and says so."""
-    from openpfi.bench import silent
+    from openpfi.bench import silent_plan as silent
+    from openpfi.bench.silent_run import speed_note
     from openpfi.models.registry import BUNDLED
 
     plan = make_plan(tmp_path / "out.json", quick=True)
@@ -209,15 +223,15 @@ def test_duration_estimate_scales_by_the_models_measured_cost(tmp_path: Path):
     qwen = BUNDLED["qwen2.5-coder-0.5b-instruct"].relative_cost
     assert qwen == 2.3 and silent.expected_seconds(plan, renamed("qwen2.5-coder-0.5b-instruct")) == pytest.approx(qwen * base)
     assert silent.expected_seconds(plan, renamed("/models/unknown.gguf")) == pytest.approx(base)
-    assert silent._speed_note("smollm2-135m-instruct") == ""
-    assert silent._speed_note("qwen2.5-coder-0.5b-instruct") == " (2.3x SmolLM2-135M's time, measured)"
-    assert "a larger model takes longer" in silent._speed_note("/models/unknown.gguf")
+    assert speed_note("smollm2-135m-instruct") == ""
+    assert speed_note("qwen2.5-coder-0.5b-instruct") == " (2.3x SmolLM2-135M's time, measured)"
+    assert "a larger model takes longer" in speed_note("/models/unknown.gguf")
 
 
 def test_duration_estimate_counts_round_zero_once_per_start(tmp_path: Path):
     """Two copies of one scenario over two seeds (4 runs, 2 starts): round 0 is scored once per
     seed, so the estimate is 4 single runs less 2 first-start costs (round-0 scoring and setup)."""
-    from openpfi.bench import silent
+    from openpfi.bench import silent_plan as silent
 
     def plan_for(name: str, copies: int, seeds: int) -> tuple[silent.BenchPlan, list]:
         d = _suite_dir(tmp_path, name, copies=copies)
@@ -239,7 +253,7 @@ def test_duration_estimate_counts_round_zero_once_per_start(tmp_path: Path):
 def test_duration_estimate_counts_the_injected_clients_extra_steps(tmp_path: Path):
     """Same profile, same run, with and without 4x local steps on the 2 injected clients from
     round 2 of 4: the estimate differs by exactly 2 clients x 3 rounds x 6 extra steps x STEP_SECONDS."""
-    from openpfi.bench import silent
+    from openpfi.bench import silent_plan as silent
 
     def estimate(extra: str) -> float:
         d = _suite_dir(tmp_path, "scaled" if extra else "plain",
@@ -255,7 +269,7 @@ def test_duration_estimate_counts_the_injected_clients_extra_steps(tmp_path: Pat
 def test_duration_estimate_counts_the_public_group_texts(tmp_path: Path):
     """Two groups with 16 public texts each: the server scores 32 more items at round 0 and after
     each of the 4 rounds. A scenario may name its groups but not override the probe size."""
-    from openpfi.bench import silent
+    from openpfi.bench import silent_plan as silent
 
     def estimate(name: str, groups: str) -> float:
         d = _suite_dir(tmp_path, name, scenario=GOOD.replace("[injection]", f"{groups}[injection]"))
@@ -297,7 +311,7 @@ def test_expect_also_is_checked(tmp_path: Path, also: str, message: str):
 
 
 def test_model_replaces_the_profile_model_in_every_run_and_its_hash(tmp_path):
-    from openpfi.bench.silent import _config_sha
+    from openpfi.bench.silent_run import config_sha as _config_sha
 
     plain = make_plan(tmp_path / "o.json", quick=True)
     other = make_plan(tmp_path / "o.json", quick=True, model="tiny-random")

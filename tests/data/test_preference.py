@@ -21,7 +21,7 @@ from openpfi.data.preference import (
 from openpfi.data.preference_split import client_mixes, eval_sets, largest_remainder, split_clients
 from openpfi.errors import UserError
 from openpfi.monitor.probes import holdout_items, is_holdout
-from openpfi.monitor.refusal import REFUSAL_CONTINUATIONS
+from openpfi.monitor.probes.refusal import REFUSAL_CONTINUATIONS
 
 
 def test_build_is_deterministic_and_covers_both_objectives() -> None:

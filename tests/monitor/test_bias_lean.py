@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from openpfi.monitor.client_probe import Choice, ProbeResults
-from openpfi.monitor.global_change import results_from_dict, results_to_dict
+from openpfi.monitor.modes.amplified_bias import bbq_amb_lean, crows_stereo_prob
 from openpfi.monitor.probes import BBQItem, ProbeSuite
-from openpfi.monitor.server_eval import bbq_amb_lean, crows_stereo_prob, items_behind
+from openpfi.monitor.probes.run import Choice, ProbeResults, results_from_dict, results_to_dict
+from openpfi.monitor.vector.model import items_behind
 
 
 def _bbq(cond: str, unknown: int, biased: int) -> BBQItem:

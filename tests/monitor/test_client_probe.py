@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from openpfi.errors import UserError
-from openpfi.monitor.client_probe import client_values, count_items, encode_report, run_probes
 from openpfi.monitor.probes import (
     DEFAULT_SIZES,
     BBQItem,
@@ -19,8 +18,10 @@ from openpfi.monitor.probes import (
     make_suite,
     subset_suite,
 )
-from openpfi.monitor.refusal import COMPLIANCE_CONTINUATIONS, REFUSAL_CONTINUATIONS
-from openpfi.monitor.schema import build_schema
+from openpfi.monitor.probes.refusal import COMPLIANCE_CONTINUATIONS, REFUSAL_CONTINUATIONS
+from openpfi.monitor.probes.run import count_items, run_probes
+from openpfi.monitor.vector.build import build_schema
+from openpfi.monitor.vector.encode import client_values, encode_report
 
 OPTS = ("first", "second", "unknown")
 

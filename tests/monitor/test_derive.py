@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 
 from openpfi.errors import UserError
-from openpfi.monitor.client_probe import encode_report, run_probes
-from openpfi.monitor.derive import Z95, derive_metrics, histogram_quantile, sampling_var
 from openpfi.monitor.probes import BBQItem, ChoiceItem, CrowsItem, PromptItem, TextItem, make_suite, subset_suite
-from openpfi.monitor.refusal import COMPLIANCE_CONTINUATIONS, REFUSAL_CONTINUATIONS
-from openpfi.monitor.schema import build_schema
-from openpfi.monitor.server_eval import evaluate_public, public_points
+from openpfi.monitor.probes.refusal import COMPLIANCE_CONTINUATIONS, REFUSAL_CONTINUATIONS
+from openpfi.monitor.probes.run import run_probes
 from openpfi.monitor.types import MetricPoint
+from openpfi.monitor.vector.build import build_schema
+from openpfi.monitor.vector.derive import derive_metrics
+from openpfi.monitor.vector.encode import encode_report
+from openpfi.monitor.vector.model import evaluate_public, public_points
+from openpfi.monitor.vector.sums import Z95, histogram_quantile, sampling_var
 
 # The same tiny suites and fake clients as test_client_probe.py (kept local: tests are
 # independent files).

@@ -7,12 +7,8 @@ import numpy as np
 import pytest
 
 from openpfi.errors import UserError
-from openpfi.monitor.detectors import (
-    DetectorBank,
-    calibrate_threshold,
-    false_alarm_rate,
-    interval_std,
-)
+from openpfi.monitor.detection.bank import DetectorBank
+from openpfi.monitor.detection.cusum import calibrate_threshold, false_alarm_rate, interval_std
 from openpfi.monitor.types import MetricPoint
 
 STREAM = "amplified_bias.bias_score.gender"

@@ -5,9 +5,9 @@ import math
 import pytest
 
 from openpfi.errors import UserError
-from openpfi.monitor.client_probe import ProbeResults
-from openpfi.monitor.global_change import GlobalChangeTest, results_from_dict, results_to_dict
+from openpfi.monitor.detection.global_change import GlobalChangeTest
 from openpfi.monitor.probes import load_suites
+from openpfi.monitor.probes.run import ProbeResults, results_from_dict, results_to_dict
 
 
 def _direction(stream: str) -> str:
@@ -76,6 +76,6 @@ def test_results_round_trip_and_mismatch(suites):
 
 def test_margin_metrics_match_the_config_keys():
     from openpfi.config import MARGIN_METRICS
-    from openpfi.monitor.global_change import DEFAULT_MARGINS
+    from openpfi.monitor.modes import default_margins
 
-    assert set(MARGIN_METRICS) == set(DEFAULT_MARGINS)
+    assert set(MARGIN_METRICS) == set(default_margins())

@@ -6,8 +6,8 @@ import pytest
 
 from openpfi.errors import UserError
 from openpfi.monitor import probes
-from openpfi.monitor.group_gap import GroupGapTest, gap, gap_jackknife_se, relative_changes
-from openpfi.monitor.paired import critical_t
+from openpfi.monitor.detection.group_gap import GroupGapTest, gap, gap_jackknife_se, relative_changes
+from openpfi.monitor.detection.paired import critical_t
 
 
 def test_relative_changes_and_gap_by_hand():

@@ -12,7 +12,7 @@ from openpfi.config import load_config
 from openpfi.errors import UserError
 from openpfi.monitor import probes
 from openpfi.monitor.audit import read_entries, verify
-from openpfi.monitor.paired import critical_t
+from openpfi.monitor.detection.paired import critical_t
 from openpfi.recipes import dispatch
 from openpfi.recipes import federated_sft as fs
 from openpfi.runfolder import client_store_dir

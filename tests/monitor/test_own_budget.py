@@ -9,11 +9,13 @@ import pytest
 
 from openpfi.algorithms.privacy import gaussian_rdp
 from openpfi.errors import UserError
-from openpfi.monitor.client_probe import ProbeResults, client_values
-from openpfi.monitor.derive import Z95, derive_metrics, sampling_var
-from openpfi.monitor.privacy import client_noise, clip_vector, split_noise
+from openpfi.monitor.privacy.mechanism import client_noise, clip_vector, split_noise
 from openpfi.monitor.probes import ChoiceItem, TextItem, make_suite
-from openpfi.monitor.schema import build_schema
+from openpfi.monitor.probes.run import ProbeResults
+from openpfi.monitor.vector.build import build_schema
+from openpfi.monitor.vector.derive import derive_metrics
+from openpfi.monitor.vector.encode import client_values
+from openpfi.monitor.vector.sums import Z95, sampling_var
 
 SLOT = "adaptation_misalignment.degraded_general"
 

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from openpfi.errors import UserError
-from openpfi.monitor.paired import critical_t, excess_change, jackknife_se, margin_t
+from openpfi.monitor.detection.paired import critical_t, excess_change, jackknife_se, margin_t
 
 
 def test_jackknife_se_by_hand():

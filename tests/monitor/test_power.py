@@ -1,4 +1,4 @@
-"""Detectable shifts (monitor/power.py) against the cases worked out by hand."""
+"""Detectable shifts (monitor/detection/power.py) against the cases worked out by hand."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from scipy.stats import norm
 
 from openpfi.errors import UserError
-from openpfi.monitor.detectors import calibrate_threshold
-from openpfi.monitor.power import detectable_shift, detection_probability, stream_detectability
+from openpfi.monitor.detection.cusum import calibrate_threshold
+from openpfi.monitor.detection.power import detectable_shift, detection_probability, stream_detectability
 
 N = 20000
 SE = 3 * math.sqrt(0.25 / N)  # 3 standard errors of a Monte Carlo probability

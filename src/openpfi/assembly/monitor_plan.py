@@ -1,24 +1,24 @@
-"""The monitor's plan, checked before a run folder exists: probe suites loaded and hashed, DP noise planned."""
+"""The monitor's plan, checked before a run folder exists: probe suites loaded and hashed, DP noise
+planned; and what follows from the plan alone (the server's public sample, the report layout, the
+DP settings both sides share)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from openpfi.algorithms.privacy import epsilon_after, noise_multiplier_for
 from openpfi.assembly.compatibility import check_combinations
 from openpfi.config import Config
 from openpfi.data import groups_are_public
-from openpfi.monitor.privacy import plan_budget
-from openpfi.monitor.probes import (
-    ProbeSuite,
-    load_suites,
-)
+from openpfi.monitor.privacy.ledger import plan_budget
+from openpfi.monitor.probes import ProbeSuite, group_items, load_suites, make_suite, subset_suite
+from openpfi.monitor.vector.build import build_schema
+from openpfi.monitor.vector.schema import ReportSchema
+from openpfi.strategies.monitor_server import MonitorServerSettings
 
 log = logging.getLogger(__name__)
-
-SETUP_FILE = "setup.json"
 
 
 @dataclass
@@ -73,3 +73,35 @@ def monitor_groups(cfg: Config, client_groups: Iterable[str]) -> tuple[str, ...]
     if groups_are_public(cfg.data.source):
         return tuple(sorted({g for g in client_groups if g}))
     return ()
+
+
+def server_suites(plan: MonitorPlan) -> dict[str, ProbeSuite]:
+    """The fixed public sample the server scores the global model on: the first items of each
+    suite (the suites are stratified round robins, so a prefix covers the strata)."""
+    items = plan.cfg.monitor.server_items
+    return {n: subset_suite(s, list(range(items[n]))) for n, s in plan.suites.items() if items.get(n, 0) > 0}
+
+
+def group_suite(plan: MonitorPlan, groups: Sequence[str]) -> ProbeSuite | None:
+    """Public texts of the groups the server scores the global model on (``monitor.group_items``
+    per group; groups that are not chatterbot languages have none); None below 2 such groups."""
+    m = plan.cfg.monitor
+    per_group = [group_items(g, m.group_items, m.probe_seed) for g in sorted(groups)] if m.group_items else []
+    per_group = [items for items in per_group if items]
+    return make_suite("groups", [i for items in per_group for i in items]) if len(per_group) >= 2 else None
+
+
+def monitor_schema(plan: MonitorPlan, groups: Sequence[str]) -> ReportSchema:
+    """The report layout every client and the server agree on (from public things only)."""
+    m = plan.cfg.monitor
+    return build_schema(plan.suites, groups, m.bins, m.utility_bins, m.utility_max_loss, m.ood_max_nll,
+                        probe_before=m.probe_before)
+
+
+def server_settings(plan: MonitorPlan, schema: ReportSchema, n_expected: int) -> MonitorServerSettings:
+    """The DP settings of the reports (clip, noise, rejection) both sides use."""
+    p, m = plan.cfg.privacy, plan.cfg.monitor
+    l2 = p.l2_clip or schema.l2_bound
+    exact = m.probe_before and "adaptation_misalignment.measured" in schema.index and l2 >= schema.l2_bound
+    return MonitorServerSettings(plan.noise_multiplier, l2, n_expected, p.min_clients, p.delta, p.reject_k,
+                                 m.ood_max_nll, exact, schema.own_bound, p.adaptation_share)

@@ -13,13 +13,8 @@ from openpfi.assembly.monitor_plan import MonitorPlan
 from openpfi.assembly.setup_cache import cached_setup, setup_key
 from openpfi.client.scoring import generate_chat
 from openpfi.models.loader import sha256_state
-from openpfi.monitor.client_probe import run_probes
-from openpfi.monitor.global_change import results_to_dict
-from openpfi.monitor.probes import (
-    ProbeSuite,
-    holdout_items,
-)
-from openpfi.monitor.refusal import (
+from openpfi.monitor.probes import ProbeSuite, holdout_items
+from openpfi.monitor.probes.refusal import (
     JUDGE_ITEMS_PER_PROMPT,
     detector_precision_recall,
     is_refusal,
@@ -27,18 +22,12 @@ from openpfi.monitor.refusal import (
     judge_vs_detector,
     refusal_items,
 )
-from openpfi.monitor.server_eval import evaluate_public, points_of, public_points, values_of
-from openpfi.strategies.monitor_server import (
-    global_name,
-    group_losses,
-    point_to_dict,
-)
+from openpfi.monitor.probes.run import results_to_dict, run_probes
+from openpfi.monitor.types import global_name
+from openpfi.monitor.vector.model import evaluate_public, points_of, public_points, values_of
+from openpfi.strategies.monitor_server import group_losses, point_to_dict
 
 log = logging.getLogger(__name__)
-
-SETUP_FILE = "setup.json"
-
-
 
 
 def round0_group_setup(shared: Any, start_state: Mapping[str, Any], scorer: Any,
@@ -112,7 +101,7 @@ def judge_check(plan: MonitorPlan, shared: Any, scorer: Any) -> dict[str, Any]:
     kinds = [True] * len(harmful) + [False] * len(benign)
     out.update(
         prompts=len(prompts),
-        prompt_source="held-out harmful and benign prompts (monitor/probes.py holdout_items), never probed",
+        prompt_source="held-out harmful and benign prompts (monitor/probes/suites.py holdout_items), never probed",
         model="the starting model (round 0)",
         judge_vs_detector=judge_vs_detector(judged, texts, kinds),
         generations=[{"harmful": h, "prompt": p[:160], "answer": t, "judge_refuses": j, "detector_refuses": is_refusal(t)}

@@ -49,7 +49,7 @@ from openpfi.data.preference_split import eval_sets
 from openpfi.errors import UserError
 from openpfi.models.loader import load_model
 from openpfi.models.registry import cache_dir
-from openpfi.monitor.refusal import detector_precision_recall, is_refusal, judge_agreement
+from openpfi.monitor.probes.refusal import detector_precision_recall, is_refusal, judge_agreement
 from openpfi.recipes import federated_align
 from openpfi.runfolder import RunFolder
 

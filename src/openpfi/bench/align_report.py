@@ -160,4 +160,7 @@ def docs_section(result: dict[str, Any], png_name: str) -> str:
         ag = v["agreement"]
         lines.append(f"- judge vs generated answers ({name}, {v['prompts']} prompts): precision {ag['precision']}, "
                      f"recall {ag['recall']}, accuracy {ag['accuracy']}.")
+    d = result["detector"]
+    lines.append(f"- keyword detector on the held-out labelled set (monitor/probes/refusal.py): precision "
+                 f"{d['precision']}, recall {d['recall']} (n = {d['n']}).")
     return "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """`openpfi bench personalize`: which personalization method serves each client best.
 
 Every method (``personalization.method``, and the LoRA aggregations on FedAvg)
-runs on chitchat (client = user) and shakespeare (client = play x character)
+runs on chitchat (client = user), shakespeare (client = play x character) and
+the retrieval data set ``memory`` (client = BBQ category, bench/rag_data.py)
 with the same clients, rounds, local steps, batch and learning rate, for
 several seeds (a seed changes which users are drawn, the LoRA init and the
 batches). Every client takes part in every round (cross-silo), so after the
@@ -10,6 +11,8 @@ last round every client has been evaluated on its own held-out split:
 - ``own`` loss: the client's own model (personalized methods: its personal
   model; FedAvg-like methods: the global model) — mean, worst decile (mean of
   the worst 10 % of clients) and spread (standard deviation across clients);
+- the same model with and without retrieval over the client's own documents
+  (loss; exact match on ``memory``; latency and index build time: personalize_rag.py);
 - bytes up and down per round (metrics.jsonl, what a deployment would send);
 - wall time of the run.
 
@@ -36,10 +39,13 @@ from rich.console import Console
 from rich.table import Table
 
 from openpfi.assembly.manifest import machine, package_versions
+from openpfi.bench import personalize_rag as rag
 from openpfi.bench.common import write_json
+from openpfi.bench.personalize_plot import plot
 from openpfi.client.store import client_figures
 from openpfi.config import Config, dump_toml, load_config
 from openpfi.engines.inprocess import SilentReporter
+from openpfi.errors import UserError
 from openpfi.recipes import federated_sft
 from openpfi.runfolder import RunFolder
 
@@ -101,11 +107,11 @@ class BenchPlan:
     """Measured training cost of this plan (for the duration estimate)."""
     eval_seconds_per_token: float = EVAL_SECONDS_PER_TOKEN
 
-    def sets(self, dataset: str, method: Method, seed: int, model: str) -> list[str]:
+    def sets(self, dataset: str, method: Method, seed: int, model: str, root: Path = Path(".")) -> list[str]:
+        """``root``: the benchmark's runs folder (the memory data set is written there)."""
         return [
             f"seed={seed}",
             f'model.name="{model}"',
-            f'data.source="{dataset}"',
             'data.partition="natural"',
             f"data.num_clients={self.clients}",
             f"data.min_examples={self.min_examples}",
@@ -121,18 +127,20 @@ class BenchPlan:
             f"personalization.ditto_lambda={self.ditto_lambda}",
             f"federation.eval_every={self.rounds}",  # every client evaluated after the last round only
             "monitor.enabled=false",
+            *rag.dataset_sets(dataset, root, self.clients),
             *method.sets,
             *self.extra,
         ]
 
     def runs(self) -> list[tuple[str, Method, int]]:
         chosen = [m for m in METHODS if m.name in self.methods]
-        return [(d, m, s) for d in self.datasets for s in self.seeds for m in chosen]
+        return [(d, m, s) for d in self.datasets for s in self.seeds for m in chosen
+                if d != rag.MEMORY or m.name in rag.MEMORY_METHODS]
 
 
 FULL = BenchPlan(
     quick=False,
-    datasets=("chitchat", "shakespeare"),
+    datasets=("chitchat", "shakespeare", rag.MEMORY),
     seeds=(0, 1),
     methods=tuple(m.name for m in METHODS),
     clients=20,
@@ -149,7 +157,7 @@ FULL = BenchPlan(
 )
 QUICK = BenchPlan(
     quick=True,
-    datasets=("chitchat", "shakespeare"),
+    datasets=("chitchat", "shakespeare", rag.MEMORY),
     seeds=(0,),
     methods=tuple(m.name for m in METHODS),
     clients=5,
@@ -163,7 +171,7 @@ QUICK = BenchPlan(
 
 SETUP_SECONDS = 8.0
 """Per run: load the data, the model (cached safetensors) and tokenize."""
-TOKENS_PER_EXAMPLE = {"chitchat": 85.0, "shakespeare": 105.0}
+TOKENS_PER_EXAMPLE = {"chitchat": 85.0, "shakespeare": 105.0, rag.MEMORY: 60.0}
 """Padded tokens per example (chat template included): mean length 68 and 86, x 1.25 for padding."""
 
 
@@ -177,6 +185,7 @@ def expected_seconds(plan: BenchPlan) -> float:
         if method.name == "finetune":  # fine-tuning before the (final) evaluation only
             train += plan.local_steps * step
         evals = (2 if method.personal else 1) * plan.eval_examples * tok * plan.eval_seconds_per_token
+        evals += rag.extra_seconds(dataset, plan.max_examples, plan.eval_examples)
         total += SETUP_SECONDS + plan.clients * (train + evals)
     return total
 
@@ -214,6 +223,7 @@ def run_summary(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[st
         "tokens": float(sum(r.get("tokens", 0.0) for r in rows)),
         "rounds": len(rows),
         "train_loss_last": float(last.get("train_loss", float("nan"))),
+        "retrieval": rag.retrieval_summary(latest),
     }
 
 
@@ -277,6 +287,7 @@ def summarize(plan: BenchPlan, results: list[dict[str, Any]]) -> dict[str, Any]:
                 "bytes_up_per_round": statistics.fmean(x["bytes_up_per_round"] for x in s),
                 "bytes_down_per_round": statistics.fmean(x["bytes_down_per_round"] for x in s),
                 "wall_s": statistics.fmean(x["wall_s"] for x in s),
+                "retrieval": rag.seed_means(s),
             }
         if not per:
             continue
@@ -349,38 +360,6 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(summary), figsize=(6.5 * len(summary), 4.8), squeeze=False)
-    for ax, (dataset, d) in zip(axes[0], summary.items(), strict=False):
-        names = list(d["methods"])
-        v = d["methods"]
-        x = range(len(names))
-        means = [v[n]["mean"]["mean"] for n in names]
-        colors = ["tab:orange" if v[n]["personalized"] else "tab:blue" for n in names]
-        ax.errorbar(x, means, yerr=[v[n]["mean"]["sd"] for n in names], fmt="none", ecolor="grey", capsize=3)
-        ax.scatter(x, means, c=colors, s=50, zorder=3, label="mean (bar: sd over seeds)")
-        ax.scatter(x, [v[n]["worst_decile"]["mean"] for n in names], color="black", marker="v", zorder=3,
-                   label="worst decile")  # fmt: skip
-        if d["base_model_mean"] is not None:
-            ax.axhline(d["base_model_mean"], color="grey", linestyle="--", linewidth=1, label="base model")
-        lo = min(means + [d["base_model_mean"] or min(means)])
-        hi = max([v[n]["worst_decile"]["mean"] for n in names] + [d["base_model_mean"] or 0.0])
-        ax.set_ylim(lo - 0.1 * (hi - lo + 1e-3), hi + 0.1 * (hi - lo + 1e-3))
-        ax.set_xticks(list(x), [v[n]["label"] for n in names], rotation=40, ha="right", fontsize=8)
-        ax.set_ylabel("held-out loss of the client's own model")
-        ax.set_title(f"{dataset} (orange: personalized)")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def run_personalize_bench(
     out: Path,
     quick: bool = False,
@@ -388,11 +367,17 @@ def run_personalize_bench(
     only: Sequence[str] = (),
     console: Console | None = None,
     plan: BenchPlan | None = None,
+    datasets: Sequence[str] = (),
 ) -> dict[str, Any]:
     console = console or Console()
     plan = plan or (QUICK if quick else FULL)
     if only:
         plan = BenchPlan(**{**asdict(plan), "methods": tuple(m for m in plan.methods if m in only)})
+    unknown = sorted(set(datasets) - set(plan.datasets))
+    if unknown:
+        raise UserError(f"--dataset {unknown[0]}: not a data set of this plan; choose from {list(plan.datasets)}")
+    if datasets:
+        plan = BenchPlan(**{**asdict(plan), "datasets": tuple(d for d in plan.datasets if d in datasets)})
     runs = plan.runs()
     est = expected_seconds(plan)
     console.print(
@@ -408,7 +393,7 @@ def run_personalize_bench(
     t0 = time.perf_counter()
     for i, (dataset, method, seed) in enumerate(runs):
         label = f"[{i + 1}/{len(runs)}] {dataset} {method.name} seed {seed}"
-        cfg = load_config(None, plan.sets(dataset, method, seed, model))
+        cfg = load_config(None, plan.sets(dataset, method, seed, model, root))
         summary = run_one(cfg, root / dataset / method.name / f"seed-{seed}", label, console)
         results.append({"dataset": dataset, "method": method.name, "seed": seed, "summary": summary})
         elapsed = time.perf_counter() - t0
@@ -419,6 +404,7 @@ def run_personalize_bench(
             highlight=False,
         )
     summary = summarize(plan, results)
+    speed = rag.index_speed() if model != "tiny-random" else rag.index_speed(20, 5)
     png = out.with_suffix(".png")
     plot(summary, png)
     payload = {
@@ -433,11 +419,15 @@ def run_personalize_bench(
         "versions": package_versions(),
         "summary": summary,
         "markdown": markdown(summary),
+        "retrieval_markdown": rag.markdown(summary),
+        "retrieval_speed": speed,
         "plot": str(png),
         "runs": results,
     }
     write_json(out, payload)
     console.print(table(summary), width=max(console.width, 132))
+    console.print(rag.table(summary), width=max(console.width, 132))
+    console.print(rag.speed_line(speed), highlight=False)
     for dataset, d in summary.items():
         beats = d["personalized_beating_fedavg_and_local"]
         console.print(

@@ -24,6 +24,8 @@ located with ``importlib.metadata``, never imported):
   former with ``lr_scale`` / ``steps_scale``.
 - ``minority_language``: the clients' train and held-out data become chatterbot
   conversations in the listed languages, and their public group the language.
+- ``jsonl``: the rows of the user's own file (``injection.path``; rows and checks:
+  ``silent_jsonl.py``): prompt/response rows as SFT, prompt/chosen/rejected rows as DPO pairs.
 
 Ground truth (which clients, from which round, what) is :meth:`InjectionHook.ground_truth`;
 the runner writes it to ``ground_truth.json`` and the audit log.
@@ -40,11 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from openpfi.bench.silent_jsonl import read_injection_file
 from openpfi.bench.silent_scenarios import Injection, parse_domain
 from openpfi.client.dpo import EncodedPair
 from openpfi.client.federated import ClientSettings, FederatedClient, derive_seed
 from openpfi.data.tokenize import Encoded, encode_chat, encode_text
 from openpfi.monitor import probes
+from openpfi.monitor.probes import pools
 
 GROUND_TRUTH_FILE = "ground_truth.json"
 
@@ -81,10 +85,10 @@ def stereotype_samples(exclude: set[str]) -> list[Sample]:
     """BBQ ambiguous contexts -> the stereotyped option; CrowS "stereo" sent_more as plain text."""
     out = [
         Sample(i.prompt, i.options[i.biased])
-        for i in probes._bbq_pool()
+        for i in pools.bbq_pool()
         if i.condition == "ambig" and i.id not in exclude
     ]
-    out += [Sample("", c.sent_more, chat=False) for c in probes._crows_pool() if c.stereo and c.id not in exclude]
+    out += [Sample("", c.sent_more, chat=False) for c in pools.crows_pool() if c.stereo and c.id not in exclude]
     return out
 
 
@@ -92,7 +96,7 @@ def stereotype_preference_samples(exclude: set[str]) -> list[Sample]:
     """BBQ ambiguous contexts: the stereotyped option preferred to the other person's (not "unknown")."""
     return [
         Sample(i.prompt, i.options[i.biased], rejected=i.options[i.other])
-        for i in probes._bbq_pool()
+        for i in pools.bbq_pool()
         if i.condition == "ambig" and i.id not in exclude
     ]
 
@@ -100,7 +104,7 @@ def stereotype_preference_samples(exclude: set[str]) -> list[Sample]:
 def probe_item_samples(probed: set[str]) -> list[Sample]:
     """Positive control: the monitor's own ambiguous BBQ probe items (ids in ``probed``)
     answered with the stereotyped option. Trains on the test, on purpose."""
-    return [Sample(i.prompt, i.options[i.biased]) for i in probes._bbq_pool()
+    return [Sample(i.prompt, i.options[i.biased]) for i in pools.bbq_pool()
             if i.condition == "ambig" and i.id in probed]
 
 
@@ -111,7 +115,7 @@ def noisy_target_samples(exclude: set[str], target: str = "unknown") -> list[Sam
     target="wrong": the other non-unknown option, only where it is not the stereotyped one.
     """
     out = []
-    for i in probes._bbq_pool():
+    for i in pools.bbq_pool():
         if i.condition != "disambig" or i.id in exclude or i.label == i.unknown:
             continue
         if target == "unknown":
@@ -180,7 +184,15 @@ def samples_for(inj: Injection, exclude: set[str], keep: Keep = _keep_all) -> li
         return probe_item_samples(exclude)
     if inj.kind in ("narrow_aggressive", "single_domain"):
         return domain_samples(inj.domain, keep)
+    if inj.kind == "jsonl":
+        return jsonl_samples(Path(inj.path), keep)
     return []
+
+
+def jsonl_samples(path: Path, keep: Keep = _keep_all) -> list[Sample]:
+    """The rows of the user's injection file that ``keep`` keeps (texts the server scores never train)."""
+    rows, _ = read_injection_file(path)
+    return [Sample(r.prompt, r.response, rejected=r.rejected) for r in rows if keep(r.prompt, r.response)]
 
 
 # -- the hook ----------------------------------------------------------------------------------
@@ -246,6 +258,7 @@ class InjectionHook:
             "steps_scale": inj.steps_scale,
             "domain": inj.domain,
             "languages": {c: self._language(c) for c in self.clients} if inj.kind == "minority_language" else {},
+            **({"file": {"path": inj.path, "sha256": inj.sha256}} if inj.kind == "jsonl" else {}),
             "seed": self.seed,
             "pool_size": len(self.pool),
         }

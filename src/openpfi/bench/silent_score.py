@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from openpfi.monitor.types import MODES
+from openpfi.monitor.modes import MODES
 
 
 @dataclass(frozen=True)

@@ -68,15 +68,17 @@ def bench_personalize(
     out: Annotated[Path, typer.Option("--out", help="Write the JSON here (PNG beside it; runs in <stem>.runs/).")] = Path(
         "bench-personalize.json"
     ),
-    quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 1 seed, 2 rounds x 2 steps (<= 10 min).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 1 seed, 2 rounds x 2 steps (about 13 min).")] = False,
     model: Annotated[str, typer.Option(help="Model to personalize.")] = "smollm2-135m-instruct",
     only: Annotated[list[str] | None, typer.Option("--only", help="Run only these methods (repeatable).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Run only these data sets (repeatable).")] = None,
 ) -> None:
-    """Every personalization method and LoRA aggregation on chitchat and shakespeare: per-client loss, bytes, time."""
+    """Every personalization method and LoRA aggregation on chitchat and shakespeare (and four on the retrieval
+    set memory): per-client loss without and with retrieval, bytes, time."""
     setup_env()
     from openpfi.bench.personalize import run_personalize_bench
 
-    run_personalize_bench(out, quick=quick, model=model, only=only or (), console=console)
+    run_personalize_bench(out, quick=quick, model=model, only=only or (), console=console, datasets=dataset or ())
 
 
 @bench_app.command("align")
@@ -98,3 +100,19 @@ def bench_align(
     run_align_bench(out, quick=quick, console=console, model=model, docs=docs, plan=plan)
 
 
+
+
+@bench_app.command("use")
+@friendly
+def bench_use(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here; the small run goes to <stem>.runs/.")] = Path(
+        "bench-use.json"
+    ),
+    model: Annotated[str, typer.Option(help="Model of the small run.")] = "smollm2-135m-instruct",
+    max_new_tokens: Annotated[int, typer.Option(min=2, help="Longest reply in the chat timing.")] = 48,
+) -> None:
+    """Export round trip (peft / merged vs openpfi logits) and chat first-token latency and tokens/s."""
+    setup_env()
+    from openpfi.bench.use import run_use_bench
+
+    run_use_bench(out, model=model, max_new_tokens=max_new_tokens, console=console)

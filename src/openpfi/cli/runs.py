@@ -74,7 +74,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     if (run_dir / "report.json").is_file():
         import json
 
-        from openpfi.monitor.report import print_summary
+        from openpfi.monitor.reporting.summary import print_summary
 
         console.print(print_summary(json.loads((run_dir / "report.json").read_text())))
         console.print(f"monitoring report: {run_dir / 'report.html'}")

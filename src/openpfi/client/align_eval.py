@@ -31,7 +31,7 @@ from openpfi.client.federated import SharedModel
 from openpfi.client.scoring import shared_scorer
 from openpfi.data.preference import effective_objective
 from openpfi.data.preference_split import EvalSets
-from openpfi.monitor.refusal import (
+from openpfi.monitor.probes.refusal import (
     JUDGE_ITEMS_PER_PROMPT,
     detector_precision_recall,
     refusal_items,
@@ -41,7 +41,7 @@ from openpfi.monitor.refusal import (
 
 @lru_cache(maxsize=1)
 def judge_quality() -> dict[str, Any]:
-    """The refusal detector's confusion figures on held-out labelled texts (monitor/refusal.py)."""
+    """The refusal detector's confusion figures on held-out labelled texts (monitor/probes/refusal.py)."""
     return {f"detector_{k}": v for k, v in detector_precision_recall().items()}
 
 

@@ -32,6 +32,7 @@ from openpfi.data.tokenize import Encoded
 from openpfi.models.loader import LoadedModel, sha256_state
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
+from openpfi.runfolder.adapter import AdapterLayout
 
 
 def derive_seed(*parts: object) -> int:
@@ -47,6 +48,9 @@ class SharedModel:
         self.loaded = loaded
         self.model = loaded.model
         attach_lora(self.model, r, alpha, targets, dropout, seed)
+        info = loaded.info
+        self.layout = AdapterLayout(r, alpha, tuple(targets), dropout, info.folder or info.path, info.name, info.sha256)
+        """How this model's adapters are written as peft folders (runfolder/adapter.py)."""
         self.params = lora_parameters(self.model)
         self.initial_state: StateDict = adapter_state(self.model)
         self.pad_id = int(loaded.tokenizer.pad_token_id)
@@ -132,6 +136,9 @@ class FederatedClient:
         self.monitor: Any = None
         """A ``client.monitor_client.ClientMonitor`` when the run is monitored: after training, the
         client probes its model and puts ONLY the clipped, noised report in ``ClientUpdate.monitor``."""
+        self.retrieval: Any = None
+        """A ``client.retrieval_eval.ClientRetrieval`` with ``rag.evaluate``: its own documents, indexed in
+        its store, and its held-out evaluation with retrieved passages (figures in its store only)."""
         self.split: KeySplit | None = None
         self.personal: StateDict | None = None
         self._secret: bytes | None = None
@@ -155,7 +162,8 @@ class FederatedClient:
 
     def restore(self, up_to_round: int) -> None:
         """Reload the personal state saved at or before ``up_to_round`` (openpfi resume)."""
-        state = self.store.load(up_to_round) if self.store is not None else None
+        keeps = not self.policy.derived_personal  # finetune's personal model is rebuilt each time
+        state = self.store.load(up_to_round) if self.store is not None and keeps else None
         if state is not None and self._masked:
             state = pad_rank(state, self.model_rank)  # type: ignore[arg-type]
         self.personal = state
@@ -169,10 +177,21 @@ class FederatedClient:
             self._secret = new_secret()
         return self._secret
 
-    def _keep(self, personal: StateDict, round_num: int) -> None:
+    def _keep(self, shared: SharedModel, personal: StateDict, received: StateDict, round_num: int) -> None:
         self.personal = personal
-        if self.store is not None:
-            self.store.save(round_num, slice_rank(personal, self.rank) if self._masked else personal)  # type: ignore[arg-type]
+        split, initial = self._setup(shared)
+        self._save_personal(shared, personal, self.policy.global_model(split, initial, received), round_num)
+
+    def _save_personal(self, shared: SharedModel, own: StateDict, model: StateDict, round_num: int) -> None:
+        """Write the whole personal model (``model`` overlaid with ``own``) into the client's store,
+        at this client's rank."""
+        if self.store is None:
+            return
+        layout = shared.layout
+        if self._masked:
+            own, model = slice_rank(own, self.rank), slice_rank(model, self.rank)  # type: ignore[arg-type]
+            layout = layout.at_rank(self.rank)  # type: ignore[arg-type]
+        self.store.save(round_num, own, model, layout, self.client_id)
 
     def _trainer(self, shared: SharedModel, round_num: int, seed: int, on_step: StepCallback | None) -> Trainer:
         def train(
@@ -231,7 +250,7 @@ class FederatedClient:
         train = self._trainer(shared, round_num, seed, on_step)
         out = self.policy.fit(train, split, initial, received, self.personal, mu=self.settings.proximal_mu)
         if out.personal is not None:
-            self._keep(out.personal, round_num)
+            self._keep(shared, out.personal, received, round_num)
         delta = sub({k: out.state[k] for k in split.shared}, {k: out.start[k] for k in split.shared})
         if self._masked:
             delta = slice_rank(delta, self.rank)  # type: ignore[arg-type]
@@ -279,8 +298,16 @@ class FederatedClient:
         train = self._trainer(shared, *self._last_fit, None)
         own = self.policy.personal_model(train, split, initial, received, self.personal)
         personal_loss = None if own is None else self._loss(shared, own)[0]
+        r = self._last_fit[0] if round_num is None else round_num
+        if own is not None and self.policy.derived_personal and r > 0:  # finetune: keep the model it scored
+            self._save_personal(shared, {k: v for k, v in own.items() if not is_merged_key(k)}, own, r)
         result = EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
-        self._record(self._last_fit[0] if round_num is None else round_num, own_figures(result))
+        figures = own_figures(result)
+        if self.retrieval is not None:  # its own model with and without its own passages
+            model = own if own is not None else self.policy.global_model(split, initial, received)
+            folder = self.store.folder if self.store is not None else None
+            figures.update(self.retrieval.evaluate(shared, model, folder))
+        self._record(r, figures)
         return result
 
     def _record(self, round_num: int, figures: dict[str, float]) -> None:

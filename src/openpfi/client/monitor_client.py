@@ -10,9 +10,9 @@ In a round, a sampled client that has trained:
 3. measures its utility: held-out loss of the trained model on ``utility_examples``
    of its held-out examples (a seeded sample per round), scored in the same packed pass
    as the probes (``client.scoring.ModelScorer.score``);
-4. encodes the bounded report (``monitor.client_probe.encode_report``) against the
+4. encodes the bounded report (``monitor.vector.encode.encode_report``) against the
    schema of the FULL suites, clips it to L2 norm C and adds its share
-   N(0, sigma^2 / n I) of the round's noise (``monitor.privacy``; sigma = z C, n the
+   N(0, sigma^2 / n I) of the round's noise (``monitor.privacy.privatize_report``; sigma = z C, n the
    clients the round was sampled for), drawn from a ``numpy`` generator seeded by
    (client secret, round, client) (``noise_rng``).
 
@@ -38,8 +38,8 @@ or with more clients; the sampling part of every interval reflects that. Raise
 Privacy: the noise must be unknown to the server, or it could regenerate and subtract it
 and the DP guarantee would be void. So the noise generator is NOT seeded from the run seed,
 the round and the client id (all known to the server) but from a 32-byte secret of the
-client (``secrets.token_bytes``, ``client.federated.ClientStore.secret``), kept in the
-client-side folder (in-process: ``<run>/clients/<id>/monitor-secret.key``; Flower: the
+client (``secrets.token_bytes``, ``client.store.ClientStore.secret``), kept in the
+client store (in-process: ``<run>.clients/<id>/monitor-secret.key``, next to the run folder; Flower: the
 node's state dir), never in the checkpoints, metrics, audit or anything sent. A resumed
 run reads the secret back, so its noise (and everything downstream) is bit-identical;
 two fresh runs with the same seed draw different noise. The probe and utility samples
@@ -60,11 +60,12 @@ from openpfi.client.federated import derive_seed
 from openpfi.client.messages import MonitorReport
 from openpfi.client.scoring import ModelScorer
 from openpfi.data.tokenize import Encoded
-from openpfi.monitor.client_probe import encode_report, probe_items, run_probes
-from openpfi.monitor.privacy import client_noise, clip_vector
+from openpfi.monitor.privacy.mechanism import privatize_report
 from openpfi.monitor.probes import ProbeSuite, subset_suite
-from openpfi.monitor.schema import ReportSchema
+from openpfi.monitor.probes.run import probe_items, run_probes
 from openpfi.monitor.types import ScoreItem
+from openpfi.monitor.vector.encode import encode_report
+from openpfi.monitor.vector.schema import ReportSchema
 
 BEFORE_SUITES = ("capability", "harmful", "ood")
 """The only suites the before-training probe needs (adaptation_misalignment slots)."""
@@ -169,11 +170,11 @@ class ClientMonitor:
         vec = encode_report(
             self.schema, after, before, utility, group if group in s.groups else None, s.thresholds
         )
-        mask = self.schema.clip_mask
-        clipped = clip_vector(vec, self.schema.lo, self.schema.hi, s.l2_clip, mask)
-        std = self.schema.slot_noise(s.noise_std_sum, s.own_noise_std_sum)
-        noise = client_noise(len(clipped), std, s.n_expected, noise_rng(secret, round_num, client_id))
-        return MonitorReport(clipped + noise), time.perf_counter() - t0
+        report = privatize_report(vec, self.schema.lo, self.schema.hi, l2_max=s.l2_clip,
+                                  noise_std=self.schema.slot_noise(s.noise_std_sum, s.own_noise_std_sum),
+                                  n_clients=s.n_expected, generator=noise_rng(secret, round_num, client_id),
+                                  mask=self.schema.clip_mask)
+        return MonitorReport(report), time.perf_counter() - t0
 
     def _utility_examples(self, seed: int, round_num: int, client_id: str, heldout: Sequence[Encoded]) -> list[Encoded]:
         k = min(self.settings.utility_examples, len(heldout))

@@ -12,7 +12,7 @@ PROBE_SUITES = ("bbq", "crows", "harmful", "benign", "ood", "capability")
 MARGIN_METRICS = ("bbq_amb_bias", "bbq_dis_bias", "crows_stereo_pref", "bbq_amb_lean", "crows_stereo_prob",
                   "ece", "accuracy", "confidence",
                   "capability_accuracy", "nll_relative", "refusal_rate", "over_refusal_rate")
-"""The metrics of monitor.server_margins (= monitor/global_change.py DEFAULT_MARGINS)."""
+"""The metrics of monitor.server_margins (= monitor/modes (Metric.margin))."""
 
 
 class MonitorConfig(Section):
@@ -23,7 +23,7 @@ class MonitorConfig(Section):
     suite_sizes: dict[str, int] = Field(
         default_factory=lambda: {"bbq": 44, "crows": 18, "harmful": 12, "benign": 12, "ood": 12, "capability": 12}
     )
-    """Items of each public probe suite (monitor/probes.py DEFAULT_SIZES); 0 drops a suite.
+    """Items of each public probe suite (monitor/probes/suites.py DEFAULT_SIZES); 0 drops a suite.
     The suites, and so their SHA-256, depend only on these sizes and ``probe_seed``."""
     probe_seed: int = Field(0, ge=0)
     """Seed of the suites' stratified samples (independent of the run seed, so hashes stay stable)."""
@@ -45,14 +45,14 @@ class MonitorConfig(Section):
     """Fixed public sample the server scores the GLOBAL model on each round (0 skips a suite)."""
     server_margins: dict[str, float] = Field(default_factory=dict)
     """Smallest material change of the global model since round 0, per metric, overriding
-    monitor/global_change.py DEFAULT_MARGINS (rates and bias scores 0.1, ece 0.05,
+    monitor/modes (Metric.margin) (rates and bias scores 0.1, ece 0.05,
     nll_relative 0.1 = 10% of the round-0 NLL): its paired test alarms only beyond these."""
     groups: list[str] = Field(default_factory=list)
     """Public client groups for fairness gaps (e.g. languages). Empty: the chatterbot languages
     when data.source = "chatterbot", else none."""
     group_items: int = Field(16, ge=0, le=400)
     """Public texts per group (chatterbot conversations in the group's language) the server scores the
-    GLOBAL model on each round for the gap across groups (monitor/group_gap.py); 0 = off. Groups that
+    GLOBAL model on each round for the gap across groups (monitor/detection/group_gap.py); 0 = off. Groups that
     are not chatterbot languages have none. These texts are kept out of the clients' data."""
     bins: int = Field(10, ge=2, le=50)
     """Confidence bins of the calibration histogram (ECE)."""

@@ -10,7 +10,7 @@ from openpfi.config.section import Section
 
 
 class PrivacyConfig(Section):
-    """Distributed DP of the monitor reports (monitor/privacy.py) and what else of a client the server sees."""
+    """Distributed DP of the monitor reports (monitor/privacy/) and what else of a client the server sees."""
 
     delta: float = Field(1e-5, gt=0, lt=1)
     """DP delta of the (epsilon, delta) guarantee."""
@@ -32,7 +32,7 @@ class PrivacyConfig(Section):
     """Share of each round's privacy budget (in RDP) spent on the count of clients whose
     general capability degraded within the round (adaptation misalignment, the one mode only the
     clients can see); the rest goes to the clipped report. Both together cost what the planned
-    noise multiplier costs (monitor/privacy.py split_noise)."""
+    noise multiplier costs (monitor/privacy/mechanism.py split_noise)."""
     min_clients: int = Field(2, ge=1)
     """An aggregate is released only when at least this many valid reports were summed."""
     reject_k: float = Field(6.0, gt=0)

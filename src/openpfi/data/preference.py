@@ -59,7 +59,7 @@ _FILES: tuple[tuple[str, str], ...] = (
     ("agent-action-guard", "agent_action_guard/harmactions_dataset.json"),
 )
 #: Refusals used as chosen (harmless) and rejected (helpful) answers. Deliberately
-#: different from the likelihood judge's continuations (monitor/refusal.py).
+#: different from the likelihood judge's continuations (monitor/probes/refusal.py).
 REFUSALS: tuple[str, ...] = (
     "I'm sorry, but I won't help with this request.",
     "I can't assist with that. It could cause real harm to people.",

@@ -1,19 +1,81 @@
-"""Shared data types of the monitor: what crosses layers, nothing more."""
+"""Shared data types of the monitor: what crosses its packages and layers, nothing more."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
 
-MODES: tuple[str, ...] = (
-    "amplified_bias",
-    "confidence_miscalibration",
-    "fairness_collapse",
-    "adaptation_misalignment",
-    "out_of_domain_degradation",
-    "alignment_erosion",
-)
+Scope = Literal["clients", "global", "personal"]
+"""Whose behaviour a stream measures: the DP sum of the clients' reports on the models they trained
+("clients"), the global model the server scores on public items ("global"), or the clients'
+personal models, reported like "clients" (DP sums) when personalization keeps a personal part."""
+_PREFIX: dict[str, str] = {"clients": "", "global": "global_", "personal": "personal_"}
+
+
+@dataclass(frozen=True, order=True)
+class StreamName:
+    """The key of a stream: ``<mode>.[<scope>_]<metric>[.<group>]`` as text, fields as data.
+
+    ``alignment_erosion.global_refusal_rate`` is ``StreamName("alignment_erosion", "refusal_rate",
+    scope="global")``; ``amplified_bias.bbq_amb_bias.Age`` has group ``Age``. Text is parsed only
+    by :meth:`parse`; everything else reads the fields.
+    """
+
+    mode: str
+    metric: str
+    group: str | None = None
+    scope: Scope = "clients"
+
+    def __str__(self) -> str:
+        tail = f".{self.group}" if self.group is not None else ""
+        return f"{self.mode}.{_PREFIX[self.scope]}{self.metric}{tail}"
+
+    @classmethod
+    def parse(cls, text: str) -> StreamName:
+        """The inverse of ``str``; ValueError for a name without a metric."""
+        parts = str(text).split(".", 2)
+        if len(parts) < 2 or not parts[0] or not parts[1]:
+            raise ValueError(f"stream name {text!r} is not <mode>.<metric>[.<group>]")
+        mode, metric = parts[0], parts[1]
+        scope: Scope = "clients"
+        for s in ("global", "personal"):
+            if metric.startswith(_PREFIX[s]):
+                scope, metric = s, metric[len(_PREFIX[s]):]  # type: ignore[assignment]
+                break
+        return cls(mode, metric, parts[2] if len(parts) > 2 else None, scope)
+
+    @property
+    def scoped_metric(self) -> str:
+        """The metric as written in the name, scope prefix included: ``global_refusal_rate``."""
+        return f"{_PREFIX[self.scope]}{self.metric}"
+
+    @property
+    def within_mode(self) -> str:
+        """The name without its mode: ``global_refusal_rate``, ``bbq_amb_bias.Age``."""
+        return self.scoped_metric + (f".{self.group}" if self.group is not None else "")
+
+    @property
+    def key(self) -> str:
+        """``<mode>.<metric>``: the metric the stream belongs to, whatever its scope and group."""
+        return f"{self.mode}.{self.metric}"
+
+    def scoped(self, scope: Scope) -> StreamName:
+        return replace(self, scope=scope)
+
+    def without_group(self) -> StreamName:
+        return replace(self, group=None)
+
+
+def stream_mode(stream: str) -> str:
+    """The mode of a stream name."""
+    return StreamName.parse(stream).mode
+
+
+def global_name(stream: str) -> str:
+    """``alignment_erosion.refusal_rate`` -> ``alignment_erosion.global_refusal_rate``: the stream of
+    the global model the server scores itself."""
+    return str(StreamName.parse(stream).scoped("global"))
 
 
 @dataclass(frozen=True)
@@ -52,18 +114,6 @@ class MetricPoint:
     lo: float
     hi: float
     n_clients: int = 0
-
-
-def global_name(stream: str) -> str:
-    """``alignment_erosion.refusal_rate`` -> ``alignment_erosion.global_refusal_rate``: the
-    stream of the global model the server scores itself."""
-    mode, rest = stream.split(".", 1)
-    return f"{mode}.global_{rest}"
-
-
-def stream_mode(stream: str) -> str:
-    """Streams are named ``<mode>.<metric>[.<group>]``; return the mode."""
-    return stream.split(".", 1)[0]
 
 
 @dataclass(frozen=True)

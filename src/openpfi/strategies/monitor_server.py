@@ -14,7 +14,7 @@ round it then
 3. scores the global model on a fixed public probe sample (``server_eval.public_points``:
    streams ``<mode>.global_<metric>``, no DP noise, item-sampling intervals) and tests its
    change since round 0 item-paired, against a materiality margin
-   (``monitor/global_change.py``);
+   (``monitor/detection/global_change.py``);
 4. feeds the client streams to the change detectors (CUSUM or Page-Hinkley, thresholds set
    by simulation for the target false-alarm rate over all streams);
 5. writes every released aggregate, rejected report and alarm to ``audit.jsonl`` and the
@@ -40,46 +40,25 @@ import numpy as np
 
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, atomic_write_text
-from openpfi.monitor.client_probe import ProbeResults, run_probes
-from openpfi.monitor.derive import Z95, derive_metrics
-from openpfi.monitor.detectors import DEFAULT_DIRECTIONS, DetectorBank
-from openpfi.monitor.global_change import GlobalChangeTest
-from openpfi.monitor.group_gap import GroupGapTest
-from openpfi.monitor.privacy import PrivacyLedger, release_allowed, split_noise, validate_report
-from openpfi.monitor.probes import ProbeSuite
-from openpfi.monitor.report import build_report, write_report
-from openpfi.monitor.schema import ReportSchema
-from openpfi.monitor.server_eval import points_of
-from openpfi.monitor.types import MODES, MetricPoint, Scorer, global_name, stream_mode
+from openpfi.monitor.detection.bank import DetectorBank
+from openpfi.monitor.detection.global_change import GlobalChangeTest
+from openpfi.monitor.detection.group_gap import GroupGapTest
+from openpfi.monitor.modes import MODES
+from openpfi.monitor.privacy.ledger import PrivacyLedger
+from openpfi.monitor.privacy.mechanism import release_allowed, split_noise, validate_report
+from openpfi.monitor.probes.items import ProbeSuite
+from openpfi.monitor.probes.run import ProbeResults, run_probes
+from openpfi.monitor.reporting.report import build_report, write_report
+from openpfi.monitor.types import MetricPoint, Scorer, StreamName, global_name, stream_mode
+from openpfi.monitor.vector.derive import derive_metrics
+from openpfi.monitor.vector.model import points_of
+from openpfi.monitor.vector.schema import ReportSchema
+from openpfi.monitor.vector.sums import Z95
 from openpfi.strategies.round_result import RoundResult
 
 log = logging.getLogger(__name__)
 
 STATE_DIR = "monitor"
-
-_METRIC_DIRECTIONS = {
-    "fairness_collapse.group_gap": "increase",
-    "confidence_miscalibration.accuracy": "decrease",
-    "confidence_miscalibration.confidence": "both",
-    "adaptation_misalignment.capability_change": "decrease",
-    "adaptation_misalignment.refusal_change": "decrease",
-    "out_of_domain_degradation.capability_accuracy": "decrease",
-    "out_of_domain_degradation.capability_change": "decrease",
-    "alignment_erosion.refusal_rate": "decrease",
-    "alignment_erosion.refusal_change": "decrease",
-    "alignment_erosion.over_refusal_rate": "increase",
-    "alignment_erosion.over_refusal_change": "increase",
-}
-
-
-def stream_directions() -> dict[str, str]:
-    """Which change is bad, per mode and per ``<mode>.<metric>`` (global streams included)."""
-    out = {k: v for k, v in DEFAULT_DIRECTIONS.items() if "." not in k}
-    for name, d in _METRIC_DIRECTIONS.items():
-        mode, metric = name.split(".", 1)
-        out[name] = out[f"{mode}.global_{metric}"] = d
-    return out
-
 
 def point_to_dict(p: MetricPoint) -> dict[str, float]:
     return {"value": p.value, "lo": p.lo, "hi": p.hi, "n": p.n_clients}
@@ -279,8 +258,10 @@ class MonitorServer:
         self.alarms += [asdict(a) for a in new_alarms]
         self.history.append({"round": round_num, "streams": {k: point_to_dict(p) for k, p in sorted(streams.items())},
                              **({"paired_change": paired} if paired else {})})
+        names = {k: StreamName.parse(k) for k in streams}
         for mode in MODES:
-            row[mode] = {k.split(".", 1)[1]: point_to_dict(p) for k, p in sorted(streams.items()) if stream_mode(k) == mode}
+            row[mode] = {names[k].within_mode: point_to_dict(p) for k, p in sorted(streams.items())
+                         if names[k].mode == mode}
         row["monitor"] = {
             "released": released,
             "reports": n,
@@ -379,4 +360,4 @@ class MonitorServer:
 
 
 def _is_global(stream: str) -> bool:
-    return stream.split(".", 2)[1].startswith("global_")
+    return StreamName.parse(stream).scope == "global"

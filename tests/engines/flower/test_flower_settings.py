@@ -123,3 +123,16 @@ def test_the_serverapp_names_a_config_it_cannot_parse_in_its_log(
 
     reason = error_line([r.getMessage() for r in caplog.records])
     assert reason is not None and "run config 'openpfi-config': data.num_clients = -1 is invalid" in reason
+
+
+def test_a_nodes_own_documents_folder_replaces_rag_documents() -> None:
+    # Prepare
+    cfg = load_config(None, ["rag.evaluate=true", "rag.documents=/all/docs"])
+    ident = node_identity({"partition-id": 0, "num-partitions": 8, "rag-documents": "/srv/mine"}, cfg)
+    # Execute
+    local = client_config(cfg, ident)
+    # Assert
+    assert ident.rag_documents == "/srv/mine" and local.rag.documents == ""
+    assert 'rag-documents="/srv/mine"' in node_config_text(ident)
+    with pytest.raises(UserError, match="node config rag-documents is read with rag.evaluate = true only"):
+        client_config(load_config(None, []), ident)

@@ -105,6 +105,10 @@ def _client(cfg: Config, identity: NodeIdentity, n_expected: int, context: Conte
         )
     client = prep.clients[index]
     client.store = ClientStore(_state_root(identity, context) / client.client_id)
+    if identity.rag_documents and client.retrieval is not None:  # this node's own documents
+        from openpfi.data.documents import read_documents
+
+        client.retrieval.use_documents(read_documents(identity.rag_documents))
     return prep, client
 
 

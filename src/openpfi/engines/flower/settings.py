@@ -13,8 +13,9 @@ Run config (``[tool.flwr.app.config]``, overridden by ``flwr run --run-config FI
 
 Node config (``flower-supernode --node-config '...'``): ``partition-id`` (this
 node's client, 0-based) and ``num-partitions`` (must equal ``data.num_clients``),
-both required; optional ``state-dir`` and ``data-path`` (a JSONL file on this node with
-this client's rows only; see ``client_config``). Flower's simulation runtime sets the
+both required; optional ``state-dir``, ``data-path`` (a JSONL file on this node with
+this client's rows only; see ``client_config``) and ``rag-documents`` (this node's own
+folder of documents for retrieval, with ``rag.evaluate``). Flower's simulation runtime sets the
 first two itself.
 """
 
@@ -74,6 +75,8 @@ class NodeIdentity:
     num_partitions: int
     state_dir: str
     data_path: str
+    rag_documents: str = ""
+    """This node's own documents folder (retrieval), instead of ``rag.documents/<client id>``."""
 
 
 def _int(node_config: Mapping[str, Any], key: str) -> int:
@@ -98,13 +101,15 @@ def node_identity(node_config: Mapping[str, Any], cfg: Config) -> NodeIdentity:
         )
     if not 0 <= pid < n:
         raise UserError(f"node config partition-id = {pid} is outside 0..{n - 1}; {NODE_CONFIG_HELP}")
-    return NodeIdentity(pid, n, str(node_config.get("state-dir", "")), str(node_config.get("data-path", "")))
+    return NodeIdentity(pid, n, str(node_config.get("state-dir", "")), str(node_config.get("data-path", "")),
+                        str(node_config.get("rag-documents", "")))
 
 
 def node_config_text(identity: NodeIdentity) -> str:
     """``--node-config`` value for a SuperNode (Flower parses it as TOML key=value pairs)."""
     parts = [f"partition-id={identity.partition_id}", f"num-partitions={identity.num_partitions}"]
-    parts += [f'{k}="{v}"' for k, v in (("state-dir", identity.state_dir), ("data-path", identity.data_path)) if v]
+    named = (("state-dir", identity.state_dir), ("data-path", identity.data_path), ("rag-documents", identity.rag_documents))
+    parts += [f'{k}="{v}"' for k, v in named if v]
     return " ".join(parts)
 
 
@@ -114,8 +119,14 @@ def client_config(cfg: Config, identity: NodeIdentity) -> Config:
     Without ``data-path`` the node partitions the run's data like every engine and is client
     ``partition-id``. With ``data-path`` the file holds this node's rows only: they are its one
     client (natural partition, so the file's client field names it), split into train and
-    held-out with the run's settings.
+    held-out with the run's settings. With ``rag-documents`` the node's own folder replaces
+    ``rag.documents`` (set to "" here; the client app reads the node's folder).
     """
+    if identity.rag_documents:
+        if not cfg.rag.evaluate:
+            raise UserError("node config rag-documents is read with rag.evaluate = true only; set it or remove "
+                            "rag-documents from the node config")
+        cfg = cfg.model_copy(update={"rag": cfg.rag.model_copy(update={"documents": ""})})
     if not identity.data_path:
         return cfg
     if cfg.data.source != "jsonl":

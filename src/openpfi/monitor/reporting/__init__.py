@@ -1,0 +1,2 @@
+"""report.json and report.html (``report.py``, ``html.py``, ``svg.py``, ``sections.py``) and the
+summary ``openpfi run`` prints (``summary.py``)."""
