@@ -98,13 +98,15 @@ def bench_align(
     ),
     quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 3 preference vectors, 1 seed (<= 10 min).")] = False,
     model: Annotated[str, typer.Option(help="Model to align.")] = "smollm2-135m-instruct",
-    docs: Annotated[Path | None, typer.Option("--docs", help="Also write BENCHMARKS-align.md + the PNG into this folder.")] = None,
+    docs: Annotated[Path | None, typer.Option("--docs", help="Also write the run's docs section (align-*.md) + the PNG into this folder.")] = None,
+    objectives: Annotated[int, typer.Option("--objectives", help="2: harmless, helpful; 3: + honest.")] = 2,
 ) -> None:
     """FIRM vs linear scalarization, FMGDA and DPO: Pareto front over p, hypervolume, bytes, drift."""
     setup_env()
-    from openpfi.bench.align import run_align_bench
+    from openpfi.bench.align import plan_for, run_align_bench
 
-    run_align_bench(out, quick=quick, console=console, model=model, docs=docs)
+    plan = plan_for(quick, objectives)  # a bad --objectives fails here, before the model loads
+    run_align_bench(out, quick=quick, console=console, model=model, docs=docs, plan=plan)
 
 
 
