@@ -83,9 +83,11 @@ def _global_probe(plan: MonitorPlan, scorer: Any, shared: Any, fed: Any, start_s
     """The server's scoring of the global model (shared part from ``fed``, the rest from the start)."""
     if not suites:
         return None
-    start_full = dict(start_state)
+    start_full = {**shared.initial_state, **start_state}  # every adapter tensor, at its starting value
 
     def full_state() -> dict[str, Any]:
+        """The global model as a whole state: the server's shared part over the starting adapter, so no
+        part a client trained for itself (its personal weights, left in the shared model) is scored."""
         return {**start_full, **fed.broadcast()}
 
     reference = {k: point_from_dict(v) for k, v in setup["reference_global"].items()}

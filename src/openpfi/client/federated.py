@@ -28,6 +28,7 @@ from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
 from openpfi.client.store import ClientStore, new_secret
 from openpfi.client.train import BatchLoss, StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
+from openpfi.data.lazy import LazyEncoded
 from openpfi.data.tokenize import Encoded
 from openpfi.models.loader import LoadedModel, sha256_state
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
@@ -123,8 +124,11 @@ class FederatedClient:
         initial: StateDict | None = None,
     ):
         self.client_id = client_id
-        self.train = list(train)
-        self.heldout = list(heldout[: settings.max_eval_examples])
+        self.train = train if isinstance(train, LazyEncoded) else list(train)
+        """Its training examples: a list, or a ``LazyEncoded`` tokenized as read and dropped by ``release``."""
+        self.heldout = heldout[: settings.max_eval_examples]
+        if not isinstance(self.heldout, LazyEncoded):
+            self.heldout = list(self.heldout)
         self.settings = settings
         self.store = store
         self.group = group
@@ -146,6 +150,7 @@ class FederatedClient:
         self._eval_memo: tuple[str, float, int] | None = None
         self._last_fit: tuple[int, int] = (0, 0)
         self._ref: ReferenceCache | None = None
+        self._released = False
 
     # -- ranks and state -------------------------------------------------------------------------
     @property
@@ -168,6 +173,23 @@ class FederatedClient:
         if state is not None and self._masked:
             state = pad_rank(state, self.model_rank)  # type: ignore[arg-type]
         self.personal = state
+
+    def release(self) -> None:
+        """Drop what this client loaded for a round, so that a run holds only its sampled clients'
+        state: its tokenized examples (when lazy) and, when its store keeps it, its personal state,
+        which its next fit or evaluate reloads from the store (the same values, bit for bit)."""
+        for data in (self.train, self.heldout):
+            if isinstance(data, LazyEncoded):
+                data.release()
+        self._eval_memo = None
+        if self.store is not None and self.personal is not None:
+            self.personal = None
+            self._released = True
+
+    def _reload(self, up_to_round: int) -> None:
+        if self._released:
+            self.restore(up_to_round)
+            self._released = False
 
     def secret(self) -> bytes:
         """The secret seeding this client's monitor noise: from its ``store`` (persisted, so a resumed
@@ -237,7 +259,7 @@ class FederatedClient:
     def _batch_loss(self, shared: SharedModel, beta: float) -> BatchLoss | None:
         """DPO for preference pairs among the training data (SFT alone needs no special loss);
         the reference log-probabilities of the frozen base are cached across rounds."""
-        if not any(isinstance(e, EncodedPair) for e in self.train):
+        if isinstance(self.train, LazyEncoded) or not any(isinstance(e, EncodedPair) for e in self.train):
             return None
         if self._ref is None:
             self._ref = ReferenceCache(shared.model, shared.pad_id)
@@ -254,6 +276,7 @@ class FederatedClient:
     ) -> ClientUpdate:
         """Train as the policy says; return the delta (trained - start) of the SHARED part only."""
         split, initial = self._setup(shared)
+        self._reload(round_num - 1)
         self._last_fit = (round_num, seed)
         received = self.to_client_rank(global_state)
         train = self._trainer(shared, round_num, seed, on_step)
@@ -302,6 +325,7 @@ class FederatedClient:
         Local fine-tuning before evaluation (finetune) is seeded by the client's last fit.
         ``round_num`` (default: the round of the last fit) files the figures in the client's store."""
         split, initial = self._setup(shared)
+        self._reload(self._last_fit[0] if round_num is None else round_num)
         received = self.to_client_rank(global_state)
         loss, n = self._loss(shared, self.policy.global_model(split, initial, received))
         train = self._trainer(shared, *self._last_fit, None)

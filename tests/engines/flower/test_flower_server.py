@@ -402,3 +402,25 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
         assert row[mode].keys() == ref[mode].keys()
         for stream, point in ref[mode].items():
             assert row[mode][stream]["value"] == pytest.approx(point["value"], abs=1e-3), (mode, stream)
+
+
+@pytest.mark.parametrize("method", ["none", "local", "finetune", "ditto", "fedrep", "fedsa-lora", "ffa-lora"])
+def test_no_serverapp_object_reaches_a_client(tiny: Config, tmp_path: Path, method: str, leaks: Any) -> None:
+    # Prepare: a monitored round of each method through the ServerApp and the nodes' ClientApps
+    from openpfi.config import apply_overrides, from_dict
+
+    sets = [f"personalization.method={method}", "federation.rounds=1", "monitor.enabled=true",
+            "monitor.utility_examples=2", "monitor.judge_check_prompts=0", "monitor.calibration_sims=1000",
+            "monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}"]
+    cfg = from_dict(apply_overrides(tiny.model_dump(mode="json"), sets))
+    out = tmp_path / "flower"
+    flower_run = _run(cfg, out, LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out)))
+    # Execute
+    flower_run.run()
+    # Assert: what the ServerApp holds (all but the grid, the network to the nodes) reaches nothing of the
+    # nodes' clients, their data or their stores; the nodes' objects themselves do
+    clients = [c for prep in client_app._PREPARED.values() for c in prep.clients]
+    server_side = [v for k, v in vars(flower_run).items() if k != "grid"]
+    assert flower_run.hooks and clients
+    assert leaks(server_side, clients) == []
+    assert leaks(list(client_app._PREPARED.values()), clients)
