@@ -70,10 +70,22 @@ def test_refreshed_documents_give_new_passages(tok) -> None:
     ask = Example("What breed is my dog?", "A beagle.", "me")
     retrieval = ClientRetrieval(NOTES[1:], SETTINGS, train=[ask])
     first = tok.decode(retrieval.training_set(tok, None)[0].input_ids)
-    assert retrieval.training_set(tok, None) is retrieval.training_set(tok, None)  # retrieved and tokenized once
     retrieval.use_documents(NOTES)
     assert "beagle" not in first.split("What breed")[0] and "beagle" in tok.decode(
         retrieval.training_set(tok, None)[0].input_ids).split("What breed")[0]
+
+
+def test_passages_are_retrieved_once_and_the_encodings_dropped_by_release(tok, monkeypatch) -> None:
+    # Prepare
+    retrieval = ClientRetrieval(NOTES, SETTINGS, train=[Example("What breed is my dog?", "A beagle.", "me")])
+    first = list(retrieval.training_set(tok, None))
+    # Execute
+    retrieval.release()
+    held = retrieval.training_set(tok, None).encoded
+    monkeypatch.setattr(retrieval, "retrieve", lambda *a, **k: pytest.fail("retrieved again"))
+    again = list(retrieval.training_set(tok, None))
+    # Assert
+    assert held == 0 and again == first and "beagle" in tok.decode(first[0].input_ids).split("What breed")[0]
 
 
 def _docs(root: Path, ids: list[str]) -> Path:

@@ -29,6 +29,7 @@ RECIPES = [
     "personalization.method=none", *(f"personalization.method={m}" for m in
                                      ("local", "finetune", "ditto", "fedrep", "fedsa-lora", "ffa-lora")),
     *(f"alignment.method={m}" for m in ("sft", "dpo", "firm", "scalarized", "fmgda")),
+    "rag.train=true",  # each client's training examples carry passages from its own index
 ]
 
 

@@ -181,6 +181,8 @@ class FederatedClient:
         for data in (self.train, self.heldout):
             if isinstance(data, LazyEncoded):
                 data.release()
+        if self.retrieval is not None:
+            self.retrieval.release()
         self._eval_memo = None
         if self.store is not None and self.personal is not None:
             self.personal = None
@@ -250,7 +252,7 @@ class FederatedClient:
 
     def _training_data(self, shared: SharedModel) -> Sequence[Encoded | EncodedPair]:
         """Its training examples; with ``rag.train`` each with the passages retrieved for it from its own
-        store (client/retrieval_eval.py: retrieved and tokenized once, kept in this client)."""
+        store (client/retrieval_eval.py: retrieved once, tokenized as read, released with the rest)."""
         if self.retrieval is None or not self.retrieval.settings.train:
             return self.train
         folder = self.store.folder if self.store is not None else None

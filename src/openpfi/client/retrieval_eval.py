@@ -34,6 +34,7 @@ from openpfi.client.retrieval import BuildStats, Passage, RetrievalIndex, augmen
 from openpfi.client.scoring import generate_chat
 from openpfi.client.train import evaluate_loss
 from openpfi.data.documents import Document
+from openpfi.data.lazy import LazyEncoded
 from openpfi.data.tokenize import Encoded, encode_example
 from openpfi.data.types import Example
 from openpfi.models.embedder import load_embedder
@@ -98,7 +99,7 @@ class ClientRetrieval:
         self.index: RetrievalIndex | None = None
         self.build: BuildStats | None = None
         self._augmented: tuple[list[Encoded], list[list[Passage]], float, float] | None = None
-        self._train_set: list[Encoded] | None = None
+        self._train_set: LazyEncoded | None = None
 
     def use_documents(self, documents: Sequence[Document]) -> None:
         """Retrieve from ``documents`` from now on (the index is brought up to date on next use)."""
@@ -125,14 +126,21 @@ class ClientRetrieval:
         count = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])  # noqa: E731
         return within_budget(found, count, self.settings.token_budget), embed_s, search_s
 
-    def training_set(self, tokenizer: Any, store_folder: Path | None) -> list[Encoded]:
+    def training_set(self, tokenizer: Any, store_folder: Path | None) -> LazyEncoded:
         """The training examples, each with the passages retrieved for its prompt (never itself), encoded
-        as the held-out ones are; retrieved and tokenized once (again only when the documents change)."""
+        as the held-out ones are. The passages are retrieved once (again only when the documents
+        change); each example is tokenized when first read and kept until ``release``."""
         if self._train_set is None:
-            self._train_set = [encode_with_passages(tokenizer, e, self.retrieve(e.prompt, tokenizer, store_folder,
-                                                                                 e.text())[0], self.settings)
-                               for e in self.train]
+            found = [self.retrieve(e.prompt, tokenizer, store_folder, e.text())[0] for e in self.train]
+            settings = self.settings
+            self._train_set = LazyEncoded(list(zip(self.train, found, strict=True)),
+                                          lambda pair: encode_with_passages(tokenizer, pair[0], pair[1], settings))
         return self._train_set
+
+    def release(self) -> None:
+        """Drop the training encodings (``FederatedClient.release``, after a round); the passages stay."""
+        if self._train_set is not None:
+            self._train_set.release()
 
     def _with_passages(self, tokenizer: Any, store_folder: Path | None) -> tuple[list[Encoded], list[list[Passage]],
                                                                                  float, float]:
