@@ -23,7 +23,7 @@ def derive_metrics(schema: ReportSchema, summed: np.ndarray, n_clients: int,
                    base_model: Mapping[str, float] | None = None, *,
                    minimum_clients: int = 2,
                    exact: Mapping[str, float] | None = None,
-                   own_noise_std: float = 0.0) -> dict[str, MetricPoint]:
+                   own_noise_std: float = 0.0, stds: dict[str, float] | None = None) -> dict[str, MetricPoint]:
     """Per-mode MetricPoints from the noisy sum of ``n_clients`` reports.
 
     Returns {} (nothing released) when ``n_clients < minimum_clients``; the caller logs it.
@@ -31,6 +31,7 @@ def derive_metrics(schema: ReportSchema, summed: np.ndarray, n_clients: int,
     on the public probes (out-of-domain changes). ``exact``: slot sums the server knows without
     noise and uses instead of the noisy ones, e.g. ``adaptation_misalignment.measured`` = n when
     every client probes before training (a public setting), so that ratio has an exact denominator.
+    ``stds``: filled with each stream's std before its interval is clipped to the metric's range.
     """
     if n_clients < max(minimum_clients, 1):
         return {}
@@ -44,4 +45,6 @@ def derive_metrics(schema: ReportSchema, summed: np.ndarray, n_clients: int,
     ctx = DeriveContext(dict(reference or {}), dict(base_model or {}))
     for mode in MODE_LIST:
         mode.derive(c, ctx)
+    if stds is not None:
+        stds.update(c.stds)
     return c.out
