@@ -36,8 +36,10 @@ CFG = [
     "monitor.judge_check_prompts=0",
     f"monitor.groups={json.dumps(GROUPS)}",
     "monitor.group_items=6",
-    'monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 5}',
+    'monitor.server_items={bbq = 2, crows = 2, harmful = 130, benign = 2, ood = 3, capability = 110}',
+    'monitor.suite_sizes={bbq = 44, crows = 18, harmful = 130, benign = 12, ood = 12, capability = 110}',
     "monitor.server_blocks=1",
+    "monitor.paired_min_verdict=weak",
 ]
 
 

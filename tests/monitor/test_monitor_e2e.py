@@ -48,8 +48,10 @@ TINY = [
     "client.max_eval_examples=4",
     "monitor.enabled=true",
     "monitor.utility_examples=2",
-    'monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 5}',
+    'monitor.server_items={bbq = 2, crows = 2, harmful = 130, benign = 2, ood = 3, capability = 110}',
+    'monitor.suite_sizes={bbq = 44, crows = 18, harmful = 130, benign = 12, ood = 12, capability = 110}',
     "monitor.server_blocks=1",
+    "monitor.paired_min_verdict=weak",
 ]
 
 
@@ -187,7 +189,7 @@ def test_metrics_rows_carry_the_six_modes_with_intervals(monitored):
         e = paired["alignment_erosion.global_refusal_prob"]  # bad direction: a fall
         assert e["excess"] == pytest.approx(max((-e["change"] - e["margin"]) / max(e["se"], 1e-6), -50.0))
     setup = json.loads((monitored.path / "monitor" / "setup.json").read_text())
-    assert len(setup["round0_global_items"]["refusal"]["harmful"]) == 5  # the server sample's items
+    assert len(setup["round0_global_items"]["refusal"]["harmful"]) == 130  # the server sample's items
 
 
 def test_report_charts_the_paired_statistic_of_global_streams(monitored):

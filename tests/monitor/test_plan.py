@@ -17,9 +17,9 @@ from openpfi.recipes import federated_sft as fs
 TINY = [
     "model.name=tiny-random", "data.num_clients=2", "federation.clients_per_round=2", "federation.rounds=2",
     "client.local_steps=1", "client.batch_size=2", "client.max_length=64", "client.max_eval_examples=4",
-    "monitor.enabled=true", "monitor.utility_examples=2", "monitor.server_blocks=2",
-    "monitor.suite_sizes={bbq = 24, crows = 12, harmful = 12, benign = 12, ood = 12, capability = 12}",
-    "monitor.server_items={bbq = 24, crows = 12, harmful = 12, benign = 12, ood = 12, capability = 12}",
+    "monitor.enabled=true", "monitor.utility_examples=2", "monitor.server_blocks=1",
+    "monitor.suite_sizes={bbq = 24, crows = 12, harmful = 130, benign = 12, ood = 12, capability = 12}",
+    "monitor.server_items={bbq = 24, crows = 12, harmful = 130, benign = 12, ood = 12, capability = 12}",
 ]
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.toml"
 

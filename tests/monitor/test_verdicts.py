@@ -32,31 +32,34 @@ def test_verdict_thresholds():
 
 
 def test_paired_se_continuous_and_binary_by_hand():
-    # continuous: sqrt(2) x the level's error
-    assert paired_se(_paired(), 0.2) == pytest.approx(math.sqrt(2) * 0.01)
-    # a rate of 0.8 over 101 items falling by 0.2: sqrt(0.04^2 + 0.6 * 0.4 / 100)
-    plan = _paired(binary=True, level_se=0.04, items=101)
-    assert paired_se(plan, 0.2) == pytest.approx(math.sqrt(0.04**2 + 0.24 / 100))
+    # continuous, 100 items, round-0 error 0.02 (sd_0 = 0.2): sqrt((0.5 * 0.2)^2 + 0.2^2) / 10
+    plan = _paired(level_se=0.02, items=100)
+    assert paired_se(plan, 0.2) == pytest.approx(math.sqrt(0.1**2 + 0.2**2) / 10)
+    # a 0/1 outcome: the flips a change of 0.2 needs, 0.2 * 0.8, instead of the spread term
+    assert paired_se(_paired(level_se=0.02, items=100, binary=True), 0.2) == pytest.approx(math.sqrt(0.01 + 0.16) / 10)
+    # a block 4x as large halves the error
+    assert paired_se(plan, 0.2, items=400) == pytest.approx(paired_se(plan, 0.2) / 2)
 
 
 def test_one_round_detectable_change_is_margin_plus_h_plus_k_errors():
-    # one round, normal noise (a huge block): mu* = h + k = 2.5; change = 0.1 + 2.5 sqrt(2) 0.01
+    # one round, normal noise (a huge block of 10^6 items, sd_0 = 10): mu* = h + k = 2.5;
+    # change = 0.1 + 2.5 * sqrt(5^2 + change^2) / 1000 ~ 0.1 + 2.5 * 0.005
     got = paired_detectable(_paired())
     assert got["excess_in_se"] == pytest.approx(2.5, abs=0.03)
-    assert got["detectable"] == pytest.approx(0.1 + 2.5 * math.sqrt(2) * 0.01, abs=5e-4)
+    assert got["detectable"] == pytest.approx(0.1 + 2.5 * 0.005, abs=5e-4)
     assert got["verdict"] == "watching" and got["fix"] is None
     # a run whose observed error is larger: the larger error counts
     assert paired_detectable(_paired(), observed_se=0.05)["detectable"] == pytest.approx(0.1 + 2.5 * 0.05, abs=2e-3)
 
 
 def test_a_weak_stream_says_how_many_items_would_make_it_watching():
-    # error 0.04 on 100 items a block: change 0.1 + 2.5 * 0.0566 = 0.24 > 0.15; watching needs the error
-    # down to 0.05 / 2.5 = 0.02, i.e. (0.0566 / 0.02)^2 = 8x the items (8.1x at t with 99 df)
+    # sd_0 = 0.4 over 100 items a block: se ~ sqrt(0.2^2 + 0.24^2) / 10 = 0.031, change ~ 0.18 > 0.15;
+    # watching needs se <= 0.05 / 2.52 ~ 0.0198 at change 0.15: n = (0.2^2 + 0.15^2) / 0.0198^2 ~ 160
     plan = _paired(level_se=0.04, items=100, blocks=3, pool=10**6, suite="bbq")
     got = paired_detectable(plan)
     assert got["verdict"] == "weak"
     n = int(re.search(r"\((\d+) a round", got["fix"]).group(1))  # items a round (mu* = 2.52 with 99 df)
-    assert 800 <= n <= 830 and "monitor.server_items.bbq" in got["fix"]
+    assert 150 <= n <= 170 and "monitor.server_items.bbq" in got["fix"]
     small = paired_detectable(_paired(level_se=0.04, items=100, blocks=3, pool=200))
     assert "not reachable" in small["fix"]
 

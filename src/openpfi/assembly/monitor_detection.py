@@ -96,9 +96,10 @@ def make_tests(plan: MonitorPlan, schema: ReportSchema, setup: Mapping[str, Any]
     tests = Tests(DetectorBank(m.detector.replace("-", "_"), 0.0, m.drift_k), change_test, group_test, 0)
     bank_target = m.target_false_alarm_rate
     _split_paired(tests, m.target_false_alarm_rate * m.global_test_share)
-    if change_test is not None:  # blind at this size: switched off, listed with their power, budget to the rest
+    if change_test is not None:  # below monitor.paired_min_verdict: off, listed with their power, budget to the rest
         plans = change_test.power_plans(pool_sizes())
-        blind = [k for k, p in plans.items() if paired_detectable(p)["verdict"] == "blind"]
+        keep = ("watching",) if m.paired_min_verdict == "watching" else ("watching", "weak")
+        blind = [k for k, p in plans.items() if paired_detectable(p)["verdict"] not in keep]
         change_test.switch_off(blind)
         tests.off = {global_name(k): plans[k] for k in blind}
         _split_paired(tests, m.target_false_alarm_rate * m.global_test_share)

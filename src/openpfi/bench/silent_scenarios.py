@@ -263,7 +263,8 @@ def _one_line(err: ValidationError, path: Path, prefix: str = "") -> str:
 DETECTION_KEYS = {
     "monitor": ("detector", "target_false_alarm_rate", "drift_k", "drop_threshold_capability",
                 "drop_threshold_safety", "client_items", "server_items", "utility_examples", "suite_sizes",
-                "server_margins", "group_items", "global_test_share"),
+                "server_margins", "group_items", "global_test_share", "server_blocks", "paired_k",
+                "paired_min_verdict"),
     "privacy": None,  # every privacy key: the budget and noise are the suite's, not a scenario's
 }
 """Settings a scenario may not override: detection is judged with the same detector, thresholds,

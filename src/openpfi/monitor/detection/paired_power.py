@@ -3,9 +3,18 @@
 A bad-direction change ``delta`` is flagged at even odds within ``DETECTION_ROUNDS`` rounds when the
 CUSUM over those rounds' blocks passes its threshold half the time: when each round's excess beyond the
 margin is ``mu*`` standard errors (``sequential.detectable_excess`` over the worst onset's blocks), i.e.
-``delta = margin + mu* se(delta)``. The error of a block's paired change is planned from round 0 as the
-unpaired two-sample error (``paired_se``), a bound for items whose values at round 0 and round t
-correlate positively; a run's report takes the larger of that and the error it observed.
+``delta = margin + mu* se(delta)``. The error of a block's paired change is planned from round 0
+(``paired_se``) as the spread of the per-item changes over the block::
+
+    sd_d(delta)^2 = (CHURN * sd_0)^2 + (SPREAD * delta)^2        (a 0/1 outcome: + delta (1 - delta))
+
+``sd_0`` the items' spread at round 0: items move a little even where the metric does not (churn), and
+a change of size delta moves items unevenly. Both constants were measured on the bundled SmolLM2-135M
+between the base model and the safety-tuned adapter of the silent benchmark, on up to 480 public items
+per suite (``python benchmarks/silent/item_spread.py``): on the metrics the adapter did not target the
+per-item change spread 0.08-0.36 x sd_0 for continuous statistics (0.47-0.67 for 0/1 outcomes), and the
+changes it made (refusal +0.43, over-refusal +0.25) spread 0.56 and 1.0 x their size. A run's report
+takes the larger of the planned error and the error it observed.
 
 One case by hand: one round, one block, ``k`` and ``h`` given, normal noise: ``mu* = h + k``, so
 ``delta = margin + (h + k) se``.
@@ -55,17 +64,22 @@ class PairedPlan:
         return cls(**{**d, "schedule": tuple(int(b) for b in d["schedule"])})
 
 
+CHURN = 0.5
+"""Spread of the per-item changes where the metric does not move, as a share of the round-0 spread."""
+SPREAD = 1.0
+"""Spread of the per-item changes a change makes, as a multiple of its size."""
+
+
 def paired_se(plan: PairedPlan, change: float, items: int | None = None) -> float:
-    """The planned error of a block's paired change of size ``change`` (module docstring): continuous
-    statistics keep their round-0 spread (sqrt 2 x the level's error), a 0/1 outcome takes the binomial
-    error at the alternative level. ``items``: a block of another size (errors scale as 1 / sqrt(items))."""
+    """The planned error of a block's paired change of size ``change`` (module docstring); ``items``: a
+    block of another size (``level_se`` is the round-0 level's error on ``plan.items`` items)."""
     n = plan.items if items is None else items
-    scale = math.sqrt(plan.items / n) if n > 0 else math.inf
-    if not plan.binary:
-        return math.sqrt(2.0) * plan.level_se * scale
-    sign = -1.0 if plan.direction == "decrease" else 1.0
-    p1 = min(max(plan.level + sign * change, 0.0), 1.0)
-    return math.sqrt((plan.level_se * scale) ** 2 + p1 * (1 - p1) / max(n - 1, 1))
+    if n <= 1:
+        return math.inf
+    sd0 = plan.level_se * math.sqrt(plan.items)
+    c = min(max(change, 0.0), 1.0)
+    moved = c * (1 - c) if plan.binary else (SPREAD * change) ** 2
+    return math.sqrt(((CHURN * sd0) ** 2 + moved) / n)
 
 
 def _excess(plan: PairedPlan, rounds: int, power: float) -> tuple[float, int]:
