@@ -99,6 +99,10 @@ class Injection(_Strict):
     "chatterbot:english/computers" (group = language, label = topic file)."""
     languages: list[str] = Field(default_factory=list)
     """minority_language: chatterbot languages dealt round robin to the injected clients."""
+    phase: Literal["all", "personal"] = "all"
+    """all: the injected data replaces (or joins) what the client trains on; personal: only the client's
+    personal training phases (``personalization.method`` finetune, ditto, fedrep) use it, so the shared
+    part it uploads, and the global model, stay clean while its personal model fails."""
     target: Literal["unknown", "wrong"] = "unknown"
     """noisy_targets: the trained answer of a disambiguated BBQ item: the "unknown" option or a wrong
     non-unknown option that is not the stereotyped one."""
@@ -111,6 +115,8 @@ class Injection(_Strict):
             raise ValueError("set exactly one of injection.clients (k) or injection.fraction (k / N)")
         if self.kind in ("narrow_aggressive", "single_domain") and not self.domain:
             raise ValueError(f'injection.domain is required for kind = "{self.kind}", e.g. "shakespeare"')
+        if self.phase == "personal" and self.kind == "minority_language":
+            raise ValueError('injection.phase = "personal" needs an injection of training data, not minority_language')
         if self.kind == "minority_language" and not self.languages:
             raise ValueError('injection.languages is required for kind = "minority_language", e.g. ["tamil"]')
         if self.domain and not _domain_ok(self.domain):

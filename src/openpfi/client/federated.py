@@ -33,6 +33,9 @@ from openpfi.models.loader import LoadedModel, sha256_state
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
 
+PERSONAL_TAGS = frozenset({"finetune", "ditto", "head"})
+"""The ``Trainer`` tags of the personal training phases (``client/personal.py``)."""
+
 
 def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any parts (seed, round, client id, ...)."""
@@ -129,6 +132,10 @@ class FederatedClient:
         self.model_rank = model_rank
         self.initial = initial
         """The starting adapter (seeded init or model.adapter); the shared model's init when None."""
+        self.personal_train: list[Encoded | EncodedPair] | None = None
+        """Data the client's personal training phases (``PERSONAL_TAGS``: fine-tuning, Ditto's personal
+        adapter, FedRep's head) use instead of ``train``; None: ``train`` (the silent benchmark's
+        personal-model injection sets it)."""
         self.monitor: Any = None
         """A ``client.monitor_client.ClientMonitor`` when the run is monitored: after training, the
         client probes its model and puts ONLY the clipped, noised report in ``ClientUpdate.monitor``."""
@@ -195,12 +202,13 @@ class FederatedClient:
                 def extra() -> torch.Tensor:
                     return proximal_term(params, fixed, mu)
 
-            n = steps if steps > 0 else self.settings.steps_for(len(self.train))
+            data = self.personal_train if tag in PERSONAL_TAGS and self.personal_train is not None else self.train
+            n = steps if steps > 0 else self.settings.steps_for(len(data))
             settings = replace(self.settings.train, steps=n)
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(
-                    shared.model, params, self.train, settings, shared.pad_id, derive_seed(*parts), extra, on_step,
+                    shared.model, params, data, settings, shared.pad_id, derive_seed(*parts), extra, on_step,
                     self._batch_loss(shared, settings.dpo_beta),
                 )
             state = {k: v for k, v in start.items() if is_merged_key(k)}
@@ -256,9 +264,11 @@ class FederatedClient:
         if self.monitor is not None:
             whole = out.personal is not None and split.trainable <= set(out.personal)  # Ditto: a second adapter
             trained = {**out.state, **out.personal} if whole and out.personal is not None else out.state
+            own = self.policy.personal_model(train, split, initial, received, self.personal) \
+                if self.monitor.personal else None  # the model this client uses itself
             report, scalars["monitor_seconds"] = self.monitor.run(
                 shared, seed, round_num, self.client_id, out.start, trained, self.heldout, self.group,
-                secret=self.secret(),
+                secret=self.secret(), personal=own,
             )
         return ClientUpdate(self.client_id, len(self.train), delta, scalars, monitor=report)
 
