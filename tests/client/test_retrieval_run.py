@@ -38,7 +38,8 @@ def test_run_keeps_index_and_figures_client_side_and_the_server_reaches_neither(
     docs = _docs(tmp_path / "docs", ids)
     cfg = load_config(None, [*TINY, f"rag.documents={json.dumps(str(docs))}"])
     prep = prepare(cfg)
-    cfg, run = new_run(cfg, tmp_path / "run", False, prep.shared.loaded.info, prep.loaded_data, prep.data)
+    cfg, run = new_run(cfg, tmp_path / "run", False, prep.shared.loaded.info, prep.loaded_data, prep.data,
+                       start=prep.start_adapter, layout=prep.shared.layout)
     attach_client_stores(prep.clients, run)
     server = make_server(cfg, prep.personal)
     server.init(server_start(prep))
@@ -119,3 +120,21 @@ def test_bad_document_folders_exit_2_with_one_line_and_write_nothing(tmp_path: P
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
     assert len([line for line in res.output.splitlines() if line.strip()]) == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.clients").exists()
+
+
+def test_chat_rag_shows_the_sources_from_the_clients_own_documents(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from openpfi.cli import app
+
+    ids = [c.client_id for c in load_clients(load_config(None, TINY))[1]]
+    docs = _docs(tmp_path / "docs", ids)
+    (tmp_path / "c.toml").write_text("")
+    args = ["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "run"), "--quiet"]
+    for s in [*TINY[:-3], "rag.exact_match=false", f"rag.documents={json.dumps(str(docs))}"]:
+        args += ["--set", s]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    res = CliRunner().invoke(app, ["chat", str(tmp_path / "run"), "--client", ids[1], "--rag", "--show-sources",
+                                   "--prompt", f"What is the {SECRET} code?", "--max-new-tokens", "3"])
+    assert res.exit_code == 0, res.output
+    assert "sources: [1] note.txt (" in res.output

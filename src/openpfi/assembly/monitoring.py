@@ -80,9 +80,11 @@ def client_monitor(plan: MonitorPlan, shared: Any, groups: Sequence[str], n_expe
 def _global_monitor(scorer: Any, shared: Any, fed: Any, start_state: Mapping[str, Any], tests: Tests,
                     groups: ProbeSuite | None) -> GlobalMonitor:
     """The server's scoring of the global model (shared part from ``fed``, the rest from the start)."""
-    start_full = dict(start_state)
+    start_full = {**shared.initial_state, **start_state}  # every adapter tensor, at its starting value
 
     def full_state() -> dict[str, Any]:
+        """The global model as a whole state: the server's shared part over the starting adapter, so no
+        part a client trained for itself (its personal weights, left in the shared model) is scored."""
         return {**start_full, **fed.broadcast()}
 
     return GlobalMonitor(scorer, shared.set_state, full_state, tests.change_test, tests.group_test, groups)

@@ -10,6 +10,10 @@
 2. Memory: the base model plus ``memory_clients`` simulated clients, each
    holding its data and a personal adapter, one of them training; peak RSS
    against the budget base model + N x adapter + 1 GB.
+
+With ``clients_per_round`` below ``clients`` (e.g. every chitchat sender, 1,315, with 16
+sampled per round) the bench runs that federation instead (``bench/round_scale.py``):
+its rounds' phases and overhead, and its memory against base + K x adapter + 1 GB.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from rich.table import Table
 from openpfi.algorithms.state import clone, nbytes
 from openpfi.assembly.clients import prepare
 from openpfi.bench.common import write_json
+from openpfi.bench.round_scale import print_scale, scale_round_bench
 from openpfi.config import load_config
 from openpfi.errors import UserError
 from openpfi.recipes import federated_sft
@@ -128,9 +133,22 @@ def monitor_cost(timings: dict[str, float], clients: int) -> dict[str, float]:
     }
 
 
-def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int, engine: str, console: Console) -> dict[str, Any]:
+def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int, engine: str, console: Console,
+                    clients_per_round: int | None = None) -> dict[str, Any]:
     if engine not in ("inprocess", "flower"):
         raise UserError(f"--engine {engine!r}: choose inprocess or flower")
+    if clients_per_round is not None and clients_per_round > clients:
+        raise UserError(f"--clients-per-round {clients_per_round} exceeds --clients {clients}; lower it")
+    if clients_per_round is not None and clients_per_round < clients:
+        if engine != "inprocess":
+            raise UserError("--clients-per-round runs on the in-process engine; drop --engine flower")
+        console.print(f"bench round: {model}, {clients_per_round} of {clients} clients per round, demo config")
+        scaled = scale_round_bench(lambda sets: demo_config(model, clients, sets), clients, clients_per_round)
+        print_scale(scaled, console, round_split)
+        result = {"model": model, "engine": engine, **scaled}
+        write_json(out, result)
+        console.print(f"wrote {out}")
+        return result
     # memory first, so the process peak (ru_maxrss) is this measurement's and not the round's
     console.print(f"bench round: memory with {memory_clients} simulated clients")
     memory = memory_with_clients(model, memory_clients)

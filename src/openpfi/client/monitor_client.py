@@ -38,8 +38,8 @@ or with more clients; the sampling part of every interval reflects that. Raise
 Privacy: the noise must be unknown to the server, or it could regenerate and subtract it
 and the DP guarantee would be void. So the noise generator is NOT seeded from the run seed,
 the round and the client id (all known to the server) but from a 32-byte secret of the
-client (``secrets.token_bytes``, ``client.federated.ClientStore.secret``), kept in the
-client-side folder (in-process: ``<run>/clients/<id>/monitor-secret.key``; Flower: the
+client (``secrets.token_bytes``, ``client.store.ClientStore.secret``), kept in the
+client store (in-process: ``<run>.clients/<id>/monitor-secret.key``, next to the run folder; Flower: the
 node's state dir), never in the checkpoints, metrics, audit or anything sent. A resumed
 run reads the secret back, so its noise (and everything downstream) is bit-identical;
 two fresh runs with the same seed draw different noise. The probe and utility samples

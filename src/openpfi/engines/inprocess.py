@@ -4,7 +4,8 @@ The CPU is already fully used by one client's matmuls, so clients run in
 sequence. A client that fails is logged and skipped; the round goes on when at
 least ``federation.min_fit_clients`` answered. The server object receives only
 ``ClientUpdate`` values and the sum of the clients' evaluations (``EvalSum``), never a client;
-its round hooks get the round's ``RoundResult``.
+its round hooks get the round's ``RoundResult``. After a round the sampled clients release what they loaded
+for it (``FederatedClient.release``), so memory follows the clients sampled per round.
 """
 
 from __future__ import annotations
@@ -121,9 +122,12 @@ class InProcessEngine:
         evals: list[EvalResult] = []
         if r % self.eval_every == 0 or r == self.rounds:
             for u in updates:
-                evals.append(by_id[u.client_id].evaluate(self.shared, new_global, round_num=r))
+                if by_id[u.client_id].heldout:  # a client with a single example holds nothing out
+                    evals.append(by_id[u.client_id].evaluate(self.shared, new_global, round_num=r))
         eval_metrics = self.server.aggregate_evaluate(r, EvalSum.of(evals))
         t_eval = time.perf_counter() - t2
+        for cid in sampled:  # memory follows the clients sampled, not all clients
+            by_id[cid].release()
 
         result = round_result(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor,
                               self.share_client_metrics)

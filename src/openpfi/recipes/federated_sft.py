@@ -13,7 +13,7 @@ from pathlib import Path
 from openpfi.assembly.clients import Prepared, prepare
 from openpfi.assembly.monitor_plan import MonitorPlan, plan_monitor
 from openpfi.assembly.monitoring import wire_monitor
-from openpfi.assembly.run_start import attach_client_stores, new_run, reopen, rewind_metrics
+from openpfi.assembly.run_start import attach_client_stores, ensure_start, new_run, reopen, rewind_metrics
 from openpfi.assembly.server import make_server, server_start
 from openpfi.config import Config
 from openpfi.engines.inprocess import ClientSideHook, InProcessEngine, Reporter, RoundHook, SilentReporter
@@ -44,7 +44,8 @@ def start(
     The monitor runs when ``cfg.monitor.enabled`` (``monitor``: an already checked plan)."""
     monitor = monitor or plan_monitor(cfg)  # bad probes / budget fail before the folder is written
     prep = prepare(cfg)
-    cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data)
+    cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data,
+                       start=prep.start_adapter, layout=prep.shared.layout)
     prep.cfg = cfg
     attach_client_stores(prep.clients, run)
     server = make_server(cfg, prep.personal)
@@ -67,6 +68,7 @@ def resume(
     run, cfg, last = reopen(path)
     monitor = monitor or plan_monitor(cfg)
     prep = prepare(cfg)
+    ensure_start(run, prep.start_adapter, prep.shared.layout)
     attach_client_stores(prep.clients, run, resume_from=last)
     for c in prep.clients:
         c.restore(last)  # personal state, from the client store
