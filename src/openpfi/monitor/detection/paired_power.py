@@ -12,7 +12,7 @@ margin is ``mu*`` standard errors (``sequential.detectable_excess`` over the wor
 a change of size delta moves items unevenly. Both constants were measured on the bundled SmolLM2-135M
 between the base model and the safety-tuned adapter of the silent benchmark, on up to 480 public items
 per suite (``python benchmarks/silent/item_spread.py``): on the metrics the adapter did not target the
-per-item change spread 0.08-0.36 x sd_0 for continuous statistics (0.47-0.67 for 0/1 outcomes), and the
+per-item change spread 0.08-0.36 x sd_0 for continuous statistics (0.32-0.67 for 0/1 outcomes), and the
 changes it made (refusal +0.43, over-refusal +0.25) spread 0.56 and 1.0 x their size. A run's report
 takes the larger of the planned error and the error it observed.
 
