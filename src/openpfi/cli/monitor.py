@@ -25,8 +25,9 @@ def plan_table(result: dict[str, Any]) -> Any:
     t = Table(title=f"monitor plan: {watching} / {len(modes)} modes watching — {result['clients_per_round']} clients "
                     f"per round, {result['rounds']} rounds, epsilon {result['epsilon']:.3g}, server items a round "
                     + ", ".join(f"{k} {v}" for k, v in sorted(result["server_items_per_round"].items())))
-    for col, width in (("mode", None), ("verdict", None), ("smallest change it would detect", 90)):
-        t.add_column(col, overflow="fold", max_width=width)
+    t.add_column("mode", no_wrap=True)
+    t.add_column("verdict", no_wrap=True)
+    t.add_column("smallest change it would detect", overflow="fold", max_width=90)
     for mode, v in modes.items():
         t.add_row(mode, Text(v["verdict"], style=VERDICT_STYLE.get(v["verdict"], "")), can_see(v))
     return t

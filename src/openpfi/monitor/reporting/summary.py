@@ -47,7 +47,9 @@ def print_summary(report: Mapping[str, Any]) -> Any:
     watching = s.get("modes_watching", [])
     t = Table(title=f"openpfi monitor — {report.get('system', {}).get('name', report.get('run', ''))}: "
                     f"{len(watching)} / {len(report['modes'])} modes watching, {s['rounds']} rounds monitored")
-    for col, width in (("mode", None), ("verdict", None), ("alarms", None), ("what it can see", 70), ("latest", None)):
+    t.add_column("mode", no_wrap=True)
+    t.add_column("verdict", no_wrap=True)
+    for col, width in (("alarms", None), ("what it can see", 70), ("latest", None)):
         t.add_column(col, overflow="fold", max_width=width)
     for m in report["modes"]:
         verdict = m.get("verdict") or {"verdict": "blind", "stream": None, "fix": "no power analysis in this report"}
