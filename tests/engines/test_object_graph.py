@@ -85,17 +85,19 @@ def test_the_global_probe_scores_the_global_model_without_any_clients_personal_w
 
     from openpfi.strategies.monitor_server import MonitorServer
 
-    engine = _run_keeping_the_engine(tmp_path, monkeypatch, f"personalization.method={method}")
-    probe = next(h for h in engine.hooks if isinstance(h, MonitorServer)).global_probe
-    assert probe is not None
+    tested = ("monitor.server_items={bbq = 2, crows = 2, harmful = 130, benign = 2, ood = 3, capability = 2}",
+              "monitor.server_blocks=1", "monitor.paired_min_verdict=weak")  # a paired test that runs
+    engine = _run_keeping_the_engine(tmp_path, monkeypatch, f"personalization.method={method}", *tested)
+    probe = next(h for h in engine.hooks if isinstance(h, MonitorServer)).global_monitor
+    assert probe is not None and probe.active
     with torch.no_grad():
         for p in engine.shared.params.values():
             p.add_(torch.randn_like(p))
     # Execute
-    first = probe.evaluate()
+    first = probe.round(1)[0]
     # Assert: the model it scored is the server's shared part over the starting adapter, tensor by tensor
     want = {**engine.shared.initial_state, **engine.server.broadcast()}
     assert set(want) == set(engine.shared.params)
     for k, p in engine.shared.params.items():
         assert torch.equal(p.detach().float(), want[k].float()), k
-    assert probe.evaluate() == first  # the same scores, whatever the model held before
+    assert probe.round(1)[0] == first  # the same scores, whatever the model held before

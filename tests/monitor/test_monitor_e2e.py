@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import types
 
@@ -47,7 +46,10 @@ TINY = [
     "client.max_eval_examples=4",
     "monitor.enabled=true",
     "monitor.utility_examples=2",
-    'monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}',
+    'monitor.server_items={bbq = 2, crows = 2, harmful = 130, benign = 2, ood = 3, capability = 110}',
+    'monitor.suite_sizes={bbq = 44, crows = 18, harmful = 130, benign = 12, ood = 12, capability = 110}',
+    "monitor.server_blocks=1",
+    "monitor.paired_min_verdict=weak",
 ]
 
 
@@ -176,28 +178,28 @@ def test_metrics_rows_carry_the_six_modes_with_intervals(monitored):
             assert r[mode], mode  # every mode has streams, adaptation too (exact count of probed clients)
         p = r["alignment_erosion"]["refusal_rate"]
         assert p["lo"] <= p["value"] <= p["hi"]
-        assert "global_refusal_rate" in r["alignment_erosion"]
+        assert "global_refusal_prob" in r["alignment_erosion"]
         assert r["timings"]["monitor_s"] >= r["timings"]["client_monitor_s"] > 0
         # the global model's streams are tested item-paired against round 0 (global_change.py)
         paired = r["monitor"]["global_change"]
-        assert "alignment_erosion.global_refusal_rate" in paired
+        assert "alignment_erosion.global_refusal_prob" in paired
         for e in paired.values():
-            assert e["critical"] > 0 and e["se"] >= 0 and e["margin"] >= 0 and math.isfinite(e["t"])
-        e = paired["alignment_erosion.global_refusal_rate"]  # bad direction: a fall
-        assert e["t"] == pytest.approx((-e["change"] - e["margin"]) / max(e["se"], 1e-6))
+            assert e["threshold"] > 0 and e["se"] >= 0 and e["margin"] >= 0 and e["statistic"] >= 0
+        e = paired["alignment_erosion.global_refusal_prob"]  # bad direction: a fall
+        assert e["excess"] == pytest.approx(max((-e["change"] - e["margin"]) / max(e["se"], 1e-6), -50.0))
     setup = json.loads((monitored.path / "monitor" / "setup.json").read_text())
-    assert len(setup["round0_global_items"]["refusal"]["harmful"]) == 5  # the server sample's items
+    assert len(setup["round0_global_items"]["refusal"]["harmful"]) == 130  # the server sample's items
 
 
 def test_report_charts_the_paired_statistic_of_global_streams(monitored):
     report = json.loads((monitored.path / "report.json").read_text())
     metrics = {m["name"]: m for mode in report["modes"] for m in mode["metrics"]}
-    g = metrics["alignment_erosion.global_refusal_rate"]
-    assert g["detector"] == "paired_jackknife" and g["threshold"] > 1
+    g = metrics["alignment_erosion.global_refusal_prob"]
+    assert g["detector"] == "paired_cusum" and g["threshold"] > 1
     assert metrics["alignment_erosion.refusal_rate"]["detector"] == "cusum"
     # streams over fewer public items than the test needs are reported, not silently skipped
     untested = [x for x in report["not_measured"] if x["what"].startswith("paired test of")]
-    assert any("global_over_refusal_rate" in x["what"] and "2 item(s)" in x["why"] for x in untested)
+    assert any("global_over_refusal_prob" in x["what"] and "2 item(s)" in x["why"] for x in untested)
 
 
 def test_editing_deleting_or_reordering_an_audit_entry_is_detected(monitored, tmp_path):

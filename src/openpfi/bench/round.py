@@ -109,6 +109,30 @@ def round_split(timings: dict[str, float]) -> dict[str, float]:
     }
 
 
+def monitor_cost(timings: dict[str, float], clients: int) -> dict[str, float]:
+    """The monitor's part of a round, serial (this in-process round) and on the critical path of a deployment.
+
+    Serial: ``monitor_s / round_s`` (the clients' probing, ``client_monitor_s``, plus the server's scoring of
+    the global model and its tests, the rest of ``monitor_s``). Critical path, estimated from the same
+    timings for ``clients`` clients training, evaluating and probing in parallel: one client's share of the
+    client phase, ``(train_s + evaluate_s + client_monitor_s) / clients``, then aggregation and
+    serialization; the server's scoring overlaps the next round's client phase (the server is idle while
+    clients train), so only what it takes beyond that phase is on the path.
+    """
+    client_mon = timings.get("client_monitor_s", 0.0)
+    server_mon = max(timings["monitor_s"] - client_mon, 0.0)
+    phase = (timings["train_s"] + timings["evaluate_s"] + client_mon) / clients
+    beyond = max(server_mon - phase, 0.0)
+    critical = phase + timings["aggregate_s"] + timings.get("serialize_s", 0.0) + beyond
+    return {
+        "client_monitor_s": client_mon,
+        "server_monitor_s": server_mon,
+        "monitor_share_serial": timings["monitor_s"] / timings["round_s"],
+        "critical_path_s": critical,
+        "monitor_share_critical_path": (client_mon / clients + beyond) / critical,
+    }
+
+
 def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int, engine: str, console: Console,
                     clients_per_round: int | None = None) -> dict[str, Any]:
     if engine not in ("inprocess", "flower"):
@@ -134,6 +158,7 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
         "model": model, "clients": clients, "engine": engine, "timings_engine": "inprocess", "timings": t,
     }
     result.update(round_split(t))
+    result["monitor"] = monitor_cost(t, clients)
     round_s, overhead = t["round_s"], result["overhead_s"]
     if engine == "flower":
         console.print(f"bench round: 1 round on a local Flower federation ({clients} nodes)")
@@ -151,6 +176,13 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
     table.add_row("overhead (all but forward/backward)", f"{overhead:.2f}", f"{overhead / round_s:.1%}")
     table.add_row("[bold]round", f"{round_s:.2f}", "100%")
     console.print(table)
+    mc = result["monitor"]
+    console.print(
+        f"monitor: {mc['monitor_share_serial']:.1%} of this serial round (clients probing {mc['client_monitor_s']:.1f} s, "
+        f"server scoring and tests {mc['server_monitor_s']:.1f} s); on the critical path of a deployment with "
+        f"{clients} clients in parallel and the server's scoring overlapping the next round's training: "
+        f"{mc['monitor_share_critical_path']:.1%} of {mc['critical_path_s']:.1f} s (estimated from these timings)"
+    )
     if "flower" in result:
         f = result["flower"]
         console.print(f"flower engine: {f}")

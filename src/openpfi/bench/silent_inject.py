@@ -278,12 +278,17 @@ class InjectionHook:
             if c.client_id not in self._orig:
                 self._orig[c.client_id] = _Original(list(c.train), list(c.heldout), c.settings, c.group)
             o = self._orig[c.client_id]
+            c.personal_train = None
             if not active or c.client_id not in chosen:
                 if c.heldout != o.heldout:
                     c._eval_memo = None  # its held-out loss memo was of other data
                 c.train, c.heldout, c.settings, c.group = list(o.train), list(o.heldout), o.settings, o.group
                 continue
-            c.train, heldout, c.group, injected = self._inject(c.client_id, o, round_num)
+            train, heldout, c.group, injected = self._inject(c.client_id, o, round_num)
+            if self.injection.phase == "personal":  # the shared training stays on the client's own data
+                c.train, c.personal_train = list(o.train), train
+            else:
+                c.train = train
             if heldout != c.heldout:
                 c._eval_memo = None
             c.heldout = heldout

@@ -101,6 +101,10 @@ class Injection(_Strict):
     "chatterbot:english/computers" (group = language, label = topic file)."""
     languages: list[str] = Field(default_factory=list)
     """minority_language: chatterbot languages dealt round robin to the injected clients."""
+    phase: Literal["all", "personal"] = "all"
+    """all: the injected data replaces (or joins) what the client trains on; personal: only the client's
+    personal training phases (``personalization.method`` finetune, ditto, fedrep) use it, so the shared
+    part it uploads, and the global model, stay clean while its personal model fails."""
     target: Literal["unknown", "wrong"] = "unknown"
     """noisy_targets: the trained answer of a disambiguated BBQ item: the "unknown" option or a wrong
     non-unknown option that is not the stereotyped one."""
@@ -118,6 +122,8 @@ class Injection(_Strict):
             raise ValueError("set exactly one of injection.clients (k) or injection.fraction (k / N)")
         if self.kind in ("narrow_aggressive", "single_domain") and not self.domain:
             raise ValueError(f'injection.domain is required for kind = "{self.kind}", e.g. "shakespeare"')
+        if self.phase == "personal" and self.kind == "minority_language":
+            raise ValueError('injection.phase = "personal" needs an injection of training data, not minority_language')
         if self.kind == "jsonl" and not self.path:
             raise ValueError('injection.path is required for kind = "jsonl": your JSONL file of injected rows')
         if self.kind == "minority_language" and not self.languages:
@@ -272,7 +278,8 @@ def _one_line(err: ValidationError, path: Path, prefix: str = "") -> str:
 DETECTION_KEYS = {
     "monitor": ("detector", "target_false_alarm_rate", "drift_k", "drop_threshold_capability",
                 "drop_threshold_safety", "client_items", "server_items", "utility_examples", "suite_sizes",
-                "server_margins", "group_items", "global_test_share"),
+                "server_margins", "group_items", "global_test_share", "server_blocks", "paired_k",
+                "paired_min_verdict"),
     "privacy": None,  # every privacy key: the budget and noise are the suite's, not a scenario's
 }
 """Settings a scenario may not override: detection is judged with the same detector, thresholds,

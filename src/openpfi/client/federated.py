@@ -35,6 +35,9 @@ from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adap
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
 from openpfi.runfolder.adapter import AdapterLayout
 
+PERSONAL_TAGS = frozenset({"finetune", "ditto", "head"})
+"""The ``Trainer`` tags of the personal training phases (``client/personal.py``)."""
+
 
 def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any parts (seed, round, client id, ...)."""
@@ -137,6 +140,10 @@ class FederatedClient:
         self.model_rank = model_rank
         self.initial = initial
         """The starting adapter (seeded init or model.adapter); the shared model's init when None."""
+        self.personal_train: list[Encoded | EncodedPair] | None = None
+        """Data the client's personal training phases (``PERSONAL_TAGS``: fine-tuning, Ditto's personal
+        adapter, FedRep's head) use instead of ``train``; None: ``train`` (the silent benchmark's
+        personal-model injection sets it)."""
         self.monitor: Any = None
         """A ``client.monitor_client.ClientMonitor`` when the run is monitored: after training, the
         client probes its model and puts ONLY the clipped, noised report in ``ClientUpdate.monitor``."""
@@ -236,13 +243,15 @@ class FederatedClient:
                 def extra() -> torch.Tensor:
                     return proximal_term(params, fixed, mu)
 
-            n = steps if steps > 0 else self.settings.steps_for(len(self.train))
+            personal = tag in PERSONAL_TAGS and self.personal_train is not None
+            data = self.personal_train if personal else self._training_data(shared)
+            n = steps if steps > 0 else self.settings.steps_for(len(data))
             settings = replace(self.settings.train, steps=n)
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(
-                    shared.model, params, self._training_data(shared), settings, shared.pad_id, derive_seed(*parts),
-                    extra, on_step, self._batch_loss(shared, settings.dpo_beta),
+                    shared.model, params, data, settings, shared.pad_id, derive_seed(*parts), extra, on_step,
+                    self._batch_loss(shared, settings.dpo_beta),
                 )
             state = {k: v for k, v in start.items() if is_merged_key(k)}
             state.update(shared.get_state())
@@ -306,9 +315,11 @@ class FederatedClient:
         if self.monitor is not None:
             whole = out.personal is not None and split.trainable <= set(out.personal)  # Ditto: a second adapter
             trained = {**out.state, **out.personal} if whole and out.personal is not None else out.state
+            own = self.policy.personal_model(train, split, initial, received, self.personal) \
+                if self.monitor.personal else None  # the model this client uses itself
             report, scalars["monitor_seconds"] = self.monitor.run(
                 shared, seed, round_num, self.client_id, out.start, trained, self.heldout, self.group,
-                secret=self.secret(),
+                secret=self.secret(), personal=own,
             )
         return ClientUpdate(self.client_id, len(self.train), delta, scalars, monitor=report)
 
