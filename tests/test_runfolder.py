@@ -7,6 +7,7 @@ import torch
 
 from openpfi.errors import UserError
 from openpfi.runfolder import Checkpoint, RunFolder
+from openpfi.runfolder.adapter import AdapterLayout
 
 
 def test_create_refuses_non_empty_without_force(tmp_path: Path):
@@ -22,6 +23,7 @@ def test_create_refuses_non_empty_without_force(tmp_path: Path):
 
 def test_checkpoint_roundtrip_and_completed_rounds(tmp_path: Path):
     run = RunFolder.create(tmp_path / "run", force=False)
+    run.write_start({}, AdapterLayout(2, 4.0, ("q_proj",)))
     adapter = {"b": torch.tensor([1.0, 2.0]), "a": torch.zeros(2, 2)}
     run.save_checkpoint(Checkpoint(1, adapter, {"m::a": torch.ones(2, 2)}, {"seed": 0}))
     (run.path / "checkpoints" / ".round-2.tmp").mkdir()  # a torn write of round 2

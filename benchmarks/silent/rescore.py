@@ -20,8 +20,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
-
 from openpfi.assembly.clients import load_shared
 from openpfi.client.scoring import shared_scorer
 from openpfi.config import load_config
@@ -29,6 +27,7 @@ from openpfi.monitor import modes
 from openpfi.monitor.detection.global_change import GlobalChangeTest
 from openpfi.monitor.probes import load_suites
 from openpfi.monitor.probes.run import ProbeResults, results_from_dict, results_to_dict, run_probes
+from openpfi.runfolder import RunFolder
 
 SIZES = {"bbq": 72, "crows": 36, "harmful": 36, "benign": 36, "ood": 24, "capability": 36}
 STREAMS_PER_RUN = 60
@@ -49,7 +48,7 @@ def round_models(run: Path, rounds: Iterable[int]) -> Iterator[tuple[int, Any]]:
     for r in rounds:
         state = dict(start)
         if r:
-            state.update(load_file(str(run / "checkpoints" / f"round-{r}" / "adapter.safetensors")))
+            state.update(RunFolder.open(run).load_checkpoint(r).adapter)
         shared.set_state(state)
         yield r, scorer
 

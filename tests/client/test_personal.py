@@ -20,6 +20,7 @@ from openpfi.client.store import ClientStore
 from openpfi.client.train import TrainResult, TrainSettings
 from openpfi.config import ClientConfig, PersonalizationConfig
 from openpfi.errors import UserError
+from openpfi.runfolder.adapter import AdapterLayout
 
 
 def _train(steps: int, batch: int, accum: int, lr: float, **changes) -> TrainSettings:
@@ -213,7 +214,7 @@ def test_fedsa_client_keeps_b_in_its_folder_and_reloads_it(shared: SharedModel, 
     upd = c.fit(shared, _global(shared, c.policy), 1, 0)
     assert all(k.endswith("lora_A.weight") for k in upd.delta)
     saved = sorted(p.name for p in tmp_path.iterdir())
-    assert saved == ["figures.json", "personal-round-1.safetensors"]
+    assert saved == ["figures.json", "personal-round-1"]
     again = _client(shared, "fedsa-lora", tmp_path)
     again.restore(1)
     assert set(again.personal) == set(c.personal)
@@ -229,13 +230,13 @@ def test_fedsa_client_keeps_b_in_its_folder_and_reloads_it(shared: SharedModel, 
 
 def test_store_keeps_the_two_newest_versions(tmp_path: Path) -> None:
     store = ClientStore(tmp_path)
+    layout = AdapterLayout(1, 2.0, ("q_proj",))
+    shared_a = {"m.q_proj.lora_A.weight": torch.ones(1, 2)}
     for r in (2, 5, 9):
-        store.save(r, {"w": torch.tensor([float(r)])})
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "personal-round-5.safetensors",
-        "personal-round-9.safetensors",
-    ]
-    assert float(store.load(8)["w"]) == 5.0  # a resume from round 8 still finds the client's state
+        store.save(r, {"m.q_proj.lora_B.weight": torch.tensor([[float(r)]])}, shared_a, layout)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["personal-round-5", "personal-round-9"]
+    assert float(store.load(8)["m.q_proj.lora_B.weight"]) == 5.0  # a resume from round 8 still finds its state
+    assert set(store.load(9)) == {"m.q_proj.lora_B.weight"}  # the shared A completes the folder, not the state
 
 
 def test_low_rank_client_trains_only_its_components(shared: SharedModel) -> None:

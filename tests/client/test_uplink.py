@@ -9,7 +9,7 @@ import torch
 from openpfi.algorithms.wire import decode, like_of
 from openpfi.client.messages import ClientUpdate
 from openpfi.client.store import ClientStore
-from openpfi.client.uplink import RESIDUAL, Uplink
+from openpfi.client.uplink import Uplink
 
 
 class _Client:
@@ -45,5 +45,5 @@ def test_residual_is_kept_in_the_clients_store(tmp_path: Path) -> None:
     like = like_of(delta)
     assert torch.equal(decode(first.delta, "topk", like, 0.5)["w"], torch.tensor([3.0, 0.0]))
     assert torch.equal(decode(second.delta, "topk", like, 0.5)["w"], torch.tensor([0.0, 4.0]))
-    assert torch.equal(client.store.load(2, RESIDUAL)["w"], torch.tensor([3.0, 0.0]))
+    assert torch.equal(client.store.load_residual(2)["w"], torch.tensor([3.0, 0.0]))
     assert client.store.load(2) is None  # personal state is another kind

@@ -76,8 +76,8 @@ def test_resume_is_bit_identical(tmp_path: Path, method: str) -> None:
     with pytest.raises(Crash):
         start_job(cfg, tmp_path / "cut", False, CrashInRound())
     resume_job(tmp_path / "cut", SilentReporter())
-    a = (full.path / "checkpoints" / "round-2" / "adapter.safetensors").read_bytes()
-    b = (tmp_path / "cut" / "checkpoints" / "round-2" / "adapter.safetensors").read_bytes()
+    a = (full.path / "checkpoints" / "round-2" / "adapter_model.safetensors").read_bytes()
+    b = (tmp_path / "cut" / "checkpoints" / "round-2" / "adapter_model.safetensors").read_bytes()
     assert a == b
     rows = RunFolder.open(tmp_path / "cut").read_metrics()
     assert [r["pref_acc_harmless"] for r in rows] == [r["pref_acc_harmless"] for r in full.read_metrics()]

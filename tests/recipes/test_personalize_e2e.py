@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -57,12 +58,14 @@ def test_each_method_runs_and_keeps_personal_state_client_side(tmp_path: Path, m
     if method == "fedsa-lora":
         assert keys and not any("lora_B" in k for k in keys)
     if method == "ffa-lora":
-        assert keys and not any("lora_A" in k for k in keys)  # A is the seeded init, never sent
+        own = json.loads((run.path / "checkpoints" / "round-2" / "openpfi-adapter.json").read_text())["keys"]
+        assert own and not any("lora_A" in k for k in own)  # A is the seeded init, never sent
+        assert any("lora_A" in k for k in keys)  # ... but completes the checkpoint for peft (from start/)
         assert rows[-1]["bytes_up"] < base[-1]["bytes_up"]
     if method == "fedrep":
         assert keys and not any("v_proj" in k for k in keys)
-    stored = list(run.clients_dir.glob("*/personal-round-*.safetensors"))
-    assert bool(stored) == (method in ("local", "ditto", "fedrep", "fedsa-lora"))
+    stored = list(run.clients_dir.glob("*/personal-round-*/adapter_model.safetensors"))
+    assert bool(stored) == (method in ("local", "finetune", "ditto", "fedrep", "fedsa-lora"))
 
 
 @pytest.mark.parametrize(
@@ -78,7 +81,7 @@ def test_lora_aggregations_run(tmp_path: Path, sets: list[str]) -> None:
     run = _run(tmp_path, *sets)
     rows = run.read_metrics()
     assert [r["round"] for r in rows] == [1, 2]
-    keys = _checkpoint_keys(run)
+    keys = set(run.load_checkpoint(2).adapter)
     merges = "stack" in sets[0] or "lora.keep_merged=true" in sets
     assert any(k.endswith(".merged_delta") for k in keys) == merges
     if "stack" in sets[0]:
@@ -132,8 +135,8 @@ def test_personal_resume_is_bit_identical(tmp_path: Path, method: str, at: str) 
         federated_sft.start(cfg, tmp_path / "cut", reporter=CrashInRound(3, at))
     assert not (tmp_path / "cut" / "checkpoints" / "round-3").exists()
     federated_sft.resume(tmp_path / "cut")
-    a = (full.path / "checkpoints" / "round-3" / "adapter.safetensors").read_bytes()
-    b = (tmp_path / "cut" / "checkpoints" / "round-3" / "adapter.safetensors").read_bytes()
+    a = (full.path / "checkpoints" / "round-3" / "adapter_model.safetensors").read_bytes()
+    b = (tmp_path / "cut" / "checkpoints" / "round-3" / "adapter_model.safetensors").read_bytes()
     assert a == b
     cut = RunFolder.open(tmp_path / "cut")
     rows = full.read_metrics()

@@ -43,7 +43,7 @@ def test_resume_is_bit_identical(tmp_path: Path, crash_round: int):
         federated_sft.start(cfg, tmp_path / "cut", reporter=CrashInRound(crash_round))
     assert not (tmp_path / "cut" / "checkpoints" / f"round-{crash_round}").exists()
     federated_sft.resume(tmp_path / "cut")
-    for name in ("adapter.safetensors", "server_state.safetensors"):
+    for name in ("adapter_model.safetensors", "server_state.safetensors"):
         a = (full.path / "checkpoints" / "round-3" / name).read_bytes()
         b = (tmp_path / "cut" / "checkpoints" / "round-3" / name).read_bytes()
         assert a == b, name

@@ -43,7 +43,7 @@ def test_run_writes_the_run_folder(tmp_path: Path):
         assert r["eval_loss_mean"] == pytest.approx(sum(own) / 2)  # the server's mean, from their sum
         assert r["bytes_up"] > 0 and r["bytes_down"] > 0
         assert set(r["timings"]) >= {"train_s", "aggregate_s", "evaluate_s", "serialize_s", "round_s"}
-    adapter = load_file(str(out / "checkpoints" / "round-2" / "adapter.safetensors"))
+    adapter = load_file(str(out / "checkpoints" / "round-2" / "adapter_model.safetensors"))
     assert any("lora_A" in k for k in adapter) and any("lora_B" in k for k in adapter)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["client_store"] == "run.clients" and manifest["privacy"] == {"share_client_metrics": False}
@@ -95,9 +95,16 @@ def test_corrupt_jsonl_strict_and_lenient(tmp_path: Path):
 
 def test_share_client_metrics_keeps_raw_per_client_figures_on_the_server(tmp_path: Path):
     out = tmp_path / "run"
-    res = runner.invoke(app, ["run", DEMO, "--out", str(out), "--quiet", *TINY, "--set",
+    monitored = ["--set", "monitor.enabled=true", "--set", "monitor.judge_check_prompts=0", "--set",
+                 "monitor.utility_examples=2", "--set", "monitor.calibration_sims=1000", "--set",
+                 "monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}",
+                 "--set", "federation.rounds=1"]
+    res = runner.invoke(app, ["run", DEMO, "--out", str(out), "--quiet", *TINY, *monitored, "--set",
                               "privacy.share_client_metrics=true"])
     assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["system"]["client_metrics_shared"] is True
+    assert "Per-client figures are shared with the server in the clear" in (out / "report.html").read_text()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     own = client_figures(client_store_dir(out))
     for r in rows:

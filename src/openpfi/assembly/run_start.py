@@ -4,9 +4,11 @@ resume; give in-process clients their stores in the client store next to it."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from openpfi.assembly.manifest import build_manifest
 from openpfi.client.store import ClientStore
@@ -17,6 +19,7 @@ from openpfi.models.loader import ModelInfo
 from openpfi.monitor import audit_sign
 from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder, client_store_dir
+from openpfi.runfolder.adapter import AdapterLayout
 
 
 def start_audit(run: RunFolder, cfg: Config) -> AuditLog:
@@ -35,8 +38,12 @@ def new_run(
     data: list[ClientData],
     extra: dict[str, Any] | None = None,
     audit: dict[str, Any] | None = None,
+    *,
+    start: Mapping[str, torch.Tensor],
+    layout: AdapterLayout,
 ) -> tuple[Config, RunFolder]:
-    """Create the run folder and write config.toml, manifest.json and the first audit entry.
+    """Create the run folder and write config.toml, manifest.json, ``start/`` (the starting
+    adapter ``start`` as a peft folder of ``layout``) and the first audit entry.
 
     Every engine starts a run here; returns the config with ``output.dir`` set to ``out``.
     ``extra``: more manifest keys; ``audit``: more keys of the audit's config entry.
@@ -54,6 +61,7 @@ def new_run(
         extra={"start_adapter": cfg.model.adapter or None, **run_privacy(cfg, out), **(extra or {})},
     )
     run.write_json("manifest.json", manifest)
+    run.write_start(dict(start), layout)
     start_audit(run, cfg).append(
         "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"],
                    **(audit or {})}
@@ -73,6 +81,12 @@ def reopen(path: Path) -> tuple[RunFolder, Config, int]:
     if last >= cfg.federation.rounds:
         raise UserError(f"{path} already finished all {cfg.federation.rounds} rounds; nothing to resume")
     return run, cfg, last
+
+
+def ensure_start(run: RunFolder, start: Mapping[str, torch.Tensor], layout: AdapterLayout) -> None:
+    """Resume of a run folder written before ``start/`` existed: write it (checkpoints need it)."""
+    if not run.has_start():
+        run.write_start(dict(start), layout)
 
 
 def rewind_metrics(run: RunFolder, last: int) -> None:

@@ -81,6 +81,11 @@ METHODS: tuple[Method, ...] = (
 )
 """``fedavg-dp`` is FedAvg with every client's update clipped and the sum noised (DP-FedAvg, central noise,
 epsilon 8 at privacy.delta over the run): set beside ``fedavg`` it is the utility cost of DP."""
+METHODS += tuple(
+    Method(m.name + rag.TRAINED, f"{m.label}, trained with retrieval", (*m.sets, rag.TRAIN_SET), m.train_phases, m.personal)
+    for m in METHODS if m.name in rag.MEMORY_METHODS
+)
+"""The ``+rag`` variants (``rag.train``) run on the retrieval data set ``memory`` only (personalize_rag.py)."""
 
 
 # Measured alone on the project's 2-core machine (SmolLM2-135M, bf16; see docs/BENCHMARKS-personalize.md):
@@ -138,8 +143,7 @@ class BenchPlan:
 
     def runs(self) -> list[tuple[str, Method, int]]:
         chosen = [m for m in METHODS if m.name in self.methods]
-        return [(d, m, s) for d in self.datasets for s in self.seeds for m in chosen
-                if d != rag.MEMORY or m.name in rag.MEMORY_METHODS]
+        return [(d, m, s) for d in self.datasets for s in self.seeds for m in chosen if rag.runs_on(d, m.name)]
 
 
 FULL = BenchPlan(
@@ -184,13 +188,14 @@ def expected_seconds(plan: BenchPlan) -> float:
     total = 0.0
     for dataset, method, _ in plan.runs():
         tok = min(TOKENS_PER_EXAMPLE.get(dataset, 60.0), plan.max_length)
-        step = plan.batch_size * tok * plan.step_seconds_per_token
+        trained = rag.TRAIN_SET in method.sets
+        step = plan.batch_size * (tok + (rag.TRAIN_PASSAGE_TOKENS if trained else 0.0)) * plan.step_seconds_per_token
         train = plan.rounds * plan.local_steps * step * method.train_phases
         if method.name == "finetune":  # fine-tuning before the (final) evaluation only
             train += plan.local_steps * step
         evals = (2 if method.personal else 1) * plan.eval_examples * tok * plan.eval_seconds_per_token
         evals += rag.extra_seconds(dataset, plan.max_examples, plan.eval_examples)
-        total += SETUP_SECONDS + plan.clients * (train + evals)
+        total += SETUP_SECONDS + rag.clients_of(dataset, plan.clients) * (train + evals)
     return total
 
 

@@ -69,6 +69,13 @@ def finish_run(run_path: Path) -> None:
         console.print(results_table(rows, figures, source))
     for line in trust_lines(run_path):
         console.print(line, highlight=False)
+    if (run_path / "report.json").is_file():  # a monitored run: what its monitor could and could not see
+        import json
+
+        from openpfi.monitor.reporting.summary import print_summary
+
+        console.print(print_summary(json.loads((run_path / "report.json").read_text())))
+        console.print(f"monitoring report: {run_path / 'report.html'}")
     console.print(f"run folder: [bold]{run_path}[/]")
 
 

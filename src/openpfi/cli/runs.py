@@ -71,13 +71,6 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     if not run_.read_metrics():
         raise UserError(f"{run_dir} has no completed round yet; `openpfi resume {run_dir}` to continue it")
     finish_run(run_dir)
-    if (run_dir / "report.json").is_file():
-        import json
-
-        from openpfi.monitor.reporting.summary import print_summary
-
-        console.print(print_summary(json.loads((run_dir / "report.json").read_text())))
-        console.print(f"monitoring report: {run_dir / 'report.html'}")
 
 
 @audit_app.command("verify")

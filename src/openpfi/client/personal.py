@@ -122,6 +122,9 @@ class PersonalPolicy:
     """False: nothing is uploaded or downloaded (local-only training)."""
     personalized: ClassVar[bool] = False
     """True: the client has its own model, reported as ``personal_loss``."""
+    derived_personal: ClassVar[bool] = False
+    """True: the personal model is rebuilt from the global one at each evaluation (finetune), so
+    nothing personal carries over between rounds; the client still keeps the last one it scored."""
     refuses_aggregations: ClassVar[tuple[str, ...]] = ()
     """``lora.aggregation`` values this method cannot respect (see ``check_aggregation``)."""
     refusal_reason: ClassVar[str] = ""
@@ -192,6 +195,7 @@ class FinetunePolicy(PersonalPolicy):
 
     name = "finetune"
     personalized = True
+    derived_personal = True
 
     def personal_model(
         self,

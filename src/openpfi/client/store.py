@@ -5,8 +5,13 @@ the server's run folder, ``<run>.clients/<client id>/`` (``runfolder.client_stor
 the run's manifest.json), so handing over the run folder hands over nothing of a client; on
 Flower each SuperNode keeps its own in its state dir (``state-dir`` in the node config).
 
-    personal-round-N.safetensors   personal state after the client's last fits (the two newest)
-    residual-round-N.safetensors   what compression dropped from its last uploads (error feedback)
+    personal-round-N/              the client's personal model after its round-N training (the two
+                                   newest rounds): a peft adapter folder (runfolder/adapter.py) whose
+                                   own tensors (restored on resume) are the client's personal state,
+                                   completed by the global parts it received that round (FedSA-LoRA's
+                                   A, FedRep's shared layers, merged deltas)
+    residual-round-N.safetensors   what compression dropped from its last uploads (error feedback,
+                                   client/uplink.py; the two newest)
     monitor-secret.key             32 random bytes seeding the client's monitor noise (mode 0600)
     figures.json                   the client's own figures per round (held-out loss of the model it
                                    was sent and of its own model, train loss, tokens/s): what a
@@ -19,6 +24,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,10 +34,13 @@ from safetensors.torch import load_file, save_file
 from openpfi.algorithms.state import StateDict
 from openpfi.errors import UserError
 from openpfi.runfolder import STORE_MARK, mark_client_store, secret_file
+from openpfi.runfolder.adapter import AdapterLayout, is_adapter_folder, read_adapter_folder, write_adapter_folder
 
 SECRET_BYTES = 32
 SECRET_FILE = "monitor-secret.key"
 FIGURES_FILE = "figures.json"
+PERSONAL_PREFIX = "personal-round-"
+RESIDUAL_PREFIX = "residual-round-"
 
 
 def new_secret() -> bytes:
@@ -42,8 +51,10 @@ def new_secret() -> bytes:
 class ClientStore:
     """The client-side folder of one client (see the module docstring)."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, keep: int = 2):
         self.folder = Path(folder)
+        self.keep = keep
+        """How many rounds of personal adapters to keep (0 = every round)."""
 
     def _ensure(self) -> None:
         """Create the folder; its parent (the store of all clients) carries the client-store mark."""
@@ -52,39 +63,72 @@ class ClientStore:
             if not (self.folder.parent / STORE_MARK).is_file():
                 mark_client_store(self.folder.parent)
 
-    # -- personal state, compression residuals -----------------------------------------------------
-    def save(self, round_num: int, state: StateDict, kind: str = "personal") -> None:
-        """Save ``state`` as this client's ``kind`` (personal state; ``residual``: what compression
-        dropped, client/uplink.py) of ``round_num``: written to a temporary name, fsynced, renamed."""
+    # -- personal state ---------------------------------------------------------------------------
+    def save(self, round_num: int, personal: StateDict, model: StateDict, layout: AdapterLayout,
+             client_id: str = "") -> None:
+        """Keep ``personal`` (the own state) inside the peft folder of the whole personal ``model``."""
         self._ensure()
-        tmp = self.folder / f".{kind}-round-{round_num}.tmp"
+        info = {"round": round_num, "client": client_id, "what": "personal model"}
+        write_adapter_folder(self.folder / f"{PERSONAL_PREFIX}{round_num}", {**model, **personal}, layout,
+                             own=personal, info=info)
+        # Keep the newest versions: a resume from the previous round must still find its state,
+        # however many rounds ago this client last saved.
+        if self.keep > 0:
+            for _, old in self.saved()[: -self.keep]:
+                shutil.rmtree(old)
+
+    def saved(self) -> list[tuple[int, Path]]:
+        """(round, folder) of every personal adapter kept, oldest first."""
+        if not self.folder.is_dir():
+            return []
+        found = []
+        for f in self.folder.iterdir():
+            tail = f.name.removeprefix(PERSONAL_PREFIX)
+            if f.name.startswith(PERSONAL_PREFIX) and tail.isdigit() and is_adapter_folder(f):
+                found.append((int(tail), f))
+        return sorted(found)
+
+    def newest(self, up_to_round: int) -> tuple[int, Path] | None:
+        """The newest personal adapter folder saved at or before ``up_to_round``."""
+        older = [(n, f) for n, f in self.saved() if n <= up_to_round]
+        return older[-1] if older else None
+
+    def load(self, up_to_round: int) -> StateDict | None:
+        """The newest personal state saved at or before ``up_to_round``."""
+        found = self.newest(up_to_round)
+        return None if found is None else read_adapter_folder(found[1]).own
+
+    # -- compression residuals ----------------------------------------------------------------------
+    def save_residual(self, round_num: int, state: StateDict) -> None:
+        """Keep what compression dropped from this round's upload (client/uplink.py): written to a
+        temporary name, fsynced, renamed; the two newest kept."""
+        self._ensure()
+        tmp = self.folder / f".{RESIDUAL_PREFIX}{round_num}.tmp"
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
-        tmp.replace(self.folder / f"{kind}-round-{round_num}.safetensors")
-        # Keep the two newest versions: a resume from the previous round must still find its state,
-        # however many rounds ago this client last saved.
-        for _, old in sorted(self._versions(kind))[:-2]:
+        tmp.replace(self.folder / f"{RESIDUAL_PREFIX}{round_num}.safetensors")
+        for _, old in self._residuals()[:-2]:
             old.unlink()
 
-    def _versions(self, kind: str) -> list[tuple[int, Path]]:
-        out = []
-        for f in self.folder.glob(f"{kind}-round-*.safetensors"):
-            tail = f.stem.rsplit("-", 1)[1]
+    def _residuals(self) -> list[tuple[int, Path]]:
+        found = []
+        for f in self.folder.glob(f"{RESIDUAL_PREFIX}*.safetensors"):
+            tail = f.stem.removeprefix(RESIDUAL_PREFIX)
             if tail.isdigit():
-                out.append((int(tail), f))
-        return out
+                found.append((int(tail), f))
+        return sorted(found)
 
-    def load(self, up_to_round: int, kind: str = "personal") -> StateDict | None:
-        """The newest ``kind`` state saved at or before ``up_to_round``."""
-        best = max(((n, f) for n, f in self._versions(kind) if n <= up_to_round), default=None)
-        if best is None:
+    def load_residual(self, up_to_round: int) -> StateDict | None:
+        """The newest compression residual saved at or before ``up_to_round``."""
+        older = [(n, f) for n, f in self._residuals() if n <= up_to_round]
+        if not older:
             return None
         try:
-            return load_file(str(best[1]))
+            return load_file(str(older[-1][1]))
         except Exception as err:  # safetensors raises its own error types on a damaged file
-            raise UserError(f"{best[1]} is not a readable safetensors file ({type(err).__name__}); restore it "
-                            "from a backup") from None
+            raise UserError(f"{older[-1][1]} is not a readable safetensors file ({type(err).__name__}); restore it "
+                            "from a backup or delete it (error feedback starts afresh)") from None
 
     # -- the monitor secret -----------------------------------------------------------------------
     def secret(self) -> bytes:

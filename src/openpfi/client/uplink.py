@@ -30,8 +30,6 @@ from openpfi.algorithms.wire import encode_with_feedback
 from openpfi.client.federated import derive_seed
 from openpfi.client.messages import ClientUpdate
 
-RESIDUAL = "residual"
-
 
 class _Client(Protocol):
     store: Any
@@ -74,13 +72,13 @@ class Uplink:
             return update
         delta = self.privatize(update.delta, client.secret(), round_num, peers)
         store = getattr(client, "store", None)
-        residual = store.load(round_num - 1, RESIDUAL) if store is not None else getattr(client, "uplink_residual", None)
+        residual = store.load_residual(round_num - 1) if store is not None else getattr(client, "uplink_residual", None)
         if residual is not None and set(residual) != set(delta):
             residual = None  # the shared part changed shape (a config edit between runs): start afresh
         payload, new_residual = encode_with_feedback(delta, residual, self.compression, self.topk_fraction)
         if new_residual is not None:
             if store is not None:
-                store.save(round_num, new_residual, RESIDUAL)
+                store.save_residual(round_num, new_residual)
             else:
                 client.uplink_residual = new_residual  # type: ignore[attr-defined]
         return dataclasses.replace(update, delta=payload)

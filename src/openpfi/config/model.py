@@ -16,7 +16,9 @@ class ModelConfig(Section):
     device: Literal["cpu", "cuda"] = "cpu"
     """Where the model runs; the same config runs on a GPU with "cuda"."""
     adapter: str = ""
-    """Optional starting adapter: a folder or .safetensors file of LoRA weights (e.g. safety-tuned)."""
+    """Optional starting adapter (e.g. safety-tuned): a peft folder (adapter_config.json +
+    adapter_model.safetensors, such as a run's checkpoints/round-N or an `openpfi export`) or a
+    .safetensors file of LoRA weights; one for another base model, rank or alpha is refused."""
     dtype: Literal["auto", "bfloat16", "float32"] = "auto"
     """Compute dtype of the frozen base: auto = bfloat16 where the CPU/GPU supports it."""
 

@@ -159,9 +159,12 @@ class InProcessEngine:
         evals: list[EvalResult] = []
         if r % self.eval_every == 0 or r == self.rounds:
             for u in updates:
-                evals.append(by_id[u.client_id].evaluate(self.shared, new_global, round_num=r))
+                if by_id[u.client_id].heldout:  # a client with a single example holds nothing out
+                    evals.append(by_id[u.client_id].evaluate(self.shared, new_global, round_num=r))
         eval_metrics = self.server.aggregate_evaluate(r, EvalSum.of(evals))
         t_eval = time.perf_counter() - t2
+        for cid in sampled:  # memory follows the clients sampled, not all clients
+            by_id[cid].release()
 
         result = round_result(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor,
                               self.share_client_metrics)

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from openpfi.errors import UserError
+from openpfi.models.base_folder import tiny_random_folder
 from openpfi.models.registry import BUNDLED, DEFAULT_MODEL, ModelSource, cache_dir, resolve
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class ModelInfo:
     licence: str
     num_parameters: int
     dtype: str
+    folder: str = ""
+    """A Hugging Face folder with these base weights (models/base_folder.py); "" for a .gguf file."""
 
 
 @dataclass
@@ -109,14 +112,18 @@ def _quiet_transformers() -> None:
 
 def _bundled_cache(name: str) -> tuple[Path, str]:
     """Dequantize the bundled GGUF once into a safetensors folder; return (folder, gguf sha256)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    spec = BUNDLED[name]
     gguf = resolve(name).path
     assert gguf is not None
+    return dequantized_folder(gguf, f"{name}-{gguf.stat().st_size}", BUNDLED[name].licence)
+
+
+def dequantized_folder(gguf: Path, marker: str, licence: str) -> tuple[Path, str]:
+    """A GGUF file dequantized once into ``<cache>/models/<marker>/`` (float32 safetensors, tokenizer
+    and chat template, ``openpfi-source.json``); return (folder, gguf sha256)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     stat = gguf.stat()
     root = cache_dir() / "models"
-    marker = f"{name}-{stat.st_size}"
     folder = root / marker
     info_file = folder / "openpfi-source.json"
     if info_file.is_file():
@@ -135,12 +142,20 @@ def _bundled_cache(name: str) -> tuple[Path, str]:
     fresh.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "openpfi-source.json").write_text(
-        json.dumps({"gguf": str(gguf), "sha256": sha, "mtime": stat.st_mtime, "licence": spec.licence})
+        json.dumps({"gguf": str(gguf), "sha256": sha, "mtime": stat.st_mtime, "licence": licence})
     )
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(tmp, folder)
     return folder, sha
+
+
+def hf_folder(info: ModelInfo) -> Path:
+    """A Hugging Face folder of the base weights (a user's .gguf file is dequantized into the cache once)."""
+    if info.folder:
+        return Path(info.folder)
+    gguf = Path(info.path)
+    return dequantized_folder(gguf, f"gguf-{gguf.stem}-{gguf.stat().st_size}", info.licence)[0]
 
 
 def load_tokenizer(name: str = DEFAULT_MODEL) -> Any:
@@ -225,19 +240,20 @@ def _tiny_random(tokenizer: Any) -> Any:
         return LlamaForCausalLM(cfg)
 
 
-def _load_from(src: ModelSource) -> tuple[Any, str]:
+def _load_from(src: ModelSource) -> tuple[Any, str, str]:
+    """(model, weights sha256, Hugging Face folder of the weights or "")."""
     from transformers import AutoModelForCausalLM
 
     if src.kind == "bundled":
         folder, sha = _bundled_cache(src.name)
-        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32), sha
+        return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32), sha, str(folder)
     assert src.path is not None
     if src.kind == "gguf":
         sha = sha256_file(src.path)
         with _unreadable(src.path, "weights"):
             model = AutoModelForCausalLM.from_pretrained(str(src.path.parent), gguf_file=src.path.name,
                                                          dtype=torch.float32)
-        return model, sha
+        return model, sha, ""
     files = sorted(src.path.glob("*.safetensors")) or sorted(src.path.glob("*.bin"))
     if not files:
         raise UserError(f"model folder {src.path} holds no *.safetensors weights; save the model with safetensors")
@@ -246,7 +262,7 @@ def _load_from(src: ModelSource) -> tuple[Any, str]:
         h.update(sha256_file(f).encode())
     with _unreadable(src.path, "weights"):
         model = AutoModelForCausalLM.from_pretrained(str(src.path), dtype=torch.float32, use_safetensors=True)
-    return model, h.hexdigest()
+    return model, h.hexdigest(), str(src.path)
 
 
 def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "auto") -> LoadedModel:
@@ -259,8 +275,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "aut
     if src.kind == "tiny-random":
         model = _tiny_random(tokenizer)
         sha = sha256_state(model.state_dict())
+        folder = str(tiny_random_folder(model, tokenizer, sha))
     else:
-        model, sha = _load_from(src)
+        model, sha, folder = _load_from(src)
     compute = pick_dtype(dtype, device, int(getattr(model.config, "hidden_size", 4096)))
     model.to(device=device, dtype=compute)  # frozen base cast once, not at every step
     model.eval()
@@ -278,6 +295,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu", dtype: str = "aut
         licence=src.licence,
         num_parameters=sum(p.numel() for p in model.parameters()),
         dtype=str(compute).removeprefix("torch."),
+        folder=folder,
     )
     return LoadedModel(model=model, tokenizer=tokenizer, info=info, compute_dtype=compute)
 

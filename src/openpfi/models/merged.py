@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-MERGED_SUFFIX = ".merged_delta"
+from openpfi.runfolder.adapter import MERGED_SUFFIX
 
 
 def is_merged_key(key: str) -> bool:

@@ -24,7 +24,7 @@ from openpfi.assembly.clients import client_settings, load_shared
 from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.monitor_plan import MonitorPlan
 from openpfi.assembly.monitoring import wire_monitor
-from openpfi.assembly.run_start import attach_client_stores, new_run, reopen, rewind_metrics
+from openpfi.assembly.run_start import attach_client_stores, ensure_start, new_run, reopen, rewind_metrics
 from openpfi.assembly.trust import attach_run, make_uplink, server_trust
 from openpfi.client.align import AlignClient, AlignSettings
 from openpfi.client.align_eval import AlignEvaluator
@@ -193,7 +193,8 @@ def start(cfg: Config, out: Path, force: bool = False, reporter: Reporter | None
     cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, loaded, _as_client_data(prep.data),
                        extra={"alignment": alignment_manifest(prep, start_eval)},
                        audit={"preference_sha256": prep.pset.sha256,
-                              "alignment_data_sha256": prep.user.sha256 if prep.user else None})
+                              "alignment_data_sha256": prep.user.sha256 if prep.user else None},
+                       start=prep.start_adapter, layout=prep.shared.layout)
     prep.cfg = cfg
     attach_client_stores(prep.clients, run)
     server = make_server(cfg)
@@ -210,6 +211,7 @@ def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] 
     """Continue from the last complete round; same result as an uninterrupted run."""
     run, cfg, last = reopen(path)
     prep = prepare(cfg)
+    ensure_start(run, prep.start_adapter, prep.shared.layout)
     attach_client_stores(prep.clients, run, resume_from=last)
     server = make_server(cfg)
     if last:

@@ -14,7 +14,7 @@ from openpfi.assembly.clients import Prepared, prepare
 from openpfi.assembly.monitor_plan import MonitorPlan, plan_monitor
 from openpfi.assembly.monitoring import wire_monitor
 from openpfi.assembly.resume_state import read_resume_state
-from openpfi.assembly.run_start import attach_client_stores, new_run, rewind_metrics
+from openpfi.assembly.run_start import attach_client_stores, ensure_start, new_run, rewind_metrics
 from openpfi.assembly.server import make_server, server_start
 from openpfi.assembly.trust import attach_run, make_uplink
 from openpfi.config import Config
@@ -50,7 +50,8 @@ def start(
     The monitor runs when ``cfg.monitor.enabled`` (``monitor``: an already checked plan)."""
     monitor = monitor or plan_monitor(cfg)  # bad probes / budget fail before the folder is written
     prep = prepare(cfg)
-    cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data)
+    cfg, run = new_run(cfg, out, force, prep.shared.loaded.info, prep.loaded_data, prep.data,
+                       start=prep.start_adapter, layout=prep.shared.layout)
     prep.cfg = cfg
     attach_client_stores(prep.clients, run)
     server = make_server(cfg, prep.personal)
@@ -74,6 +75,7 @@ def resume(
     run, cfg, last = state.run, state.cfg, state.last
     monitor = monitor or plan_monitor(cfg)
     prep = prepare(cfg)
+    ensure_start(run, prep.start_adapter, prep.shared.layout)
     attach_client_stores(prep.clients, run, resume_from=last)
     for c in prep.clients:
         c.restore(last)  # personal state, from the client store

@@ -48,7 +48,7 @@ def reference(workspace: Path, flower_kit: SimpleNamespace) -> RunFolder:
 
 
 def _adapter(run: Path, r: int) -> dict[str, torch.Tensor]:
-    return load_file(str(run / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
+    return load_file(str(run / "checkpoints" / f"round-{r}" / "adapter_model.safetensors"))
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

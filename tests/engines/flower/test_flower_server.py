@@ -161,8 +161,8 @@ def test_loopback_run_equals_the_inprocess_run(tiny: Config, tmp_path: Path) -> 
     run = _run(tiny, out, grid).run()
     # Assert: same process, same threads: the very same adapters and metrics
     for r in (1, 2):
-        a = load_file(str(run.path / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
-        b = load_file(str(reference.path / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
+        a = load_file(str(run.path / "checkpoints" / f"round-{r}" / "adapter_model.safetensors"))
+        b = load_file(str(reference.path / "checkpoints" / f"round-{r}" / "adapter_model.safetensors"))
         assert all(torch.equal(a[k], b[k]) for k in b)
     rows, ref = run.read_metrics(), reference.read_metrics()
     for row, ref_row in zip(rows, ref, strict=True):
@@ -193,8 +193,8 @@ def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Pat
     run = _run(cfg, out, LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out))).run()
     # Assert
     for r in (1, 2):
-        a = load_file(str(run.path / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
-        b = load_file(str(reference.path / "checkpoints" / f"round-{r}" / "adapter.safetensors"))
+        a = load_file(str(run.path / "checkpoints" / f"round-{r}" / "adapter_model.safetensors"))
+        b = load_file(str(reference.path / "checkpoints" / f"round-{r}" / "adapter_model.safetensors"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in b)
     rows, ref = run.read_metrics(), reference.read_metrics()
     for row, ref_row in zip(rows, ref, strict=True):
@@ -205,7 +205,7 @@ def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Pat
     assert sorted(nodes) == sorted(rows[-1]["sampled"]) and _untimed_figures(nodes) == _untimed_figures(own)
     if cfg.personalization.method == "ditto":
         assert "personal_loss" in nodes[rows[-1]["sampled"][0]][2]  # each client's personal_loss
-        assert any((tmp_path / "nodes").rglob("personal-round-2.safetensors"))
+        assert any((tmp_path / "nodes").rglob("personal-round-2/adapter_model.safetensors"))
 
 
 def test_each_node_can_bring_its_own_data_file(tiny: Config, tmp_path: Path) -> None:
@@ -297,8 +297,8 @@ def test_secagg_updates_through_the_clientapp_mod(tiny: Config, tmp_path: Path) 
     assert row["flower"]["secagg"] == "updates" and len(row["flower"]["secagg_clients"]) == 2
     assert math.isnan(row["update_norm_mean"]) and row["bytes_up"] == 0
     assert row["flower"]["secagg_bytes_up"] > 0
-    a = load_file(str(run.path / "checkpoints" / "round-1" / "adapter.safetensors"))
-    b = load_file(str(reference.path / "checkpoints" / "round-1" / "adapter.safetensors"))
+    a = run.load_checkpoint(1).adapter
+    b = reference.load_checkpoint(1).adapter
     err = max(float((a[k] - b[k]).abs().max()) for k in b)
     # Stochastic rounding to 2^22 levels of +-clip errs by < 1 level per client, so on the weighted
     # mean by < clip * n * 2^-21 / sum_c(w_c / W) = 0.1 * 2 * 4.8e-7 / (22 / 200) = 8.7e-7 here.
@@ -403,3 +403,25 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
         assert row[mode].keys() == ref[mode].keys()
         for stream, point in ref[mode].items():
             assert row[mode][stream]["value"] == pytest.approx(point["value"], abs=1e-3), (mode, stream)
+
+
+@pytest.mark.parametrize("method", ["none", "local", "finetune", "ditto", "fedrep", "fedsa-lora", "ffa-lora"])
+def test_no_serverapp_object_reaches_a_client(tiny: Config, tmp_path: Path, method: str, leaks: Any) -> None:
+    # Prepare: a monitored round of each method through the ServerApp and the nodes' ClientApps
+    from openpfi.config import apply_overrides, from_dict
+
+    sets = [f"personalization.method={method}", "federation.rounds=1", "monitor.enabled=true",
+            "monitor.utility_examples=2", "monitor.judge_check_prompts=0", "monitor.calibration_sims=1000",
+            "monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}"]
+    cfg = from_dict(apply_overrides(tiny.model_dump(mode="json"), sets))
+    out = tmp_path / "flower"
+    flower_run = _run(cfg, out, LoopbackGrid(_nodes(tmp=tmp_path), _run_config(cfg, out)))
+    # Execute
+    flower_run.run()
+    # Assert: what the ServerApp holds (all but the grid, the network to the nodes) reaches nothing of the
+    # nodes' clients, their data or their stores; the nodes' objects themselves do
+    clients = [c for prep in client_app._PREPARED.values() for c in prep.clients]
+    server_side = [v for k, v in vars(flower_run).items() if k != "grid"]
+    assert flower_run.hooks and clients
+    assert leaks(server_side, clients) == []
+    assert leaks(list(client_app._PREPARED.values()), clients)

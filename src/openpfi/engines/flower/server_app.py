@@ -126,7 +126,8 @@ class FlowerRun:
                 f"personalization.method = {cfg.personalization.method!r} needs each client's factors. "
                 "Use flower.secagg = 'monitor' or 'off'"
             )
-        self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, shared.loaded.info, loaded, data, extra)
+        self.cfg, self.run_folder = new_run(cfg, self.settings.out, self.settings.force, shared.loaded.info, loaded,
+                                            data, extra, start=start, layout=shared.layout)
         self.server.init(personal.server_start(start))
         finish = self._wire_monitor(plan, shared, start, data)
         from openpfi.assembly.trust import attach_run

@@ -1,4 +1,4 @@
-"""The run folder (DESIGN.md "Runs"): config, manifest, metrics, checkpoints.
+"""The run folder (DESIGN.md "Runs"): config, manifest, metrics, start adapter, checkpoints.
 
 Every file is written to a temporary name, fsynced and renamed (the folder
 fsynced after the rename), so a killed process or a power cut leaves either
@@ -6,6 +6,13 @@ the old or the new version. A round is complete when its checkpoint folder
 exists; ``metrics.jsonl`` rows past the last complete round are dropped on
 resume. Everything read back on resume is checked: a damaged file is a
 ``UserError`` naming it, never a traceback.
+
+``start/`` (the starting global model) and every ``checkpoints/round-N/`` are peft
+adapter folders (``runfolder/adapter.py``). A checkpoint holds the server's global
+state (its "own" tensors, read back bit for bit on resume) completed, for loading
+with peft, by the starting adapter's tensors the server does not train (FFA-LoRA's
+frozen A, see :func:`completion`); a LoRA B that is zero at the start is left out
+(peft starts B at zero), so FedSA-LoRA's personal B never appears in a server file.
 
 The run folder is the server's. The clients' own storage (personal state, the secrets of
 their monitor noise, their own figures: client/store.py) is a sibling folder,
@@ -30,9 +37,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from openpfi.errors import UserError
+from openpfi.runfolder.adapter import (
+    A_SUFFIX,
+    B_SUFFIX,
+    AdapterLayout,
+    is_adapter_folder,
+    read_adapter_folder,
+    write_adapter_files,
+    write_adapter_folder,
+)
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
+START = "start"
+LEGACY_ADAPTER = "adapter.safetensors"
 CLIENT_STORE_SUFFIX = ".clients"
 STORE_MARK = ".openpfi-client-store"
 
@@ -141,6 +159,21 @@ def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
                         "delete its checkpoint folder to resume from the round before") from None
 
 
+def completion(start: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The starting tensors that complete ``state`` into the model it stands for: those of a module
+    whose B is in ``state`` or non-zero at the start (a module whose B stays zero adds nothing, and
+    peft starts B at zero)."""
+    out = {}
+    for k, v in start.items():
+        if k in state:
+            continue
+        module = k.removesuffix(A_SUFFIX).removesuffix(B_SUFFIX)
+        b = module + B_SUFFIX
+        if b in state or (b in start and bool(start[b].any())):
+            out[k] = v
+    return out
+
+
 @dataclass
 class Checkpoint:
     round: int
@@ -152,6 +185,7 @@ class Checkpoint:
 class RunFolder:
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._start: tuple[AdapterLayout, dict[str, torch.Tensor]] | None = None
 
     # -- creation -------------------------------------------------------------------------------
     @staticmethod
@@ -225,6 +259,10 @@ class RunFolder:
                             "depends on it)")
         return data
 
+    def client_dir(self, client_id: str) -> Path:
+        """The client-side folder (``client.federated.ClientStore``) of one client of this run."""
+        return self.clients_dir / client_id
+
     def write_config(self, text: str) -> None:
         atomic_write(self.config_file, text)
 
@@ -265,15 +303,36 @@ class RunFolder:
         rows = [r for r in self.read_metrics() if int(r.get("round", 0)) <= last_round]
         atomic_write(self.path / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
-    # -- checkpoints ------------------------------------------------------------------------------
+    # -- start adapter and checkpoints -----------------------------------------------------------
+    def write_start(self, state: dict[str, torch.Tensor], layout: AdapterLayout) -> None:
+        """``start/``: the starting adapter (seeded init or ``model.adapter``) as a peft folder; it fixes
+        the layout of every checkpoint and completes them with the tensors the server does not train."""
+        write_adapter_folder(self.path / START, state, layout, info={"round": 0, "what": "starting adapter"})
+        self._start = None
+
+    def has_start(self) -> bool:
+        return is_adapter_folder(self.path / START)
+
+    def start_adapter(self) -> tuple[AdapterLayout, dict[str, torch.Tensor]]:
+        if self._start is None:
+            folder = read_adapter_folder(self.path / START)
+            layout = folder.layout
+            if layout is None:
+                raise UserError(f"{self.path / START} has no openpfi-adapter.json; restore it or rerun the job")
+            self._start = (layout, folder.state)
+        return self._start
+
     def save_checkpoint(self, ckpt: Checkpoint) -> Path:
+        layout, start = self.start_adapter()
+        fill = completion(start, ckpt.adapter)
         root = self.path / CHECKPOINTS
         final = root / f"round-{ckpt.round}"
         tmp = root / f".round-{ckpt.round}.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        _save_tensors(ckpt.adapter, tmp / "adapter.safetensors")
+        write_adapter_files(tmp, {**fill, **ckpt.adapter}, layout, own=ckpt.adapter,
+                            info={"round": ckpt.round, "what": "global model"})
         if ckpt.server_state:
             _save_tensors(ckpt.server_state, tmp / "server_state.safetensors")
         atomic_write(tmp / "state.json", json.dumps({"round": ckpt.round, **ckpt.meta}, sort_keys=True, indent=2))
@@ -282,6 +341,9 @@ class RunFolder:
         os.replace(tmp, final)
         fsync_dir(root)
         return final
+
+    def checkpoint_folder(self, round_num: int) -> Path:
+        return self.path / CHECKPOINTS / f"round-{round_num}"
 
     def completed_rounds(self) -> list[int]:
         root = self.path / CHECKPOINTS
@@ -294,7 +356,8 @@ class RunFolder:
         )
 
     def load_checkpoint(self, round_num: int) -> Checkpoint:
-        folder = self.path / CHECKPOINTS / f"round-{round_num}"
+        """The server's state of a round, bit for bit as it was saved."""
+        folder = self.checkpoint_folder(round_num)
         try:
             meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -304,7 +367,16 @@ class RunFolder:
             raise UserError(f"{folder / 'state.json'} does not describe round {round_num}; restore it or delete {folder}")
         server_file = folder / "server_state.safetensors"
         server_state = _load_tensors(server_file) if server_file.is_file() else {}
-        return Checkpoint(round_num, _load_tensors(folder / "adapter.safetensors"), server_state, meta)
+        if (folder / LEGACY_ADAPTER).is_file():  # run folders written before checkpoints were peft folders
+            return Checkpoint(round_num, _load_tensors(folder / LEGACY_ADAPTER), server_state, meta)
+        try:
+            own = read_adapter_folder(folder).own
+        except UserError:
+            raise
+        except Exception as err:  # safetensors raises its own error types on a damaged file
+            raise UserError(f"{folder} is not a readable adapter folder ({type(err).__name__}); restore it or "
+                            "delete it to resume from the round before") from None
+        return Checkpoint(round_num, own, server_state, meta)
 
 
 def _is_round(value: Any) -> bool:
