@@ -47,7 +47,7 @@ def main() -> None:
             if args.mode and mode["id"] not in args.mode:
                 continue
             for metric in mode["metrics"]:
-                if metric["detector"] == "paired_jackknife":
+                if metric["detector"] in ("paired_cusum", "paired_jackknife"):
                     continue
                 for s in metric["streams"]:
                     direction = bank.direction(s["name"])

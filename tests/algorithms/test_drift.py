@@ -10,6 +10,8 @@ import torch
 from openpfi.algorithms.drift import (
     cosine_dispersion,
     disagreement_share,
+    dominates,
+    hypervolume,
     hypervolume_2d,
     lambda_spread,
     pareto_front,
@@ -64,3 +66,16 @@ def test_pareto_front_and_hypervolume() -> None:
     assert hypervolume_2d(pts, (0.0, 0.0)) == pytest.approx(6.0)  # dominated points add nothing
     assert hypervolume_2d([(1.0, 3.0)], (1.0, 0.0)) == 0.0  # not above the reference
     assert hypervolume_2d([(2.0, 3.0)], (1.0, 1.0)) == pytest.approx(2.0)
+
+
+def test_hypervolume_any_dimension_hand_cases() -> None:
+    # Prepare: 2-D staircase (0.6, 0.8), (0.8, 0.6) above (0.5, 0.5): 0.3*0.1 + 0.1*0.2 = 0.05
+    two = [(0.6, 0.8), (0.8, 0.6), (0.55, 0.55)]  # the last one is dominated
+    # 3-D: boxes [0,1]x[0,1]x[0,2] and [0,2]x[0,1]x[0,1] overlap in [0,1]^3: 2 + 2 - 1 = 3
+    three = [(1.0, 1.0, 2.0), (2.0, 1.0, 1.0)]
+    # Execute / Assert
+    assert hypervolume(two, (0.5, 0.5)) == pytest.approx(0.05)
+    assert hypervolume(two, (0.5, 0.5)) == pytest.approx(hypervolume_2d(two, (0.5, 0.5)))
+    assert hypervolume(three, (0.0, 0.0, 0.0)) == pytest.approx(3.0)
+    assert hypervolume([(0.4, 0.9, 1.0)], (0.5, 0.5, 0.5)) == 0.0  # not above the reference
+    assert dominates((1, 2), (1, 1)) and not dominates((1, 1), (1, 1)) and not dominates((2, 0), (1, 1))

@@ -36,8 +36,11 @@ def test_run_summary_statistics() -> None:
 
 def test_plans_fit_their_budgets() -> None:
     assert set(FULL.datasets) == {"chitchat", "shakespeare", "memory"} and len(FULL.seeds) >= 2 and FULL.clients >= 20
-    assert len(set(FULL.methods)) == 10 and set(QUICK.methods) == set(FULL.methods)
-    assert {m.name for d, m, _ in QUICK.runs() if d == "memory"} == {"fedavg", "local", "finetune", "ditto"}
+    assert len(set(FULL.methods)) == 14 and set(QUICK.methods) == set(FULL.methods)
+    memory = {m.name: m for d, m, _ in QUICK.runs() if d == "memory"}
+    assert set(memory) == {"fedavg", "local", "finetune", "ditto", "fedavg+rag", "local+rag", "finetune+rag", "ditto+rag"}
+    assert memory["ditto+rag"].sets == (*memory["ditto"].sets, "rag.train=true")
+    assert not [m for d, m, _ in FULL.runs() if d != "memory" and "rag.train=true" in m.sets]
     assert expected_seconds(FULL) <= 2.5 * 3600  # retrieval on every run, exact match on memory
     assert expected_seconds(QUICK) <= 15 * 60
 

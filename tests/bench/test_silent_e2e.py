@@ -121,3 +121,14 @@ def test_malformed_scenario_is_refused_before_anything_runs(tmp_path: Path, scen
     assert res.exit_code != 0
     assert "miscal.toml: injection.clients: 3 exceeds data.num_clients = 2" in res.output
     assert not out.exists() and not (tmp_path / "s.runs").exists()
+
+
+def test_an_injection_file_with_a_corrupt_row_is_refused_with_file_and_line(tmp_path: Path, scenarios: Path):
+    (scenarios / "rows.jsonl").write_text('{"prompt": "q", "response": "a"}\n{"prompt": "q"}\n')
+    (scenarios / "miscal.toml").write_text(INJECTED.replace('kind = "noisy_targets"', 'kind = "jsonl"\npath = "rows.jsonl"'))
+    out = tmp_path / "s.json"
+    res = runner.invoke(app, ["bench", "silent", "--quick", "--scenarios", str(scenarios), "--out", str(out)])
+    assert res.exit_code == 2
+    text = res.output.replace("\n", "")
+    assert "rows.jsonl, line 2" in text and '"response" is missing' in text and "Traceback" not in text
+    assert not out.exists() and not (tmp_path / "s.runs").exists()

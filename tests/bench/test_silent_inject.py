@@ -113,6 +113,26 @@ def test_few_per_round_are_fresh_and_added_to_own_data():
     assert len({e for batch in got for e in batch}) == 9  # 3 rounds x 3 fresh pairs of a pool of 9
 
 
+def test_a_personal_injection_feeds_the_personal_phases_only():
+    # Prepare
+    inj = Injection(kind="harmful_qa", clients=1, start_round=2, examples_per_round=3, phase="personal")
+    hook = InjectionHook("personal", "alignment_erosion", inj, 1, 0, _enc, pool=_pool(9))
+    clients = _clients(3)
+    # Execute
+    hook(1, clients)
+    before = [c.personal_train for c in clients]
+    hook(2, clients)
+    # Assert: before onset nothing; then the injected client's personal data holds its own and 3 injected
+    # examples while what it trains (and uploads) on stays its own
+    (cid,) = hook.clients
+    c = next(x for x in clients if x.client_id == cid)
+    assert before == [None, None, None]
+    assert c.train == _own(cid, 10) and c.personal_train is not None and len(c.personal_train) == 13
+    assert all(x.personal_train is None for x in clients if x is not c)
+    hook(3, [x for x in clients])
+    assert c.personal_train is not None and c.personal_train[:10] == _own(cid, 10)
+
+
 def test_aggressive_settings_only_for_injected_clients():
     inj = Injection(kind="narrow_aggressive", clients=1, start_round=1, domain="shakespeare", lr_scale=10,
                     steps_scale=2)

@@ -267,8 +267,9 @@ def test_duration_estimate_counts_the_injected_clients_extra_steps(tmp_path: Pat
 
 
 def test_duration_estimate_counts_the_public_group_texts(tmp_path: Path):
-    """Two groups with 16 public texts each: the server scores 32 more items at round 0 and after
-    each of the 4 rounds. A scenario may name its groups but not override the probe size."""
+    """Two groups with 16 public texts each: the server scores 32 more items at round 0 and a block of
+    them (a third: 3 blocks by default) after each of the 4 rounds. A scenario may name its groups but
+    not override the probe size."""
     from openpfi.bench import silent_plan as silent
 
     def estimate(name: str, groups: str) -> float:
@@ -278,7 +279,7 @@ def test_duration_estimate_counts_the_public_group_texts(tmp_path: Path):
         return silent.expected_seconds(plan, configs)
 
     grouped = estimate("g", '[monitor]\ngroups = ["english", "korean"]\n\n')
-    assert grouped - estimate("p", "") == pytest.approx(5 * 32 * silent.SERVER_SECONDS_PER_ITEM)
+    assert grouped - estimate("p", "") == pytest.approx((1 + 4 / 3) * 32 * silent.SERVER_SECONDS_PER_ITEM)
     d = _suite_dir(tmp_path, "bad", scenario=GOOD.replace("[injection]", "[monitor]\ngroup_items = 200\n\n[injection]"))
     with pytest.raises(UserError, match="group_items"):
         make_plan(tmp_path / "out.json", quick=True, scenarios_dir=d)

@@ -1,4 +1,5 @@
-"""A run with rag.evaluate: each client's index and figures stay in its own store, out of the server's reach."""
+"""A run with rag.train and rag.evaluate: each client's index, its training examples with their passages
+and its figures stay with the client, out of the server's reach."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from openpfi.client.retrieval import Chunk, Passage, RetrievalIndex
 from openpfi.client.retrieval_eval import ClientRetrieval, exact_match, normalize_answer
 from openpfi.config import load_config
 from openpfi.data.documents import Document
+from openpfi.data.tokenize import Encoded
 from openpfi.engines.inprocess import InProcessEngine
 from openpfi.errors import UserError
 
 SECRET = "zanzibarquokka"
 TINY = ["model.name=tiny-random", "data.num_clients=2", "federation.clients_per_round=2", "federation.rounds=1",
         "client.local_steps=1", "client.batch_size=2", "client.max_length=48", "client.max_eval_examples=3",
-        "monitor.enabled=false", "personalization.method=ditto", "rag.evaluate=true", "rag.exact_match=true",
-        "rag.max_new_tokens=4"]
+        "monitor.enabled=false", "personalization.method=ditto", "rag.train=true", "rag.evaluate=true",
+        "rag.exact_match=true", "rag.max_new_tokens=4"]
 
 
 def _docs(root: Path, clients: list[str]) -> Path:
@@ -55,7 +57,7 @@ def test_run_keeps_index_and_figures_client_side_and_the_server_reaches_neither(
         assert (folder / "retrieval" / "vectors.safetensors").is_file()
     leaked = [p for p in run.path.rglob("*") if p.is_file() and SECRET.encode() in p.read_bytes()]
     assert leaked == [] and not str(run.clients_dir).startswith(str(run.path) + "/")
-    kinds = (ClientRetrieval, RetrievalIndex, Document, Chunk, Passage)
+    kinds = (ClientRetrieval, RetrievalIndex, Document, Chunk, Passage, Encoded)
     assert [type(o).__name__ for o in object_walk([engine.server]) if isinstance(o, kinds)] == []
     assert any(isinstance(o, RetrievalIndex) for o in object_walk([engine]))  # the walk can find one
 
@@ -120,3 +122,21 @@ def test_bad_document_folders_exit_2_with_one_line_and_write_nothing(tmp_path: P
     assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
     assert len([line for line in res.output.splitlines() if line.strip()]) == 1
     assert not (tmp_path / "run").exists() and not (tmp_path / "run.clients").exists()
+
+
+def test_chat_rag_shows_the_sources_from_the_clients_own_documents(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from openpfi.cli import app
+
+    ids = [c.client_id for c in load_clients(load_config(None, TINY))[1]]
+    docs = _docs(tmp_path / "docs", ids)
+    (tmp_path / "c.toml").write_text("")
+    args = ["run", str(tmp_path / "c.toml"), "--out", str(tmp_path / "run"), "--quiet"]
+    for s in [*TINY[:-3], "rag.exact_match=false", f"rag.documents={json.dumps(str(docs))}"]:
+        args += ["--set", s]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    res = CliRunner().invoke(app, ["chat", str(tmp_path / "run"), "--client", ids[1], "--rag", "--show-sources",
+                                   "--prompt", f"What is the {SECRET} code?", "--max-new-tokens", "3"])
+    assert res.exit_code == 0, res.output
+    assert "sources: [1] note.txt (" in res.output

@@ -87,6 +87,15 @@ def test_heldout_sizes_exact() -> None:
     assert (len(c.train), len(c.heldout)) == (1, 2)
 
 
+def test_natural_takes_single_example_groups_without_heldout() -> None:
+    # Prepare: groups of 1, 2 and 5 examples; min_examples = 1 takes all three
+    pool = [Example(f"{g}{i}", "r", g) for g, n in (("a", 1), ("b", 2), ("c", 5)) for i in range(n)]
+    # Execute
+    clients = make_clients(pool, method="natural", num_clients=3, seed=0, min_examples=1)
+    # Assert: 1 -> (1 train, 0 held out), 2 -> (1, 1), 5 -> (4, 1)
+    assert [(c.client_id, len(c.train), len(c.heldout)) for c in clients] == [("a", 1, 0), ("b", 1, 1), ("c", 4, 1)]
+
+
 def test_iid_deals_equal_shares_from_a_bounded_pool() -> None:
     clients = make_clients(
         _pool(), method="iid", num_clients=5, seed=0, max_examples=30

@@ -52,6 +52,30 @@ def test_chitchat_conversation_merges_bursts_and_drops_empty_turns() -> None:
     assert chitchat.conversation_examples({"messages": []}) == []
 
 
+def test_chitchat_opening_turns_answer_the_topic_question() -> None:
+    # Prepare
+    record = {"prompt": "Favourite food?", "messages": [[{"sender": "a", "text": "Hi"}], [{"sender": "b", "text": "Yo"}]]}
+    untopical = {"messages": [[{"sender": "c", "text": "Hey"}]]}
+    # Execute
+    opened = chitchat.conversation_examples(record, opening_turns=True)
+    alone = chitchat.conversation_examples(untopical, opening_turns=True)
+    # Assert
+    assert [(e.prompt, e.response, e.group) for e in opened] == [("Favourite food?", "Hi", "a"), ("Hi", "Yo", "b")]
+    assert [(e.prompt, e.response, e.group, e.label) for e in alone] == [
+        (chitchat.OPENING_PROMPT, "Hey", "c", chitchat.NO_TOPIC)
+    ]
+    assert chitchat.conversation_examples(untopical) == []
+
+
+def test_chitchat_opening_turns_give_every_sender_examples() -> None:
+    # 1,315 distinct senders in the file; 202 of them only ever open conversations.
+    replies = {e.group for e in load_examples("chitchat").examples}
+    every = {e.group for e in load_examples("chitchat", opening_turns=True).examples}
+    assert (len(replies), len(every)) == (1113, 1315)
+    with pytest.raises(UserError, match="opening_turns applies to source 'chitchat' only"):
+        load_examples("shakespeare", opening_turns=True)
+
+
 def test_shakespeare_loads_play_character_groups() -> None:
     result = load_examples("shakespeare")
     _well_formed(result.examples, result.source_files)

@@ -85,8 +85,9 @@ CLIENT_B = {
 def test_count_items_tiny_and_default_budget():
     # 4 BBQ x 3 + 3 pairs x 2 + 4 prompts x 4 + 2 texts + 1 x 2
     assert count_items(tiny_suites())["total"] == 12 + 6 + 16 + 2 + 2
+    # the default suites: 3 options a BBQ item, 2 sentences a pair, 4 judge continuations a prompt
     counts = count_items(load_suites(DEFAULT_SIZES, seed=0))
-    assert 280 <= counts["total"] <= 320
+    assert counts["total"] == 3 * 480 + 2 * 300 + 4 * 130 + 4 * 237 + 450 + 2 * 110
     assert counts["bbq"] == 3 * DEFAULT_SIZES["bbq"]
 
 

@@ -1,13 +1,10 @@
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from openpfi.errors import UserError
 from openpfi.monitor import probes
 from openpfi.monitor.detection.group_gap import GroupGapTest, gap, gap_jackknife_se, relative_changes
-from openpfi.monitor.detection.paired import critical_t
 
 
 def test_relative_changes_and_gap_by_hand():
@@ -47,33 +44,47 @@ def test_test_alarms_beyond_the_margin_only():
     ref = {"en": [4.0] * 6, "ko": [2.0] * 6}
     t = GroupGapTest(ref, rounds=4, alpha=0.01)
     assert t.streams == ["fairness_collapse.group_gap"]
-    # every English item falls 20%, Korean stays: gap 0.2, jackknife se 0 -> floored; alarm
-    out = t.evaluate({"en": [3.2] * 6, "ko": [2.0] * 6})
+    # every English item falls 20%, Korean stays: gap 0.2, jackknife se 0: an exact excess, alarm
+    out = t.evaluate(3, {"en": [3.2] * 6, "ko": [2.0] * 6})
     e = out["fairness_collapse.group_gap"]
-    assert e["value"] == pytest.approx(0.2) and e["se"] == pytest.approx(0.0)
-    assert e["critical"] == pytest.approx(critical_t(0.01, 4, 6))
+    assert e["value"] == pytest.approx(0.2) and e["se"] == pytest.approx(0.0) and e["excess"] == 50.0
+    assert e["threshold"] == pytest.approx(t.cusums.threshold(6))
     assert e["rho.en"] == pytest.approx(-0.2) and e["rho.ko"] == 0.0
     [alarm] = t.alarms(3, out)
     assert (alarm.mode, alarm.stream, alarm.round) == ("fairness_collapse", "fairness_collapse.global_group_gap", 3)
-    # a 5% spread stays within the 10% margin: t < 0, no alarm
-    calm = t.evaluate({"en": [3.8] * 6, "ko": [2.0] * 6})
-    assert calm["fairness_collapse.group_gap"]["t"] < 0 and t.alarms(3, calm) == []
+    # a 5% spread stays within the 10% margin: a negative excess, the CUSUM stays at 0, no alarm
+    calm = t.evaluate(4, {"en": [3.8] * 6, "ko": [2.0] * 6})
+    assert calm["fairness_collapse.group_gap"]["excess"] < 0 and calm["fairness_collapse.group_gap"]["statistic"] == 0
+    assert t.alarms(4, calm) == []
 
 
 def test_noisy_items_widen_the_error():
     ref = {"en": [4.0] * 6, "ko": [2.0] * 6}
     t = GroupGapTest(ref, rounds=4, alpha=0.01)
     cur = {"en": [2.0, 4.4, 2.0, 4.4, 2.0, 4.4], "ko": [2.0] * 6}  # mean 3.2, items disagree
-    e = t.evaluate(cur)["fairness_collapse.group_gap"]
+    e = t.evaluate(1, cur)["fairness_collapse.group_gap"]
     assert e["value"] == pytest.approx(0.2) and e["se"] > 0.05
-    assert e["t"] == pytest.approx((0.2 - 0.1) / e["se"])
-    assert not math.isclose(e["t"], 0.1 / 1e-6)
+    assert e["excess"] == pytest.approx((0.2 - 0.1) / e["se"])
+    assert e["statistic"] == pytest.approx(e["excess"] - 0.5)
+
+
+def test_blocks_take_every_bth_text_of_each_group():
+    # Prepare: 10 texts per group in 2 blocks
+    ref = {"en": [float(i + 1) for i in range(10)], "ko": [2.0] * 10}
+    t = GroupGapTest(ref, rounds=3, alpha=0.01, blocks=2)
+    suite = probes.make_suite("groups", [*probes.group_items("english", 10), *probes.group_items("korean", 10)])
+    # Execute
+    first, second = t.block_suite(suite, 1), t.block_suite(suite, 2)
+    # Assert: texts 0, 2, .. of each group in round 1, 1, 3, .. in round 2
+    assert [i.id for i in first.items] == [suite.items[j].id for j in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18)]
+    assert [i.id for i in second.items] == [suite.items[j].id for j in (1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
+    assert t.blocks[1]["en"] == [2.0, 4.0, 6.0, 8.0, 10.0] and t.items == 5
 
 
 def test_too_few_items_or_groups_leave_it_untested():
     assert GroupGapTest({"en": [1.0] * 4, "ko": [1.0] * 4}, rounds=3).streams == []
     assert GroupGapTest({"en": [1.0] * 8}, rounds=3).streams == []
-    assert GroupGapTest({"en": [1.0] * 4, "ko": [1.0] * 4}, rounds=3).evaluate({"en": [1.0] * 4, "ko": [1.0] * 4}) == {}
+    assert GroupGapTest({"en": [1.0] * 4, "ko": [1.0] * 4}, rounds=3).evaluate(1, {"en": [1.0] * 4, "ko": [1.0] * 4}) == {}
 
 
 def test_group_items_are_seeded_chatterbot_texts_kept_from_clients():

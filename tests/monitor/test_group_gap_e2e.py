@@ -12,7 +12,7 @@ from openpfi.config import load_config
 from openpfi.errors import UserError
 from openpfi.monitor import probes
 from openpfi.monitor.audit import read_entries, verify
-from openpfi.monitor.detection.paired import critical_t
+from openpfi.monitor.detection.sequential import block_schedule, calibrate_threshold
 from openpfi.recipes import dispatch
 from openpfi.recipes import federated_sft as fs
 from openpfi.runfolder import client_store_dir
@@ -36,7 +36,10 @@ CFG = [
     "monitor.judge_check_prompts=0",
     f"monitor.groups={json.dumps(GROUPS)}",
     "monitor.group_items=6",
-    'monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}',
+    'monitor.server_items={bbq = 2, crows = 2, harmful = 130, benign = 2, ood = 3, capability = 110}',
+    'monitor.suite_sizes={bbq = 44, crows = 18, harmful = 130, benign = 12, ood = 12, capability = 110}',
+    "monitor.server_blocks=1",
+    "monitor.paired_min_verdict=weak",
 ]
 
 
@@ -51,7 +54,7 @@ def test_the_global_model_is_tested_for_a_gap_across_groups_every_round(run):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     for row in rows:
         e = row["monitor"]["global_change"]["fairness_collapse.global_group_gap"]
-        assert e["change"] >= 0 and e["se"] >= 0 and e["margin"] == 0.1 and e["critical"] > 0
+        assert e["change"] >= 0 and e["se"] >= 0 and e["margin"] == 0.1 and e["threshold"] > 0
         assert row["fairness_collapse"]["global_group_gap"]["value"] == pytest.approx(e["change"])
     setup = json.loads((run / "monitor" / "setup.json").read_text())
     assert sorted(setup["round0_group_losses"]) == GROUPS
@@ -59,7 +62,7 @@ def test_the_global_model_is_tested_for_a_gap_across_groups_every_round(run):
     report = json.loads((run / "report.json").read_text())
     fair = next(m for m in report["modes"] if m["id"] == "fairness_collapse")
     [metric] = [x for x in fair["metrics"] if x["name"] == "fairness_collapse.global_group_gap"]
-    assert metric["direction"] == "increase" and metric["detector"] == "paired_jackknife"
+    assert metric["direction"] == "increase" and metric["detector"] == "paired_cusum"
     assert [p["round"] for p in metric["streams"][0]["series"]] == [0, 1, 2]
     assert verify(run).ok
 
@@ -72,7 +75,8 @@ def test_the_gap_shares_the_paired_tests_part_of_the_false_alarm_budget(run):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     e = rows[0]["monitor"]["global_change"]["fairness_collapse.global_group_gap"]
     alpha = m.target_false_alarm_rate * m.global_test_share / g["streams"]
-    assert e["critical"] == pytest.approx(critical_t(alpha, cfg.federation.rounds, m.group_items))
+    blocks = block_schedule(cfg.federation.rounds, m.server_blocks)
+    assert e["threshold"] == pytest.approx(calibrate_threshold(blocks, m.paired_k, alpha, float(m.group_items - 1)))
 
 
 def test_no_client_trains_or_evaluates_on_the_public_group_texts(run):

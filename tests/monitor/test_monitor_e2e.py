@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import types
 
@@ -21,8 +20,6 @@ from openpfi.client.messages import ClientUpdate, MonitorReport
 from openpfi.client.monitor_client import noise_rng
 from openpfi.client.store import ClientStore
 from openpfi.config import load_config
-from openpfi.data.tokenize import Encoded
-from openpfi.data.types import ClientData
 from openpfi.engines.inprocess import InProcessEngine
 from openpfi.engines.rounds import round_result
 from openpfi.errors import UserError
@@ -49,7 +46,10 @@ TINY = [
     "client.max_eval_examples=4",
     "monitor.enabled=true",
     "monitor.utility_examples=2",
-    'monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}',
+    'monitor.server_items={bbq = 2, crows = 2, harmful = 130, benign = 2, ood = 3, capability = 110}',
+    'monitor.suite_sizes={bbq = 44, crows = 18, harmful = 130, benign = 12, ood = 12, capability = 110}',
+    "monitor.server_blocks=1",
+    "monitor.paired_min_verdict=weak",
 ]
 
 
@@ -178,28 +178,28 @@ def test_metrics_rows_carry_the_six_modes_with_intervals(monitored):
             assert r[mode], mode  # every mode has streams, adaptation too (exact count of probed clients)
         p = r["alignment_erosion"]["refusal_rate"]
         assert p["lo"] <= p["value"] <= p["hi"]
-        assert "global_refusal_rate" in r["alignment_erosion"]
+        assert "global_refusal_prob" in r["alignment_erosion"]
         assert r["timings"]["monitor_s"] >= r["timings"]["client_monitor_s"] > 0
         # the global model's streams are tested item-paired against round 0 (global_change.py)
         paired = r["monitor"]["global_change"]
-        assert "alignment_erosion.global_refusal_rate" in paired
+        assert "alignment_erosion.global_refusal_prob" in paired
         for e in paired.values():
-            assert e["critical"] > 0 and e["se"] >= 0 and e["margin"] >= 0 and math.isfinite(e["t"])
-        e = paired["alignment_erosion.global_refusal_rate"]  # bad direction: a fall
-        assert e["t"] == pytest.approx((-e["change"] - e["margin"]) / max(e["se"], 1e-6))
+            assert e["threshold"] > 0 and e["se"] >= 0 and e["margin"] >= 0 and e["statistic"] >= 0
+        e = paired["alignment_erosion.global_refusal_prob"]  # bad direction: a fall
+        assert e["excess"] == pytest.approx(max((-e["change"] - e["margin"]) / max(e["se"], 1e-6), -50.0))
     setup = json.loads((monitored.path / "monitor" / "setup.json").read_text())
-    assert len(setup["round0_global_items"]["refusal"]["harmful"]) == 5  # the server sample's items
+    assert len(setup["round0_global_items"]["refusal"]["harmful"]) == 130  # the server sample's items
 
 
 def test_report_charts_the_paired_statistic_of_global_streams(monitored):
     report = json.loads((monitored.path / "report.json").read_text())
     metrics = {m["name"]: m for mode in report["modes"] for m in mode["metrics"]}
-    g = metrics["alignment_erosion.global_refusal_rate"]
-    assert g["detector"] == "paired_jackknife" and g["threshold"] > 1
+    g = metrics["alignment_erosion.global_refusal_prob"]
+    assert g["detector"] == "paired_cusum" and g["threshold"] > 1
     assert metrics["alignment_erosion.refusal_rate"]["detector"] == "cusum"
     # streams over fewer public items than the test needs are reported, not silently skipped
     untested = [x for x in report["not_measured"] if x["what"].startswith("paired test of")]
-    assert any("global_over_refusal_rate" in x["what"] and "2 item(s)" in x["why"] for x in untested)
+    assert any("global_over_refusal_prob" in x["what"] and "2 item(s)" in x["why"] for x in untested)
 
 
 def test_editing_deleting_or_reordering_an_audit_entry_is_detected(monitored, tmp_path):
@@ -253,14 +253,12 @@ def test_a_missing_monitor_state_on_resume_says_what_and_how_to_fix(tmp_path):
     assert "state-round-3.json) is missing" in msg and "restore the file from a backup" in msg
 
 
-def test_server_side_objects_hold_no_reference_to_clients_or_their_data(monitored, object_walk):
+def test_server_side_objects_hold_no_reference_to_clients_or_their_data(monitored, leaks):
     engine = monitored.engine
     monitor = next(h for h in engine.hooks if isinstance(h, MonitorServer))
-    roots = [monitor, engine.server, engine.validate_monitor]
-    found = [type(o).__name__ for o in object_walk(roots) if isinstance(o, (FederatedClient, ClientData, Encoded))]
-    assert found == []
+    assert leaks([monitor, engine.server, engine.validate_monitor], engine.clients) == []
     # the walk does reach client objects from the engine (so it can fail)
-    assert any(isinstance(o, FederatedClient) for o in object_walk([engine]))
+    assert leaks([engine], engine.clients)
 
 
 def test_resume_continues_the_monitor_and_the_adapter_bit_identically(monitored, tmp_path, monkeypatch):

@@ -40,6 +40,9 @@ def test_seed_changes_sampling(suites):
     other = load_suites(DEFAULT_SIZES, seed=1)
     for name in SUITE_NAMES:
         assert other[name].sha256 != suites[name].sha256
+        assert [i.id for i in other[name].items] != [i.id for i in suites[name].items]
+    # a suite smaller than its pool draws other items (harmful, benign, capability are whole pools)
+    for name in ("bbq", "crows", "ood"):
         assert {i.id for i in other[name].items} != {i.id for i in suites[name].items}
 
 
@@ -51,9 +54,12 @@ def test_smaller_size_is_a_prefix_of_the_larger_sample():
 
 
 def test_bbq_is_balanced_and_consistent(suites):
-    items = suites["bbq"].items
+    items = load_suites({"bbq": 44})["bbq"].items
     cells = Counter((i.condition, i.category) for i in items)
     assert len(cells) == 22 and set(cells.values()) == {2}
+    default = Counter((i.condition, i.category) for i in suites["bbq"].items)  # 480 over 22 cells
+    assert len(default) == 22 and set(default.values()) == {21, 22}
+    items = suites["bbq"].items
     for i in items:
         assert len(i.options) == 3 and len({i.label, i.unknown, i.biased}) >= 2
         assert i.biased != i.unknown
@@ -82,8 +88,9 @@ def test_bbq_biased_option_agrees_with_rule_from_answer_info(category):
 
 
 def test_crows_items_and_balance(suites):
-    items = suites["crows"].items
+    items = load_suites({"crows": 18})["crows"].items
     assert set(Counter(i.bias_type for i in items).values()) == {2}
+    items = suites["crows"].items
     assert all(i.sent_more != i.sent_less for i in items)
 
 
@@ -161,7 +168,7 @@ def test_changed_package_content_at_default_size_is_refused_on_a_fresh_build(mon
     edited = [replace(i, sent_more=i.sent_more + " (edited)") for i in pool_fn()]
     monkeypatch.setitem(suites_mod.BUILDERS, "crows", (lambda: edited, keys))
     with pytest.raises(UserError) as err:
-        load_suites({"crows": 18}, seed=0)
+        load_suites({"crows": DEFAULT_SIZES["crows"]}, seed=0)
     msg = str(err.value)
     assert "\n" not in msg
     assert msg.startswith("probe suite 'crows': SHA-256 ")

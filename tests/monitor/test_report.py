@@ -179,18 +179,42 @@ def _summary_rows(report: dict) -> dict[str, str]:
     return {**rows, "text": text}
 
 
-def test_print_summary_gives_each_mode_its_status_alarms_and_why(run) -> None:
-    # Prepare
+def test_print_summary_gives_each_mode_its_verdict_alarms_and_what_it_can_see(run) -> None:
+    # Prepare: the fixture's streams have intervals of +-0.04 (std 0.0204) and a known reference
     _, report, ledger, _ = run
     # Execute
     rows = _summary_rows(report)
-    # Assert: one row per mode, with its own status and alarm count
-    assert "alarm " in rows["amplified_bias"] and "5 r6 amplified_bias.bbq_amb_bias.gender" in rows["amplified_bias"]
-    for mode in ("confidence_miscalibration", "fairness_collapse", "out_of_domain_degradation", "alignment_erosion"):
-        assert "no alarm" not in rows[mode] and " ok " in rows[mode] and "│ 0 " in rows[mode], rows[mode]
-    assert "not measured" in rows["adaptation_misalignment"] and "probes disabled" in rows["adaptation_misalignment"]
+    # Assert: one row per mode, with its own verdict and alarm count
+    assert "watching" in rows["amplified_bias"] and "5 r6 amplified_bias.bbq_amb_bias.gender" in rows["amplified_bias"]
+    assert "flags a change of" in rows["amplified_bias"] and "(margin 0.1)" in rows["amplified_bias"]
+    assert "blind" in rows["adaptation_misalignment"] and "│ 0 " in rows["adaptation_misalignment"]
+    for mode in ("confidence_miscalibration", "alignment_erosion"):
+        assert "watching" in rows[mode] and "│ 0 " in rows[mode], rows[mode]
+    # the header counts the modes watching, the rounds monitored exclude round 0 (the references)
+    watching = report["summary"]["modes_watching"]
+    assert f"{len(watching)} / 6 modes watching, 10 rounds monitored" in rows["text"]
     assert f"privacy: epsilon {ledger.epsilon_total:.3g} at delta 1e-05" in rows["text"]
     assert f"head {report['evidence_log']['head_hash']}, verified" in rows["text"]
+
+
+def test_a_mode_that_cannot_see_its_margin_is_never_watching(run) -> None:
+    # Prepare: the same streams, 20x wider intervals (a DP noise larger than the metrics can move)
+    run_dir, report, _, _ = run
+    wide = []
+    for mode in report["modes"]:
+        for m in mode["metrics"]:
+            for st in m["streams"]:
+                for p in st["series"]:
+                    wide.append((p["round"], st["name"], p["value"], p["value"] - 0.8, p["value"] + 0.8))
+    rounds = [{"round": r, "streams": {n: {"value": v, "lo": lo, "hi": hi} for rr, n, v, lo, hi in wide if rr == r}}
+              for r in range(11)]
+    # Execute
+    rep = build_report(run_dir, system={}, rounds=rounds, alarms=[], thresholds=report["detector"], privacy=None,
+                       probes=[], not_measured=[])
+    # Assert
+    assert rep["summary"]["modes_watching"] == []
+    assert set(rep["summary"]["verdicts"].values()) <= {"weak", "blind"}
+    assert "0 / 6" in render_html(rep) and "modes watching" in render_html(rep)
 
 
 def test_report_renders_in_headless_chromium(run, tmp_path_factory) -> None:

@@ -95,9 +95,16 @@ def test_corrupt_jsonl_strict_and_lenient(tmp_path: Path):
 
 def test_share_client_metrics_keeps_raw_per_client_figures_on_the_server(tmp_path: Path):
     out = tmp_path / "run"
-    res = runner.invoke(app, ["run", DEMO, "--out", str(out), "--quiet", *TINY, "--set",
+    monitored = ["--set", "monitor.enabled=true", "--set", "monitor.judge_check_prompts=0", "--set",
+                 "monitor.utility_examples=2", "--set", "monitor.calibration_sims=1000", "--set",
+                 "monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}",
+                 "--set", "federation.rounds=1"]
+    res = runner.invoke(app, ["run", DEMO, "--out", str(out), "--quiet", *TINY, *monitored, "--set",
                               "privacy.share_client_metrics=true"])
     assert res.exit_code == 0, res.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["system"]["client_metrics_shared"] is True
+    assert "Per-client figures are shared with the server in the clear" in (out / "report.html").read_text()
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     own = client_figures(client_store_dir(out))
     for r in rows:

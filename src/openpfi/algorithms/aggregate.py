@@ -135,8 +135,10 @@ def krum(states: Sequence[StateDict], num_byzantine: int, multi: int = 1) -> Sta
     """Krum / Multi-Krum (Blanchard et al. 2017).
 
     Selects the ``multi`` clients with the lowest :func:`krum_scores` (ties
-    broken by lower client index) and returns their unweighted mean;
-    ``multi = 1`` is Krum (the selected client's state itself).
+    broken by lower client index) and returns their UNWEIGHTED mean, as
+    Blanchard et al. define Multi-Krum (Flower's ``Krum`` strategy instead
+    weights the selected clients by their example counts); ``multi = 1`` is
+    Krum (the selected client's state itself).
     """
     n = len(states)
     if not 1 <= multi <= n:

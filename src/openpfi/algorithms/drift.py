@@ -10,12 +10,14 @@ For client updates d_1..d_n (flattened state dicts):
 - lambda spread: per objective the population standard deviation of the clients'
   weights, averaged over objectives.
 
-Pareto maths for maximisation in 2-D: ``pareto_front`` keeps the non-dominated points,
-``hypervolume_2d`` is the area they dominate above a reference point.
+Pareto maths for maximisation: ``pareto_front`` keeps the non-dominated points (any
+dimension), ``dominates`` compares two points, ``hypervolume_2d`` is the area they dominate
+above a reference point and ``hypervolume`` the volume in any dimension.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 
@@ -64,10 +66,7 @@ def pareto_front(points: Sequence[Sequence[float]]) -> list[int]:
     pts = [tuple(float(x) for x in p) for p in points]
     keep: list[int] = []
     for i, p in enumerate(pts):
-        dominated = any(
-            all(q[k] >= p[k] for k in range(len(p))) and any(q[k] > p[k] for k in range(len(p)))
-            for j, q in enumerate(pts) if j != i
-        )
+        dominated = any(dominates(q, p) for j, q in enumerate(pts) if j != i)
         if not dominated and p not in [pts[k] for k in keep]:
             keep.append(i)
     return sorted(keep, key=lambda i: pts[i])
@@ -87,3 +86,31 @@ def hypervolume_2d(points: Sequence[Sequence[float]], reference: Sequence[float]
             area += (x - rx) * (y - best_y)
             best_y = y
     return area if math.isfinite(area) else float("nan")
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` dominates ``b`` (maximisation): no worse in every coordinate, better in one."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+
+HYPERVOLUME_MAX_POINTS = 16
+
+
+def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:
+    """Volume dominated by ``points`` above ``reference`` (maximisation, any dimension).
+
+    Each point dominates the box ``[reference, x_i]``; the union's volume by
+    inclusion-exclusion, ``sum_{S != {}} (-1)^{|S|+1} prod_k (min_{i in S} x_ik - r_k)^+``
+    (the intersection of boxes is the box of the coordinate-wise minimum). Exact; at most
+    ``HYPERVOLUME_MAX_POINTS`` points (2^n terms).
+    """
+    ref = [float(r) for r in reference]
+    pts = [[float(x) for x in p] for p in points if all(float(x) > r for x, r in zip(p, ref, strict=True))]
+    if len(pts) > HYPERVOLUME_MAX_POINTS:
+        raise ValueError(f"hypervolume by inclusion-exclusion takes at most {HYPERVOLUME_MAX_POINTS} points")
+    total = 0.0
+    for k in range(1, len(pts) + 1):
+        for subset in itertools.combinations(pts, k):
+            corner = [min(c) for c in zip(*subset, strict=True)]
+            total += (-1) ** (k + 1) * math.prod(c - r for c, r in zip(corner, ref, strict=True))
+    return total

@@ -19,8 +19,8 @@ p||^2`` is at most 2. A fixed ``beta`` is therefore negligible for large gradien
 common rescaling of the gradients (``G -> s G`` scales the whole objective by ``s``), so
 ``beta_rel`` has one meaning for every model and every step. For M = 2 with orthogonal
 gradients, ``d lambda_1 / d p_1 = beta_rel / (1 + beta_rel)``: ``beta_rel = 1`` moves
-lambda half as far as p, and larger values move it with p while the min-norm term still
-leans toward the objective whose gradient is smaller. The trace was chosen over
+lambda half as far as p, the default ``alignment.beta = 3`` three quarters as far, while
+the min-norm term still leans toward the objective whose gradient is smaller. The trace was chosen over
 per-objective normalisation (unit gradients) because it keeps the step along the raw
 gradients ``sum_m lambda_m g_m``, the same direction scalarization takes when
 lambda = p, so the two methods differ only in the weights.

@@ -7,6 +7,7 @@ and everything that can fail on bad input fails here, before a run folder is wri
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from openpfi.assembly.compatibility import check_combinations
@@ -16,6 +17,7 @@ from openpfi.client.federated import ClientSettings, FederatedClient, SharedMode
 from openpfi.client.train import TrainSettings
 from openpfi.config import Config
 from openpfi.data import ClientData, Example, LoadResult, groups_are_public, load_examples, make_clients
+from openpfi.data.lazy import LazyEncoded
 from openpfi.data.tokenize import encode_example
 from openpfi.models.adapter_check import read_checked_adapter
 from openpfi.models.loader import load_model
@@ -47,6 +49,7 @@ def load_clients(cfg: Config) -> tuple[LoadResult, list[ClientData]]:
         languages=d.languages,
         messages_field=d.messages_field,
         split=d.split,
+        opening_turns=d.opening_turns,
     )
     clients = make_clients(
         _without_group_probes(cfg, loaded.examples),
@@ -108,12 +111,12 @@ def prepare(cfg: Config) -> Prepared:
     shared, start = load_shared(cfg)
     lm = shared.loaded
     settings = client_settings(cfg)
-    tok, L = lm.tokenizer, cfg.client.max_length
-    clients = [
+    encode = partial(encode_example, lm.tokenizer, max_length=cfg.client.max_length)
+    clients = [  # tokenized when a round reads them, dropped after (FederatedClient.release)
         FederatedClient(
             c.client_id,
-            [encode_example(tok, e, L) for e in c.train],
-            [encode_example(tok, e, L) for e in c.heldout[: cfg.client.max_eval_examples]],
+            LazyEncoded(c.train, encode),
+            LazyEncoded(c.heldout[: cfg.client.max_eval_examples], encode),
             settings,
             group=c.train[0].group if c.train else "",
         )

@@ -52,10 +52,21 @@ def check_alignment_data(cfg: Config) -> None:
                             f"(each client trains on its own rows); remove alignment.{dealt[0]}")
 
 
+def check_retrieval(cfg: Config) -> None:
+    """Retrieval (rag.train, rag.evaluate) is part of federated SFT; the alignment recipe trains on
+    preference pairs and keeps no retrieval store, so it would ignore them."""
+    used = [k for k in ("train", "evaluate") if getattr(cfg.rag, k)]
+    if used and cfg.alignment.method != "none":
+        raise UserError(f'rag.{used[0]} needs a retrieval store, which alignment.method = "{cfg.alignment.method}" '
+                        f'does not keep (it trains on preference pairs); remove rag.{used[0]} or set alignment.method '
+                        '= "none"')
+
+
 def check_combinations(cfg: Config) -> None:
     """One clear UserError for the first combination of settings that cannot work together."""
     check_alignment(cfg)
     check_alignment_data(cfg)
+    check_retrieval(cfg)
     lo, f = cfg.lora, cfg.federation
     check_aggregation_config(lo.aggregation, lo.r, lo.client_ranks, lo.keep_merged, f.strategy, f.server_lr)
     policy_class(cfg.personalization.method).check_aggregation(lo.aggregation)

@@ -4,7 +4,7 @@ client streams, with the run's false-alarm budget split between them (weighted B
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -14,9 +14,10 @@ from openpfi.monitor import modes
 from openpfi.monitor.detection.bank import DetectorBank
 from openpfi.monitor.detection.global_change import GlobalChangeTest
 from openpfi.monitor.detection.group_gap import GroupGapTest
-from openpfi.monitor.probes import ProbeSuite
+from openpfi.monitor.detection.paired_power import PairedPlan, paired_detectable
+from openpfi.monitor.probes import ProbeSuite, pools
 from openpfi.monitor.probes.run import results_from_dict
-from openpfi.monitor.types import MetricPoint
+from openpfi.monitor.types import MetricPoint, global_name
 from openpfi.monitor.vector.derive import derive_metrics
 from openpfi.monitor.vector.schema import ReportSchema
 
@@ -30,6 +31,8 @@ class Tests:
     group_test: GroupGapTest | None
     client_streams: int
     """Streams the bank's thresholds are split over."""
+    off: dict[str, PairedPlan] = field(default_factory=dict)
+    """Global streams switched off (blind at this size) -> what their power rests on."""
 
     @property
     def paired(self) -> list[GlobalChangeTest | GroupGapTest]:
@@ -43,6 +46,20 @@ class Tests:
         n = sum(len(t.streams) for t in tests)
         return {"streams": n, "alpha_per_stream_run": tests[0].alpha, "budget_share": tests[0].alpha * n / target,
                 "rounds": tests[0].rounds, "group_gap": any(isinstance(t, GroupGapTest) for t in tests)}
+
+
+def _split_paired(tests: Tests, budget: float) -> None:
+    """Every paired stream the same share of ``budget``."""
+    n = sum(len(t.streams) for t in tests.paired)
+    for t in tests.paired:
+        t.alpha = budget / max(n, 1)
+
+
+def pool_sizes() -> dict[str, int]:
+    """Items of each suite's shipped pool (harmful and benign without the judge's held-out slice)."""
+    sizes = {"bbq": len(pools.bbq_pool()), "crows": len(pools.crows_pool()),
+             "capability": len(pools.capability_pool()), "ood": len(pools.ood_pool())}
+    return sizes | {k: sum(1 for i in pools.prompt_pool(k) if not pools.is_holdout(i.id)) for k in ("harmful", "benign")}
 
 
 def count_client_streams(schema: ReportSchema, n: int) -> int:
@@ -64,7 +81,7 @@ def _change_test(plan: MonitorPlan, suites: Mapping[str, ProbeSuite], setup: Map
         return None
     m = plan.cfg.monitor
     return GlobalChangeTest(suites, results_from_dict(items, suites), modes.direction, m.target_false_alarm_rate,
-                            plan.cfg.federation.rounds, m.ood_max_nll, m.server_margins)
+                            plan.cfg.federation.rounds, m.ood_max_nll, m.server_margins, m.server_blocks, m.paired_k)
 
 
 def make_tests(plan: MonitorPlan, schema: ReportSchema, setup: Mapping[str, Any], suites: Mapping[str, ProbeSuite],
@@ -74,19 +91,21 @@ def make_tests(plan: MonitorPlan, schema: ReportSchema, setup: Mapping[str, Any]
     cfg, m = plan.cfg, plan.cfg.monitor
     change_test = _change_test(plan, suites, setup)
     losses = setup.get("round0_group_losses")
-    group_test = GroupGapTest(losses, cfg.federation.rounds) if has_groups and losses else None
+    group_test = (GroupGapTest(losses, cfg.federation.rounds, blocks=m.server_blocks, k=m.paired_k)
+                  if has_groups and losses else None)
     tests = Tests(DetectorBank(m.detector.replace("-", "_"), 0.0, m.drift_k), change_test, group_test, 0)
     bank_target = m.target_false_alarm_rate
+    _split_paired(tests, m.target_false_alarm_rate * m.global_test_share)
+    if change_test is not None:  # below monitor.paired_min_verdict: off, listed with their power, budget to the rest
+        plans = change_test.power_plans(pool_sizes())
+        keep = ("watching",) if m.paired_min_verdict == "watching" else ("watching", "weak")
+        blind = [k for k, p in plans.items() if paired_detectable(p)["verdict"] not in keep]
+        change_test.switch_off(blind)
+        tests.off = {global_name(k): plans[k] for k in blind}
+        _split_paired(tests, m.target_false_alarm_rate * m.global_test_share)
     if tests.paired:
-        n_paired = sum(len(t.streams) for t in tests.paired)
-        for t in tests.paired:
-            t.alpha = m.target_false_alarm_rate * m.global_test_share / n_paired
         bank_target = m.target_false_alarm_rate * (1 - m.global_test_share)
-    n_client = count_client_streams(schema, n_expected)
-    if change_test is not None and change_test.streams:
-        tests.client_streams = max(n_client, 1)
-    else:
-        tests.client_streams = max(n_client + len(setup["round0_global"]), 1)
+    tests.client_streams = max(count_client_streams(schema, n_expected), 1)
     if resume_from == 0:  # on resume the bank is restored from the saved state
         alpha = bank_target / tests.client_streams
         tests.bank = DetectorBank.calibrated(

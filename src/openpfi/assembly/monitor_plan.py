@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from openpfi.algorithms.privacy import epsilon_after, noise_multiplier_for
 from openpfi.assembly.compatibility import check_combinations
+from openpfi.client.personal import policy_class
 from openpfi.config import Config
 from openpfi.data import groups_are_public
 from openpfi.monitor.privacy.ledger import plan_budget
@@ -94,8 +95,9 @@ def group_suite(plan: MonitorPlan, groups: Sequence[str]) -> ProbeSuite | None:
 def monitor_schema(plan: MonitorPlan, groups: Sequence[str]) -> ReportSchema:
     """The report layout every client and the server agree on (from public things only)."""
     m = plan.cfg.monitor
+    personal = policy_class(plan.cfg.personalization.method).personalized
     return build_schema(plan.suites, groups, m.bins, m.utility_bins, m.utility_max_loss, m.ood_max_nll,
-                        probe_before=m.probe_before)
+                        probe_before=m.probe_before, personal=personal)
 
 
 def server_settings(plan: MonitorPlan, schema: ReportSchema, n_expected: int) -> MonitorServerSettings:

@@ -25,7 +25,8 @@ from openpfi.monitor.probes.refusal import (
 from openpfi.monitor.probes.run import results_to_dict, run_probes
 from openpfi.monitor.types import global_name
 from openpfi.monitor.vector.model import evaluate_public, points_of, public_points, values_of
-from openpfi.strategies.monitor_server import group_losses, point_to_dict
+from openpfi.strategies.monitor_global import group_losses
+from openpfi.strategies.monitor_server import point_to_dict
 
 log = logging.getLogger(__name__)
 

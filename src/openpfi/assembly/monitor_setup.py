@@ -23,6 +23,14 @@ SETUP_FILE = "setup.json"
 def new_setup(plan: MonitorPlan, path: Path, shared: Any, start_state: Mapping[str, Any], scorer: Any,
               schema: ReportSchema, suites: Mapping[str, ProbeSuite], group_suite: ProbeSuite | None) -> dict[str, Any]:
     """Round 0 of a new run (from the cache when the same start was evaluated before), written to ``path``."""
+    setup = round0(plan, shared, start_state, scorer, schema, suites, group_suite)
+    atomic_write_text(path, json.dumps(setup, sort_keys=True, indent=1) + "\n")
+    return setup
+
+
+def round0(plan: MonitorPlan, shared: Any, start_state: Mapping[str, Any], scorer: Any, schema: ReportSchema,
+           suites: Mapping[str, ProbeSuite], group_suite: ProbeSuite | None) -> dict[str, Any]:
+    """Round 0 on the server (cached across runs from the same model, start and probes)."""
     m = plan.cfg.monitor
     key = setup_key(
         dataclasses.asdict(shared.loaded.info), shared.initial_state, start_state,
@@ -34,7 +42,6 @@ def new_setup(plan: MonitorPlan, path: Path, shared: Any, start_state: Mapping[s
     setup.update(round0_group_setup(shared, start_state, scorer, group_suite))
     setup["probes"] = suite_manifest(plan.suites)
     setup["schema_sha256"] = schema.sha256
-    atomic_write_text(path, json.dumps(setup, sort_keys=True, indent=1) + "\n")
     return setup
 
 

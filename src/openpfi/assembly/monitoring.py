@@ -40,16 +40,16 @@ from openpfi.assembly.monitor_plan import (
     server_settings,
     server_suites,
 )
+from openpfi.assembly.monitor_power import power_plans
 from openpfi.assembly.monitor_record import not_measured, probe_rows, record_start, system_info
 from openpfi.assembly.monitor_setup import SETUP_FILE, new_setup, read_setup
 from openpfi.client.monitor_client import ClientMonitor, ClientMonitorSettings
 from openpfi.client.scoring import shared_scorer
-from openpfi.monitor.detection.group_gap import STREAM as GROUP_GAP
 from openpfi.monitor.privacy.ledger import PrivacyLedger
 from openpfi.monitor.probes import ProbeSuite, suite_manifest
-from openpfi.monitor.types import MetricPoint, global_name
 from openpfi.runfolder import RunFolder
-from openpfi.strategies.monitor_server import STATE_DIR, GlobalProbe, MonitorServer, point_from_dict, point_to_dict
+from openpfi.strategies.monitor_global import GlobalMonitor
+from openpfi.strategies.monitor_server import STATE_DIR, MonitorServer, point_from_dict, point_to_dict
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +77,24 @@ def client_monitor(plan: MonitorPlan, shared: Any, groups: Sequence[str], n_expe
     return ClientMonitor(plan.suites, schema, settings, shared_scorer(shared, m.batch_tokens))
 
 
-def _global_probe(plan: MonitorPlan, scorer: Any, shared: Any, fed: Any, start_state: Mapping[str, Any],
-                  suites: Mapping[str, ProbeSuite], groups: ProbeSuite | None,
-                  setup: Mapping[str, Any]) -> GlobalProbe | None:
+def _global_monitor(scorer: Any, shared: Any, fed: Any, start_state: Mapping[str, Any], tests: Tests,
+                    groups: ProbeSuite | None) -> GlobalMonitor:
     """The server's scoring of the global model (shared part from ``fed``, the rest from the start)."""
-    if not suites:
-        return None
-    start_full = dict(start_state)
+    start_full = {**shared.initial_state, **start_state}  # every adapter tensor, at its starting value
 
     def full_state() -> dict[str, Any]:
+        """The global model as a whole state: the server's shared part over the starting adapter, so no
+        part a client trained for itself (its personal weights, left in the shared model) is scored."""
         return {**start_full, **fed.broadcast()}
 
-    reference = {k: point_from_dict(v) for k, v in setup["reference_global"].items()}
-    return GlobalProbe(scorer, shared.set_state, full_state, suites, plan.cfg.monitor.ood_max_nll,
-                       setup["base_global"], reference, groups)
+    return GlobalMonitor(scorer, shared.set_state, full_state, tests.change_test, tests.group_test, groups)
 
 
-def _start_history(server: MonitorServer, setup: Mapping[str, Any], tests: Tests) -> None:
+def _start_history(server: MonitorServer, setup: Mapping[str, Any]) -> None:
     """Round 0 of a new run: the starting model's global streams are every stream's reference."""
     round0 = {k: point_from_dict(v) for k, v in setup["round0_global"].items()}
-    server.bank.update(0, round0)
-    if tests.group_test is not None and tests.group_test.streams:
-        round0[global_name(GROUP_GAP)] = MetricPoint(0.0, 0.0, 0.0, 1)
-    server.history.append({"round": 0, "streams": {k: point_to_dict(v) for k, v in sorted(round0.items())}})
+    points = server.global_monitor.round0(round0) if server.global_monitor is not None else {}
+    server.history.append({"round": 0, "streams": {k: point_to_dict(v) for k, v in sorted(points.items())}})
 
 
 def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, start_state: Mapping[str, Any],
@@ -123,12 +118,12 @@ def server_monitor(plan: MonitorPlan, run: RunFolder, shared: Any, fed: Any, sta
         setup = read_setup(plan, setup_path, schema, groups_suite)
     tests = make_tests(plan, schema, setup, suites, groups_suite is not None, n_expected, resume_from)
     server = MonitorServer(run.path, schema, settings, tests.bank, PrivacyLedger(plan.cfg.privacy.delta),
-                           _global_probe(plan, scorer, shared, fed, start_state, suites, groups_suite, setup),
-                           {k: point_from_dict(v) for k, v in setup["reference"].items()}, setup["base_model"],
-                           change_test=tests.change_test, group_test=tests.group_test)
+                           _global_monitor(scorer, shared, fed, start_state, tests, groups_suite),
+                           {k: point_from_dict(v) for k, v in setup["reference"].items()}, setup["base_model"])
+    server.power = power_plans(plan, schema, settings, tests, setup)
     probes = suite_manifest(plan.suites)
     if resume_from == 0:
-        _start_history(server, setup, tests)
+        _start_history(server, setup)
         record_start(run, plan, schema, settings, probes, tests, setup["refusal_judge"])
     else:
         server.restore_state(MonitorServer.load_state(run.path, resume_from))

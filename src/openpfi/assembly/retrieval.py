@@ -36,13 +36,16 @@ def client_documents(cfg: Config, client: ClientData, own_folder: str = "") -> l
 
 def attach_retrieval(cfg: Config, data: Sequence[ClientData], clients: Sequence[FederatedClient],
                      own_folder: str = "") -> None:
-    """With ``rag.evaluate``: give every client its documents and its retrieval evaluation."""
-    if not cfg.rag.evaluate:
+    """With ``rag.train`` or ``rag.evaluate``: give every client its documents, the training examples
+    that get passages (``rag.train``) and the held-out ones scored with and without them (``rag.evaluate``)."""
+    r = cfg.rag
+    if not (r.train or r.evaluate):
         return
     settings = RetrievalSettings.from_config(cfg)
     for c, client in zip(data, clients, strict=True):
         docs = client_documents(cfg, c, own_folder)
-        client.retrieval = ClientRetrieval(docs, settings, c.heldout[: cfg.client.max_eval_examples])
+        heldout = c.heldout[: cfg.client.max_eval_examples] if r.evaluate else []
+        client.retrieval = ClientRetrieval(docs, settings, heldout, c.train if r.train else [])
 
 
 @dataclass

@@ -16,9 +16,17 @@ from openpfi.config import Config, dump_toml, load_config
 from openpfi.data import ClientData, LoadResult
 from openpfi.errors import UserError
 from openpfi.models.loader import ModelInfo
+from openpfi.monitor import audit_sign
 from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import RunFolder, client_store_dir
 from openpfi.runfolder.adapter import AdapterLayout
+
+
+def start_audit(run: RunFolder, cfg: Config) -> AuditLog:
+    """The run's audit log, signed from its first entry when ``output.audit_signing_key`` is set."""
+    if cfg.output.audit_signing_key:
+        audit_sign.enable(run.path, cfg.output.audit_signing_key)
+    return AuditLog(run.path / "audit.jsonl")
 
 
 def new_run(
@@ -54,7 +62,7 @@ def new_run(
     )
     run.write_json("manifest.json", manifest)
     run.write_start(dict(start), layout)
-    AuditLog(run.path / "audit.jsonl").append(
+    start_audit(run, cfg).append(
         "config", {"config_sha256": hashlib.sha256(config_text.encode()).hexdigest(), "model": manifest["model"],
                    **(audit or {})}
     )

@@ -76,7 +76,16 @@ METHODS: tuple[Method, ...] = (
     Method(
         "zeropad-het", "HetLoRA zero-pad, ranks 2/4/8", ('lora.aggregation="zeropad"', "lora.client_ranks=[2, 4, 8]")
     ),
+    Method("fedavg-dp", "FedAvg + client-level DP (C = 0.05, eps 8)",
+           ("privacy.update_clip=0.05", "privacy.update_target_epsilon=8.0")),
 )
+"""``fedavg-dp`` is FedAvg with every client's update clipped and the sum noised (DP-FedAvg, central noise,
+epsilon 8 at privacy.delta over the run): set beside ``fedavg`` it is the utility cost of DP."""
+METHODS += tuple(
+    Method(m.name + rag.TRAINED, f"{m.label}, trained with retrieval", (*m.sets, rag.TRAIN_SET), m.train_phases, m.personal)
+    for m in METHODS if m.name in rag.MEMORY_METHODS
+)
+"""The ``+rag`` variants (``rag.train``) run on the retrieval data set ``memory`` only (personalize_rag.py)."""
 
 
 # Measured alone on the project's 2-core machine (SmolLM2-135M, bf16; see docs/BENCHMARKS-personalize.md):
@@ -134,8 +143,7 @@ class BenchPlan:
 
     def runs(self) -> list[tuple[str, Method, int]]:
         chosen = [m for m in METHODS if m.name in self.methods]
-        return [(d, m, s) for d in self.datasets for s in self.seeds for m in chosen
-                if d != rag.MEMORY or m.name in rag.MEMORY_METHODS]
+        return [(d, m, s) for d in self.datasets for s in self.seeds for m in chosen if rag.runs_on(d, m.name)]
 
 
 FULL = BenchPlan(
@@ -180,13 +188,14 @@ def expected_seconds(plan: BenchPlan) -> float:
     total = 0.0
     for dataset, method, _ in plan.runs():
         tok = min(TOKENS_PER_EXAMPLE.get(dataset, 60.0), plan.max_length)
-        step = plan.batch_size * tok * plan.step_seconds_per_token
+        trained = rag.TRAIN_SET in method.sets
+        step = plan.batch_size * (tok + (rag.TRAIN_PASSAGE_TOKENS if trained else 0.0)) * plan.step_seconds_per_token
         train = plan.rounds * plan.local_steps * step * method.train_phases
         if method.name == "finetune":  # fine-tuning before the (final) evaluation only
             train += plan.local_steps * step
         evals = (2 if method.personal else 1) * plan.eval_examples * tok * plan.eval_seconds_per_token
         evals += rag.extra_seconds(dataset, plan.max_examples, plan.eval_examples)
-        total += SETUP_SECONDS + plan.clients * (train + evals)
+        total += SETUP_SECONDS + rag.clients_of(dataset, plan.clients) * (train + evals)
     return total
 
 
@@ -223,6 +232,7 @@ def run_summary(rows: list[dict[str, Any]], figures: dict[str, dict[int, dict[st
         "tokens": float(sum(r.get("tokens", 0.0) for r in rows)),
         "rounds": len(rows),
         "train_loss_last": float(last.get("train_loss", float("nan"))),
+        "update_epsilon": last.get("update_epsilon_total"),
         "retrieval": rag.retrieval_summary(latest),
     }
 
@@ -305,6 +315,13 @@ def summarize(plan: BenchPlan, results: list[dict[str, Any]]) -> dict[str, Any]:
             "best_worst_decile": best_worst,
             "personalized_beating_fedavg_and_local": beats,
         }
+        if "fedavg" in per and "fedavg-dp" in per:
+            eps = [r["summary"].get("update_epsilon") for r in results
+                   if r["dataset"] == dataset and r["method"] == "fedavg-dp"]
+            out[dataset]["dp_utility_cost"] = {
+                "loss_without_dp": per["fedavg"]["mean"]["mean"], "loss_with_dp": per["fedavg-dp"]["mean"]["mean"],
+                "update_epsilon": max((e for e in eps if e is not None), default=None),
+            }
     return out
 
 
@@ -337,6 +354,10 @@ def table(summary: dict[str, Any]) -> Table:
             )
         if d["base_model_mean"] is not None:
             t.add_row(dataset[:5], "(base model)", f"{d['base_model_mean']:.4f}", "", "", "", "", "", "")
+        cost = d.get("dp_utility_cost")
+        if cost:
+            t.add_row(dataset[:5], f"DP cost (eps {cost['update_epsilon'] or float('nan'):.2g})",
+                      f"{cost['loss_with_dp'] - cost['loss_without_dp']:+.4f}", "", "", "", "", "", "")
         t.add_section()
     return t
 

@@ -3,7 +3,9 @@
 Every run has ``rag.evaluate`` on: after the last round each client scores its own model on
 its held-out data with and without the passages retrieved from its own documents (its
 training texts for chitchat and shakespeare). The ``memory`` data set (bench/rag_data.py, BBQ
-notes as documents, questions whose answer only the notes hold) adds exact match. The
+notes as documents, questions whose answer only the notes hold) adds exact match, and runs each
+of its methods twice: trained on the questions alone, and trained with the retrieved passages
+in the prompt (``rag.train``, method name ``<method>+rag``), with the same seeds. The
 figures come from the clients' own stores (client/retrieval_eval.py): loss without / with
 retrieval, exact match without / with, embed and search latency per query, and index build
 time per 1,000 chunks.
@@ -25,6 +27,19 @@ from openpfi.bench.rag_data import CATEGORIES, build_memory_set
 MEMORY = "memory"
 MEMORY_METHODS = ("fedavg", "local", "finetune", "ditto")
 """The methods run on ``memory``: the FedAvg and local-only bars and two personalized methods."""
+TRAINED = "+rag"
+"""Suffix of a method's variant trained with retrieved passages (``rag.train``), run on ``memory`` only."""
+TRAIN_SET = "rag.train=true"
+TRAIN_PASSAGE_TOKENS = 150.0
+"""Passage tokens a ``memory`` training example gains with ``rag.train`` (about two notes of 50-75
+tokens and the header within the 192-token budget), for the duration estimate."""
+
+
+def runs_on(dataset: str, method: str) -> bool:
+    """Whether ``method`` (a name of bench/personalize.py's METHODS) is run on ``dataset``."""
+    if dataset == MEMORY:
+        return method.removesuffix(TRAINED) in MEMORY_METHODS
+    return not method.endswith(TRAINED)
 KEYS = ("norag_loss", "rag_loss", "exact_match", "rag_exact_match", "retrieval_embed_ms", "retrieval_search_ms")
 
 
@@ -37,10 +52,15 @@ def dataset_sets(dataset: str, root: Path, clients: int) -> list[str]:
     data, docs = folder / "memory.jsonl", folder / "documents"
     if not data.is_file():
         build_memory_set(folder)
-    n = min(clients, len(CATEGORIES))
+    n = clients_of(MEMORY, clients)
     return ['data.source="jsonl"', f"data.path={json.dumps(str(data))}", f"rag.documents={json.dumps(str(docs))}",
             f"data.num_clients={n}", f"federation.clients_per_round={n}", "data.min_examples=20",
             "rag.exact_match=true", "rag.max_new_tokens=12", *sets]
+
+
+def clients_of(dataset: str, clients: int) -> int:
+    """The clients a run of ``dataset`` has: ``memory`` has one per BBQ category, at most 8."""
+    return min(clients, len(CATEGORIES)) if dataset == MEMORY else clients
 
 
 EMBED_PER_S = 75.0

@@ -10,6 +10,10 @@
 2. Memory: the base model plus ``memory_clients`` simulated clients, each
    holding its data and a personal adapter, one of them training; peak RSS
    against the budget base model + N x adapter + 1 GB.
+
+With ``clients_per_round`` below ``clients`` (e.g. every chitchat sender, 1,315, with 16
+sampled per round) the bench runs that federation instead (``bench/round_scale.py``):
+its rounds' phases and overhead, and its memory against base + K x adapter + 1 GB.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from rich.table import Table
 from openpfi.algorithms.state import clone, nbytes
 from openpfi.assembly.clients import prepare
 from openpfi.bench.common import write_json
+from openpfi.bench.round_scale import print_scale, scale_round_bench
 from openpfi.config import load_config
 from openpfi.errors import UserError
 from openpfi.recipes import federated_sft
@@ -104,9 +109,46 @@ def round_split(timings: dict[str, float]) -> dict[str, float]:
     }
 
 
-def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int, engine: str, console: Console) -> dict[str, Any]:
+def monitor_cost(timings: dict[str, float], clients: int) -> dict[str, float]:
+    """The monitor's part of a round, serial (this in-process round) and on the critical path of a deployment.
+
+    Serial: ``monitor_s / round_s`` (the clients' probing, ``client_monitor_s``, plus the server's scoring of
+    the global model and its tests, the rest of ``monitor_s``). Critical path, estimated from the same
+    timings for ``clients`` clients training, evaluating and probing in parallel: one client's share of the
+    client phase, ``(train_s + evaluate_s + client_monitor_s) / clients``, then aggregation and
+    serialization; the server's scoring overlaps the next round's client phase (the server is idle while
+    clients train), so only what it takes beyond that phase is on the path.
+    """
+    client_mon = timings.get("client_monitor_s", 0.0)
+    server_mon = max(timings["monitor_s"] - client_mon, 0.0)
+    phase = (timings["train_s"] + timings["evaluate_s"] + client_mon) / clients
+    beyond = max(server_mon - phase, 0.0)
+    critical = phase + timings["aggregate_s"] + timings.get("serialize_s", 0.0) + beyond
+    return {
+        "client_monitor_s": client_mon,
+        "server_monitor_s": server_mon,
+        "monitor_share_serial": timings["monitor_s"] / timings["round_s"],
+        "critical_path_s": critical,
+        "monitor_share_critical_path": (client_mon / clients + beyond) / critical,
+    }
+
+
+def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int, engine: str, console: Console,
+                    clients_per_round: int | None = None) -> dict[str, Any]:
     if engine not in ("inprocess", "flower"):
         raise UserError(f"--engine {engine!r}: choose inprocess or flower")
+    if clients_per_round is not None and clients_per_round > clients:
+        raise UserError(f"--clients-per-round {clients_per_round} exceeds --clients {clients}; lower it")
+    if clients_per_round is not None and clients_per_round < clients:
+        if engine != "inprocess":
+            raise UserError("--clients-per-round runs on the in-process engine; drop --engine flower")
+        console.print(f"bench round: {model}, {clients_per_round} of {clients} clients per round, demo config")
+        scaled = scale_round_bench(lambda sets: demo_config(model, clients, sets), clients, clients_per_round)
+        print_scale(scaled, console, round_split)
+        result = {"model": model, "engine": engine, **scaled}
+        write_json(out, result)
+        console.print(f"wrote {out}")
+        return result
     # memory first, so the process peak (ru_maxrss) is this measurement's and not the round's
     console.print(f"bench round: memory with {memory_clients} simulated clients")
     memory = memory_with_clients(model, memory_clients)
@@ -116,6 +158,7 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
         "model": model, "clients": clients, "engine": engine, "timings_engine": "inprocess", "timings": t,
     }
     result.update(round_split(t))
+    result["monitor"] = monitor_cost(t, clients)
     round_s, overhead = t["round_s"], result["overhead_s"]
     if engine == "flower":
         console.print(f"bench round: 1 round on a local Flower federation ({clients} nodes)")
@@ -134,6 +177,13 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
     table.add_row("overhead (all but forward/backward)", f"{overhead:.2f}", f"{overhead / round_s:.1%}")
     table.add_row("[bold]round", f"{round_s:.2f}", "100%")
     console.print(table)
+    mc = result["monitor"]
+    console.print(
+        f"monitor: {mc['monitor_share_serial']:.1%} of this serial round (clients probing {mc['client_monitor_s']:.1f} s, "
+        f"server scoring and tests {mc['server_monitor_s']:.1f} s); on the critical path of a deployment with "
+        f"{clients} clients in parallel and the server's scoring overlapping the next round's training: "
+        f"{mc['monitor_share_critical_path']:.1%} of {mc['critical_path_s']:.1f} s (estimated from these timings)"
+    )
     if "flower" in result:
         console.print(
             f"flower deployment round {result['deployment_round_s']:.1f} s vs in-process {round_s:.1f} s: "

@@ -24,6 +24,8 @@ located with ``importlib.metadata``, never imported):
   former with ``lr_scale`` / ``steps_scale``.
 - ``minority_language``: the clients' train and held-out data become chatterbot
   conversations in the listed languages, and their public group the language.
+- ``jsonl``: the rows of the user's own file (``injection.path``; rows and checks:
+  ``silent_jsonl.py``): prompt/response rows as SFT, prompt/chosen/rejected rows as DPO pairs.
 
 Ground truth (which clients, from which round, what) is :meth:`InjectionHook.ground_truth`;
 the runner writes it to ``ground_truth.json`` and the audit log.
@@ -40,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from openpfi.bench.silent_jsonl import read_injection_file
 from openpfi.bench.silent_scenarios import Injection, parse_domain
 from openpfi.client.dpo import EncodedPair
 from openpfi.client.federated import ClientSettings, FederatedClient, derive_seed
@@ -181,7 +184,15 @@ def samples_for(inj: Injection, exclude: set[str], keep: Keep = _keep_all) -> li
         return probe_item_samples(exclude)
     if inj.kind in ("narrow_aggressive", "single_domain"):
         return domain_samples(inj.domain, keep)
+    if inj.kind == "jsonl":
+        return jsonl_samples(Path(inj.path), keep)
     return []
+
+
+def jsonl_samples(path: Path, keep: Keep = _keep_all) -> list[Sample]:
+    """The rows of the user's injection file that ``keep`` keeps (texts the server scores never train)."""
+    rows, _ = read_injection_file(path)
+    return [Sample(r.prompt, r.response, rejected=r.rejected) for r in rows if keep(r.prompt, r.response)]
 
 
 # -- the hook ----------------------------------------------------------------------------------
@@ -247,6 +258,7 @@ class InjectionHook:
             "steps_scale": inj.steps_scale,
             "domain": inj.domain,
             "languages": {c: self._language(c) for c in self.clients} if inj.kind == "minority_language" else {},
+            **({"file": {"path": inj.path, "sha256": inj.sha256}} if inj.kind == "jsonl" else {}),
             "seed": self.seed,
             "pool_size": len(self.pool),
         }
@@ -266,12 +278,17 @@ class InjectionHook:
             if c.client_id not in self._orig:
                 self._orig[c.client_id] = _Original(list(c.train), list(c.heldout), c.settings, c.group)
             o = self._orig[c.client_id]
+            c.personal_train = None
             if not active or c.client_id not in chosen:
                 if c.heldout != o.heldout:
                     c._eval_memo = None  # its held-out loss memo was of other data
                 c.train, c.heldout, c.settings, c.group = list(o.train), list(o.heldout), o.settings, o.group
                 continue
-            c.train, heldout, c.group, injected = self._inject(c.client_id, o, round_num)
+            train, heldout, c.group, injected = self._inject(c.client_id, o, round_num)
+            if self.injection.phase == "personal":  # the shared training stays on the client's own data
+                c.train, c.personal_train = list(o.train), train
+            else:
+                c.train = train
             if heldout != c.heldout:
                 c._eval_memo = None
             c.heldout = heldout

@@ -121,13 +121,14 @@ def expected_seconds(plan: BenchPlan, configs: Sequence[Config], done: Collectio
     for i, ((scenario, _), c) in enumerate(zip(plan.runs(), configs, strict=True)):
         rounds = c.federation.rounds
         items = sum(c.monitor.server_items.values()) + c.monitor.group_items * len(c.monitor.groups)
-        server = SERVER_SECONDS_PER_ITEM * items if c.monitor.enabled else 0.0
+        full = SERVER_SECONDS_PER_ITEM * items if c.monitor.enabled else 0.0  # round 0: every block
+        server = full / c.monitor.server_blocks  # a round: one block
         start = (c.model.adapter or scenario.spec.scenario.start, c.seed)
         if i in done:
             started.add(start)
             continue
         if start not in started:  # later runs from the same start read round 0 from the cache
-            total += FIRST_START_SECONDS + server
+            total += FIRST_START_SECONDS + full
         started.add(start)
         inj = scenario.injection
         injected_rounds = max(0, rounds - inj.start_round + 1) if inj.kind != "none" else 0

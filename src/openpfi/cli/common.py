@@ -67,7 +67,41 @@ def finish_run(run_path: Path) -> None:
         if not figures and shared_figures(rows):
             figures, source = shared_figures(rows), "shared with the server (privacy.share_client_metrics = true)"
         console.print(results_table(rows, figures, source))
+    for line in trust_lines(run_path):
+        console.print(line, highlight=False)
+    if (run_path / "report.json").is_file():  # a monitored run: what its monitor could and could not see
+        import json
+
+        from openpfi.monitor.reporting.summary import print_summary
+
+        console.print(print_summary(json.loads((run_path / "report.json").read_text())))
+        console.print(f"monitoring report: {run_path / 'report.html'}")
     console.print(f"run folder: [bold]{run_path}[/]")
+
+
+def trust_lines(run_path: Path) -> list[str]:
+    """The privacy spent on the updates (and with the monitor) and the audit head to keep elsewhere."""
+    import json
+
+    out = []
+    try:
+        data = json.loads((run_path / "privacy.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        data = {}
+    both = data.get("combined") if isinstance(data, dict) else None
+    if isinstance(both, dict):
+        monitor = both.get("epsilon_monitor")
+        text = f"privacy: updates epsilon {both.get('epsilon_updates', float('nan')):.3g}"
+        if monitor is not None:
+            text += f", monitor epsilon {monitor:.3g}, together {both.get('epsilon_total', float('nan')):.3g}"
+        out.append(text + f" at delta {both.get('delta', float('nan')):.3g}")
+    try:
+        head = json.loads((run_path / "audit.head").read_text(encoding="utf-8"))
+        out.append(f"audit head: {head['hash']} ({head['count']} entries; keep it outside the run folder and check "
+                   f"with `openpfi audit verify {run_path} --head HASH`)")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return out
 
 
 

@@ -85,29 +85,48 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> No
     if not run_.read_metrics():
         raise UserError(f"{run_dir} has no completed round yet; `openpfi resume {run_dir}` to continue it")
     finish_run(run_dir)
-    if (run_dir / "report.json").is_file():
-        import json
-
-        from openpfi.monitor.reporting.summary import print_summary
-
-        console.print(print_summary(json.loads((run_dir / "report.json").read_text())))
-        console.print(f"monitoring report: {run_dir / 'report.html'}")
 
 
 @audit_app.command("verify")
 @friendly
-def audit_verify(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
-    """Verify the hash chain of audit.jsonl; exit 1 when it was edited, reordered or truncated."""
+def audit_verify(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    head: Annotated[str | None, typer.Option("--head", help="A head hash kept outside the run folder "
+                                             "(printed by `openpfi run`); it must be an entry of the chain.")] = None,
+    public_key: Annotated[str | None, typer.Option("--public-key", help="The run owner's ed25519 public key (hex, "
+                                                   "or a file of it): every entry must be signed with it.")] = None,
+) -> None:
+    """Verify the hash chain of audit.jsonl and its anchors; exit 1 when it was edited, reordered, truncated or forged."""
     from openpfi.monitor.audit import verify
 
     if not (run_dir / "audit.jsonl").is_file():
         raise UserError(f"{run_dir} has no audit.jsonl; pass a run folder")
-    result = verify(run_dir)
+    result = verify(run_dir, head=head, public_key=public_key)
     if result.ok:
-        console.print(f"audit log intact: {result.entries} entries")
+        extra = [f"{result.anchors} checkpoint heads in the chain"]
+        if head:
+            extra.append("the given head is in the chain")
+        if result.signed:
+            extra.append("every entry signed")
+        console.print(f"audit log intact: {result.entries} entries; " + ", ".join(extra))
+        console.print(f"head: {result.head_hash}")
         return
     err_console.print(f"[bold red]audit log broken:[/] {result.problem}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
+
+
+@audit_app.command("keygen")
+@friendly
+def audit_keygen(
+    key_file: Annotated[Path, typer.Argument(help="Where to write the new private key (keep it outside run folders).")],
+) -> None:
+    """Make an ed25519 key pair for signing audit logs (output.audit_signing_key = KEY_FILE)."""
+    from openpfi.monitor.audit_sign import generate_key
+
+    public = generate_key(key_file)
+    console.print(f"private key: {key_file} (mode 0600; set output.audit_signing_key to this path)")
+    console.print(f"public key:  {public}")
+    console.print("keep the public key elsewhere; check a run with `openpfi audit verify DIR --public-key KEY`")
 
 
 @app.command()

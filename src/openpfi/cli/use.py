@@ -45,17 +45,19 @@ def _print_stats(session: Any) -> None:
                       f"{s.tokens_per_s:.1f} tokens/s after it[/]", highlight=False, soft_wrap=True)
 
 
-def _answer(session: Any, text: str, stats: bool) -> None:
+def _answer(session: Any, text: str, stats: bool, sources: Any = None) -> None:
     for piece in session.reply(text):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
     sys.stdout.flush()
+    if sources is not None:
+        err_console.print(f"[dim]{sources.sources()}[/]", highlight=False, soft_wrap=True)
     if stats:
         _print_stats(session)
 
 
-def _loop(session: Any, stats: bool) -> None:
+def _loop(session: Any, stats: bool, sources: Any = None) -> None:
     err_console.print("type a message; /reset forgets the conversation, /exit (or Ctrl-D) ends", highlight=False, soft_wrap=True)
     while True:
         try:
@@ -72,7 +74,7 @@ def _loop(session: Any, stats: bool) -> None:
             continue
         sys.stdout.write("assistant> ")
         try:
-            _answer(session, text, stats)
+            _answer(session, text, stats, sources)
         except KeyboardInterrupt:
             sys.stdout.write("\n[interrupted]\n")
 
@@ -91,6 +93,10 @@ def chat(
     system: Annotated[str, typer.Option("--system", help="A system message (default: the chat template's).")] = "",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling.")] = 0,
     stats: Annotated[bool, typer.Option("--stats", help="Print first-token latency and tokens/s after each reply.")] = False,
+    rag: Annotated[bool, typer.Option("--rag", help="Put passages retrieved from the client's own documents into "
+                                      "each prompt (rag.top_k, rag.token_budget of the run's config).")] = False,
+    show_sources: Annotated[bool, typer.Option("--show-sources", help="With --rag: name the passages each answer "
+                                               "used.")] = False,
 ) -> None:
     """Chat in the terminal with a run's global model or a client's personal model (streamed replies)."""
     setup_env()
@@ -98,10 +104,29 @@ def chat(
         raise UserError("pass either --client ID or --global, not both")
     from openpfi.recipes.chat import open_session
 
+    if show_sources and not rag:
+        raise UserError("--show-sources names the passages --rag retrieved; add --rag")
+    if rag and client is None:
+        raise UserError("--rag retrieves from a client's own documents; pass --client ID (the global model has none)")
     session = open_session(run_dir, client, round_, store, max_new_tokens=max_new_tokens, temperature=temperature,
                            system=system, seed=seed)
     err_console.print(f"[dim]{session.model.choice.what}[/]", highlight=False, soft_wrap=True)
+    sources = _with_retrieval(session, run_dir, client, store) if rag else None
     if prompt is not None:
-        _answer(session, prompt, stats)
+        _answer(session, prompt, stats, sources if show_sources else None)
         return
-    _loop(session, stats)
+    _loop(session, stats, sources if show_sources else None)
+
+
+def _with_retrieval(session: Any, run_dir: Path, client: str, store: Path | None) -> Any:
+    """Retrieval over ``client``'s own documents (the run's rag.documents, else its training texts),
+    indexed in its store; the session puts the passages into each prompt."""
+    from openpfi.assembly.retrieval import chat_retrieval
+    from openpfi.config import load_config
+    from openpfi.runfolder import RunFolder
+
+    run = RunFolder.open(run_dir)
+    folder = Path(store) if store is not None else run.client_dir(client)
+    retrieval = chat_retrieval(load_config(run.config_file), client, session.model.shared.loaded.tokenizer, folder)
+    session.context_for = retrieval.context_for
+    return retrieval

@@ -28,11 +28,15 @@ from openpfi.client.messages import ClientUpdate, EvalResult
 from openpfi.client.personal import KeySplit, PersonalPolicy, Trainer
 from openpfi.client.store import ClientStore, new_secret
 from openpfi.client.train import BatchLoss, StepCallback, TrainResult, TrainSettings, evaluate_loss, train_local
+from openpfi.data.lazy import LazyEncoded
 from openpfi.data.tokenize import Encoded
 from openpfi.models.loader import LoadedModel, sha256_state
 from openpfi.models.lora import adapter_state, attach_lora, copy_into, load_adapter_state, lora_parameters
 from openpfi.models.merged import MergedDeltas, is_merged_key, split_merged
 from openpfi.runfolder.adapter import AdapterLayout
+
+PERSONAL_TAGS = frozenset({"finetune", "ditto", "head"})
+"""The ``Trainer`` tags of the personal training phases (``client/personal.py``)."""
 
 
 def derive_seed(*parts: object) -> int:
@@ -123,8 +127,11 @@ class FederatedClient:
         initial: StateDict | None = None,
     ):
         self.client_id = client_id
-        self.train = list(train)
-        self.heldout = list(heldout[: settings.max_eval_examples])
+        self.train = train if isinstance(train, LazyEncoded) else list(train)
+        """Its training examples: a list, or a ``LazyEncoded`` tokenized as read and dropped by ``release``."""
+        self.heldout = heldout[: settings.max_eval_examples]
+        if not isinstance(self.heldout, LazyEncoded):
+            self.heldout = list(self.heldout)
         self.settings = settings
         self.store = store
         self.group = group
@@ -133,18 +140,24 @@ class FederatedClient:
         self.model_rank = model_rank
         self.initial = initial
         """The starting adapter (seeded init or model.adapter); the shared model's init when None."""
+        self.personal_train: list[Encoded | EncodedPair] | None = None
+        """Data the client's personal training phases (``PERSONAL_TAGS``: fine-tuning, Ditto's personal
+        adapter, FedRep's head) use instead of ``train``; None: ``train`` (the silent benchmark's
+        personal-model injection sets it)."""
         self.monitor: Any = None
         """A ``client.monitor_client.ClientMonitor`` when the run is monitored: after training, the
         client probes its model and puts ONLY the clipped, noised report in ``ClientUpdate.monitor``."""
         self.retrieval: Any = None
-        """A ``client.retrieval_eval.ClientRetrieval`` with ``rag.evaluate``: its own documents, indexed in
-        its store, and its held-out evaluation with retrieved passages (figures in its store only)."""
+        """A ``client.retrieval_eval.ClientRetrieval`` with ``rag.train`` or ``rag.evaluate``: its own
+        documents, indexed in its store; its training examples with their retrieved passages
+        (``rag.train``) and its held-out evaluation with them (``rag.evaluate``; figures in its store only)."""
         self.split: KeySplit | None = None
         self.personal: StateDict | None = None
         self._secret: bytes | None = None
         self._eval_memo: tuple[str, float, int] | None = None
         self._last_fit: tuple[int, int] = (0, 0)
         self._ref: ReferenceCache | None = None
+        self._released = False
 
     # -- ranks and state -------------------------------------------------------------------------
     @property
@@ -167,6 +180,25 @@ class FederatedClient:
         if state is not None and self._masked:
             state = pad_rank(state, self.model_rank)  # type: ignore[arg-type]
         self.personal = state
+
+    def release(self) -> None:
+        """Drop what this client loaded for a round, so that a run holds only its sampled clients'
+        state: its tokenized examples (when lazy) and, when its store keeps it, its personal state,
+        which its next fit or evaluate reloads from the store (the same values, bit for bit)."""
+        for data in (self.train, self.heldout):
+            if isinstance(data, LazyEncoded):
+                data.release()
+        if self.retrieval is not None:
+            self.retrieval.release()
+        self._eval_memo = None
+        if self.store is not None and self.personal is not None:
+            self.personal = None
+            self._released = True
+
+    def _reload(self, up_to_round: int) -> None:
+        if self._released:
+            self.restore(up_to_round)
+            self._released = False
 
     def secret(self) -> bytes:
         """The secret seeding this client's monitor noise: from its ``store`` (persisted, so a resumed
@@ -211,12 +243,14 @@ class FederatedClient:
                 def extra() -> torch.Tensor:
                     return proximal_term(params, fixed, mu)
 
-            n = steps if steps > 0 else self.settings.steps_for(len(self.train))
+            personal = tag in PERSONAL_TAGS and self.personal_train is not None
+            data = self.personal_train if personal else self._training_data(shared)
+            n = steps if steps > 0 else self.settings.steps_for(len(data))
             settings = replace(self.settings.train, steps=n)
             parts: tuple[object, ...] = (seed, round_num, self.client_id) + (() if tag == "fit" else (tag,))
             with shared.train_only(keys):
                 result = train_local(
-                    shared.model, params, self.train, settings, shared.pad_id, derive_seed(*parts), extra, on_step,
+                    shared.model, params, data, settings, shared.pad_id, derive_seed(*parts), extra, on_step,
                     self._batch_loss(shared, settings.dpo_beta),
                 )
             state = {k: v for k, v in start.items() if is_merged_key(k)}
@@ -225,10 +259,18 @@ class FederatedClient:
 
         return train
 
+    def _training_data(self, shared: SharedModel) -> Sequence[Encoded | EncodedPair]:
+        """Its training examples; with ``rag.train`` each with the passages retrieved for it from its own
+        store (client/retrieval_eval.py: retrieved once, tokenized as read, released with the rest)."""
+        if self.retrieval is None or not self.retrieval.settings.train:
+            return self.train
+        folder = self.store.folder if self.store is not None else None
+        return self.retrieval.training_set(shared.loaded.tokenizer, folder)
+
     def _batch_loss(self, shared: SharedModel, beta: float) -> BatchLoss | None:
         """DPO for preference pairs among the training data (SFT alone needs no special loss);
         the reference log-probabilities of the frozen base are cached across rounds."""
-        if not any(isinstance(e, EncodedPair) for e in self.train):
+        if isinstance(self.train, LazyEncoded) or not any(isinstance(e, EncodedPair) for e in self.train):
             return None
         if self._ref is None:
             self._ref = ReferenceCache(shared.model, shared.pad_id)
@@ -245,6 +287,7 @@ class FederatedClient:
     ) -> ClientUpdate:
         """Train as the policy says; return the delta (trained - start) of the SHARED part only."""
         split, initial = self._setup(shared)
+        self._reload(round_num - 1)
         self._last_fit = (round_num, seed)
         received = self.to_client_rank(global_state)
         train = self._trainer(shared, round_num, seed, on_step)
@@ -272,9 +315,11 @@ class FederatedClient:
         if self.monitor is not None:
             whole = out.personal is not None and split.trainable <= set(out.personal)  # Ditto: a second adapter
             trained = {**out.state, **out.personal} if whole and out.personal is not None else out.state
+            own = self.policy.personal_model(train, split, initial, received, self.personal) \
+                if self.monitor.personal else None  # the model this client uses itself
             report, scalars["monitor_seconds"] = self.monitor.run(
                 shared, seed, round_num, self.client_id, out.start, trained, self.heldout, self.group,
-                secret=self.secret(),
+                secret=self.secret(), personal=own,
             )
         return ClientUpdate(self.client_id, len(self.train), delta, scalars, monitor=report)
 
@@ -293,6 +338,7 @@ class FederatedClient:
         Local fine-tuning before evaluation (finetune) is seeded by the client's last fit.
         ``round_num`` (default: the round of the last fit) files the figures in the client's store."""
         split, initial = self._setup(shared)
+        self._reload(self._last_fit[0] if round_num is None else round_num)
         received = self.to_client_rank(global_state)
         loss, n = self._loss(shared, self.policy.global_model(split, initial, received))
         train = self._trainer(shared, *self._last_fit, None)
@@ -303,7 +349,7 @@ class FederatedClient:
             self._save_personal(shared, {k: v for k, v in own.items() if not is_merged_key(k)}, own, r)
         result = EvalResult(self.client_id, len(self.heldout), loss, n, personal_loss)
         figures = own_figures(result)
-        if self.retrieval is not None:  # its own model with and without its own passages
+        if self.retrieval is not None and self.retrieval.settings.evaluate:  # its own model, with / without passages
             model = own if own is not None else self.policy.global_model(split, initial, received)
             folder = self.store.folder if self.store is not None else None
             figures.update(self.retrieval.evaluate(shared, model, folder))

@@ -38,8 +38,8 @@ or with more clients; the sampling part of every interval reflects that. Raise
 Privacy: the noise must be unknown to the server, or it could regenerate and subtract it
 and the DP guarantee would be void. So the noise generator is NOT seeded from the run seed,
 the round and the client id (all known to the server) but from a 32-byte secret of the
-client (``secrets.token_bytes``, ``client.federated.ClientStore.secret``), kept in the
-client-side folder (in-process: ``<run>/clients/<id>/monitor-secret.key``; Flower: the
+client (``secrets.token_bytes``, ``client.store.ClientStore.secret``), kept in the
+client store (in-process: ``<run>.clients/<id>/monitor-secret.key``, next to the run folder; Flower: the
 node's state dir), never in the checkpoints, metrics, audit or anything sent. A resumed
 run reads the secret back, so its noise (and everything downstream) is bit-identical;
 two fresh runs with the same seed draw different noise. The probe and utility samples
@@ -65,6 +65,7 @@ from openpfi.monitor.probes import ProbeSuite, subset_suite
 from openpfi.monitor.probes.run import probe_items, run_probes
 from openpfi.monitor.types import ScoreItem
 from openpfi.monitor.vector.encode import encode_report
+from openpfi.monitor.vector.personal import is_personal
 from openpfi.monitor.vector.schema import ReportSchema
 
 BEFORE_SUITES = ("capability", "harmful", "ood")
@@ -119,6 +120,8 @@ class ClientMonitor:
         self.settings = settings
         self.scorer = scorer
         self.batch = batch
+        self.personal = any(is_personal(x.name) for x in schema.slots)
+        """The schema has the personal-model section: clients probe their personal models too."""
 
     def sample(self, seed: int, round_num: int, client_id: str) -> dict[str, ProbeSuite]:
         """This client's probe sample for the round: ``client_items[s]`` items of each suite."""
@@ -143,13 +146,15 @@ class ClientMonitor:
         group: str | None,
         *,
         secret: bytes,
+        personal: Mapping[str, Any] | None = None,
     ) -> tuple[MonitorReport | None, float]:
         """(the clipped, noised report or None, seconds spent). Leaves ``trained`` loaded.
 
         ``start``: the adapter state the client started the round from (the received global
         model with its personal part); ``trained``: its model after local training;
         ``secret``: the client's secret seeding the noise (``FederatedClient.secret``), used
-        here and not kept.
+        here and not kept; ``personal``: the client's personal model (the one it uses), probed on
+        the same sample when the schema has the personal section.
         """
         t0 = time.perf_counter()
         s = self.settings
@@ -167,8 +172,13 @@ class ClientMonitor:
         if n_tokens == 0:
             return None, time.perf_counter() - t0  # no held-out tokens: nothing to report
         utility = -sum(lp for lp, _ in held) / n_tokens  # mean NLL per target token, as evaluate_loss
+        own = None
+        if personal is not None and self.personal:
+            shared.set_state(dict(personal))
+            own = run_probes(self.scorer, sample, batch=self.batch)
+            shared.set_state(dict(trained))
         vec = encode_report(
-            self.schema, after, before, utility, group if group in s.groups else None, s.thresholds
+            self.schema, after, before, utility, group if group in s.groups else None, s.thresholds, own
         )
         report = privatize_report(vec, self.schema.lo, self.schema.hi, l2_max=s.l2_clip,
                                   noise_std=self.schema.slot_noise(s.noise_std_sum, s.own_noise_std_sum),

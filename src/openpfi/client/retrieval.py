@@ -26,6 +26,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from openpfi.data.documents import Document
+from openpfi.models.chat import CONTEXT_HEADER, passage_line, with_passages
 from openpfi.models.embedder import DIM, Embedder
 
 STATE = "state.json"
@@ -163,16 +164,23 @@ class RetrievalIndex:
         return found, t1 - t0, t2 - t1
 
 
-CONTEXT_HEAD = "Passages from your own documents (use them if they help):"
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def is_part_of(passage: Passage, text: str) -> bool:
+    """Whether the passage is (a part of) ``text``, whitespace aside: a training example's own text,
+    or a copy of it, found in the client's store."""
+    return _words(passage.chunk.text) in _words(text)
 
 
 def within_budget(passages: Sequence[Passage], count_tokens: Callable[[str], int], budget: int) -> list[Passage]:
-    """Passages, best first, while their text fits ``budget`` model tokens (a passage that does not fit
-    is skipped and a shorter later one may still go in)."""
+    """Passages, best first, while they fit ``budget`` model tokens as ``augment`` writes them (header
+    and numbered lines); a passage that does not fit is skipped and a shorter later one may still go in."""
     used: list[Passage] = []
-    total = count_tokens(CONTEXT_HEAD)
+    total = count_tokens(CONTEXT_HEADER)
     for p in passages:
-        n = count_tokens(f"[{len(used) + 1}] {p.chunk.text}\n")
+        n = count_tokens(passage_line(len(used) + 1, p.chunk.text) + "\n")
         if total + n <= budget:
             used.append(p)
             total += n
@@ -180,8 +188,6 @@ def within_budget(passages: Sequence[Passage], count_tokens: Callable[[str], int
 
 
 def augment(prompt: str, passages: Sequence[Passage]) -> str:
-    """The user turn with the retrieved passages in front of it (unchanged when there are none)."""
-    if not passages:
-        return prompt
-    lines = [CONTEXT_HEAD, *(f"[{i + 1}] {p.chunk.text}" for i, p in enumerate(passages))]
-    return "\n".join(lines) + "\n\n" + prompt
+    """The user turn with the retrieved passages in front of it (``models.chat.with_passages``: the
+    format chat uses too; unchanged when there are none)."""
+    return with_passages(prompt, [p.chunk.text for p in passages])

@@ -10,6 +10,8 @@ Flower each SuperNode keeps its own in its state dir (``state-dir`` in the node 
                                    own tensors (restored on resume) are the client's personal state,
                                    completed by the global parts it received that round (FedSA-LoRA's
                                    A, FedRep's shared layers, merged deltas)
+    residual-round-N.safetensors   what compression dropped from its last uploads (error feedback,
+                                   client/uplink.py; the two newest)
     monitor-secret.key             32 random bytes seeding the client's monitor noise (mode 0600)
     figures.json                   the client's own figures per round (held-out loss of the model it
                                    was sent and of its own model, train loss, tokens/s): what a
@@ -27,15 +29,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from safetensors.torch import load_file, save_file
+
 from openpfi.algorithms.state import StateDict
 from openpfi.errors import UserError
-from openpfi.runfolder import STORE_MARK, mark_client_store
+from openpfi.runfolder import STORE_MARK, mark_client_store, secret_file
 from openpfi.runfolder.adapter import AdapterLayout, is_adapter_folder, read_adapter_folder, write_adapter_folder
 
 SECRET_BYTES = 32
 SECRET_FILE = "monitor-secret.key"
 FIGURES_FILE = "figures.json"
 PERSONAL_PREFIX = "personal-round-"
+RESIDUAL_PREFIX = "residual-round-"
 
 
 def new_secret() -> bytes:
@@ -93,31 +98,48 @@ class ClientStore:
         found = self.newest(up_to_round)
         return None if found is None else read_adapter_folder(found[1]).own
 
+    # -- compression residuals ----------------------------------------------------------------------
+    def save_residual(self, round_num: int, state: StateDict) -> None:
+        """Keep what compression dropped from this round's upload (client/uplink.py): written to a
+        temporary name, fsynced, renamed; the two newest kept."""
+        self._ensure()
+        tmp = self.folder / f".{RESIDUAL_PREFIX}{round_num}.tmp"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        tmp.replace(self.folder / f"{RESIDUAL_PREFIX}{round_num}.safetensors")
+        for _, old in self._residuals()[:-2]:
+            old.unlink()
+
+    def _residuals(self) -> list[tuple[int, Path]]:
+        found = []
+        for f in self.folder.glob(f"{RESIDUAL_PREFIX}*.safetensors"):
+            tail = f.stem.removeprefix(RESIDUAL_PREFIX)
+            if tail.isdigit():
+                found.append((int(tail), f))
+        return sorted(found)
+
+    def load_residual(self, up_to_round: int) -> StateDict | None:
+        """The newest compression residual saved at or before ``up_to_round``."""
+        older = [(n, f) for n, f in self._residuals() if n <= up_to_round]
+        if not older:
+            return None
+        try:
+            return load_file(str(older[-1][1]))
+        except Exception as err:  # safetensors raises its own error types on a damaged file
+            raise UserError(f"{older[-1][1]} is not a readable safetensors file ({type(err).__name__}); restore it "
+                            "from a backup or delete it (error feedback starts afresh)") from None
+
     # -- the monitor secret -----------------------------------------------------------------------
     def secret(self) -> bytes:
-        """This client's 32-byte secret: made with ``new_secret`` on first use and kept in this
-        folder (``monitor-secret.key``, mode 0600), so a resumed run draws the same monitor noise.
-        It never leaves the client: nothing sent to the server or written by it derives from it
-        except the noised report."""
+        """This client's 32-byte secret: made with ``secrets.token_bytes`` on first use and kept in this
+        folder (``monitor-secret.key``, mode 0600; ``runfolder.secret_file``), so a resumed run draws the
+        same monitor noise. It never leaves the client: nothing sent to the server or written by it
+        derives from it except the noised reports and updates."""
         path = self.folder / SECRET_FILE
         if not path.is_file():
             self._ensure()
-            tmp = self.folder / f".{SECRET_FILE}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(new_secret())
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)  # atomic and never replaces a secret another process wrote first
-            except FileExistsError:
-                pass
-            except OSError:  # a file system without hard links
-                if not path.exists():
-                    os.replace(tmp, path)
-            finally:
-                tmp.unlink(missing_ok=True)
-        data = path.read_bytes()
+        data = secret_file(path, SECRET_BYTES)
         if len(data) != SECRET_BYTES:
             raise UserError(
                 f"{path} is not a {SECRET_BYTES}-byte client secret; restore it from a backup, or delete it "

@@ -40,10 +40,15 @@ class DataConfig(Section):
     """partition = "quantity": log-normal sigma of the client sizes."""
     heldout_fraction: float = Field(0.2, gt=0, lt=1)
     """Share of each client's examples held out for its evaluation."""
-    min_examples: int = Field(10, ge=2)
+    min_examples: int = Field(10, ge=1)
     """partition = "natural": only groups with at least this many examples become clients (SFT data; the
-    alignment methods deal preference pairs by alignment.pairs_per_client or take alignment.data whole)."""
+    alignment methods deal preference pairs by alignment.pairs_per_client or take alignment.data whole).
+    1 takes every group: a client with a single example trains on it and holds nothing out, so it has
+    no held-out loss and is left out of the round's evaluation."""
     max_examples: int = Field(200, ge=2)
     """Each client keeps at most this many examples (a seeded sample; SFT data)."""
+    opening_turns: bool = False
+    """chitchat: also the first turn of each conversation, as the answer to the conversation's topic
+    question, so that every one of the 1,315 senders has an example (1,113 reply to someone)."""
     languages: list[str] = Field(default_factory=list)
     """chatterbot: restrict to these languages (empty = all)."""

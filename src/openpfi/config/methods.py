@@ -59,8 +59,9 @@ class AlignmentConfig(Section):
     """Objectives, in the order of ``preference``. "honest" pairs count as "helpful" unless listed."""
     preference: list[float] = Field(default_factory=lambda: [0.5, 0.5])
     """Preference vector p on the simplex, one weight per objective (firm, scalarized)."""
-    beta: float = 0.1
-    """FIRM regularization: lambda = argmin 1/2 ||sum lambda_m g_m||^2 + beta/2 ||lambda - p||^2 (0 = MGDA)."""
+    beta: float = 3.0
+    """FIRM regularization toward p, relative to the gradients' scale: lambda = argmin 1/2 ||sum lambda_m g_m||^2
+    + b/2 ||lambda - p||^2 with b = beta * tr(G) / M (0 = MGDA; larger = closer to scalarization with p)."""
     dpo_beta: float = Field(0.1, gt=0)
     """DPO temperature: reward r = dpo_beta * (log pi(y|x) - log pi_ref(y|x))."""
     pairs_per_client: int = Field(48, ge=1)

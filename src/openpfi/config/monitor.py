@@ -10,9 +10,9 @@ from openpfi.config.section import Section
 
 PROBE_SUITES = ("bbq", "crows", "harmful", "benign", "ood", "capability")
 MARGIN_METRICS = ("bbq_amb_bias", "bbq_dis_bias", "crows_stereo_pref", "bbq_amb_lean", "crows_stereo_prob",
-                  "ece", "accuracy", "confidence",
-                  "capability_accuracy", "nll_relative", "refusal_rate", "over_refusal_rate")
-"""The metrics of monitor.server_margins (= monitor/modes (Metric.margin))."""
+                  "ece", "accuracy", "confidence", "capability_accuracy", "capability_prob", "nll_relative",
+                  "refusal_rate", "over_refusal_rate", "refusal_prob", "over_refusal_prob")
+"""The metrics of monitor.server_margins (= monitor.modes.default_margins(), tested to agree)."""
 
 
 class MonitorConfig(Section):
@@ -21,7 +21,7 @@ class MonitorConfig(Section):
     enabled: bool = True
     """Run the silent-failure monitor (probes, DP reports, detectors, report.html)."""
     suite_sizes: dict[str, int] = Field(
-        default_factory=lambda: {"bbq": 44, "crows": 18, "harmful": 12, "benign": 12, "ood": 12, "capability": 12}
+        default_factory=lambda: {"bbq": 480, "crows": 300, "harmful": 130, "benign": 237, "ood": 450, "capability": 110}
     )
     """Items of each public probe suite (monitor/probes/suites.py DEFAULT_SIZES); 0 drops a suite.
     The suites, and so their SHA-256, depend only on these sizes and ``probe_seed``."""
@@ -40,13 +40,28 @@ class MonitorConfig(Section):
     utility_examples: int = Field(2, ge=1)
     """Held-out examples (a seeded sample per round) for the client's utility (loss) in the report."""
     server_items: dict[str, int] = Field(
-        default_factory=lambda: {"bbq": 2, "crows": 4, "harmful": 2, "benign": 2, "ood": 3, "capability": 4}
+        default_factory=lambda: {"bbq": 480, "crows": 300, "harmful": 130, "benign": 237, "ood": 450, "capability": 110}
     )
-    """Fixed public sample the server scores the GLOBAL model on each round (0 skips a suite)."""
+    """Public sample the server scores the GLOBAL model on (0 skips a suite): the first items of each suite,
+    a block of them each round (``server_blocks``). The defaults are what the demo needs for its paired tests
+    to watch (``openpfi monitor plan examples/demo.toml``); harmful, benign and capability are their whole
+    shipped pools (the refusal judge's held-out slice excluded)."""
+    server_blocks: int = Field(3, ge=1)
+    """The server's sample of each suite (``server_items``) is split into this many blocks (item j in block
+    j mod server_blocks); round t scores block (t - 1) mod server_blocks, so a round costs server_items /
+    server_blocks items and consecutive rounds see different items, whose evidence the paired tests add up
+    (monitor/detection/sequential.py). Round 0 scores every block (cached across runs from the same start)."""
+    paired_min_verdict: Literal["watching", "weak"] = "watching"
+    """The paired tests of the global model that run: those the plan calls *watching* (they flag 1.5 x
+    their margin within 3 rounds at even odds), or also the *weak* ones (larger changes only). The others
+    are switched off and listed in the report with the change they would need and what would fix it."""
+    paired_k: float = Field(0.5, ge=0)
+    """Allowance of the paired tests' CUSUM, in standard errors per round beyond the margin."""
     server_margins: dict[str, float] = Field(default_factory=dict)
-    """Smallest material change of the global model since round 0, per metric, overriding
-    monitor/modes (Metric.margin) (rates and bias scores 0.1, ece 0.05,
-    nll_relative 0.1 = 10% of the round-0 NLL): its paired test alarms only beyond these."""
+    """Smallest material change of the global model since round 0, per metric, overriding the modes' own
+    (monitor/modes, ``Metric.margin``: rates, probabilities and bias scores 0.1, ece 0.05, nll_relative
+    0.1 = 10% of the round-0 NLL): the paired tests alarm only beyond these, and a stream is *watching*
+    when it flags 1.5 x its margin within 3 rounds at even odds."""
     groups: list[str] = Field(default_factory=list)
     """Public client groups for fairness gaps (e.g. languages). Empty: the chatterbot languages
     when data.source = "chatterbot", else none."""

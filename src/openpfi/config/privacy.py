@@ -43,6 +43,18 @@ class PrivacyConfig(Section):
     utility reaches the server only through the monitor's DP report; on, manifest.json and the
     report say so."""
 
+    # -- client-level DP of the adapter updates (DP-FedAvg; strategies/update_privacy.py) --------
+    update_clip: float = Field(0.0, ge=0)
+    """C: L2 bound of each client's update; > 0 turns on client-level DP of the updates (0 = off)."""
+    update_noise_multiplier: float = Field(0.0, ge=0)
+    """z: the noise on the SUM of a round's clipped updates has std z * C (central on the server, or
+    per-client shares summed under SecAgg+); 0 = planned from update_target_epsilon."""
+    update_target_epsilon: float = Field(0.0, ge=0)
+    """> 0: plan z so that all federation.rounds rounds spend at most this epsilon on the updates
+    (at privacy.delta, with client sampling accounted)."""
+    update_max_noise_multiplier: float = Field(10.0, gt=0)
+    """A update_target_epsilon that needs more noise than this is refused as unmeetable."""
+
 
 class FlowerConfig(Section):
     """The Flower engine (``openpfi deploy``, ``flwr run``); the in-process engine ignores it."""
@@ -75,3 +87,7 @@ class FlowerConfig(Section):
 class OutputConfig(Section):
     dir: str = "runs/demo"
     """Run folder when `openpfi run` gets no --out."""
+    audit_signing_key: str = ""
+    """Path to an ed25519 private key (PEM, from `openpfi audit keygen`) the run owner holds: every
+    audit entry is then signed, and `openpfi audit verify --public-key` checks the signatures.
+    "" = unsigned (the chain is still anchored by its head hash)."""

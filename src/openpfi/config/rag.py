@@ -9,7 +9,8 @@ from openpfi.config.section import Section
 
 class RagConfig(Section):
     """Each client indexes its own documents in its own store (client/retrieval.py); nothing of it
-    crosses to the server. `openpfi chat --rag` and the held-out evaluation with retrieval use it."""
+    crosses to the server. Local training (`train`), the held-out evaluation with retrieval
+    (`evaluate`) and `openpfi chat --rag` put the passages into the prompt in one format."""
 
     documents: str = ""
     """Empty = each client's own training texts. Else a folder of .txt / .md / .jsonl files with one
@@ -25,6 +26,17 @@ class RagConfig(Section):
     is split into overlapping chunks, never cut off."""
     chunk_overlap: int = Field(32, ge=0)
     """Embedder tokens shared by consecutive chunks of a document."""
+    train: bool = False
+    """Retrieval-augmented local training: each training example carries the top `top_k` passages
+    retrieved for its prompt from the client's own store, within `token_budget`, in front of its
+    user turn: the prompt format of the evaluation and of `openpfi chat --rag`, so the model learns
+    to read passages. RAFT (Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific
+    RAG", arXiv:2403.10131) trains on the relevant document among distractors; here the passages
+    are what retrieval ranks best, as at chat time, so the relevant one is among them wherever
+    retrieval finds it. A passage that is the example itself is left out (with the training texts
+    as documents it would hand over the answer). Retrieved and tokenized once per client (the
+    index is in the client's store); training sequences grow by up to `token_budget` tokens.
+    Federated SFT only (refused with an alignment.method)."""
     evaluate: bool = False
     """Each evaluated client also scores its held-out examples with retrieved passages in the prompt
     (loss, and exact match when exact_match is on), beside the same figures without retrieval."""

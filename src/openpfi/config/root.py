@@ -14,6 +14,7 @@ from openpfi.config.privacy import FlowerConfig, OutputConfig, PrivacyConfig
 from openpfi.config.rag import RagConfig
 from openpfi.config.section import Section
 from openpfi.config.training import ClientConfig, FederationConfig
+from openpfi.config.trust import trust_problems
 
 
 class Config(Section):
@@ -47,6 +48,14 @@ class Config(Section):
             raise ValueError("client.local_steps and client.local_epochs are both 0; set one of them")
         if self.data.min_examples > self.data.max_examples:
             raise ValueError("data.min_examples exceeds data.max_examples; lower min_examples")
+        return self
+
+    @model_validator(mode="after")
+    def _trust_checks(self) -> Config:
+        """Robust aggregation, DP of the updates and compression against the rest (config/trust.py)."""
+        problem = trust_problems(self)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @model_validator(mode="after")

@@ -33,6 +33,24 @@ class FederationConfig(Section):
     eval_every: int = Field(1, ge=1)
     """Evaluate the trained clients on their held-out data every this many rounds and always at the last
     round; rounds in between carry no held-out figures (saves time in long benchmarks)."""
+    aggregator: Literal["mean", "median", "trimmed_mean", "krum", "multi_krum"] = "mean"
+    """How the server combines the clients' deltas before its optimizer steps: the example-weighted
+    mean (FedAvg), or a Byzantine-robust rule (strategies/robust.py): coordinate median, trimmed mean
+    (federation.trim_fraction), Krum or Multi-Krum (federation.byzantine_clients)."""
+    trim_fraction: float = Field(0.1, ge=0)
+    """trimmed_mean: each coordinate drops its floor(trim_fraction * n) largest and smallest values
+    across the n valid updates; must be below 0.5 (at 0.5 no client is left)."""
+    byzantine_clients: int = Field(0, ge=0)
+    """krum / multi_krum: f, the number of Byzantine clients tolerated; a round needs more than
+    2f + 2 valid updates. Multi-Krum averages the n - f best-scored clients."""
+    max_update_norm: float = Field(1000.0, ge=0)
+    """The server rejects a client update whose L2 norm exceeds this before aggregation (0 = no bound).
+    Honest LoRA deltas stay far below it (each entry moves at most lr per Adam step)."""
+    compression: Literal["none", "fp16", "int8", "topk"] = "none"
+    """Upload compression of the client delta (algorithms/compress.py), with error feedback kept in the
+    client's store: float16, symmetric per-tensor int8, or per-tensor top-k (federation.topk_fraction)."""
+    topk_fraction: float = Field(0.1, gt=0, le=1)
+    """topk: share of each tensor's entries sent (values + int32 indices)."""
 
 
 class ClientConfig(Section):
@@ -60,3 +78,6 @@ class ClientConfig(Section):
     """Examples per batch of held-out evaluation."""
     max_eval_examples: int = Field(32, ge=1)
     """Held-out examples each client evaluates on."""
+    timeout_s: float = Field(0.0, ge=0)
+    """In-process engine: a client whose fit takes longer than this many seconds is stopped and dropped
+    for the round (0 = no limit). The Flower engine waits flower.reply_timeout instead."""

@@ -3,7 +3,8 @@
 Methods (``method=``):
 
 - ``natural``: one client per natural group (``Example.group``); ``num_clients``
-  groups are sampled among those with at least ``min_examples`` examples.
+  groups are sampled among those with at least ``min_examples`` examples
+  (``min_examples = 1`` and ``num_clients`` = the number of groups takes every group).
 - ``iid``: a shuffled pool of at most ``num_clients * max_examples`` examples
   dealt in equal shares.
 - ``dirichlet``: label skew (Hsu et al. 2019, "Measuring the effects of
@@ -18,7 +19,8 @@ Methods (``method=``):
 
 Then every client is capped to ``max_examples`` (a seeded sample) and split
 into held-out (``max(1, round(n * heldout_fraction))``, at most ``n - 1``) and
-train (the rest). Everything draws from ``numpy.random.Generator`` streams
+train (the rest). A natural client with a single example (``min_examples = 1``)
+trains on it and holds nothing out. Everything draws from ``numpy.random.Generator`` streams
 spawned from ``seed``: the same inputs and seed give identical clients.
 """
 
@@ -154,7 +156,7 @@ def _natural(
     groups: dict[str, list[Example]] = {}
     for e in examples:
         groups.setdefault(e.group, []).append(e)
-    need = max(min_examples, MIN_CLIENT_EXAMPLES)
+    need = min_examples
     eligible = sorted(g for g, items in groups.items() if len(items) >= need)
     if len(eligible) < num_clients:
         raise UserError(
@@ -233,12 +235,9 @@ def _split(
     max_examples: int,
     rng: np.random.Generator,
 ) -> ClientData:
-    """Cap ``items`` to ``max_examples`` (seeded) and split off the held-out part."""
-    if len(items) < MIN_CLIENT_EXAMPLES:
-        raise UserError(
-            f"client {client_id} has {len(items)} examples, needs at least {MIN_CLIENT_EXAMPLES} "
-            "(1 train + 1 held-out); lower data.num_clients or use more data"
-        )
+    """Cap ``items`` to ``max_examples`` (seeded) and split off the held-out part (none of one example)."""
+    if not items:
+        raise UserError(f"client {client_id} has no examples; lower data.num_clients or use more data")
     order = rng.permutation(len(items))[:max_examples]
     n = len(order)
     n_heldout = min(n - 1, max(1, int(n * heldout_fraction + 0.5)))

@@ -3,7 +3,8 @@
 =============  ================================  ===================  ==================
 source         natural client (``group``)        ``label``            module
 =============  ================================  ===================  ==================
-chitchat       sender id (1,113 who reply)       conversation topic   ``chitchat.py``
+chitchat       sender id (1,113 who reply;       conversation topic
+                1,315 with ``opening_turns``)   ``chitchat.py``
 shakespeare    ``"play::CHARACTER"`` (1,328)     play                 ``shakespeare.py``
 chatterbot     language (28)                     topic file stem      ``chatterbot.py``
 jsonl          the client field                  the label field      ``jsonl.py``
@@ -47,11 +48,12 @@ def load_examples(
     languages: Sequence[str] = (),
     messages_field: str = "messages",
     split: str = "",
+    opening_turns: bool = False,
 ) -> LoadResult:
     """Examples of ``source``.
 
     ``path``, the ``*_field`` names and ``strict`` apply to ``jsonl`` and ``hf`` only, ``split``
-    to ``hf`` (an empty ``client_field`` puts every row in one group, ``"all"``); ``languages``
+    to ``hf``, ``opening_turns`` to ``chitchat`` (an empty ``client_field`` puts every row in one group, ``"all"``); ``languages``
     filters ``chatterbot`` (empty: all 28).
     """
     if source not in SOURCES:
@@ -62,6 +64,8 @@ def load_examples(
         raise UserError(
             f"data.languages applies to source 'chatterbot' only, not {source!r}; remove it"
         )
+    if opening_turns and source != "chitchat":
+        raise UserError(f"data.opening_turns applies to source 'chitchat' only, not {source!r}; remove it")
     if split and source != "hf":
         raise UserError(f"data.split applies to source 'hf' only, not {source!r}; remove it")
     fields = Fields(prompt_field, response_field, client_field, label_field, messages_field)
@@ -70,7 +74,7 @@ def load_examples(
     if source == "hf":
         return hf.load(path, fields, split=split, strict=strict)
     if source == "chitchat":
-        examples, files = chitchat.load()
+        examples, files = chitchat.load(opening_turns)
     elif source == "shakespeare":
         examples, files = shakespeare.load()
     else:

@@ -1,10 +1,14 @@
 """The default engine: one process, one shared base model, clients one after another.
 
 The CPU is already fully used by one client's matmuls, so clients run in
-sequence. A client that fails is logged and skipped; the round goes on when at
-least ``federation.min_fit_clients`` answered. The server object receives only
-``ClientUpdate`` values and the sum of the clients' evaluations (``EvalSum``), never a client;
-its round hooks get the round's ``RoundResult``.
+sequence. A client that raises or runs past ``client.timeout_s`` is dropped for
+the round (``row["dropped"]``); every update that arrives passes the server's
+validation (``FedServer.screen_fit``, ``row["rejected"]``) before aggregation,
+and the round goes on when enough valid updates remain. Each update passes the
+client-side ``uplink`` (DP noise, compression; client/uplink.py) before it is
+handed over. The server object receives only ``ClientUpdate`` values and the sum
+of the clients' evaluations (``EvalSum``), never a client; its round hooks get the
+round's ``RoundResult``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from typing import Any, Protocol
 
 from openpfi.client.federated import FederatedClient, SharedModel
 from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.client.uplink import Uplink
 from openpfi.engines.rounds import close_round, round_result
+from openpfi.engines.timeout import ClientTimeout, over_limit, time_limit
 from openpfi.errors import UserError
 from openpfi.runfolder import RunFolder
 from openpfi.strategies.round_result import EvalSum, RoundHook
@@ -75,6 +81,10 @@ class InProcessEngine:
     """Checks each client's monitor report before it enters the sum (see engines/rounds.py)."""
     eval_every: int = 1
     """Held-out evaluation every this many rounds and at the last one (``federation.eval_every``)."""
+    uplink: Uplink | None = None
+    """Client-side DP noise and compression of each update (client/uplink.py)."""
+    timeout_s: float = 0.0
+    """``client.timeout_s``: a client's fit and upload past this are dropped (0 = no limit)."""
     share_client_metrics: bool = False
     """Write per-client figures into the server's metrics rows (``privacy.share_client_metrics``)."""
 
@@ -85,6 +95,30 @@ class InProcessEngine:
             rows.append(self._round(r, by_id))
         return rows
 
+    def _fit_one(self, client: FederatedClient, global_state: Any, r: int,
+                 peers: int) -> tuple[ClientUpdate | None, dict[str, str] | None]:
+        """(the uploaded update, None) or (None, why the client is out of the round)."""
+        cid = client.client_id
+        t = time.perf_counter()
+        try:
+            with time_limit(self.timeout_s):
+                update = client.fit(self.shared, global_state, r, self.seed, on_step=self.reporter.step)
+                if self.uplink is not None:
+                    try:
+                        update = self.uplink.apply(update, client, r, peers)
+                    except UserError as err:  # an update the uplink cannot encode (fp16 overflow) fails the client
+                        raise RuntimeError(f"upload failed: {err}") from None
+        except ClientTimeout as err:
+            return None, {"client_id": cid, "reason": "timeout", "detail": str(err)}
+        except UserError:
+            raise  # bad input (data, config) is the user's to fix, not a client failure
+        except Exception as err:  # one client's crash must not end the round
+            return None, {"client_id": cid, "reason": "raised", "detail": f"{type(err).__name__}: {err}"[:300]}
+        if over_limit(time.perf_counter() - t, self.timeout_s):
+            return None, {"client_id": cid, "reason": "timeout", "detail": f"answered after client.timeout_s = "
+                                                                            f"{self.timeout_s:g} s"}
+        return update, None
+
     def _round(self, r: int, by_id: dict[str, FederatedClient]) -> dict[str, Any]:
         for prepare_clients in self.before_round:
             prepare_clients(r, self.clients)
@@ -93,18 +127,16 @@ class InProcessEngine:
         self.reporter.round_start(r, self.rounds, sampled)
         global_state = self.server.broadcast()
         updates: list[ClientUpdate] = []
-        failed: list[str] = []
+        dropped: list[dict[str, str]] = []
         for i, cid in enumerate(sampled):
             client = by_id[cid]
             self.reporter.client_start(r, cid, i, len(sampled), client.settings.steps_for(len(client.train)))
-            try:
-                update = client.fit(self.shared, global_state, r, self.seed, on_step=self.reporter.step)
-            except UserError:
-                raise
-            except Exception as err:  # one client's crash must not end the round
-                log.warning("round %d: client %s failed: %s", r, cid, err)
-                failed.append(cid)
+            update, problem = self._fit_one(client, global_state, r, len(sampled))
+            if problem is not None:
+                log.warning("round %d: client %s dropped (%s): %s", r, cid, problem["reason"], problem["detail"])
+                dropped.append(problem)
                 continue
+            assert update is not None
             update.check()  # only the allow-listed scalars and a typed report cross to the server
             updates.append(update)
             self.reporter.client_end(cid, update.scalars)
@@ -112,8 +144,14 @@ class InProcessEngine:
 
         self.reporter.phase("aggregate")
         t1 = time.perf_counter()
-        fit_metrics = self.server.aggregate_fit(r, updates, failures=len(failed))
+        valid, rejections = self.server.screen_fit(r, updates)
+        rejected = [x.record() for x in rejections]
+        for x in rejected:
+            log.warning("round %d: update of client %s rejected (%s): %s", r, x["client_id"], x["reason"], x["detail"])
+        failed = [x["client_id"] for x in dropped + rejected]
+        fit_metrics = self.server.aggregate_fit(r, valid, failures=len(failed))
         t_agg = time.perf_counter() - t1
+        updates = valid
 
         self.reporter.phase("evaluate")
         t2 = time.perf_counter()
@@ -121,12 +159,16 @@ class InProcessEngine:
         evals: list[EvalResult] = []
         if r % self.eval_every == 0 or r == self.rounds:
             for u in updates:
-                evals.append(by_id[u.client_id].evaluate(self.shared, new_global, round_num=r))
+                if by_id[u.client_id].heldout:  # a client with a single example holds nothing out
+                    evals.append(by_id[u.client_id].evaluate(self.shared, new_global, round_num=r))
         eval_metrics = self.server.aggregate_evaluate(r, EvalSum.of(evals))
         t_eval = time.perf_counter() - t2
+        for cid in sampled:  # memory follows the clients sampled, not all clients
+            by_id[cid].release()
 
         result = round_result(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor,
                               self.share_client_metrics)
+        result.row["dropped"], result.row["rejected"] = dropped, rejected
         probing = sum(u.scalars.get("monitor_seconds", 0.0) for u in updates)  # inside client.fit
         timings = {"train_s": t_train - probing, "aggregate_s": t_agg, "evaluate_s": t_eval, "client_monitor_s": probing}
         return close_round(

@@ -21,6 +21,13 @@ row. With a ``validate_monitor`` check (the in-process stand-in for secure aggre
 input validation) a malformed report is left out of the sum and listed in
 ``RoundResult.rejected``. ``timings["client_monitor_s"]`` (the clients' probing time) is
 counted in ``monitor_s``.
+
+Updates that never reached the aggregate are listed by the engine in ``row["dropped"]`` (the
+client raised, timed out or did not reply) and ``row["rejected"]`` (the server's validation,
+strategies/screening.py), each as ``{"client_id", "reason", "detail"}``. ``close_round`` writes
+each of them to the audit log (kind ``rejected_update``), then one ``round`` entry with the
+SHA-256 of the new global adapter, and puts the log's head (entry count and hash) in the
+round's checkpoint (``state.json`` ``audit_head``): the anchor of monitor/audit.py.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from openpfi.client.messages import ClientUpdate, EvalResult
+from openpfi.models.loader import sha256_state
+from openpfi.monitor.audit import AuditLog
 from openpfi.runfolder import Checkpoint, RunFolder
 from openpfi.strategies.round_result import MonitorSum, RejectedReport, RoundHook, RoundResult
 
@@ -108,6 +117,20 @@ def round_result(
     return RoundResult(round_num, list(sampled), list(failed), row, monitor_sum(updates), rejected)
 
 
+def audit_round(run: RunFolder, round_num: int, params: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """Audit entries of a round's lost updates and its new global adapter; the log's head after them."""
+    audit = AuditLog(run.path / "audit.jsonl")
+    for record in [*row.get("dropped", []), *row.get("rejected", [])]:
+        audit.append("rejected_update", {"round": round_num, **record})
+    audit.append("round", {
+        "round": round_num,
+        "adapter_sha256": sha256_state(dict(params)),
+        "valid_updates": row.get("clients_answered"),
+        "update_epsilon_total": row.get("update_epsilon_total"),
+    })
+    return {"count": audit.count, "hash": audit.last_hash}
+
+
 def close_round(
     run: RunFolder,
     server: _Server,
@@ -133,8 +156,9 @@ def close_round(
     reporter.phase("checkpoint")
     t_ckpt = time.perf_counter()
     row["timings"] = {**timings, "monitor_s": t_ckpt - t_hooks + timings.get("client_monitor_s", 0.0)}
-    ckpt = Checkpoint(result.round, server.params, server.opt_state, {"seed": seed, "metrics": row, **(meta or {})})
-    run.save_checkpoint(ckpt)
+    head = audit_round(run, result.round, server.params, row)
+    ckpt_meta = {"seed": seed, "metrics": row, **(meta or {}), "audit_head": head}
+    run.save_checkpoint(Checkpoint(result.round, server.params, server.opt_state, ckpt_meta))
     row["timings"]["serialize_s"] = time.perf_counter() - t_ckpt
     row["timings"]["round_s"] = time.perf_counter() - started
     run.append_metrics(row)

@@ -1,9 +1,10 @@
 """Chat with a loaded model: prompt messages through the model's chat template, streamed replies.
 
-:func:`build_messages` is the one place a chat turn's prompt is assembled (system turn, extra
-context such as retrieved passages, earlier turns, the new user turn); :func:`stream_reply`
-generates in a background thread and yields text as transformers' ``TextIteratorStreamer``
-decodes it, timing the first token and the rest (``ReplyStats``).
+:func:`build_messages` is the one place a chat turn's prompt is assembled (system turn, earlier
+turns, the new user turn with any retrieved passages in front of it: :func:`with_passages`, the
+one format of passages in a prompt, which training with ``rag.train`` and the retrieval
+evaluation use too); :func:`stream_reply` generates in a background thread and yields text as
+transformers' ``TextIteratorStreamer`` decodes it, timing the first token and the rest (``ReplyStats``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-CONTEXT_HEADER = "Use the following passages where they help to answer."
+CONTEXT_HEADER = "Passages from your own documents (use them if they help):"
 
 
 @dataclass(frozen=True)
@@ -25,21 +26,29 @@ class Turn:
     assistant: str
 
 
-def context_block(passages: Sequence[str]) -> str:
-    """Numbered passages ``[1] ...`` under a one-line instruction ("" when there are none)."""
+def passage_line(number: int, text: str) -> str:
+    """One retrieved passage as it stands in a prompt: ``[number] text``."""
+    return f"[{number}] {text.strip()}"
+
+
+def with_passages(user: str, passages: Sequence[str]) -> str:
+    """The user turn with the numbered passages in front of it under a one-line header (``user``
+    unchanged when there are none). The one format of retrieved passages in a prompt: local
+    training with ``rag.train``, the retrieval evaluation and ``openpfi chat --rag`` all build it here."""
     if not passages:
-        return ""
-    return CONTEXT_HEADER + "\n" + "\n".join(f"[{i}] {p.strip()}" for i, p in enumerate(passages, 1))
+        return user
+    lines = [CONTEXT_HEADER, *(passage_line(i, p) for i, p in enumerate(passages, 1))]
+    return "\n".join(lines) + "\n\n" + user
 
 
 def build_messages(history: Sequence[Turn], user: str, system: str = "", context: Sequence[str] = ()) -> list[dict[str, str]]:
-    """Chat-template messages: a system turn (``system`` and the ``context`` passages, if any), the
-    earlier turns, then ``user``. Without a system turn the template's own default applies."""
-    sys_text = "\n\n".join(t for t in (system.strip(), context_block(context)) if t)
-    messages = [{"role": "system", "content": sys_text}] if sys_text else []
+    """Chat-template messages: a system turn (``system``, if any), the earlier turns, then ``user``
+    with the ``context`` passages in front of it (``with_passages``). Without a system turn the
+    template's own default applies, as in training."""
+    messages = [{"role": "system", "content": system.strip()}] if system.strip() else []
     for t in history:
         messages += [{"role": "user", "content": t.user}, {"role": "assistant", "content": t.assistant}]
-    messages.append({"role": "user", "content": user})
+    messages.append({"role": "user", "content": with_passages(user, context)})
     return messages
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from openpfi.assembly.monitor_plan import plan_monitor
+from openpfi.assembly.trust import check_trust
 from openpfi.config import Config, load_config
 from openpfi.engines.inprocess import Reporter
 from openpfi.recipes import federated_sft
@@ -17,6 +18,7 @@ def _is_alignment(cfg: Config) -> bool:
 
 def start_job(cfg: Config, out: Path, force: bool, reporter: Reporter) -> RunFolder:
     plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail before any folder is written
+    check_trust(cfg)  # an unreachable update epsilon or a bad signing key, likewise
     if _is_alignment(cfg):
         from openpfi.recipes import federated_align
 

@@ -16,6 +16,7 @@ temporary sibling folder that is renamed into place at the end: bad input writes
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -73,12 +74,24 @@ def _copy_tree(src: Path, dst: Path) -> None:
     shutil.copytree(src, dst, copy_function=link_or_copy)
 
 
+def _plain_config(folder: Path) -> None:
+    """Drop the GGUF ``quantization_config`` from a copied base's config.json: its weights are
+    dequantized float32, and transformers refuses to save a model it thinks is quantized. The file
+    may be a hard link into the cache: replaced, never written in place."""
+    path = folder / "config.json"
+    cfg = json.loads(path.read_text())
+    if cfg.pop("quantization_config", None) is not None:
+        path.unlink()
+        path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def _write_peft(rm: RunModel, tmp: Path, out: Path) -> None:
     info = rm.shared.loaded.info
     layout = rm.shared.layout
     if info.kind in STANDALONE_KINDS:
         _copy_tree(hf_folder(info), tmp / "base")
         (tmp / "base" / "openpfi-source.json").unlink(missing_ok=True)
+        _plain_config(tmp / "base")
         layout = AdapterLayout(layout.r, layout.alpha, layout.targets, layout.dropout, str(out / "base"),
                                layout.base_name, layout.base_sha256)
     ch = rm.choice
@@ -89,17 +102,18 @@ def _write_peft(rm: RunModel, tmp: Path, out: Path) -> None:
 
 def _write_merged(rm: RunModel, tmp: Path) -> None:
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
-    info = rm.shared.loaded.info
-    base = AutoModelForCausalLM.from_pretrained(str(hf_folder(info)), dtype=torch.float32)
+    folder = hf_folder(rm.shared.loaded.info)
+    config = AutoConfig.from_pretrained(str(folder))
+    if getattr(config, "quantization_config", None) is not None:  # dequantized GGUF weights: plain float32
+        del config.quantization_config
+    base = AutoModelForCausalLM.from_pretrained(str(folder), config=config, dtype=torch.float32)
     adapter = tmp / ".adapter"
     adapter.mkdir()
     write_adapter_files(adapter, rm.state, rm.shared.layout)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     shutil.rmtree(adapter)
-    if getattr(merged.config, "quantization_config", None) is not None:  # dequantized GGUF weights
-        del merged.config.quantization_config
     merged.config.dtype = torch.float32
     gen = merged.generation_config
     if gen is not None and rm.shared.model.generation_config is not None:

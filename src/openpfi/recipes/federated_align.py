@@ -25,6 +25,7 @@ from openpfi.assembly.compatibility import check_combinations
 from openpfi.assembly.monitor_plan import MonitorPlan
 from openpfi.assembly.monitoring import wire_monitor
 from openpfi.assembly.run_start import attach_client_stores, ensure_start, new_run, reopen, rewind_metrics
+from openpfi.assembly.trust import attach_run, make_uplink, server_trust
 from openpfi.client.align import AlignClient, AlignSettings
 from openpfi.client.align_eval import AlignEvaluator
 from openpfi.client.dpo import ReferenceCache, encode_pair
@@ -124,8 +125,11 @@ def prepare(cfg: Config, shared: SharedModel | None = None, ref: ReferenceCache 
 def make_server(cfg: Config) -> AlignServer:
     f = cfg.federation
     opt = ServerOptConfig(f.strategy, f.server_lr, f.server_momentum, f.beta1, f.beta2, f.tau)
-    return AlignServer(opt, SamplingConfig(f.clients_per_round, f.min_fit_clients, cfg.seed),
-                       cfg.alignment.objectives, cfg.alignment.method)
+    server = AlignServer(opt, SamplingConfig(f.clients_per_round, f.min_fit_clients, cfg.seed),
+                         cfg.alignment.objectives, cfg.alignment.method)
+    for key, value in server_trust(cfg, bound_examples=False).items():  # validation, robust rule, DP
+        setattr(server, key, value)
+    return server
 
 
 def _as_client_data(data: list[ClientPreferences]) -> list[ClientData]:
@@ -151,8 +155,10 @@ def _engine(prep: AlignPrepared, run: RunFolder, server: AlignServer, reporter: 
     clients: list[Any] = list(prep.clients)
     assert prep.evaluator is not None
     engine = InProcessEngine(prep.shared, clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter,
-                             [_eval_hook(prep.evaluator, server), *hooks])
+                             [*attach_run(server, run), _eval_hook(prep.evaluator, server), *hooks])
     engine.share_client_metrics = prep.cfg.privacy.share_client_metrics
+    engine.uplink = make_uplink(prep.cfg)
+    engine.timeout_s = prep.cfg.client.timeout_s
     return engine
 
 
@@ -210,7 +216,7 @@ def resume(path: Path, reporter: Reporter | None = None, hooks: list[RoundHook] 
     server = make_server(cfg)
     if last:
         ckpt = run.load_checkpoint(last)
-        server.init(ckpt.adapter, ckpt.server_state)
+        server.init(ckpt.adapter, ckpt.server_state, ckpt.meta.get("server"))
     else:
         server.init(prep.start_adapter)
     rewind_metrics(run, last)

@@ -13,8 +13,10 @@ from pathlib import Path
 from openpfi.assembly.clients import Prepared, prepare
 from openpfi.assembly.monitor_plan import MonitorPlan, plan_monitor
 from openpfi.assembly.monitoring import wire_monitor
-from openpfi.assembly.run_start import attach_client_stores, ensure_start, new_run, reopen, rewind_metrics
+from openpfi.assembly.resume_state import read_resume_state
+from openpfi.assembly.run_start import attach_client_stores, ensure_start, new_run, rewind_metrics
 from openpfi.assembly.server import make_server, server_start
+from openpfi.assembly.trust import attach_run, make_uplink
 from openpfi.config import Config
 from openpfi.engines.inprocess import ClientSideHook, InProcessEngine, Reporter, RoundHook, SilentReporter
 from openpfi.runfolder import RunFolder
@@ -24,9 +26,13 @@ log = logging.getLogger(__name__)
 
 
 def _engine(prep: Prepared, run: RunFolder, server: FedServer, reporter: Reporter, hooks: list[RoundHook]) -> InProcessEngine:
-    engine = InProcessEngine(prep.shared, prep.clients, server, run, prep.cfg.federation.rounds, prep.cfg.seed, reporter, hooks)
-    engine.eval_every = prep.cfg.federation.eval_every
-    engine.share_client_metrics = prep.cfg.privacy.share_client_metrics
+    cfg = prep.cfg
+    hooks = [*attach_run(server, run), *hooks]  # the server's secret; privacy.json's updates section
+    engine = InProcessEngine(prep.shared, prep.clients, server, run, cfg.federation.rounds, cfg.seed, reporter, hooks)
+    engine.eval_every = cfg.federation.eval_every
+    engine.share_client_metrics = cfg.privacy.share_client_metrics
+    engine.uplink = make_uplink(cfg)
+    engine.timeout_s = cfg.client.timeout_s
     return engine
 
 
@@ -65,7 +71,8 @@ def resume(
     monitor: MonitorPlan | None = None,
 ) -> RunFolder:
     """Continue from the last complete round; same result as an uninterrupted run."""
-    run, cfg, last = reopen(path)
+    state = read_resume_state(path)  # every file it reads, checked before any model is loaded
+    run, cfg, last = state.run, state.cfg, state.last
     monitor = monitor or plan_monitor(cfg)
     prep = prepare(cfg)
     ensure_start(run, prep.start_adapter, prep.shared.layout)
@@ -73,9 +80,8 @@ def resume(
     for c in prep.clients:
         c.restore(last)  # personal state, from the client store
     server = make_server(cfg, prep.personal)
-    if last:
-        ckpt = run.load_checkpoint(last)
-        server.init(ckpt.adapter, ckpt.server_state, ckpt.meta.get("server"))
+    if state.checkpoint is not None:
+        server.init(state.checkpoint.adapter, state.checkpoint.server_state, state.server_meta)
     else:
         server.init(server_start(prep))
     rewind_metrics(run, last)

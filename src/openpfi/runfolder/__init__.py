@@ -1,9 +1,11 @@
 """The run folder (DESIGN.md "Runs"): config, manifest, metrics, start adapter, checkpoints.
 
-Every file is written atomically (temp file + rename), so a killed process
-leaves either the old or the new version. A round is complete when its
-checkpoint folder exists; ``metrics.jsonl`` rows past the last complete round
-are dropped on resume.
+Every file is written to a temporary name, fsynced and renamed (the folder
+fsynced after the rename), so a killed process or a power cut leaves either
+the old or the new version. A round is complete when its checkpoint folder
+exists; ``metrics.jsonl`` rows past the last complete round are dropped on
+resume. Everything read back on resume is checked: a damaged file is a
+``UserError`` naming it, never a traceback.
 
 ``start/`` (the starting global model) and every ``checkpoints/round-N/`` are peft
 adapter folders (``runfolder/adapter.py``). A checkpoint holds the server's global
@@ -16,13 +18,16 @@ The run folder is the server's. The clients' own storage (personal state, the se
 their monitor noise, their own figures: client/store.py) is a sibling folder,
 ``<run>.clients/`` (``client_store_dir``), named in manifest.json (``client_store``) and
 marked by a ``.openpfi-client-store`` file, so that ``--force`` replaces only a folder an
-earlier run made for its clients.
+earlier run made for its clients. The server's own secret (the seed of the DP noise it adds
+to the updates and of its client sampling) is kept beside it too, in ``<name>.server/``,
+never inside: the run folder may be handed to an auditor.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +87,48 @@ def mark_client_store(store: Path) -> Path:
     return store
 
 
+SECRET_BYTES = 32
+SECRET_FILE = "noise-secret.key"
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def secret_file(path: Path, size: int) -> bytes:
+    """The bytes of a secret file, made with ``secrets.token_bytes(size)`` (mode 0600, fsynced) if absent.
+    Made under a temporary name and hard-linked into place, so two processes never replace each
+    other's secret."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(secrets.token_bytes(size))
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)  # atomic and never replaces a secret another process wrote first
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return path.read_bytes()
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -91,12 +138,25 @@ def atomic_write(path: Path, data: str | bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    fsync_dir(path.parent)
 
 
 def _save_tensors(state: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in sorted(state.items())}, str(tmp))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path} is missing; restore it or delete its checkpoint folder to resume earlier") from None
+    except Exception as err:  # safetensors raises its own error types on a damaged file
+        raise UserError(f"{path} is not a readable safetensors file ({type(err).__name__}); restore it or "
+                        "delete its checkpoint folder to resume from the round before") from None
 
 
 def completion(start: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -156,7 +216,9 @@ class RunFolder:
         if store.is_dir():
             shutil.rmtree(store)
         path.mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        run = cls(path)
+        (run.server_dir / SECRET_FILE).unlink(missing_ok=True)  # a new run never reuses an old run's secret
+        return run
 
     @classmethod
     def open(cls, path: Path) -> RunFolder:
@@ -183,6 +245,20 @@ class RunFolder:
         legacy = self.path / "clients"  # run folders written before the client store moved out
         return legacy if legacy.is_dir() else sibling
 
+    @property
+    def server_dir(self) -> Path:
+        """The server's private folder beside the run folder (``<name>.server``)."""
+        return self.path.parent / f"{self.path.name}.server"
+
+    def server_secret(self) -> bytes:
+        """32 bytes made once per run (``secrets.token_bytes``) and kept in ``server_dir``, mode 0600."""
+        f = self.server_dir / SECRET_FILE
+        data = secret_file(f, SECRET_BYTES)
+        if len(data) != SECRET_BYTES:
+            raise UserError(f"{f} is not a {SECRET_BYTES}-byte secret; restore it (the DP noise of a resumed run "
+                            "depends on it)")
+        return data
+
     def client_dir(self, client_id: str) -> Path:
         """The client-side folder (``client.federated.ClientStore``) of one client of this run."""
         return self.clients_dir / client_id
@@ -194,7 +270,13 @@ class RunFolder:
         atomic_write(self.path / name, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
     def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text())
+        f = self.path / name
+        try:
+            return json.loads(f.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{f} is missing; restore it") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"{f} is not valid JSON ({type(err).__name__}); restore it") from None
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         with open(self.path / METRICS, "a") as f:
@@ -207,11 +289,14 @@ class RunFolder:
         if not f.is_file():
             return []
         rows = []
-        for line in f.read_text().splitlines():
+        for line in f.read_bytes().decode("utf-8", errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 break  # a torn last line from a killed process
+            if not isinstance(row, dict) or not _is_round(row.get("round")):
+                raise UserError(f"{f}: a row without a round number; the file was edited, restore it")
+            rows.append(row)
         return rows
 
     def truncate_metrics(self, last_round: int) -> None:
@@ -254,6 +339,7 @@ class RunFolder:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        fsync_dir(root)
         return final
 
     def checkpoint_folder(self, round_num: int) -> Path:
@@ -266,15 +352,32 @@ class RunFolder:
         return sorted(
             int(p.name.split("-", 1)[1])
             for p in root.iterdir()
-            if p.is_dir() and p.name.startswith("round-") and (p / "state.json").is_file()
+            if p.is_dir() and p.name.startswith("round-") and p.name[6:].isdigit() and (p / "state.json").is_file()
         )
 
     def load_checkpoint(self, round_num: int) -> Checkpoint:
         """The server's state of a round, bit for bit as it was saved."""
         folder = self.checkpoint_folder(round_num)
-        meta = json.loads((folder / "state.json").read_text())
+        try:
+            meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"{folder / 'state.json'} is unreadable ({type(err).__name__}); restore it or delete "
+                            f"{folder} to resume from the round before") from None
+        if not isinstance(meta, dict) or meta.get("round") != round_num:
+            raise UserError(f"{folder / 'state.json'} does not describe round {round_num}; restore it or delete {folder}")
         server_file = folder / "server_state.safetensors"
-        server_state = load_file(str(server_file)) if server_file.is_file() else {}
+        server_state = _load_tensors(server_file) if server_file.is_file() else {}
         if (folder / LEGACY_ADAPTER).is_file():  # run folders written before checkpoints were peft folders
-            return Checkpoint(round_num, load_file(str(folder / LEGACY_ADAPTER)), server_state, meta)
-        return Checkpoint(round_num, read_adapter_folder(folder).own, server_state, meta)
+            return Checkpoint(round_num, _load_tensors(folder / LEGACY_ADAPTER), server_state, meta)
+        try:
+            own = read_adapter_folder(folder).own
+        except UserError:
+            raise
+        except Exception as err:  # safetensors raises its own error types on a damaged file
+            raise UserError(f"{folder} is not a readable adapter folder ({type(err).__name__}); restore it or "
+                            "delete it to resume from the round before") from None
+        return Checkpoint(round_num, own, server_state, meta)
+
+
+def _is_round(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

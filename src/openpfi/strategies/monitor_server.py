@@ -9,12 +9,11 @@ round it then
 1. releases the sum only when at least ``min_clients`` reports are in it
    (``privacy.release_allowed``) and charges the privacy ledger (``privacy.json``);
 2. derives the per-mode metrics with intervals that include the DP noise
-   (``derive.derive_metrics``), against the base model (out-of-domain change) and the
+   (``vector.derive.derive_metrics``), against the base model (out-of-domain change) and the
    round-0 model (alignment erosion);
-3. scores the global model on a fixed public probe sample (``server_eval.public_points``:
-   streams ``<mode>.global_<metric>``, no DP noise, item-sampling intervals) and tests its
-   change since round 0 item-paired, against a materiality margin
-   (``monitor/detection/global_change.py``);
+3. scores the global model on the round's block of the public probe sample and tests its change
+   since round 0 item-paired beyond a materiality margin, with evidence accumulated over the rounds
+   (``monitor_global.py``; streams ``<mode>.global_<metric>``, no DP noise);
 4. feeds the client streams to the change detectors (CUSUM or Page-Hinkley, thresholds set
    by simulation for the target false-alarm rate over all streams);
 5. writes every released aggregate, rejected report and alarm to ``audit.jsonl`` and the
@@ -31,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,19 +40,15 @@ import numpy as np
 from openpfi.errors import UserError
 from openpfi.monitor.audit import AuditLog, atomic_write_text
 from openpfi.monitor.detection.bank import DetectorBank
-from openpfi.monitor.detection.global_change import GlobalChangeTest
-from openpfi.monitor.detection.group_gap import GroupGapTest
 from openpfi.monitor.modes import MODES
 from openpfi.monitor.privacy.ledger import PrivacyLedger
 from openpfi.monitor.privacy.mechanism import release_allowed, split_noise, validate_report
-from openpfi.monitor.probes.items import ProbeSuite
-from openpfi.monitor.probes.run import ProbeResults, run_probes
 from openpfi.monitor.reporting.report import build_report, write_report
-from openpfi.monitor.types import MetricPoint, Scorer, StreamName, global_name, stream_mode
+from openpfi.monitor.types import MetricPoint, StreamName, stream_mode
+from openpfi.monitor.update_ledger import update_sections
 from openpfi.monitor.vector.derive import derive_metrics
-from openpfi.monitor.vector.model import points_of
 from openpfi.monitor.vector.schema import ReportSchema
-from openpfi.monitor.vector.sums import Z95
+from openpfi.strategies.monitor_global import GlobalMonitor
 from openpfi.strategies.round_result import RoundResult
 
 log = logging.getLogger(__name__)
@@ -101,61 +96,6 @@ class MonitorServerSettings:
         return schema.slot_noise(self.noise_std_sum, self.own_noise_std_sum) / math.sqrt(self.n_expected)
 
 
-class GlobalProbe:
-    """Scores models the server holds (base, round-0, global) on the public probe sample.
-
-    ``load(state)`` puts an adapter state into the model ``scorer`` reads (the in-process
-    engine's shared base model); ``full_state()`` returns the current global adapter as a
-    whole state (shared part from the server, the rest from the starting adapter).
-    """
-
-    def __init__(
-        self,
-        scorer: Scorer,
-        load: Callable[[Mapping[str, Any]], None],
-        full_state: Callable[[], Mapping[str, Any]],
-        suites: Mapping[str, ProbeSuite],
-        ood_max_nll: float,
-        base: Mapping[str, float],
-        reference: Mapping[str, MetricPoint],
-        group_suite: ProbeSuite | None = None,
-    ):
-        self.scorer, self.load, self.full_state = scorer, load, full_state
-        self.group_suite = group_suite
-        """Public texts of the federation's groups (``TextItem.source`` = group), for the gap across groups."""
-        self.last_groups: dict[str, list[float]] | None = None
-        """Group -> per-item losses of the last :meth:`evaluate` on ``group_suite``."""
-        self.suites = dict(suites)
-        self.ood_max_nll = ood_max_nll
-        self.base = dict(base)
-        """The base model's values on ``suites`` (changes are taken against it)."""
-        self.reference = dict(reference)
-        """The round-0 model's points on ``suites`` (alignment changes)."""
-
-        self.last_results: ProbeResults | None = None
-        """The per-item outcomes of the last :meth:`evaluate` (for the paired change test)."""
-
-    def evaluate(self) -> dict[str, MetricPoint]:
-        if not self.suites:
-            return {}
-        self.load(self.full_state())
-        self.last_results = run_probes(self.scorer, self.suites, batch=256)
-        if self.group_suite is not None:
-            self.last_groups = group_losses(self.scorer, self.group_suite)
-        pts = points_of(self.last_results, ood_max_nll=self.ood_max_nll, base_model=self.base,
-                        reference=self.reference)
-        return {global_name(k): p for k, p in pts.items()}
-
-
-def group_losses(scorer: Scorer, suite: ProbeSuite) -> dict[str, list[float]]:
-    """Group -> the mean per-token NLL of each of its public texts in ``suite`` (in suite order)."""
-    res = run_probes(scorer, {"ood": suite}, batch=256)
-    out: dict[str, list[float]] = {}
-    for item, loss in zip(suite.items, res.ood, strict=True):
-        out.setdefault(item.source, []).append(float(loss))
-    return out
-
-
 class MonitorServer:
     """The monitor's round hook (see the module docstring). Build with :meth:`create` or :meth:`restore`."""
 
@@ -166,29 +106,25 @@ class MonitorServer:
         settings: MonitorServerSettings,
         bank: DetectorBank,
         ledger: PrivacyLedger,
-        global_probe: GlobalProbe | None,
+        global_monitor: GlobalMonitor | None,
         reference: Mapping[str, MetricPoint],
         base_model: Mapping[str, float],
         history: list[dict[str, Any]] | None = None,
         alarms: list[dict[str, Any]] | None = None,
-        change_test: GlobalChangeTest | None = None,
-        group_test: GroupGapTest | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.schema = schema
         self.settings = settings
         self.bank = bank
         self.ledger = ledger
-        self.global_probe = global_probe
+        self.global_monitor = global_monitor
+        self.power: dict[str, Any] = {}
+        """The run's power plans (assembly/monitor_power.py): what every stream can detect, for the report."""
+        """The server's scoring and paired tests of the global model (strategies/monitor_global.py)."""
         self.reference = dict(reference)
         self.base_model = dict(base_model)
         self.history: list[dict[str, Any]] = list(history or [])
         self.alarms: list[dict[str, Any]] = list(alarms or [])
-        self.change_test = change_test
-        """The global model's paired test against round 0; when set, the global streams are
-        tested by it instead of the change detectors."""
-        self.group_test = group_test
-        """The global model's gap across the federation's groups against round 0 (group_gap.py)."""
 
     # -- the engine's report check ----------------------------------------------------------------
     def validate(self, vec: Any) -> str | None:
@@ -217,22 +153,9 @@ class MonitorServer:
             points = derive_metrics(self.schema, np.asarray(summed, dtype=np.float64), n, sigma,
                                     self.reference, self.base_model, minimum_clients=s.min_clients, exact=exact,
                                     own_noise_std=own_sigma)
-        glob = self.global_probe.evaluate() if self.global_probe is not None else {}
+        glob, paired, paired_alarms = self.global_monitor.round(round_num) if self.global_monitor else ({}, {}, [])
         streams = {**points, **glob}
-        paired: dict[str, dict[str, float]] = {}
-        if self.change_test is not None and self.global_probe is not None and self.global_probe.last_results:
-            tested = self.change_test.evaluate(self.global_probe.last_results)
-            new_alarms = self.bank.update(round_num, points) + self.change_test.alarms(round_num, tested)
-            paired = {global_name(k): v for k, v in sorted(tested.items())}
-        else:
-            new_alarms = self.bank.update(round_num, streams)
-        if self.group_test is not None and self.global_probe is not None and self.global_probe.last_groups:
-            tested = self.group_test.evaluate(self.global_probe.last_groups)
-            new_alarms += self.group_test.alarms(round_num, tested)
-            for k, e in tested.items():
-                paired[global_name(k)] = e
-                glob[global_name(k)] = streams[global_name(k)] = MetricPoint(
-                    e["value"], max(e["value"] - Z95 * e["se"], 0.0), e["value"] + Z95 * e["se"], 1)
+        new_alarms = self.bank.update(round_num, points) + paired_alarms
         audit.append("aggregate", {
             "round": round_num,
             "scope": "clients",
@@ -271,7 +194,7 @@ class MonitorServer:
             "epsilon_round": entry.epsilon_round,
             "epsilon_total": entry.epsilon_total,
             "alarms": [{"stream": a.stream, "magnitude": a.magnitude, "threshold": a.threshold} for a in new_alarms],
-            "global_change": {k: {f: v[f] for f in ("change", "se", "margin", "t", "critical")}
+            "global_change": {k: {f: v[f] for f in ("change", "se", "margin", "excess", "statistic", "threshold")}
                               for k, v in paired.items()},
         }
         self.ledger.save(self.run_dir)
@@ -284,6 +207,7 @@ class MonitorServer:
             "ledger": self.ledger.to_dict(),
             "history": self.history,
             "alarms": self.alarms,
+            "paired": self.global_monitor.state() if self.global_monitor else {},
         }
 
     def save_state(self, round_num: int) -> None:
@@ -312,6 +236,8 @@ class MonitorServer:
         self.ledger = PrivacyLedger.from_dict(data["ledger"])
         self.history = list(data.get("history", []))
         self.alarms = list(data.get("alarms", []))
+        if self.global_monitor is not None:
+            self.global_monitor.restore(data.get("paired", {}))
 
     # -- report -----------------------------------------------------------------------------------
     def write_report(
@@ -351,10 +277,11 @@ class MonitorServer:
             rounds=rounds,
             alarms=self.alarms,
             thresholds=self.bank.config(),
-            privacy=self.ledger,
+            privacy={**self.ledger.to_dict(), **update_sections(self.run_dir)},  # + the updates' ledger, if any
             probes=probes,
             not_measured=nm,
             refusal_judge=refusal_judge,
+            power=self.power,
         )
         return write_report(self.run_dir, report)
 

@@ -41,7 +41,8 @@ class EvalSum:
     """Sums of the clients' held-out evaluations: what the server needs for the federation's means.
 
     ``loss_sum`` / ``ppl_sum`` add up one held-out loss / perplexity per client; the
-    ``personal_*`` fields the same over the clients with a personal model.
+    ``personal_*`` fields the same over the clients with a personal model. A client without
+    held-out tokens (one that has a single example) has no loss and is not counted.
     """
 
     clients: int = 0
@@ -52,6 +53,7 @@ class EvalSum:
 
     @classmethod
     def of(cls, results: Sequence[EvalResult]) -> EvalSum:
+        results = [r for r in results if r.target_tokens > 0]
         personal = [r.personal_loss for r in results if r.personal_loss is not None]
         return cls(len(results), float(sum(r.loss for r in results)), float(sum(r.perplexity for r in results)),
                    len(personal), float(sum(personal)))

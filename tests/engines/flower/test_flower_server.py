@@ -85,8 +85,9 @@ def test_loopback_run_equals_the_inprocess_run(tiny: Config, tmp_path: Path, loo
     [
         ["personalization.method=ditto"],  # a personal adapter per client, kept on the node across rounds
         ["lora.aggregation=product", "lora.client_ranks=[4, 8]"],  # heterogeneous ranks, exact product mean
+        ["federation.compression=int8", "federation.aggregator=median"],  # residuals in each node's store
     ],
-    ids=["ditto", "product-ranks"],
+    ids=["ditto", "product-ranks", "int8-median"],
 )
 def test_personalization_on_flower_equals_in_process(tiny: Config, tmp_path: Path, sets: list[str], loopback: SimpleNamespace) -> None:
     # Prepare
@@ -309,3 +310,30 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
         assert row[mode].keys() == ref[mode].keys()
         for stream, point in ref[mode].items():
             assert row[mode][stream]["value"] == pytest.approx(point["value"], abs=1e-3), (mode, stream)
+
+
+@pytest.mark.parametrize("method", ["none", "local", "finetune", "ditto", "fedrep", "fedsa-lora", "ffa-lora"])
+def test_no_serverapp_object_reaches_a_client(
+    tiny: Config, tmp_path: Path, method: str, leaks: Any, loopback: SimpleNamespace
+) -> None:
+    # Prepare: a monitored round of each method through the ServerApp and the nodes' ClientApps
+    from openpfi.config import apply_overrides, from_dict
+
+    sets = [f"personalization.method={method}", "federation.rounds=1", "monitor.enabled=true",
+            "monitor.utility_examples=2", "monitor.judge_check_prompts=0", "monitor.calibration_sims=1000",
+            "monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}"]
+    cfg = from_dict(apply_overrides(tiny.model_dump(mode="json"), sets))
+    out = tmp_path / "flower"
+    flower_run = loopback.run(cfg, out, loopback.Grid(loopback.nodes(tmp=tmp_path), loopback.run_config(cfg, out)))
+    # Execute
+    flower_run.run()
+    # Assert: what the ServerApp holds (all but the grid, the network to the nodes) reaches nothing of the
+    # nodes' clients, their data or their stores; the nodes' objects themselves do
+    from openpfi.engines.flower import client_app
+
+    preps = [service.job[1] for service in client_app._LOCAL if service.job is not None]
+    clients = [c for prep in preps for c in prep.clients]
+    server_side = [v for k, v in vars(flower_run).items() if k != "grid"]
+    assert flower_run.hooks and clients
+    assert leaks(server_side, clients) == []
+    assert leaks(preps, clients)

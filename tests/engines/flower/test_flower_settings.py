@@ -134,5 +134,5 @@ def test_a_nodes_own_documents_folder_replaces_rag_documents() -> None:
     # Assert
     assert ident.rag_documents == "/srv/mine" and local.rag.documents == ""
     assert 'rag-documents="/srv/mine"' in node_config_text(ident)
-    with pytest.raises(UserError, match="node config rag-documents is read with rag.evaluate = true only"):
+    with pytest.raises(UserError, match="node config rag-documents is read with rag.train or rag.evaluate = true only"):
         client_config(load_config(None, []), ident)

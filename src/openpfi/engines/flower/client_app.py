@@ -80,6 +80,7 @@ def _args(message: Message, context: Context) -> dict[str, Any]:
         "run_id": int(context.run_id),
         "run_key": str(config.get("run_key", "")),
         "round": int(config.get("round", 0)),  # type: ignore[arg-type]
+        "peers": int(config.get("peers", 1)),  # type: ignore[arg-type]
     }
 
 

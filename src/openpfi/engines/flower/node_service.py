@@ -160,11 +160,12 @@ class NodeService:
         update = client.fit(prep.shared, to_state(tensors), r, cfg.seed)
         self.memory_round[str(client.store.folder)] = r
         update.scalars.update(costs | memory(prep, client))
+        update, update_bound = upload(cfg, client, update, r, int(args.get("peers", 1)))
         mode = cfg.flower.secagg
         out: Tensors = {}
         result: dict[str, Any] = {"client_id": update.client_id, "num_examples": int(update.num_examples), "secagg": None}
         if mode != "off":
-            arrays, layout, clipped = secagg.pack(update, cfg, _monitor_clip(cfg, client))
+            arrays, layout, clipped = secagg.pack(update, cfg, _monitor_clip(cfg, client), update_bound)
             out.update({f"{SECAGG}{i}": a for i, a in enumerate(arrays)})
             result["secagg"] = {
                 "keys": list(layout.keys), "monitor_dim": layout.monitor_dim, "monitor_clip": layout.monitor_clip,
@@ -195,6 +196,18 @@ class NodeService:
             "costs": costs,
         }
         return result, {}
+
+
+def upload(cfg: Config, client: Any, update: Any, round_num: int, peers: int) -> tuple[Any, float]:
+    """The update after the client-side uplink (DP noise share, compression; client/uplink.py), and the
+    per-coordinate bound of a DP sum under SecAgg+ (0 without DP)."""
+    from openpfi.assembly.trust import make_uplink, plan_update_privacy
+
+    uplink = make_uplink(cfg, engine="flower")
+    if uplink is not None:
+        update = uplink.apply(update, client, round_num, peers)
+    dp = plan_update_privacy(cfg, engine="flower")
+    return update, secagg.dp_bound(dp) if dp is not None else 0.0
 
 
 def state_root(identity: NodeIdentity, args: Mapping[str, Any]) -> Path:

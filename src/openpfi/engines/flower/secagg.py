@@ -26,6 +26,12 @@ What is summed (``flower.secagg``):
 
 Values beyond the clip are clipped; clients report the clipped share in
 ``secagg_clipped`` (a training scalar).
+
+With client-level DP of the updates (``privacy.update_clip = C``, distributed noise) each client
+has already clipped its delta to ``C`` and added its noise share (client/uplink.py); the sum is
+then unweighted, each coordinate scaled by ``dp_bound = C (1 + 6 z)`` (a coordinate of a clipped
+update is at most ``C``, its noise share's std at most ``z C``), and the server divides the
+unmasked sum by the expected number of clients (strategies/update_privacy.py).
 """
 
 from __future__ import annotations
@@ -88,17 +94,25 @@ def monitor_clip(cfg: Config, noise_std_sum: float = 0.0, n_expected: int = 1) -
     return 1.0 + 6.0 * noise_std_sum / max(1, n_expected) ** 0.5
 
 
-def pack(update: ClientUpdate, cfg: Config, monitor_bound: float = 1.0) -> tuple[list[np.ndarray], Layout, float]:
+def dp_bound(dp: object) -> float:
+    """Per-coordinate range of a clipped, noised update under DP: ``C (1 + 6 z)``."""
+    return float(dp.clip * (1.0 + 6.0 * dp.noise_multiplier))  # type: ignore[attr-defined]
+
+
+def pack(update: ClientUpdate, cfg: Config, monitor_bound: float = 1.0,
+         update_bound: float = 0.0) -> tuple[list[np.ndarray], Layout, float]:
     """The client's vectors for the secure sum, scaled into [-1, 1]; its layout; the clipped share.
 
-    ``monitor_bound``: ``monitor_clip(...)`` for this run's monitor reports."""
+    ``monitor_bound``: ``monitor_clip(...)`` for this run's monitor reports; ``update_bound``: ``dp_bound``
+    under DP of the updates (unweighted sum), 0 = the example-weighted sum."""
     f = cfg.flower
     parts: list[np.ndarray] = []
     keys: tuple[str, ...] = ()
     if f.secagg == "updates" and update.delta:
-        w = update.num_examples / cfg.data.max_examples
+        w = 1.0 if update_bound > 0 else update.num_examples / cfg.data.max_examples
+        scale = 1.0 / update_bound if update_bound > 0 else w / f.secagg_update_clip
         keys = tuple(sorted(update.delta))
-        parts += [update.delta[k].detach().double().cpu().numpy() * (w / f.secagg_update_clip) for k in keys]
+        parts += [update.delta[k].detach().double().cpu().numpy() * scale for k in keys]
         parts.append(np.array([w], dtype=np.float64))
     dim, clip = 0, 0.0
     if update.monitor is not None:
@@ -116,8 +130,10 @@ class Sums:
     clients: int
 
 
-def unpack(mean: Sequence[np.ndarray], clients: int, layout: Layout, like: StateDict, cfg: Config) -> Sums:
-    """Undo ``pack`` on the workflow's mean over ``clients`` nodes."""
+def unpack(mean: Sequence[np.ndarray], clients: int, layout: Layout, like: StateDict, cfg: Config,
+           update_bound: float = 0.0) -> Sums:
+    """Undo ``pack`` on the workflow's mean over ``clients`` nodes (``update_bound``: as in ``pack``; the
+    DP sum is divided by the expected clients per round, federation.clients_per_round)."""
     import torch
 
     f = cfg.flower
@@ -128,8 +144,9 @@ def unpack(mean: Sequence[np.ndarray], clients: int, layout: Layout, like: State
         total_w = float(sums[len(layout.keys)][0])
         if total_w <= 0:
             raise RuntimeError("secure aggregation returned a non-positive total weight; the round cannot aggregate")
+        factor = update_bound / cfg.federation.clients_per_round if update_bound > 0 else f.secagg_update_clip / total_w
         mean_delta = {
-            k: torch.from_numpy(sums[j] * (f.secagg_update_clip / total_w)).to(like[k].dtype).reshape(like[k].shape)
+            k: torch.from_numpy(sums[j] * factor).to(like[k].dtype).reshape(like[k].shape)
             for j, k in enumerate(layout.keys)
         }
         i = len(layout.keys) + 1

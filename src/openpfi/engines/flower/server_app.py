@@ -12,9 +12,10 @@ the run folder header (``assembly.run_start.new_run``) and attach the monitor's 
 1. ``configure_fit`` samples client ids; each sampled node gets ``train.fit`` with the
    global adapter; the server waits ``flower.reply_timeout`` seconds at most;
 2. with ``flower.secagg`` on, the answering nodes run SecAgg+ (``secagg.py``);
-3. ``aggregate_fit`` on the updates that arrived (the round goes on when at least
-   ``federation.min_fit_clients`` answered; the others are listed in ``failed`` with
-   the reason in ``flower.failed_reasons``);
+3. ``screen_fit`` decodes and validates every update that arrived (strategies/screening.py;
+   under SecAgg+ only the unmasked sum can be checked), then ``aggregate_fit`` on the valid
+   ones (the round goes on when enough remain; the others are listed in ``failed``, with
+   the reason in ``dropped`` / ``rejected`` and ``flower.failed_reasons``);
 4. nodes that trained get ``evaluate`` with the new global adapter (every
    ``federation.eval_every`` rounds and at the last);
 5. ``rounds.round_result`` / ``rounds.close_round``: monitor hook, checkpoint, metrics.jsonl.
@@ -115,11 +116,13 @@ class FlowerRun:
         from openpfi.assembly.monitor_plan import plan_monitor
         from openpfi.assembly.personalization import server_setup
         from openpfi.assembly.server import make_server
+        from openpfi.assembly.trust import check_trust
 
         last, resumed = self._resume_point()
         cfg = self.cfg
         check_supported(cfg)
         plan = plan_monitor(cfg)  # bad probe files or an unmeetable privacy budget fail first
+        check_trust(cfg, engine="flower")
         shared, start = load_shared(cfg)  # the starting adapter; the model scores the monitor's public probes
         loaded, data, extra = self._data()
         self.nodes = NodeRegistry(self.grid, cfg, self.grid.exchange, self.run_key, [c.client_id for c in data])
@@ -127,7 +130,7 @@ class FlowerRun:
         self.nodes.connect()  # bad nodes stop the run before anything is written
         log.info("clients: %s", ", ".join(f"{cid} (node {nid})" for cid, nid in sorted(self.node_of.items())))
         personal = server_setup(cfg, start, sorted(self.node_of), self.nodes.sizes or None)
-        self.server = make_server(cfg, personal)
+        self.server = make_server(cfg, personal, engine="flower")
         if cfg.flower.secagg == "updates" and getattr(self.server, "aggregation", None) is not None:
             raise UserError(
                 f"flower.secagg = 'updates' sums plain deltas; lora.aggregation = {cfg.lora.aggregation!r} / "
@@ -145,6 +148,9 @@ class FlowerRun:
             self.run_folder = resumed
             resume_server(resumed, self.server, last, personal.server_start(start))
         finish = self._wire_monitor(plan, shared, start, data, last)
+        from openpfi.assembly.trust import attach_run
+
+        self.hooks = [*attach_run(self.server, self.run_folder), *self.hooks]
         if plan is None:
             del shared
         self.startup_s = time.perf_counter() - self.started
@@ -207,12 +213,13 @@ class FlowerRun:
         sampled = server.configure_fit(r, sorted(self.node_of))
         self.reporter.round_start(r, cfg.federation.rounds, sampled)
         global_state = server.broadcast()
-        config = ConfigRecord({"round": r, "run_key": self.run_key})
+        config = ConfigRecord({"round": r, "run_key": self.run_key, "peers": len(sampled)})  # peers: who shares the DP noise
         msgs = [self._message(_global(global_state, config), self.node_of[c], "train.fit", str(r)) for c in sampled]
         replies = self._send(msgs)
         updates: list[ClientUpdate] = []
         layouts: dict[str, secagg.Layout] = {}
         reasons: dict[str, str] = {}
+        errored = {c for c in sampled if (m := replies.get(self.node_of[c])) is not None and m.has_error()}
         for cid in sampled:
             reply = replies.get(self.node_of[cid])
             if reply is None or reply.has_error():
@@ -223,6 +230,9 @@ class FlowerRun:
                 except UserError as err:  # e.g. a scalar outside client/messages.py UPDATE_SCALARS
                     reasons[cid] = str(err)
                     continue
+                except (KeyError, TypeError, ValueError) as err:  # a reply that is not an openpfi update
+                    reasons[cid] = f"malformed reply ({type(err).__name__})"
+                    continue
                 if secagg.LAYOUT in reply.content.config_records:
                     layouts[cid] = secagg.Layout.from_record(reply.content.config_records[secagg.LAYOUT])
         for cid, why in reasons.items():
@@ -230,10 +240,15 @@ class FlowerRun:
         t_train = time.perf_counter() - t0
 
         t1 = time.perf_counter()
+        updates, rejections = server.screen_fit(r, updates, secure=cfg.flower.secagg == "updates")
+        rejected = [x.record() for x in rejections]
+        for x in rejected:
+            log.warning("round %d: update of client %s rejected (%s): %s", r, x["client_id"], x["reason"], x["detail"])
         sums, secagg_info = self._secure_sum(r, updates, layouts, reasons)
         updates = [u for u in updates if u.client_id not in reasons]
-        failed = [c for c in sampled if c in reasons]
-        self.nodes.answered(sampled, failed)
+        self.nodes.answered(sampled, [c for c in sampled if c in reasons])
+        lost = reasons.keys() | {x["client_id"] for x in rejected}
+        failed = [c for c in sampled if c in lost]
         fit_metrics = self._aggregate(r, updates, failed, sums)
         t_agg = time.perf_counter() - t1
 
@@ -249,6 +264,9 @@ class FlowerRun:
 
         result = round_result(r, sampled, failed, fit_metrics, eval_metrics, updates, evals, self.validate_monitor,
                               cfg.privacy.share_client_metrics)
+        result.row["dropped"] = [{"client_id": c, "reason": "raised" if c in errored else "no_reply", "detail": why}
+                                 for c, why in reasons.items() if c not in {x["client_id"] for x in rejected}]
+        result.row["rejected"] = rejected
         if sums is not None and sums.monitor_sum is not None:
             result.monitor = MonitorSum(sums.monitor_sum, sums.clients)
         row = result.row
@@ -307,9 +325,13 @@ class FlowerRun:
         for u in updates:
             if self.node_of[u.client_id] not in active:
                 reasons[u.client_id] = "dropped out during SecAgg+"
-        sums = secagg.unpack(mean, len(active), layout, self.server.params, self.cfg)
+        sums = secagg.unpack(mean, len(active), layout, self.server.params, self.cfg, self._dp_bound())
         info = {"secagg": mode, "secagg_s": seconds, "secagg_clients": sorted(cid_of[n] for n in active), **wire}
         return sums, info
+
+    def _dp_bound(self) -> float:
+        privacy = getattr(self.server, "privacy", None)
+        return secagg.dp_bound(privacy.dp) if privacy is not None else 0.0
 
     def _aggregate(self, r: int, updates: list[ClientUpdate], failed: list[str], sums: secagg.Sums | None) -> dict:
         if sums is not None and sums.mean_delta is not None:

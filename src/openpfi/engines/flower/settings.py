@@ -20,8 +20,8 @@ Node config (``flower-supernode --node-config '...'``): ``partition-id`` (this
 node's client, 0-based) and ``num-partitions`` (must equal ``data.num_clients``),
 both required; optional ``state-dir``, ``data-path`` (a JSONL file on this node with
 this client's rows only; see ``client_config``) and ``rag-documents`` (this node's own
-folder of documents for retrieval, with ``rag.evaluate``). Flower's simulation runtime sets the
-first two itself.
+folder of documents for retrieval, with ``rag.train`` or ``rag.evaluate``). Flower's simulation
+runtime sets the first two itself.
 """
 
 from __future__ import annotations
@@ -142,9 +142,9 @@ def client_config(cfg: Config, identity: NodeIdentity) -> Config:
     ``rag.documents`` (set to "" here; the client app reads the node's folder).
     """
     if identity.rag_documents:
-        if not cfg.rag.evaluate:
-            raise UserError("node config rag-documents is read with rag.evaluate = true only; set it or remove "
-                            "rag-documents from the node config")
+        if not (cfg.rag.evaluate or cfg.rag.train):
+            raise UserError("node config rag-documents is read with rag.train or rag.evaluate = true only; set one "
+                            "or remove rag-documents from the node config")
         cfg = cfg.model_copy(update={"rag": cfg.rag.model_copy(update={"documents": ""})})
     if not identity.data_path:
         return cfg

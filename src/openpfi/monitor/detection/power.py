@@ -105,3 +105,4 @@ def stream_detectability(series: Sequence[Mapping[str, Any]], detector: Mapping[
                          reference_std_ratio=round(ratio, 2))
     return {"round_std": s_t, "reference_std": stds[0], "shift_in_std": d, "shift": d * s_t,
             "rounds": rounds, "power": power}
+

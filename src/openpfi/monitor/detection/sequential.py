@@ -127,3 +127,28 @@ def onset_window(schedule: Sequence[int], rounds: int = 3) -> tuple[int, ...]:
 def cusum_step(state: float, x: float, k: float) -> float:
     """``max(0, state + x - k)``."""
     return max(0.0, state + x - k)
+
+
+class StreamCusums:
+    """The CUSUMs of a set of paired streams over one run: state per stream, thresholds per stream's
+    degrees of freedom, restarts after an alarm (resume saves and restores ``state``)."""
+
+    def __init__(self, schedule: tuple[int, ...], k: float = DEFAULT_K, alpha: float = 0.0) -> None:
+        self.schedule, self.k, self.alpha = schedule, float(k), float(alpha)
+        self.state: dict[str, float] = {}
+
+    def block_of(self, round_num: int) -> int:
+        """The block round ``round_num`` scores (round 0 scores every block)."""
+        return self.schedule[(int(round_num) - 1) % len(self.schedule)] if round_num >= 1 else 0
+
+    def threshold(self, items: int) -> float:
+        """The threshold of a stream over ``items`` items a block (Student t, ``items - 1`` df)."""
+        return calibrate_threshold(self.schedule, self.k, self.alpha, float(max(items - 1, 1)))
+
+    def step(self, stream: str, excess: float, items: int) -> tuple[float, float]:
+        """Advance ``stream`` by one round's standardized excess; (statistic, threshold)."""
+        self.state[stream] = cusum_step(self.state.get(stream, 0.0), excess, self.k)
+        return self.state[stream], self.threshold(items)
+
+    def restart(self, stream: str) -> None:
+        self.state[stream] = 0.0

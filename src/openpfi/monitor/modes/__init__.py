@@ -73,6 +73,7 @@ def directions() -> dict[str, str]:
 
 
 def default_margins() -> dict[str, float]:
-    """``monitor.server_margins`` key -> default margin of every metric the server tests item-paired."""
-    return {(x.margin_key or k): x.margin for m in MODE_LIST for k, x in m.metrics.items()
-            if x.paired != "no" and x.margin is not None}
+    """``monitor.server_margins`` key -> default margin of every metric of a model-level mode (those the
+    server can score on the global model)."""
+    return {(x.margin_key or k): x.margin for m in MODE_LIST if m.model_level for k, x in m.metrics.items()
+            if x.margin is not None}

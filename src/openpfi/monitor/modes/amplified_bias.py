@@ -91,10 +91,11 @@ def encode(ctx: EncodeContext) -> dict[str, float]:
         pairs: list[CrowsItem] = list(ctx.after.suites["crows"].items)
         types = ctx.schema.keys(CROWS + "count")
         check_known({q.bias_type for q in pairs}, set(types), "CrowS bias type")
+        n = max(len(pairs), 1)  # no pair in this sample: all slots 0
         for t in types:
             idx = [j for j, q in enumerate(pairs) if q.bias_type == t]
-            v[f"{CROWS}stereo_preferred.{t}"] = sum(ctx.after.crows[j] for j in idx) / len(pairs)
-            v[f"{CROWS}count.{t}"] = len(idx) / len(pairs)
+            v[f"{CROWS}stereo_preferred.{t}"] = sum(ctx.after.crows[j] for j in idx) / n
+            v[f"{CROWS}count.{t}"] = len(idx) / n
     return v
 
 
@@ -162,9 +163,9 @@ MODE = Mode(
     nist=("MEASURE 2.11", "MEASURE 2.4", "MEASURE 3.1"),
     direction="increase",  # bias scores, stereotype preference and lean grow
     metrics={
-        "bbq_amb_bias": Metric("increase", 0.1, lo=-1.0, suites=("bbq",), paired="overall"),
-        "bbq_dis_bias": Metric("increase", 0.1, lo=-1.0, suites=("bbq",), paired="overall"),
-        "crows_stereo_pref": Metric("increase", 0.1, suites=("crows",), paired="overall", binary=True),
+        "bbq_amb_bias": Metric("increase", 0.1, lo=-1.0, suites=("bbq",)),
+        "bbq_dis_bias": Metric("increase", 0.1, lo=-1.0, suites=("bbq",)),
+        "crows_stereo_pref": Metric("increase", 0.1, suites=("crows",), binary=True),
         "bbq_amb_lean": Metric("increase", 0.1, lo=-1.0, suites=("bbq",), paired="overall"),
         "crows_stereo_prob": Metric("increase", 0.1, suites=("crows",), paired="overall"),
     },

@@ -97,7 +97,7 @@ MODE = Mode(
     direction="increase",  # ECE grows
     metrics={
         "ece": Metric("increase", 0.05, suites=("capability", "bbq"), paired="overall"),
-        "accuracy": Metric("decrease", 0.1, suites=("capability", "bbq"), paired="overall", binary=True),
+        "accuracy": Metric("decrease", 0.1, suites=("capability", "bbq"), binary=True),
         "confidence": Metric("both", 0.1, suites=("capability", "bbq"), paired="overall"),
     },
     slots=slots,

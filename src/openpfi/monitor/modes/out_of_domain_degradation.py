@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from openpfi.monitor.modes.base import DeriveContext, EncodeContext, Metric, Mode, SchemaContext
 from openpfi.monitor.modes.checks import check_known
 from openpfi.monitor.probes.items import ProbeSuite, TextItem
-from openpfi.monitor.probes.run import capability
+from openpfi.monitor.probes.run import ProbeResults, capability
 from openpfi.monitor.types import StreamName
 from openpfi.monitor.vector.schema import Slot
 from openpfi.monitor.vector.sums import Est, Sums
@@ -44,11 +44,12 @@ def encode(ctx: EncodeContext) -> dict[str, float]:
         texts: list[TextItem] = list(ctx.after.suites["ood"].items)
         domains = ctx.schema.keys(P + "count")
         check_known({i.domain for i in texts}, set(domains), "out-of-domain domain")
+        n = max(len(texts), 1)  # no text in this sample: all slots 0
         for d in domains:
             nll = [x for x, i in zip(ctx.after.ood, texts, strict=True) if i.domain == d]
             scale = ctx.schema.slots[ctx.schema.index[f"{P}nll.{d}"]].scale
-            v[f"{P}count.{d}"] = len(nll) / len(texts)
-            v[f"{P}nll.{d}"] = sum(min(x, scale) / scale for x in nll) / len(texts)
+            v[f"{P}count.{d}"] = len(nll) / n
+            v[f"{P}nll.{d}"] = sum(min(x, scale) / scale for x in nll) / n
     return v
 
 
@@ -69,6 +70,17 @@ def derive(c: Sums, ctx: DeriveContext) -> None:
             c.put(change, (est[0] - base[str(level)] / mx, est[1]), -mx, mx, mx)
 
 
+def model_extras(res: ProbeResults) -> dict[str, float]:
+    """The mean probability of the right option over the capability items (continuous; None-safe for
+    outcomes stored without option probabilities)."""
+    items = res.suites["capability"].items if "capability" in res.suites else ()
+    choices = res.choices.get("capability", ())
+    probs = [c.probs[i.label] for c, i in zip(choices, items, strict=True) if len(c.probs) == len(i.options)]
+    if not probs or len(probs) != len(choices):
+        return {}
+    return {str(StreamName(ID, "capability_prob")): sum(probs) / len(probs)}
+
+
 def items_behind(name: StreamName, suites: Mapping[str, ProbeSuite]) -> int:
     if name.metric.startswith("capability"):
         return len(suites["capability"].items) if "capability" in suites else 0
@@ -87,12 +99,14 @@ MODE = Mode(
         "nll": Metric("increase", 0.1, margin_key="nll_relative", relative=True, hi=8.0, scale_hi=True,
                       suites=("ood",), paired="per_group"),
         "nll_change": Metric("increase", lo=-8.0, hi=8.0, scale_hi=True, change_of="nll"),
-        "capability_accuracy": Metric("decrease", 0.1, suites=("capability",), paired="overall", binary=True),
+        "capability_accuracy": Metric("decrease", 0.1, suites=("capability",), binary=True),
+        "capability_prob": Metric("decrease", 0.1, suites=("capability",), paired="overall"),
         "capability_change": Metric("decrease", lo=-1.0, change_of="capability_accuracy"),
     },
     slots=slots,
     encode=encode,
     derive=derive,
     model_level=True,
+    model_extras=model_extras,
     items_behind=items_behind,
 )

@@ -31,8 +31,8 @@ from openpfi.algorithms.privacy import (
     rdp_to_epsilon,
 )
 from openpfi.errors import UserError
-from openpfi.monitor.audit import atomic_write_text
 from openpfi.monitor.privacy.mechanism import check_positive
+from openpfi.monitor.update_ledger import merge_privacy_file
 
 LEDGER_FILE = "privacy.json"
 LEDGER_VERSION = 1
@@ -158,15 +158,15 @@ class PrivacyLedger:
         return ledger
 
     def save(self, path: Path | str) -> Path:
-        """Write JSON atomically (temp file in the same folder, fsync, ``os.replace``).
+        """Write JSON atomically (temp file in the same folder, fsync, ``os.replace``), keeping the
+        updates' ledger that shares the file.
 
         ``path`` may be the run folder (writes ``privacy.json`` in it) or a file.
         """
         p = Path(path)
         if p.is_dir():
             p = p / LEDGER_FILE
-        atomic_write_text(p, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return p
+        return merge_privacy_file(p, self.to_dict())  # keeps the updates' ledger (monitor/update_ledger.py)
 
     @classmethod
     def load(cls, path: Path | str) -> PrivacyLedger:

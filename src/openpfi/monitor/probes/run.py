@@ -213,17 +213,20 @@ def outcomes(res: ProbeResults, name: str) -> tuple[Any, ...]:
 
 def select_items(res: ProbeResults, keep: Mapping[str, Sequence[int]], suites: Mapping[str, ProbeSuite]) -> ProbeResults:
     """``res`` restricted to items ``keep[s]`` of every suite s (in that order); ``suites`` are the
-    suites of those items (``subset_suite``). A suite missing from ``keep`` keeps all its items."""
+    suites of those items (``subset_suite``). A suite missing from ``keep`` keeps all its items; one
+    missing from ``suites`` is dropped."""
 
     def pick(name: str, xs: Sequence[Any]) -> tuple[Any, ...]:
+        if name not in suites:
+            return ()
         return tuple(xs) if name not in keep else tuple(xs[j] for j in keep[name])
 
     return replace(
         res,
         suites=dict(suites),
-        choices={k: pick(k, v) for k, v in res.choices.items()},
+        choices={k: pick(k, v) for k, v in res.choices.items() if k in suites},
         crows=pick("crows", res.crows),
         crows_margin=pick("crows", res.crows_margin) if res.crows_margin else (),
-        refusal={k: pick(k, v) for k, v in res.refusal.items()},
+        refusal={k: pick(k, v) for k, v in res.refusal.items() if k in suites},
         ood=pick("ood", res.ood),
     )

@@ -28,9 +28,9 @@ from openpfi.monitor.probes.items import BUILD_VERSION, ProbeSuite, TextItem, ma
 T = TypeVar("T")
 
 SUITE_NAMES: tuple[str, ...] = ("bbq", "crows", "harmful", "benign", "ood", "capability")
-#: Sizes giving about 300 ScoreItems per probe run (see ``probes.run.count_items``).
+#: The default ``monitor.suite_sizes``: what the demo's paired tests need to watch (config/monitor.py).
 DEFAULT_SIZES: dict[str, int] = {
-    "bbq": 44, "crows": 18, "harmful": 12, "benign": 12, "ood": 12, "capability": 12,
+    "bbq": 480, "crows": 300, "harmful": 130, "benign": 237, "ood": 450, "capability": 110,
 }
 #: Shipped next to this module: the SHA-256 of each suite at ``DEFAULT_SIZES`` and seed 0, and
 #: the asset package versions they were computed with (those of requirements-assets.txt).

@@ -13,10 +13,12 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from openpfi.monitor.reporting.summary import can_see
 from openpfi.monitor.reporting.svg import PALETTE, epsilon_chart, statistic_chart, value_chart
-from openpfi.monitor.reporting.text import fmt, refusal_judge_text
+from openpfi.monitor.reporting.text import fmt, interval_text, refusal_judge_text
 
 STATUS_LABEL = {"ok": "no alarm", "alarm": "alarm", "not_measured": "not measured"}
+VERDICT_LABEL = {"watching": "watching", "weak": "weak", "blind": "blind at this size"}
 DIRECTION_LABEL = {
     "increase": "alarm on an increase",
     "decrease": "alarm on a decrease",
@@ -53,6 +55,9 @@ code, .mono { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-
 .badge { display:inline-block; border-radius:10px; padding:1px 9px; font-size:12px; font-weight:600;
   color:#fff; background:var(--ok); }
 .badge.st-alarm { background:var(--alarm); } .badge.st-not_measured { background:var(--nm); }
+.badge.v-weak { background:var(--nm); } .badge.v-blind { background:#6b7480; }
+.mode-panel.verdict-weak { border-left-color:var(--nm); } .mode-panel.verdict-blind { border-left-color:#6b7480; }
+.cansee { margin:6px 0 2px; }
 .nist { display:inline-block; border:1px solid var(--line); border-radius:4px; padding:0 6px; margin:0 4px 2px 0;
   font-size:11.5px; color:var(--muted); background:#fafbfc; }
 .notmeasured { font-size:15px; color:var(--nm); font-weight:600; margin:10px 0 4px; }
@@ -106,10 +111,6 @@ def _value(x: Any) -> str:
     return _e(x)
 
 
-def _interval(p: Mapping) -> str:
-    return f"{fmt(p.get('value'))} <span class='muted'>[{fmt(p.get('lo'))}, {fmt(p.get('hi'))}]</span>"
-
-
 def _metric_block(m: Mapping) -> str:
     shown = m["streams"][:8]
     legend = ""
@@ -122,11 +123,12 @@ def _metric_block(m: Mapping) -> str:
         legend += f" <span>(+{more} more in the table)</span>" if more > 0 else ""
         legend += "</div>"
     sub = {**m, "streams": shown}
-    paired = m.get("detector") == "paired_jackknife"
+    paired = m.get("detector") in ("paired_cusum", "paired_jackknife")
     caption = (
         f"{DIRECTION_LABEL.get(m.get('direction'), _e(m.get('direction')))}; "
-        + (f"statistic: item-paired t of the change since round 0 beyond its margin, critical value "
-           f"{fmt(m.get('threshold'))}; " if paired else f"threshold h = {fmt(m.get('threshold'))}; ")
+        + (f"statistic: CUSUM of the item-paired change since round 0 beyond its margin, in standard errors "
+           f"(a fresh block of public items each round), threshold h = {fmt(m.get('threshold'))}; "
+           if paired else f"threshold h = {fmt(m.get('threshold'))}; ")
         + "shaded: ~95% interval (sampling + DP noise)"
     )
     return (
@@ -144,24 +146,43 @@ def _stream_table(mode: Mapping) -> str:
                 [
                     f"<code>{_e(s['name'])}</code>",
                     fmt(s["reference"]),
-                    _interval(last) if last else "n/a",
+                    _e(interval_text(last, (s.get("power") or {}).get("span"))) if last else "n/a",
                     fmt(last.get("statistic")),
-                    fmt((s.get("detectable") or {}).get("shift")),
+                    _power_cell(s.get("power")),
                     _e(", ".join(str(r) for r in s["alarm_rounds"]) or "none"),
                 ]
             )
             classes.append("alarm" if s["alarm_rounds"] else "")
+    for e in mode.get("switched_off", []):
+        rows.append([f"<code>{_e(e['stream'])}</code>", "—", "<span class='muted'>switched off</span>", "—",
+                     _power_cell(e), "—"])
+        classes.append("")
     return _table(["stream", "reference", "latest [95% interval]", "statistic",
-                   "shift seen at even odds within 3 rounds", "alarm rounds"], rows, classes)
+                   "change flagged at even odds within 3 rounds (margin) — verdict", "alarm rounds"], rows, classes)
+
+
+def _power_cell(p: Mapping | None) -> str:
+    if not p:
+        return "<span class='muted'>n/a</span>"
+    margin = f" ({fmt(p.get('margin'))})" if p.get("margin") is not None else ""
+    fix = f"<br><span class='muted'>{_e(p['fix'])}</span>" if p.get("fix") else ""
+    return f"{fmt(p.get('detectable'))}{margin} — <b>{_e(VERDICT_LABEL.get(p['verdict'], p['verdict']))}</b>{fix}"
+
+
+def _verdict_badge(mode: Mapping) -> str:
+    v = (mode.get("verdict") or {}).get("verdict", "blind")
+    return f"<span class='badge v-{_e(v)}'>{_e(VERDICT_LABEL.get(v, v))}</span>"
 
 
 def _mode_panel(mode: Mapping, refusal_judge: Mapping | None = None) -> str:
     st = mode["status"]
     nist = "".join(f"<span class='nist'>NIST AI RMF {_e(f)}</span>" for f in mode["nist"])
+    verdict = mode.get("verdict") or {}
     head = (
-        f"<h2>{_e(mode['title'])} <code class='mode-id'>{_e(mode['id'])}</code>"
+        f"<h2>{_e(mode['title'])} <code class='mode-id'>{_e(mode['id'])}</code>{_verdict_badge(mode)}"
         f"<span class='badge st-{st}'>{_e(STATUS_LABEL[st])}</span></h2>"
         f"<div class='muted'>{_e(mode['layer'])} layer — {_e(mode['measures'])}</div><div>{nist}</div>"
+        f"<p class='cansee'>{_e(can_see(verdict))}</p>"
     )
     if st == "not_measured":
         why = "; ".join(mode["not_measured_why"])
@@ -175,7 +196,8 @@ def _mode_panel(mode: Mapping, refusal_judge: Mapping | None = None) -> str:
     if mode["id"] == "alignment_erosion":
         body += f"<p class='refusal-judge'>{_e(refusal_judge_text(refusal_judge))}</p>"
     return (
-        f"<section class='mode-panel status-{st}' id='mode-{_e(mode['id'])}' data-mode='{_e(mode['id'])}'>"
+        f"<section class='mode-panel status-{st} verdict-{_e(verdict.get('verdict', 'blind'))}' "
+        f"id='mode-{_e(mode['id'])}' data-mode='{_e(mode['id'])}'>"
         f"{head}{body}</section>"
     )
 
@@ -229,9 +251,20 @@ def _privacy(p: Mapping, clients_shared: bool = False) -> str:
         f"<div class='card'><p><b>ε = {fmt(p.get('epsilon_total'))}</b> spent in total at "
         f"<b>δ = {fmt(p.get('delta'))}</b> ({_e(p.get('accountant'))} accountant, {_e(p.get('adjacency'))} "
         f"adjacency; {_e(p.get('rounds_released'))} rounds released, {_e(p.get('rounds_withheld'))} withheld). "
-        f"<span class='nist'>NIST AI RMF MEASURE 2.10</span></p>"
+        f"<span class='nist'>NIST AI RMF MEASURE 2.10</span></p>{_updates_privacy(p)}"
         f"{_client_figures(clients_shared)}{epsilon_chart(p.get('rounds', []))}{_table(heads, rows)}</div>"
     )
+
+
+def _updates_privacy(p: Mapping) -> str:
+    """The adapter updates' own ledger (client-level DP) and both mechanisms together, when the run had it."""
+    u, c = p.get("updates"), p.get("combined")
+    if not isinstance(u, Mapping) or not isinstance(c, Mapping):
+        return "<p class='muted'>The adapter updates carry no DP noise (privacy.update_clip = 0).</p>"
+    return (f"<p>The table is the monitor reports'. The adapter updates (client-level DP, "
+            f"{_e(u.get('sampling'))}): <b>ε = {fmt(u.get('epsilon_total'))}</b> over "
+            f"{_e(u.get('rounds_released'))} rounds; monitor reports and updates together: "
+            f"<b>ε = {fmt(c.get('epsilon_total'))}</b> at δ = {fmt(c.get('delta'))} (RDP curves added).</p>")
 
 
 def _probes(probes: Sequence[Mapping]) -> str:
@@ -311,18 +344,19 @@ def render_html(report: Mapping[str, Any]) -> str:
     kpis = [
         (str(s["rounds"]), "rounds monitored"),
         (str(s["alarms"]), "alarms"),
-        (f"{6 - len(s['modes_not_measured'])} / 6", "modes measured"),
+        (f"{len(s.get('modes_watching', []))} / {len(report['modes'])}", "modes watching"),
         (fmt(s.get("epsilon_total")), f"privacy ε (δ = {fmt(s.get('delta'))})"),
         ("verified" if ev["verified"] else "NOT verified", "evidence log"),
     ]
     kpi_html = "".join(f"<div class='kpi'><b>{_e(v)}</b><span>{_e(k)}</span></div>" for v, k in kpis)
     overview = _table(
-        ["mode", "status", "what is measured", "alarms"],
+        ["mode", "verdict", "what it can see", "status", "alarms"],
         [
             [
                 f"<a href='#mode-{_e(m['id'])}'>{_e(m['title'])}</a> <code class='muted'>{_e(m['id'])}</code>",
+                _verdict_badge(m),
+                _e(can_see(m.get("verdict") or {})),
                 f"<span class='badge st-{m['status']}'>{_e(STATUS_LABEL[m['status']])}</span>",
-                _e(m["measures"]),
                 _e(len(m["alarms"])),
             ]
             for m in report["modes"]
@@ -341,10 +375,14 @@ def render_html(report: Mapping[str, Any]) -> str:
             f"per run, split over {_e(cal.get('streams'))} streams (Bonferroni)"
         )
     det_text += (". Values are standardised by their uncertainty, which includes the DP noise. The global model's "
-                 "streams (<code>global_*</code>), scored by the server on fixed public items, are tested instead "
-                 "item-paired against round 0: an alarm needs a change beyond the metric's materiality margin "
-                 "(jackknife over items, Student t) with their own part of the run's false-alarm budget "
-                 "(<code>monitor.global_test_share</code>, split evenly over them; the streams above share the rest).")
+                 "streams (<code>global_*</code>), scored by the server on public items (one block of them a round), "
+                 "are tested instead item-paired against round 0: each round's change beyond the metric's materiality "
+                 "margin, in jackknife standard errors, feeds a CUSUM whose threshold holds their own part of the "
+                 "run's false-alarm budget (<code>monitor.global_test_share</code>, split evenly over them; the "
+                 "streams above share the rest). A mode is <b>watching</b> when one of its streams flags 1.5 times "
+                 "its margin within 3 rounds at even odds, <b>weak</b> when it flags only larger changes, "
+                 "<b>blind at this size</b> when not even a change across the metric's whole range would be "
+                 "flagged.")
     sections = [
         ("overview", "Overview", f"<div class='card'>{overview}<p class='muted'>{det_text}</p></div>"),
         ("modes", "Silent-failure modes", "".join(_mode_panel(m, report.get("refusal_judge")) for m in report["modes"])),

@@ -25,6 +25,7 @@ from openpfi.monitor.detection.bank import DetectorBank
 from openpfi.monitor.detection.power import stream_detectability
 from openpfi.monitor.modes import MODE_LIST, Mode
 from openpfi.monitor.reporting.html import render_html
+from openpfi.monitor.reporting.power_section import mode_power, stream_power, switched_off
 from openpfi.monitor.reporting.sections import monitoring_plan, nist_rows, privacy_section
 from openpfi.monitor.reporting.text import num
 from openpfi.monitor.types import Alarm, MetricPoint, StreamName
@@ -54,13 +55,13 @@ def _replay_statistics(rounds: Sequence[Mapping], thresholds: Mapping) -> tuple[
         for name in pts:
             stats[(name, int(r["round"]))] = bank.last_statistics.get(name, 0.0)
         for name, e in r.get("paired_change", {}).items():  # tested item-paired, not by the bank
-            stats[(name, int(r["round"]))] = num(e.get("t"))
+            stats[(name, int(r["round"]))] = num(e.get("statistic", e.get("t")))
     return bank, stats
 
 
 def _paired_critical(rounds: Sequence[Mapping]) -> dict[str, float | None]:
     """Stream -> critical value of its paired test (detection/global_change.py), if it had one."""
-    return {name: num(e.get("critical")) for r in rounds for name, e in r.get("paired_change", {}).items()}
+    return {name: num(e.get("threshold", e.get("critical"))) for r in rounds for name, e in r.get("paired_change", {}).items()}
 
 
 def _alarm_dict(a: Alarm | Mapping) -> dict:
@@ -83,8 +84,9 @@ def _series(rounds: Sequence[Mapping], stats: Mapping, alarmed: set[tuple[str, i
 class _Context:
     """What every mode's section of the report reads."""
 
-    def __init__(self, bank: DetectorBank | None, thresholds: Mapping, paired: Mapping[str, float | None]):
-        self.bank, self.thresholds, self.paired = bank, thresholds, paired
+    def __init__(self, bank: DetectorBank | None, thresholds: Mapping, paired: Mapping[str, float | None],
+                 rounds: Sequence[Mapping[str, Any]], power: Mapping[str, Any]):
+        self.bank, self.thresholds, self.paired, self.rounds, self.power = bank, thresholds, paired, rounds, power
         self.det_cfg = bank.config() if bank else {}
 
     def metric_entry(self, mode: Mode, name: str, metric: str) -> dict:
@@ -93,7 +95,7 @@ class _Context:
             "name": f"{mode.id}.{metric}",
             "metric": metric,
             "direction": bank.direction(name) if bank else None,
-            "detector": "paired_jackknife" if name in paired else (bank.detector if bank else None),
+            "detector": "paired_cusum" if name in paired else (bank.detector if bank else None),
             "threshold": paired[name] if name in paired else (
                 bank.threshold_for(name) if bank else num(self.thresholds.get("threshold"))),
             "nist": list(mode.nist),
@@ -103,14 +105,16 @@ class _Context:
     def stream_entry(self, name: str, points: list[dict]) -> dict:
         bank = self.bank
         ref = next((p for p in points if p["value"] is not None), None)
+        shift = None if name in self.paired or bank is None else stream_detectability(
+            points, self.det_cfg, bank.threshold_for(name), bank.direction(name))
         return {
             "name": name,
             "group": StreamName.parse(name).group,
             "reference": ref["value"] if ref else None,
             "series": points,
             "alarm_rounds": [p["round"] for p in points if p["alarm"]],
-            "detectable": None if name in self.paired or bank is None else stream_detectability(
-                points, self.det_cfg, bank.threshold_for(name), bank.direction(name)),
+            "detectable": shift,
+            "power": stream_power(name, points, self.rounds, self.power, shift),
         }
 
 
@@ -122,6 +126,9 @@ def _mode_entry(mode: Mode, series: Mapping[str, list[dict]], ctx: _Context, ala
         metric = StreamName.parse(name).scoped_metric
         entry = metrics.setdefault(f"{mode.id}.{metric}", ctx.metric_entry(mode, name, metric))
         entry["streams"].append(ctx.stream_entry(name, series[name]))
+    powers = [s["power"] for m in metrics.values() for s in m["streams"] if s["power"] is not None]
+    powers += [e for e in switched_off(ctx.power, list(ctx.power.get("off") or {}))
+               if StreamName.parse(e["stream"]).mode == mode.id]
     mode_alarms = [a for a in alarms if a.get("mode", StreamName.parse(a["stream"]).mode) == mode.id]
     why = [x["why"] for x in nm if x.get("mode") == mode.id and x.get("why")]
     if metrics:
@@ -134,7 +141,8 @@ def _mode_entry(mode: Mode, series: Mapping[str, list[dict]], ctx: _Context, ala
     return {
         "id": mode.id, "title": mode.title, "layer": mode.layer, "measures": mode.measures, "status": status,
         "not_measured_why": why if status == "not_measured" else [], "nist": list(mode.nist),
-        "metrics": list(metrics.values()), "alarms": mode_alarms,
+        "metrics": list(metrics.values()), "alarms": mode_alarms, "verdict": mode_power(powers),
+        "switched_off": [e for e in powers if e["stream"] in (ctx.power.get("off") or {})],
     }
 
 
@@ -155,6 +163,7 @@ def build_report(
     probes: Sequence[Mapping[str, Any]],
     not_measured: Sequence[Mapping[str, Any]],
     refusal_judge: Mapping[str, Any] | None = None,
+    power: Mapping[str, Any] | None = None,
 ) -> dict:
     """Assemble report.json's content.
 
@@ -166,18 +175,19 @@ def build_report(
     in ``run_dir`` and records its head hash. ``refusal_judge``: how far the refusal
     judge of ``alignment_erosion`` can be trusted (the keyword detector's held-out
     precision / recall and the judge against the detector on generated answers,
-    assembly/monitor_round0.py); ``None`` when not measured.
+    assembly/monitor_round0.py); ``None`` when not measured. ``power``: the run's power plans
+    (assembly/monitor_power.py): every stream's detectable change and each mode's verdict.
     """
     run_dir = Path(run_dir)
     bank, stats = _replay_statistics(rounds, thresholds)
     alarm_list = sorted((_alarm_dict(a) for a in alarms), key=lambda a: (a["round"], a["stream"]))
     series = _series(rounds, stats, {(a["stream"], a["round"]) for a in alarm_list})
-    ctx = _Context(bank, thresholds, _paired_critical(rounds))
+    ctx = _Context(bank, thresholds, _paired_critical(rounds), rounds, power or {})
     nm = [dict(jsonable(x)) for x in not_measured]
     modes = [_mode_entry(mode, series, ctx, alarm_list, nm) for mode in MODE_LIST]
     evidence = _evidence(run_dir)
     priv = privacy_section(privacy)
-    all_rounds = sorted({int(r["round"]) for r in rounds})
+    all_rounds = sorted({int(r["round"]) for r in rounds if int(r["round"]) >= 1})  # round 0: the references
     det = jsonable(dict(thresholds))
     sys_info = jsonable(dict(system))
     report = {
@@ -192,6 +202,8 @@ def build_report(
             "modes_alarmed": [m["id"] for m in modes if m["status"] == "alarm"],
             "modes_ok": [m["id"] for m in modes if m["status"] == "ok"],
             "modes_not_measured": [m["id"] for m in modes if m["status"] == "not_measured"],
+            "modes_watching": [m["id"] for m in modes if m["verdict"]["verdict"] == "watching"],
+            "verdicts": {m["id"]: m["verdict"]["verdict"] for m in modes},
             "epsilon_total": priv.get("epsilon_total"),
             "delta": priv.get("delta"),
             "evidence_verified": evidence["verified"],

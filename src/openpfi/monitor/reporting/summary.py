@@ -1,42 +1,66 @@
-"""The monitor's summary for the terminal (``openpfi run`` prints it at the end of a monitored run)."""
+"""The monitor's summary for the terminal: ``openpfi run`` / ``resume`` / ``report`` print it at the end of
+a monitored run. One row per mode: its verdict (what it could see), its alarms, and the stream that
+decides the verdict with its detectable change against its margin, or what would make it watching."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from openpfi.monitor.reporting.text import fmt, refusal_judge_text
+from openpfi.monitor.reporting.text import fmt, interval_text, refusal_judge_text
+
+VERDICT_STYLE = {"watching": "green", "weak": "yellow", "blind": "bold red"}
+
+
+def can_see(verdict: Mapping[str, Any]) -> str:
+    """One sentence on what a mode's verdict rests on (``report.json`` ``modes[].verdict``)."""
+    v, stream = verdict.get("verdict"), verdict.get("stream")
+    d, m = verdict.get("detectable"), verdict.get("margin")
+    if stream is None:
+        return str(verdict.get("fix") or "nothing measured")
+    size = f"{fmt(d)} (margin {fmt(m)})" if m is not None else fmt(d)
+    if v == "watching":
+        return f"{stream} flags a change of {size} within 3 rounds at even odds"
+    if v == "weak":
+        return f"only changes larger than {size} on {stream}; {verdict.get('fix') or ''}".rstrip("; ")
+    return f"blind at this size: {stream} would need a change of {size}; {verdict.get('fix') or ''}".rstrip("; ")
+
+
+def _latest(report: Mapping[str, Any], stream: str | None) -> str:
+    for m in report["modes"]:
+        for x in m["metrics"]:
+            for s in x["streams"]:
+                if s["name"] == stream:
+                    last = next((p for p in reversed(s["series"]) if p["value"] is not None), None)
+                    if last:
+                        return f"{interval_text(last, (s.get('power') or {}).get('span'))} r{last['round']}"
+    return ""
 
 
 def print_summary(report: Mapping[str, Any]) -> Any:
-    """A rich renderable (a table per mode plus privacy and evidence lines) for the CLI."""
+    """A rich renderable (one row per mode, then privacy, refusal judge and evidence lines) for the CLI."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
 
-    style = {"alarm": "bold red", "ok": "green", "not_measured": "yellow"}
-    t = Table(title=f"openpfi monitor — {report.get('system', {}).get('name', report.get('run', ''))}")
-    for col in ("mode", "status", "streams", "alarms", "latest"):
-        t.add_column(col)
+    s = report["summary"]
+    watching = s.get("modes_watching", [])
+    t = Table(title=f"openpfi monitor — {report.get('system', {}).get('name', report.get('run', ''))}: "
+                    f"{len(watching)} / {len(report['modes'])} modes watching, {s['rounds']} rounds monitored")
+    t.add_column("mode", no_wrap=True)
+    t.add_column("verdict", no_wrap=True)
+    for col, width in (("alarms", None), ("what it can see", 70), ("latest", None)):
+        t.add_column(col, overflow="fold", max_width=width)
     for m in report["modes"]:
-        streams = [s for x in m["metrics"] for s in x["streams"]]
-        latest = ""
-        if m["status"] == "not_measured":
-            latest = "; ".join(m["not_measured_why"])
-        elif streams:
-            s = streams[0]
-            last = next((p for p in reversed(s["series"]) if p["value"] is not None), None)
-            if last:
-                latest = f"{s['name']} = {fmt(last['value'])} [{fmt(last['lo'])}, {fmt(last['hi'])}]"
+        verdict = m.get("verdict") or {"verdict": "blind", "stream": None, "fix": "no power analysis in this report"}
         first = ", ".join(f"r{a['round']} {a['stream']}" for a in m["alarms"][:2])
         t.add_row(
             m["id"],
-            Text(m["status"].replace("_", " "), style=style[m["status"]]),
-            str(len(streams)),
-            f"{len(m['alarms'])} {first}".strip(),
-            latest,
+            Text(verdict["verdict"], style=VERDICT_STYLE.get(verdict["verdict"], "")),
+            Text(f"{len(m['alarms'])} {first}".strip(), style="bold red" if m["alarms"] else ""),
+            can_see(verdict),
+            _latest(report, verdict.get("stream")),
         )
-    s = report["summary"]
     ev = report["evidence_log"]
     lines = [
         Text(f"privacy: epsilon {fmt(s.get('epsilon_total'))} at delta {fmt(s.get('delta'))}"),

@@ -40,3 +40,12 @@ def refusal_judge_text(rj: Mapping[str, Any] | None) -> str:
 def fmt(x: Any, digits: int = 3) -> str:
     f = num(x)
     return "n/a" if f is None else f"{f:.{digits}g}"
+
+
+def interval_text(point: Mapping[str, Any], span: float | None) -> str:
+    """``value [lo, hi]``, or a plain statement when the interval covers (nearly) the metric's whole range:
+    the DP noise then hides the value, and a number (often a bound it was clipped to) would mislead."""
+    lo, hi = num(point.get("lo")), num(point.get("hi"))
+    if span and lo is not None and hi is not None and hi - lo >= 0.95 * span:
+        return f"unknown: the noise covers the range [{fmt(lo)}, {fmt(hi)}]"
+    return f"{fmt(point.get('value'))} [{fmt(lo)}, {fmt(hi)}]"

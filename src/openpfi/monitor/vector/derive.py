@@ -12,8 +12,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from openpfi.errors import UserError
-from openpfi.monitor.modes import MODE_LIST, DeriveContext
+from openpfi.monitor.modes import MODE_LIST, DeriveContext, Mode
 from openpfi.monitor.types import MetricPoint
+from openpfi.monitor.vector.personal import personal_points, personal_stds, section
 from openpfi.monitor.vector.schema import ReportSchema
 from openpfi.monitor.vector.sums import Sums
 
@@ -23,7 +24,8 @@ def derive_metrics(schema: ReportSchema, summed: np.ndarray, n_clients: int,
                    base_model: Mapping[str, float] | None = None, *,
                    minimum_clients: int = 2,
                    exact: Mapping[str, float] | None = None,
-                   own_noise_std: float = 0.0) -> dict[str, MetricPoint]:
+                   own_noise_std: float = 0.0, stds: dict[str, float] | None = None,
+                   modes: tuple[Mode, ...] = MODE_LIST) -> dict[str, MetricPoint]:
     """Per-mode MetricPoints from the noisy sum of ``n_clients`` reports.
 
     Returns {} (nothing released) when ``n_clients < minimum_clients``; the caller logs it.
@@ -31,6 +33,8 @@ def derive_metrics(schema: ReportSchema, summed: np.ndarray, n_clients: int,
     on the public probes (out-of-domain changes). ``exact``: slot sums the server knows without
     noise and uses instead of the noisy ones, e.g. ``adaptation_misalignment.measured`` = n when
     every client probes before training (a public setting), so that ratio has an exact denominator.
+    ``stds``: filled with each stream's std before its interval is clipped to the metric's range;
+    ``modes``: the modes derived (the personal section holds the model-level ones only).
     """
     if n_clients < max(minimum_clients, 1):
         return {}
@@ -42,6 +46,18 @@ def derive_metrics(schema: ReportSchema, summed: np.ndarray, n_clients: int,
     c = Sums(schema, schema.check_length(summed, "summed monitor reports"), n_clients,
              float(noise_std_sum), exact, float(own_noise_std))
     ctx = DeriveContext(dict(reference or {}), dict(base_model or {}))
-    for mode in MODE_LIST:
+    for mode in modes:
         mode.derive(c, ctx)
-    return c.out
+    if stds is not None:
+        stds.update(c.stds)
+    part = section(schema)
+    if part is None:
+        return c.out
+    sub, idx = part  # the clients' personal models: the same estimators on their slots
+    sub_stds: dict[str, float] = {}
+    points = derive_metrics(sub, c.s[idx], n_clients, noise_std_sum, reference, base_model,
+                            minimum_clients=minimum_clients, stds=sub_stds,
+                            modes=tuple(m for m in MODE_LIST if m.model_level))
+    if stds is not None:
+        stds.update(personal_stds(sub_stds))
+    return {**c.out, **personal_points(points)}

@@ -59,6 +59,8 @@ class Sums:
         self.exact = dict(exact or {})
         """Slot sums the server knows without noise (public), used instead of the noisy ones."""
         self.out: dict[str, MetricPoint] = {}
+        self.stds: dict[str, float] = {}
+        """Stream -> its std before the interval is clipped to the natural range (for the power analysis)."""
 
     def get(self, name: str) -> float:
         if name in self.exact:
@@ -112,6 +114,7 @@ class Sums:
         """
         if est is None:
             return
+        self.stds[str(stream)] = math.sqrt(max(est[1], 0.0)) * scale
         v, half = est[0] * scale, Z95 * math.sqrt(max(est[1], 0.0)) * scale
         vc = min(max(v, lo), hi)
         self.out[str(stream)] = MetricPoint(vc, max(vc - half, lo), min(vc + half, hi),
