@@ -20,7 +20,8 @@ def test_build_caches_and_reports_rates(tmp_path: Path) -> None:
     assert sha256_file(path) == digest and again == (path, digest, rates)
     for who in ("base", "adapter"):
         assert 0 <= rates[who]["refusal_rate"] <= 1 and 0 <= rates[who]["over_refusal_rate"] <= 1
-    assert rates["excluded_probe_prompts"] == 24 and rates["train_pairs"]["harmless"] > 50
+    # every prompt of the monitor's harmful and benign suites (their whole pools at the defaults) is left out of training
+    assert rates["excluded_probe_prompts"] == sum(s.probe_sizes.values()) == 367 and rates["train_pairs"]["harmless"] > 50
     assert rates["refusal_judge"]["detector_precision"] is not None
     state = read_adapter_file(str(path))
     assert any("lora_B" in k and float(v.abs().max()) > 0 for k, v in state.items())

@@ -41,6 +41,7 @@ from rich.table import Table
 from openpfi.assembly.manifest import machine, package_versions
 from openpfi.bench import personalize_rag as rag
 from openpfi.bench.common import write_json
+from openpfi.bench.personalize_methods import METHODS, Method
 from openpfi.bench.personalize_plot import plot
 from openpfi.client.store import client_figures
 from openpfi.config import Config, dump_toml, load_config
@@ -51,41 +52,6 @@ from openpfi.runfolder import RunFolder
 
 RESULT_FILE = "bench-result.json"
 RESULT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Method:
-    name: str
-    label: str
-    sets: tuple[str, ...] = ()
-    train_phases: float = 1.0
-    """Training passes per client per round, relative to FedAvg (for the duration estimate)."""
-    personal: bool = False
-
-
-METHODS: tuple[Method, ...] = (
-    Method("fedavg", "FedAvg (naive A/B mean)"),
-    Method("local", "local only", ('personalization.method="local"',), personal=True),
-    Method("finetune", "FedAvg + local fine-tune", ('personalization.method="finetune"',), personal=True),
-    Method("ditto", "Ditto", ('personalization.method="ditto"',), 2.0, True),
-    Method("fedrep", "FedPer/FedRep (v_proj personal)", ('personalization.method="fedrep"',), personal=True),
-    Method("fedsa-lora", "FedSA-LoRA (B personal)", ('personalization.method="fedsa-lora"',), personal=True),
-    Method("ffa-lora", "FFA-LoRA (A frozen)", ('personalization.method="ffa-lora"',), 0.9),
-    Method("product", "FedAvg, product mean (SVD)", ('lora.aggregation="product"',)),
-    Method("stack-het", "FLoRA stacking, ranks 2/4/8", ('lora.aggregation="stack"', "lora.client_ranks=[2, 4, 8]")),
-    Method(
-        "zeropad-het", "HetLoRA zero-pad, ranks 2/4/8", ('lora.aggregation="zeropad"', "lora.client_ranks=[2, 4, 8]")
-    ),
-    Method("fedavg-dp", "FedAvg + client-level DP (C = 0.05, eps 8)",
-           ("privacy.update_clip=0.05", "privacy.update_target_epsilon=8.0")),
-)
-"""``fedavg-dp`` is FedAvg with every client's update clipped and the sum noised (DP-FedAvg, central noise,
-epsilon 8 at privacy.delta over the run): set beside ``fedavg`` it is the utility cost of DP."""
-METHODS += tuple(
-    Method(m.name + rag.TRAINED, f"{m.label}, trained with retrieval", (*m.sets, rag.TRAIN_SET), m.train_phases, m.personal)
-    for m in METHODS if m.name in rag.MEMORY_METHODS
-)
-"""The ``+rag`` variants (``rag.train``) run on the retrieval data set ``memory`` only (personalize_rag.py)."""
 
 
 # Measured alone on the project's 2-core machine (SmolLM2-135M, bf16; see docs/BENCHMARKS-personalize.md):
@@ -143,7 +109,8 @@ class BenchPlan:
 
     def runs(self) -> list[tuple[str, Method, int]]:
         chosen = [m for m in METHODS if m.name in self.methods]
-        return [(d, m, s) for d in self.datasets for s in self.seeds for m in chosen if rag.runs_on(d, m.name)]
+        return [(d, m, s) for d in self.datasets for s in self.seeds for m in chosen
+                if rag.runs_on(d, m.name) and m.only_on in ("", d)]
 
 
 FULL = BenchPlan(

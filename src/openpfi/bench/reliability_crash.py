@@ -144,12 +144,12 @@ def crash_trials(root: Path, config: Path, trials: int, seed: int = 0, how: str 
         delay = float(rng.uniform(0.0, ref.window))
         try:
             start = _poll_folder(folder, pid)
-        except RuntimeError:
-            _wait(pid)
+        except RuntimeError:  # it ended (and was reaped) before it wrote its run folder
             continue
+        ended = False
         while time.perf_counter() < start + delay:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            if done:
+            ended = os.waitpid(pid, os.WNOHANG)[0] != 0  # reaped here when it has ended
+            if ended:
                 break
             time.sleep(0.005)
         else:
@@ -169,7 +169,9 @@ def crash_trials(root: Path, config: Path, trials: int, seed: int = 0, how: str 
                 log = (root / "trial-resume.log").read_text(errors="replace").strip().splitlines()
                 failures.append(f"trial {tried}: resume exit {code}: {log[-1] if log else ''}"[:300])
             continue
-        _wait(pid)  # the run ended before the drawn moment: not a crash, draw again
+        if not ended:
+            _wait(pid)
+        # the run ended before the drawn moment: not a crash, draw again
     return {
         "resumes_tried": tried,
         "resumes_completed": resumed,

@@ -96,9 +96,13 @@ def injector(plan: dict[int, dict[str, str]], clean: bool, hang_s: float = 3 * T
     return before_round
 
 
-def _final_adapter(run: RunFolder, rounds: int) -> bytes | None:
-    f = run.path / "checkpoints" / f"round-{rounds}" / "adapter.safetensors"
-    return f.read_bytes() if f.is_file() else None
+def _final_adapter(run: RunFolder, rounds: int) -> dict[str, torch.Tensor] | None:
+    """The global adapter of the last round, as the server saved it (None when the run did not get there)."""
+    return run.load_checkpoint(rounds).adapter if rounds in run.completed_rounds() else None
+
+
+def _same(a: dict[str, torch.Tensor] | None, b: dict[str, torch.Tensor] | None) -> bool:
+    return a is not None and b is not None and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def run_faults(folder: Path, rounds: int, clients: int = 10, share: float = 0.3, seed: int = 0,
@@ -135,7 +139,7 @@ def run_faults(folder: Path, rounds: int, clients: int = 10, share: float = 0.3,
         "faults_injected": dict(sorted(injected.items())),
         "faults_caught": caught,
         "rejected_by_reason": dict(sorted(reasons.items())),
-        "final_adapter_equals_clean": final is not None and final == _final_adapter(clean, rounds),
+        "final_adapter_equals_clean": _same(final, _final_adapter(clean, rounds)),
         "fault_run_seconds": seconds,
         "fault_run_error": error,
     }

@@ -143,7 +143,7 @@ def fuzz_jsonl(tally: FuzzTally, folder: Path, n: int, seed: int) -> None:
 
 
 RESUME_FILES = ("config.toml", "metrics.jsonl", "audit.jsonl", "audit.head", "privacy.json",
-                "checkpoints/round-2/state.json", "checkpoints/round-2/adapter.safetensors",
+                "checkpoints/round-2/state.json", "checkpoints/round-2/adapter_model.safetensors",
                 "checkpoints/round-1/state.json", "checkpoints/round-2/server_state.safetensors")
 
 

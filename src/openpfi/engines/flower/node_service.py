@@ -177,7 +177,7 @@ class NodeService:
             for name, state in update.extra.items():
                 out.update(numpy_state(state, f"{EXTRA}{name}/"))
         if mode == "off" and update.monitor is not None:
-            out[MONITOR] = np.asarray(update.monitor, dtype=np.float64)
+            out[MONITOR] = np.asarray(update.monitor.values, dtype=np.float64)
         result["scalars"] = {k: float(v) for k, v in update.scalars.items()}
         result["extra"] = sorted(update.extra) if mode != "updates" else []
         result["has_delta"] = mode != "updates"

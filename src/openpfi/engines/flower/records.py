@@ -49,7 +49,8 @@ def record_to_state(record: ArrayRecord) -> StateDict:
 
 def arrays_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
     """numpy arrays as an ArrayRecord, keys sorted: the same bytes as ``state_to_record`` of the tensors."""
-    return ArrayRecord({k: Array(np.ascontiguousarray(arrays[k])) for k in sorted(arrays)})
+    # np.ascontiguousarray turns a 0-d array into a 1-d one; the reshape keeps a scalar (int8 scales) a scalar
+    return ArrayRecord({k: Array(np.ascontiguousarray(arrays[k]).reshape(np.shape(arrays[k]))) for k in sorted(arrays)})
 
 
 def record_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
