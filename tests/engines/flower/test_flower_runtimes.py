@@ -98,7 +98,7 @@ def test_deployment_runtime_runs_an_authenticated_tls_secagg_round_on_two_supern
         intruder = fed.start_supernode("partition-id=0 num-partitions=2", name="wrong-ca", root_certificates=wrong_ca)
         (work / "run.toml").write_text(run_config_toml(cfg, out))
         # Execute: the two refused nodes exit, each named with its reason in one line
-        for node, why in ((stranger, "the SuperLink does not know its key"), (intruder, "does not trust the SuperLink")):
+        for node, why in ((stranger, "the SuperLink does not know its key"), (intruder, "it does not trust the SuperLink")):
             node.popen.wait(timeout=120)
             with pytest.raises(UserError, match=f"SuperNode {node.name} could not join: {why}"):
                 fed.check_nodes()

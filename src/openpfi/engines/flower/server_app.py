@@ -216,25 +216,8 @@ class FlowerRun:
         config = ConfigRecord({"round": r, "run_key": self.run_key, "peers": len(sampled)})  # peers: who shares the DP noise
         msgs = [self._message(_global(global_state, config), self.node_of[c], "train.fit", str(r)) for c in sampled]
         replies = self._send(msgs)
-        updates: list[ClientUpdate] = []
-        layouts: dict[str, secagg.Layout] = {}
-        reasons: dict[str, str] = {}
         errored = {c for c in sampled if (m := replies.get(self.node_of[c])) is not None and m.has_error()}
-        for cid in sampled:
-            reply = replies.get(self.node_of[cid])
-            if reply is None or reply.has_error():
-                reasons[cid] = self._why(cid, reply)
-            else:
-                try:
-                    updates.append(records.content_to_update(reply.content))
-                except UserError as err:  # e.g. a scalar outside client/messages.py UPDATE_SCALARS
-                    reasons[cid] = str(err)
-                    continue
-                except (KeyError, TypeError, ValueError) as err:  # a reply that is not an openpfi update
-                    reasons[cid] = f"malformed reply ({type(err).__name__})"
-                    continue
-                if secagg.LAYOUT in reply.content.config_records:
-                    layouts[cid] = secagg.Layout.from_record(reply.content.config_records[secagg.LAYOUT])
+        updates, layouts, reasons = self._collect(sampled, replies)
         for cid, why in reasons.items():
             log.warning("round %d: client %s did not answer: %s", r, cid, why)
         t_train = time.perf_counter() - t0
@@ -294,6 +277,30 @@ class FlowerRun:
             started=t0,
             meta={"server": server.meta()} if hasattr(server, "meta") else None,
         )
+
+    def _collect(
+        self, sampled: list[str], replies: dict[int, Message]
+    ) -> tuple[list[ClientUpdate], dict[str, secagg.Layout], dict[str, str]]:
+        """The round's updates, their SecAgg+ layouts, and why each sampled client sent none."""
+        updates: list[ClientUpdate] = []
+        layouts: dict[str, secagg.Layout] = {}
+        reasons: dict[str, str] = {}
+        for cid in sampled:
+            reply = replies.get(self.node_of[cid])
+            if reply is None or reply.has_error():
+                reasons[cid] = self._why(cid, reply)
+            else:
+                try:
+                    updates.append(records.content_to_update(reply.content))
+                except UserError as err:  # e.g. a scalar outside client/messages.py UPDATE_SCALARS
+                    reasons[cid] = str(err)
+                    continue
+                except (KeyError, TypeError, ValueError) as err:  # a reply that is not an openpfi update
+                    reasons[cid] = f"malformed reply ({type(err).__name__})"
+                    continue
+                if secagg.LAYOUT in reply.content.config_records:
+                    layouts[cid] = secagg.Layout.from_record(reply.content.config_records[secagg.LAYOUT])
+        return updates, layouts, reasons
 
     def _secure_sum(
         self, r: int, updates: list[ClientUpdate], layouts: dict[str, secagg.Layout], reasons: dict[str, str]
