@@ -83,7 +83,8 @@ class SharedModel:
         load_adapter_state(self.model, state)
 
     def get_state(self) -> StateDict:
-        return {k: p.detach().clone().float() for k, p in self.params.items()}
+        """The LoRA factors as float32 CPU tensors (what travels and rests), whatever the model's device."""
+        return {k: p.detach().float().cpu().clone() for k, p in self.params.items()}
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,9 @@ def lora_parameters(model: Any) -> dict[str, torch.nn.Parameter]:
 
 
 def adapter_state(model: Any) -> dict[str, torch.Tensor]:
-    """A detached float32 copy of the adapter weights."""
-    return {k: v.detach().clone().float() for k, v in get_peft_model_state_dict(model, adapter_name=ADAPTER).items()}
+    """A detached float32 CPU copy of the adapter weights (the model may sit on a GPU)."""
+    state = get_peft_model_state_dict(model, adapter_name=ADAPTER)
+    return {k: v.detach().float().cpu().clone() for k, v in state.items()}
 
 
 def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
