@@ -48,8 +48,8 @@ class MonitorConfig(Section):
     shipped pools (the refusal judge's held-out slice excluded)."""
     server_blocks: int = Field(3, ge=1)
     """The server's sample of each suite (``server_items``) is split into this many blocks (item j in block
-    j mod server_blocks); round t scores block (t - 1) mod server_blocks, so a round costs server_items /
-    server_blocks items and consecutive rounds see different items, whose evidence the paired tests add up
+    j mod server_blocks, out-of-domain texts by their rank within their domain); round t scores block
+    (t - 1) mod server_blocks, so a round costs server_items / server_blocks items and consecutive rounds see different items, whose evidence the paired tests add up
     (monitor/detection/sequential.py). Round 0 scores every block (cached across runs from the same start)."""
     paired_min_verdict: Literal["watching", "weak"] = "watching"
     """The paired tests of the global model that run: those the plan calls *watching* (they flag 1.5 x

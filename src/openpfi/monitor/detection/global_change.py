@@ -43,9 +43,25 @@ threshold, or stays far below it)."""
 DETECTOR = "paired_cusum"
 
 
-def block_indices(size: int, blocks: int, b: int) -> list[int]:
-    """Items of block ``b`` of a suite of ``size`` items: ``j mod blocks == b``."""
-    return [j for j in range(size) if j % blocks == b]
+def block_indices(size: int, blocks: int, b: int, strata: Sequence[object] | None = None) -> list[int]:
+    """Items of block ``b`` of a suite of ``size`` items: ``j mod blocks == b``; with ``strata`` (a key per
+    item, e.g. its out-of-domain text's domain) ``(r + k) mod blocks == b`` for the item's rank ``r``
+    within its stratum, the ``k``-th seen, so every block holds its share of each stratum whatever
+    the suite's order (a suite interleaved by domain with period ``blocks`` would otherwise give each
+    block one domain)."""
+    if strata is None:
+        return [j for j in range(size) if j % blocks == b]
+    seen: dict[object, int] = {}
+    offset: dict[object, int] = {}  # the k-th stratum seen starts at block k, so leftovers spread too
+    out = []
+    for j in range(size):
+        key = strata[j]
+        offset.setdefault(key, len(offset))
+        r = seen.get(key, 0)
+        seen[key] = r + 1
+        if (r + offset[key]) % blocks == b:
+            out.append(j)
+    return out
 
 
 def tested(stream: str) -> bool:
@@ -132,7 +148,8 @@ class GlobalChangeTest:
         return self.cusums.schedule
 
     def _block(self, reference: ProbeResults, b: int, blocks: int) -> Block:
-        keep = {n: block_indices(len(s.items), blocks, b) for n, s in self.suites.items()}
+        keep = {n: block_indices(len(s.items), blocks, b, [getattr(i, "domain", None) for i in s.items])
+                for n, s in self.suites.items()}
         suites = {n: subset_suite(s, keep[n]) for n, s in self.suites.items()}
         ref = select_items(reference, keep, suites)
         block = Block(suites, self._values(ref), [])
