@@ -2,7 +2,9 @@
 
 The plans come from the run's start (``assembly/monitor_power.py``: ``{"paired": ..., "clients": ...}``);
 the run's own observations sharpen them: a paired stream takes the larger of its planned error and the
-median jackknife error it had, a client stream the median std of its points after the first.
+median jackknife error it had, a client stream the median std of its points after the first once it
+has at least ``MIN_OBSERVED`` of them (fewer noisy intervals would swing a verdict by chance: each
+client report carries fresh DP noise, so below that the planned std stands).
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ from openpfi.monitor.detection.verdicts import mode_verdict, verdict
 from openpfi.monitor.modes import metric_of
 from openpfi.monitor.types import MetricPoint
 
+MIN_OBSERVED = 3
+"""Points after the first that a client stream needs before its observed std replaces the planned one."""
+
 
 def _observed_std(points: Sequence[Mapping[str, Any]]) -> float | None:
     stds = [interval_std(MetricPoint(p["value"], p["lo"], p["hi"]), 1e-9) for p in points
             if p.get("value") is not None and p.get("lo") is not None and p.get("hi") is not None]
-    return statistics.median(stds[1:]) if len(stds) >= 2 else None
+    return statistics.median(stds[1:]) if len(stds) > MIN_OBSERVED else None
 
 
 def _observed_se(name: str, rounds: Sequence[Mapping[str, Any]]) -> float:
