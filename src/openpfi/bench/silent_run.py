@@ -18,6 +18,7 @@ from openpfi.bench.silent_scenarios import Scenario
 from openpfi.bench.silent_score import score_run
 from openpfi.config import Config, dump_toml
 from openpfi.data import groups_are_public
+from openpfi.engines.inprocess import SilentReporter
 from openpfi.errors import UserError
 from openpfi.models.registry import relative_cost
 from openpfi.monitor.probes import group_probe_filter
@@ -200,7 +201,7 @@ def finished(folder: Path, sha: str) -> dict[str, Any] | None:
     return res if res.get("config_sha256") == sha and res.get("version") == RESULT_VERSION else None
 
 
-class _Progress:
+class _Progress(SilentReporter):
     """One line per round: the monitor's alarms as they come."""
 
     def __init__(self, console: Console, scenario: str, seed: int):
@@ -208,18 +209,6 @@ class _Progress:
 
     def round_start(self, round_num: int, rounds: int, sampled: Sequence[str]) -> None:
         self.rounds = rounds
-
-    def client_start(self, round_num: int, client_id: str, index: int, count: int, steps: int) -> None:
-        pass
-
-    def step(self, step: int, total: int, loss: float, tokens_per_s: float) -> None:
-        pass
-
-    def client_end(self, client_id: str, scalars: dict[str, float]) -> None:
-        pass
-
-    def phase(self, name: str) -> None:
-        pass
 
     def round_end(self, row: dict[str, Any]) -> None:
         alarms = (row.get("monitor") or {}).get("alarms", [])
