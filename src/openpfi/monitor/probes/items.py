@@ -13,7 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 from openpfi.errors import UserError
@@ -104,17 +105,37 @@ class ProbeSuite:
         """The hash of the full suite: what the run folder records and the report schema names."""
         return self.parent_sha256 or self.sha256
 
+    @cached_property
+    def item_json(self) -> tuple[str, ...]:
+        """Each item's canonical JSON (:func:`canonical_json` of the suite is these, joined), computed once:
+        the samples drawn from a suite (:func:`subset_suite`, many per round) hash from them."""
+        return tuple(_item_json(i) for i in self.items)
+
+
+def _item_json(item: Any) -> str:
+    return json.dumps(asdict(item), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _joined(item_json: Sequence[str]) -> str:
+    """The compact JSON list of items given each one's JSON (what ``json.dumps`` of the list writes)."""
+    return "[" + ",".join(item_json) + "]"
+
 
 def canonical_json(items: Sequence[Any]) -> str:
     """Canonical JSON of dataclass items: sorted keys, compact, UTF-8 text."""
-    return json.dumps([asdict(i) for i in items], sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False)
+    return _joined([_item_json(i) for i in items])
+
+
+def _suite(name: str, items: tuple[Any, ...], item_json: Sequence[str], version: str, parent_sha256: str = "") -> ProbeSuite:
+    digest = hashlib.sha256(_joined(item_json).encode("utf-8")).hexdigest()
+    suite = ProbeSuite(name, version, items, digest, parent_sha256)
+    suite.__dict__["item_json"] = tuple(item_json)  # what item_json would compute
+    return suite
 
 
 def make_suite(name: str, items: Sequence[Any], version: str = BUILD_VERSION) -> ProbeSuite:
     """Wrap items into a :class:`ProbeSuite` with its content hash."""
-    digest = hashlib.sha256(canonical_json(items).encode("utf-8")).hexdigest()
-    return ProbeSuite(name, version, tuple(items), digest)
+    return _suite(name, tuple(items), [_item_json(i) for i in items], version)
 
 
 def subset_suite(suite: ProbeSuite, indices: Sequence[int]) -> ProbeSuite:
@@ -126,6 +147,7 @@ def subset_suite(suite: ProbeSuite, indices: Sequence[int]) -> ProbeSuite:
     if any(not 0 <= i < len(suite.items) for i in indices) or len(set(indices)) != len(indices):
         raise UserError(f"probe suite '{suite.name}': sample indices must be distinct and within "
                         f"0..{len(suite.items) - 1}")
-    sub = make_suite(suite.name, [suite.items[i] for i in indices], suite.version)
-    return replace(sub, parent_sha256=suite.root_sha256)
+    parts = suite.item_json
+    return _suite(suite.name, tuple(suite.items[i] for i in indices), [parts[i] for i in indices], suite.version,
+                  suite.root_sha256)
 
