@@ -39,8 +39,11 @@ def test_hostile_input_ends_in_no_traceback_or_hang(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_campaign_json_has_the_issue_keys(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    run_reliability_bench(out, plan=ReliabilityPlan(fault_rounds=2, crashes=1, fuzz_per_target=5),
-                          crash_process="subprocess")
+    small_monitor = ("monitor.server_items={bbq = 6, crows = 6, harmful = 6, benign = 6, ood = 6, capability = 6}",
+                     "monitor.calibration_sims=1000", "monitor.judge_check_prompts=0")  # still every file a run writes
+    plan = ReliabilityPlan(fault_rounds=2, crashes=1, fuzz_per_target=5, fault_clients=5, fault_timeout_s=1.0,
+                           crash_sets=small_monitor)
+    run_reliability_bench(out, plan=plan, crash_process="subprocess")
     r = json.loads(out.read_text())
     for key in ("fault_rounds_planned", "fault_rounds_completed", "rejected_by_reason", "resumes_tried",
                 "resumes_bit_identical", "fuzz_cases", "fuzz_tracebacks", "fuzz_hangs"):

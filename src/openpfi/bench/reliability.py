@@ -31,6 +31,7 @@ from rich.console import Console
 from rich.table import Table
 
 from openpfi.bench.common import write_json
+from openpfi.bench.reliability_faults import TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class ReliabilityPlan:
     fault_rounds: int
     crashes: int
     fuzz_per_target: int
+    fault_clients: int = 10
+    fault_timeout_s: float = TIMEOUT_S
+    """client.timeout_s of the fault runs (a hanging client sleeps 3 x this)."""
+    crash_sets: tuple[str, ...] = ()
+    """--set overrides of the crash runs, after their own (bench/reliability_crash.py SETS)."""
 
 
 FULL = ReliabilityPlan(fault_rounds=20, crashes=50, fuzz_per_target=400)
@@ -75,11 +81,13 @@ def run_reliability_bench(out: Path, quick: bool = False, console: Console | Non
         if plan.crashes:
             console.print(f"crash recovery: {plan.crashes} runs killed at random moments, then resumed ...")
             (root / "crash.toml").write_text("# every key from the defaults and --set\n")
-            result.update(crash_trials(root / "crash", root / "crash.toml", plan.crashes, how=crash_process))
+            result.update(crash_trials(root / "crash", root / "crash.toml", plan.crashes, how=crash_process,
+                                       extra=plan.crash_sets))
         else:
             result.update(resumes_tried=0, resumes_bit_identical=0)
-        console.print(f"faults: {plan.fault_rounds} rounds, 30% of 10 clients faulty each round ...")
-        result.update(run_faults(root / "faults", plan.fault_rounds))
+        console.print(f"faults: {plan.fault_rounds} rounds, 30% of {plan.fault_clients} clients faulty each round ...")
+        result.update(run_faults(root / "faults", plan.fault_rounds, plan.fault_clients,
+                                 timeout_s=plan.fault_timeout_s))
         console.print(f"hostile input: {plan.fuzz_per_target} cases per target ...")
         tally = run_fuzz(_fuzz_base(root / "fuzz"), plan.fuzz_per_target)
     result.update(

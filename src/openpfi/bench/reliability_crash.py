@@ -41,10 +41,10 @@ SETS = (
 )
 
 
-def _args(command: str, folder: Path, config: Path) -> list[str]:
+def _args(command: str, folder: Path, config: Path, extra: tuple[str, ...] = ()) -> list[str]:
     if command == "resume":
         return ["resume", str(folder), "--quiet"]
-    sets = [x for s in SETS for x in ("--set", s)]
+    sets = [x for s in (*SETS, *extra) for x in ("--set", s)]
     return ["run", str(config), "--out", str(folder), "--quiet", "--force", *sets]
 
 
@@ -106,10 +106,10 @@ class Reference:
     """Seconds from the run folder's creation to the end of an uninterrupted run."""
 
 
-def reference_run(root: Path, config: Path, how: str) -> Reference:
+def reference_run(root: Path, config: Path, how: str, extra: tuple[str, ...] = ()) -> Reference:
     folder = root / "reference"
     shutil.rmtree(folder, ignore_errors=True)
-    pid = _start(_args("run", folder, config), how, root / "reference.log")
+    pid = _start(_args("run", folder, config, extra), how, root / "reference.log")
     t_folder = _poll_folder(folder, pid)
     code = _wait(pid)
     end = time.perf_counter()
@@ -127,9 +127,11 @@ def _poll_folder(folder: Path, pid: int) -> float:
     return time.perf_counter()
 
 
-def crash_trials(root: Path, config: Path, trials: int, seed: int = 0, how: str = "fork") -> dict[str, Any]:
+def crash_trials(root: Path, config: Path, trials: int, seed: int = 0, how: str = "fork",
+                 extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``trials`` runs killed and resumed; ``extra``: --set overrides after ``SETS``."""
     root.mkdir(parents=True, exist_ok=True)
-    ref = reference_run(root, config, how)
+    ref = reference_run(root, config, how, extra)
     rng = np.random.default_rng(seed)
     tried = identical = resumed = 0
     completed_at_kill: dict[str, int] = {}
@@ -140,7 +142,7 @@ def crash_trials(root: Path, config: Path, trials: int, seed: int = 0, how: str 
         attempts += 1
         folder = root / "trial"
         shutil.rmtree(folder, ignore_errors=True)
-        pid = _start(_args("run", folder, config), how, root / "trial-run.log")
+        pid = _start(_args("run", folder, config, extra), how, root / "trial-run.log")
         delay = float(rng.uniform(0.0, ref.window))
         try:
             start = _poll_folder(folder, pid)
@@ -181,5 +183,5 @@ def crash_trials(root: Path, config: Path, trials: int, seed: int = 0, how: str 
         "crash_failures": failures[:10],
         "crash_seconds": time.perf_counter() - t0,
         "crash_process": how,
-        "crash_config": list(SETS),
+        "crash_config": [*SETS, *extra],
     }
