@@ -7,7 +7,9 @@ adapter, train, collect; aggregate; evaluate), the SecAgg+ time, the bytes on th
 (serialized Flower messages, both directions) next to the adapter payload the
 in-process engine counts, and what Flower's process-per-message model costs: seconds
 from a ClientApp process's start to its handler (``process_s``), to import torch,
-transformers and peft (``import_s``) and to load data and model (``prepare_s``). ``startup_s`` is everything before the first round
+transformers and peft (``import_s``) and to load data and model (``prepare_s``), and the
+node worker's wait for one of the host's compute slots (``slot_wait_s``: the SuperNodes of
+one host take turns for its cores). ``startup_s`` is everything before the first round
 (SuperLink, SuperNodes, ServerApp start, waiting for and identifying the nodes).
 
     python -m openpfi.bench.round_flower --model tiny-random --clients 2 --secagg updates
@@ -54,7 +56,8 @@ def _round_figures(row: dict[str, Any]) -> dict[str, Any]:
         "wire_bytes_down": f.get("wire_bytes_down", 0),
         "bytes_up": row.get("bytes_up", 0.0),
         "bytes_down": row.get("bytes_down", 0.0),
-        **{f"{phase}_{part}_s": mean(f"{phase}_{part}_s") for phase in ("fit", "evaluate") for part in ("process", "channel", "import", "prepare")},
+        **{f"{phase}_{part}_s": mean(f"{phase}_{part}_s") for phase in ("fit", "evaluate")
+           for part in ("process", "channel", "slot_wait", "import", "prepare")},
         "failed": row["failed"],
     }
 
@@ -84,7 +87,8 @@ def deployment_summary(inprocess_round_s: float, flower: dict[str, Any]) -> dict
     in-process round of the same config in the same run; startup and per-message overhead apart."""
     last = flower["per_round"][-1]
     per_message = {
-        f"{phase}_{part}_s": last[f"{phase}_{part}_s"] for phase in ("fit", "evaluate") for part in ("process", "channel")
+        f"{phase}_{part}_s": last.get(f"{phase}_{part}_s", 0.0)
+        for phase in ("fit", "evaluate") for part in ("process", "channel", "slot_wait")
     }
     return {
         "inprocess_round_s": inprocess_round_s,

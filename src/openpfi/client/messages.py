@@ -29,7 +29,8 @@ UPDATE_SCALARS = frozenset({
     "grad_cosine", "train_reward_acc",  # alignment: mean cosine of the objectives' gradients, DPO reward accuracy
     CAP_HITS,  # alignment: FIRM steps whose weight solver stopped at its cap (client/objective_report.py)
     "secagg_clipped", "flower_process_s", "flower_import_s", "flower_prepare_s",  # Flower node costs
-    "flower_channel_s", "flower_peak_rss_bytes", "flower_budget_bytes",  # ... and its node worker's memory
+    "flower_channel_s", "flower_slot_wait_s",  # ... its wait for a compute slot (several nodes on one host)
+    "flower_peak_rss_bytes", "flower_budget_bytes",  # ... and its node worker's memory
 })
 """The training scalars a ``ClientUpdate`` may carry."""
 # Per alignment objective m, the scalars ``<name>_<m>`` of OBJECTIVE_SCALARS (client/objective_report.py).

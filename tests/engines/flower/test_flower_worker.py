@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from openpfi.engines.flower import channel
-from openpfi.engines.flower.node_worker import WorkerClient, WorkerPaths
+from openpfi.engines.flower.node_worker import WorkerClient, WorkerPaths, compute_slot
 from openpfi.errors import UserError
 
 
@@ -90,3 +91,32 @@ def test_the_worker_answers_its_token_only_and_dies_with_its_supernode(worker: t
     supernode.wait()
     assert proc.wait(timeout=20) == 0
     assert not client.paths.socket.exists() and not client.paths.token.exists()
+
+
+def test_compute_slots_let_only_k_nodes_compute_and_a_killed_holder_frees_its_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: one slot on this host, held by another process (a node worker mid-fit)
+    monkeypatch.setenv(channel.WORKER_DIR_ENV, str(tmp_path / "w"))
+    code = (
+        "import sys, time\nfrom openpfi.engines.flower.node_worker import compute_slot\n"
+        "with compute_slot(1):\n    print('held', flush=True)\n    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, env={**os.environ})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        # Execute: a second worker asks while the slot is held, then the holder is SIGKILLed
+        with compute_slot(2) as waited_two:  # two slots: the free one at once
+            pass
+        killer = threading.Timer(0.5, holder.kill)
+        killer.start()
+        with compute_slot(1) as waited:
+            pass
+        killer.join()
+    finally:
+        holder.kill()
+        holder.wait()
+    # Assert: with a free slot no wait; with none, a wait until the holder was gone
+    assert waited_two < 0.3 and waited >= 0.4
+    with compute_slot(0) as none:  # 0: no limit
+        assert none == 0.0

@@ -85,7 +85,8 @@ def _args(message: Message, context: Context) -> dict[str, Any]:
 
 
 def _call(op: str, message: Message, context: Context, global_arrays: bool = True) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The service's answer, with the seconds this message spent outside it (``flower_channel_s``)."""
+    """The service's answer, with the seconds this message spent outside it (``flower_channel_s``) and
+    waiting for one of the host's compute slots (``flower_slot_wait_s``, node_worker.py)."""
     cost = _process_seconds()
     call, _ = _backend(context)
     tensors = records.record_arrays(message.content.array_records["global"]) if global_arrays else {}
@@ -93,6 +94,7 @@ def _call(op: str, message: Message, context: Context, global_arrays: bool = Tru
     result, out = call(op, _args(message, context), tensors)
     elapsed = time.perf_counter() - t
     cost["flower_channel_s"] = max(0.0, elapsed - float(result.get("worker_s", elapsed)))
+    cost["flower_slot_wait_s"] = float(result.get("slot_wait_s", 0.0))  # the node worker's wait for a compute slot
     result["cost"] = cost
     return result, out
 

@@ -146,7 +146,7 @@ def _run_local(
             security = "TLS, registered SuperNodes only" if local.auth else ("TLS" if local.tls else "insecure")
             echo(f"SuperLink on {HOST}:{fed.link.port} ({security}, {'simulation' if local.simulation else 'deployment'} runtime)")
             if not local.simulation:
-                threads = max(1, (os.cpu_count() or 1) // n)
+                threads = max(1, (os.cpu_count() or 1) // n)  # and cores // threads nodes compute at once
                 for i in range(n):
                     fed.start_supernode(node_config_text(NodeIdentity(i, n, state_dir, "")), name=f"supernode-{i}", threads=threads)
                 echo(f"{n} SuperNodes started (partition-id 0..{n - 1})")

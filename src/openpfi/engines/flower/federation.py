@@ -28,6 +28,7 @@ from pathlib import Path
 from openpfi.engines.flower.auth import NodeKeys, make_node_keys, refusal
 from openpfi.engines.flower.auth import register as register_key
 from openpfi.engines.flower.channel import WORKER_DIR_ENV
+from openpfi.engines.flower.node_worker import SLOTS_ENV
 from openpfi.engines.flower.processes import (
     HOST,
     Launched,
@@ -149,7 +150,8 @@ class LocalFederation:
         keys: NodeKeys | None = None,
     ) -> Launched:
         """A SuperNode; ``root_certificates`` overrides the CA it trusts (tests of a wrong CA); with
-        ``auth`` it signs with ``keys`` (default: a new pair, registered)."""
+        ``auth`` it signs with ``keys`` (default: a new pair, registered). ``threads``: its torch threads;
+        the host's SuperNodes then compute ``cores // threads`` at a time (node_worker.py compute slots)."""
         name = name or f"supernode-{len(self.procs.started)}"
         if self.auth and keys is None:
             keys = self.node_keys(name)
@@ -164,6 +166,7 @@ class LocalFederation:
         env = dict(self.env)
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
+            env[SLOTS_ENV] = str(max(1, (os.cpu_count() or 1) // threads))
         node = self.procs.start(name, cmd, env, self.logs / f"{name}.log")
         node.port = port
         self.nodes[name] = (node, keys)

@@ -17,6 +17,13 @@ until it has loaded everything. The worker serves one request at a time (a Super
 handles one message at a time), and exits when the SuperNode process it watches is gone,
 on SIGTERM, or after ``--idle`` seconds without a request (``flower.worker_idle``).
 Its log is ``<worker dir>/node-<node id>.log``.
+
+Several SuperNodes on one host share its cores: with ``OPENPFI_NODE_SLOTS = k`` (``openpfi deploy
+local`` sets it to cores / ``OMP_NUM_THREADS``) a worker holds one of ``k`` compute slots
+(``<worker dir>/slot-<i>.lock``, an advisory lock) while it prepares, fits or evaluates, so at
+most ``k`` nodes compute at once and their torch threads never outnumber the cores (more
+threads than cores slow every one of them down far more than the cores are shared). The
+seconds a request waited for a slot come back as ``slot_wait_s``.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ from openpfi.engines.flower import channel
 from openpfi.errors import UserError
 
 log = logging.getLogger("openpfi.node_worker")
+SLOTS_ENV = "OPENPFI_NODE_SLOTS"
+"""How many node workers on this host may compute at once (unset or 0: no limit)."""
+SLOT_POLL = 0.02
 START_TIMEOUT = 120.0
 """Seconds a ClientApp waits for a new worker to listen (it imports flwr and numpy, not torch)."""
 
@@ -153,6 +163,38 @@ def _tail(path: Path, n: int = 5) -> str:
         return "(no log)"
 
 
+def node_slots() -> int:
+    try:
+        return max(0, int(os.environ.get(SLOTS_ENV, "0") or 0))
+    except ValueError:
+        raise UserError(f"{SLOTS_ENV} = {os.environ[SLOTS_ENV]!r}: give a whole number of compute slots (0: no limit)") from None
+
+
+@contextlib.contextmanager
+def compute_slot(slots: int) -> Iterator[float]:
+    """Hold one of this host's ``slots`` compute slots (none when 0); yields the seconds waited.
+    A slot is an flock on its file: the kernel frees it when the worker exits, SIGKILL included."""
+    if slots <= 0:
+        yield 0.0
+        return
+    d, t = channel.worker_dir(), time.perf_counter()
+    while True:
+        for i in range(slots):
+            f = open(d / f"slot-{i}.lock", "a")  # noqa: SIM115 (closed below)
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.close()
+                continue
+            try:
+                yield time.perf_counter() - t
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+                f.close()
+            return
+        time.sleep(SLOT_POLL)
+
+
 # -- the worker process --------------------------------------------------------------------------
 
 
@@ -175,7 +217,7 @@ def _watch(pid: int, paths: WorkerPaths) -> None:
     threading.Thread(target=run, daemon=True, name="watch-supernode").start()
 
 
-def _answer(service: Any, conn: socket.socket, token: bytes) -> None:
+def _answer(service: Any, conn: socket.socket, token: bytes, slots: int = 0) -> None:
     if channel.peer_uid(conn) != os.getuid():
         channel.send_frame(conn, {"ok": False, "error": "refused: another user's process"})
         return
@@ -187,7 +229,8 @@ def _answer(service: Any, conn: socket.socket, token: bytes) -> None:
     op = str(header.get("op"))
     t = time.perf_counter()
     try:
-        result, out = service.handle(op, header.get("args", {}), tensors)
+        with compute_slot(slots) as waited:
+            result, out = service.handle(op, header.get("args", {}), tensors)
     except UserError as err:
         channel.send_frame(conn, {"ok": False, "user_error": True, "error": str(err)})
         return
@@ -195,9 +238,9 @@ def _answer(service: Any, conn: socket.socket, token: bytes) -> None:
         log.error("%s failed:\n%s", op, traceback.format_exc())
         channel.send_frame(conn, {"ok": False, "error": f"{type(err).__name__}: {err}"})
         return
-    result["worker_s"] = time.perf_counter() - t
+    result["worker_s"], result["slot_wait_s"] = time.perf_counter() - t, waited
     channel.send_frame(conn, {"ok": True, "result": result}, out)
-    log.info("%s done in %.2f s", op, result["worker_s"])
+    log.info("%s done in %.2f s (%.2f s waiting for a compute slot)", op, result["worker_s"], waited)
 
 
 def serve(node_id: int, watch_pid: int, idle: float) -> None:
@@ -213,7 +256,9 @@ def serve(node_id: int, watch_pid: int, idle: float) -> None:
     from openpfi.engines.flower.node_service import NodeService
 
     service = NodeService()
-    log.info("node worker %d listening on %s (watching SuperNode %d, idle exit after %g s)", node_id, paths.socket, watch_pid, idle)
+    slots = node_slots()
+    log.info("node worker %d listening on %s (watching SuperNode %d, idle exit after %g s, compute slots: %s)",
+             node_id, paths.socket, watch_pid, idle, slots or "no limit")
     try:
         while True:
             try:
@@ -224,7 +269,7 @@ def serve(node_id: int, watch_pid: int, idle: float) -> None:
             with conn:
                 conn.settimeout(None)
                 try:
-                    _answer(service, conn, token)
+                    _answer(service, conn, token, slots)
                 except (OSError, channel.ChannelError) as err:
                     log.warning("request dropped: %s", err)
     finally:
