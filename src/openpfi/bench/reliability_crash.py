@@ -6,7 +6,8 @@ residuals; FedAdam: the server optimizer's state), kills it with SIGKILL at a mo
 drawn uniformly over the run (from the moment its run folder exists to the moment an
 uninterrupted run ends: training, aggregation, checkpoint writing, audit appends), runs
 ``openpfi resume`` on the folder, and compares every ``.safetensors`` of the final checkpoint
-with those of an uninterrupted run, byte for byte.
+with those of an uninterrupted run, byte for byte. A moment drawn after the run has ended, or after
+its last round's checkpoint (while it writes its report: nothing is left to resume), is drawn again.
 
 DP noise on the updates is left out here: it is drawn from a secret each new run makes afresh, so
 two runs never match; a resumed DP run reuses its run's secret (strategies/update_privacy.py).
@@ -33,8 +34,10 @@ import numpy as np
 
 from openpfi.errors import UserError
 
+ROUNDS = 4
+"""Rounds of every crash run (``federation.rounds`` in ``SETS``)."""
 SETS = (
-    "model.name=tiny-random", "data.num_clients=3", "federation.clients_per_round=3", "federation.rounds=4",
+    "model.name=tiny-random", "data.num_clients=3", "federation.clients_per_round=3", f"federation.rounds={ROUNDS}",
     "client.local_steps=3", "client.max_length=48", "client.batch_size=2", "data.min_examples=10",
     "data.max_examples=30", "client.max_eval_examples=4", "federation.compression=int8",
     "federation.strategy=fedadam", "federation.server_lr=0.01",
@@ -115,7 +118,7 @@ def reference_run(root: Path, config: Path, how: str, extra: tuple[str, ...] = (
     end = time.perf_counter()
     if code != 0:
         raise RuntimeError(f"the uninterrupted run failed (exit {code}); see {root / 'reference.log'}")
-    return Reference(_final(folder, 4), end - t_folder)
+    return Reference(_final(folder, ROUNDS), end - t_folder)
 
 
 def _poll_folder(folder: Path, pid: int) -> float:
@@ -157,13 +160,15 @@ def crash_trials(root: Path, config: Path, trials: int, seed: int = 0, how: str 
         else:
             os.kill(pid, signal.SIGKILL)
             _wait(pid)
-            tried += 1
             n = len(list((folder / "checkpoints").glob("round-*/state.json")))
+            if n >= ROUNDS:  # killed after its last round (writing the report): nothing to resume, draw again
+                continue
+            tried += 1
             completed_at_kill[str(n)] = completed_at_kill.get(str(n), 0) + 1
             code = _wait(_start(_args("resume", folder, config), how, root / "trial-resume.log"))
             if code == 0:
                 resumed += 1
-                if _final(folder, 4) == ref.final:
+                if _final(folder, ROUNDS) == ref.final:
                     identical += 1
                 else:
                     failures.append(f"trial {tried}: resumed but the final checkpoint differs")
