@@ -130,7 +130,8 @@ def running(p: psutil.Process) -> bool:
 
 @contextlib.contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise KeyboardInterrupt (like Ctrl-C), so ``finally`` blocks run."""
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, so ``finally`` blocks run (SIGINT too: a process
+    started with SIGINT ignored, as a parent's ignored disposition is inherited, would otherwise ignore Ctrl-C)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -138,7 +139,7 @@ def stop_on_signals() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGHUP)}
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
