@@ -87,7 +87,7 @@ def deployment_summary(inprocess_round_s: float, flower: dict[str, Any]) -> dict
     in-process round of the same config in the same run; startup and per-message overhead apart."""
     last = flower["per_round"][-1]
     per_message = {
-        f"{phase}_{part}_s": last.get(f"{phase}_{part}_s", 0.0)
+        f"{phase}_{part}_s": last[f"{phase}_{part}_s"]
         for phase in ("fit", "evaluate") for part in ("process", "channel", "slot_wait")
     }
     return {

@@ -49,8 +49,8 @@ class MonitorConfig(Section):
     server_blocks: int = Field(3, ge=1)
     """The server's sample of each suite (``server_items``) is split into this many blocks (item j in block
     j mod server_blocks, out-of-domain texts by their rank within their domain); round t scores block
-    (t - 1) mod server_blocks, so a round costs server_items / server_blocks items and consecutive rounds see different items, whose evidence the paired tests add up
-    (monitor/detection/sequential.py). Round 0 scores every block (cached across runs from the same start)."""
+    (t - 1) mod server_blocks, so a round costs server_items / server_blocks items and consecutive rounds
+    see different items, whose evidence the paired tests add up (monitor/detection/sequential.py). Round 0 scores every block (cached across runs from the same start)."""
     paired_min_verdict: Literal["watching", "weak"] = "watching"
     """The paired tests of the global model that run: those the plan calls *watching* (they flag 1.5 x
     their margin within 3 rounds at even odds), or also the *weak* ones (larger changes only). The others

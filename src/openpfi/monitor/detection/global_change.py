@@ -49,13 +49,12 @@ def block_indices(size: int, blocks: int, b: int, strata: Sequence[object] | Non
     within its stratum, the ``k``-th seen, so every block holds its share of each stratum whatever
     the suite's order (a suite interleaved by domain with period ``blocks`` would otherwise give each
     block one domain)."""
-    if strata is None:
-        return [j for j in range(size) if j % blocks == b]
+    keys = strata if strata is not None else [None] * size  # one stratum: rank r = j
     seen: dict[object, int] = {}
     offset: dict[object, int] = {}  # the k-th stratum seen starts at block k, so leftovers spread too
     out = []
     for j in range(size):
-        key = strata[j]
+        key = keys[j]
         offset.setdefault(key, len(offset))
         r = seen.get(key, 0)
         seen[key] = r + 1
