@@ -34,6 +34,22 @@ def trl_available() -> bool:
     return True
 
 
+def drop_dequantized_marks(model: Any) -> None:
+    """Let ``Trainer`` train a model loaded from a GGUF file.
+
+    transformers dequantizes a GGUF file to full weights on load, yet keeps its GGUF quantizer
+    on the model, and ``Trainer`` refuses to train a model marked quantized. Nothing is quantized
+    any more, so the quantizer's marks go (transformers' own ``remove_quantization_config``).
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return
+    quantizer.remove_quantization_config(model)
+    for module in model.modules():
+        if getattr(getattr(module, "config", None), "_is_quantized", False):
+            module.config._is_quantized = False
+
+
 def trl_bf16_loop(model_name: str, batches: Sequence[Sequence[Encoded]], warmup: int, steps: int, device: str) -> float:
     """Tokens/s of TRL's SFTTrainer (bf16=True) over ``batches`` (warm-up steps not timed)."""
     from datasets import Dataset
@@ -44,6 +60,7 @@ def trl_bf16_loop(model_name: str, batches: Sequence[Sequence[Encoded]], warmup:
     from openpfi.models.loader import load_model
 
     lm = load_model(model_name, device=device, dtype="float32")
+    drop_dequantized_marks(lm.model)
     rows = [e for b in batches for e in b][: len(batches[0]) * (warmup + steps)]
     data = Dataset.from_dict({"input_ids": [list(e.input_ids) for e in rows], "labels": [list(e.labels) for e in rows]})
     stamps: list[float] = []
