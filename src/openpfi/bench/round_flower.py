@@ -58,6 +58,8 @@ def _round_figures(row: dict[str, Any]) -> dict[str, Any]:
         "bytes_down": row.get("bytes_down", 0.0),
         **{f"{phase}_{part}_s": mean(f"{phase}_{part}_s") for phase in ("fit", "evaluate")
            for part in ("process", "channel", "slot_wait", "import", "prepare")},
+        "previous_close_wait_s": t.get("previous_close_wait_s", 0.0),
+        "previous_round_period_s": t.get("previous_round_period_s", 0.0),
         "failed": row["failed"],
     }
 
@@ -90,7 +92,7 @@ def deployment_summary(inprocess_round_s: float, flower: dict[str, Any]) -> dict
         f"{phase}_{part}_s": last[f"{phase}_{part}_s"]
         for phase in ("fit", "evaluate") for part in ("process", "channel", "slot_wait")
     }
-    return {
+    out = {
         "inprocess_round_s": inprocess_round_s,
         "deployment_round_s": flower["round_s"],
         "deployment_ratio": flower["round_s"] / inprocess_round_s,
@@ -98,6 +100,14 @@ def deployment_summary(inprocess_round_s: float, flower: dict[str, Any]) -> dict
         "deployment_message_overhead_s": per_message,
         "deployment_nodes_within_budget": flower["startup"]["nodes_within_budget"],
     }
+    if len(flower["per_round"]) > 1:  # round t-1 on the critical path: its period, then what round t waited for its close
+        critical = last["previous_round_period_s"] + last["previous_close_wait_s"]
+        out.update({
+            "deployment_round_critical_s": critical,
+            "deployment_critical_ratio": critical / inprocess_round_s,
+            "deployment_close_wait_s": last["previous_close_wait_s"],
+        })
+    return out
 
 
 def flower_round_bench(
@@ -126,7 +136,8 @@ def flower_round_bench(
         "nodes": clients,
         "rounds": rounds,
         "total_s": total,
-        "startup_s": total - sum(r["round_s"] for r in per_round),
+        # a round's close may overlap the next round (server_app.py): rounds span their periods, then the last round
+        "startup_s": total - sum(r["previous_round_period_s"] for r in per_round[1:]) - last["round_s"],
         "round_s": last["round_s"],
         "wire_bytes_up": last["wire_bytes_up"],
         "wire_bytes_down": last["wire_bytes_down"],

@@ -256,7 +256,9 @@ def test_secagg_monitor_sums_reports_for_the_hooks(tiny: Config, tmp_path: Path,
 def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
     tiny: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, loopback: SimpleNamespace
 ) -> None:
-    # Prepare: the real monitor (small probe samples); with SecAgg+ the server gets only the sum
+    # Prepare: the real monitor (small probe samples), 2 rounds; with SecAgg+ the server gets only the sum
+    import threading
+
     from openpfi.config import load_config
     from openpfi.engines import inprocess, rounds
     from openpfi.engines.flower import server_app
@@ -264,11 +266,14 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
     from openpfi.monitor.modes import MODES
     from openpfi.recipes.dispatch import start_job
 
-    sums: dict[str, np.ndarray] = {}
+    sums: dict[tuple[str, int], np.ndarray] = {}
+    closed_in: dict[int, str] = {}
     for name, module in (("inprocess", inprocess), ("flower", server_app)):
 
         def spy(run: Any, server: Any, result: Any, _name: str = name, _close: Any = rounds.close_round, **kw: Any) -> Any:
-            sums[_name] = result.monitor.vector
+            sums[_name, result.round] = result.monitor.vector
+            if _name == "flower":
+                closed_in[result.round] = threading.current_thread().name
             return _close(run, server, result, **kw)
 
         monkeypatch.setattr(module, "close_round", spy)
@@ -276,10 +281,10 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
         None,
         [
             "model.name=tiny-random", "data.source=jsonl", f'data.path="{tiny.data.path}"', "data.num_clients=2",
-            "data.min_examples=4", "federation.clients_per_round=2", "federation.rounds=1", "client.local_steps=1",
+            "data.min_examples=4", "federation.clients_per_round=2", "federation.rounds=2", "client.local_steps=1",
             "client.batch_size=2", "client.max_length=48", "client.max_eval_examples=4", "monitor.enabled=true",
-            "monitor.utility_examples=2", "monitor.calibration_sims=1000",
-            "monitor.server_items={bbq = 2, crows = 2, harmful = 2, benign = 2, ood = 3, capability = 2}",
+            "monitor.utility_examples=2", "monitor.calibration_sims=1000", "monitor.judge_check_prompts=0",
+            "monitor.server_items={bbq = 2, crows = 2, harmful = 5, benign = 2, ood = 3, capability = 2}",
             "flower.secagg=monitor",
         ],
     )
@@ -299,17 +304,26 @@ def test_the_monitor_runs_on_flower_under_secagg_as_in_process(
     assert sorted(f.read_bytes() for f in (tmp_path / "nodes").glob("*/monitor-secret.key")) == sorted(
         f.read_bytes() for f in secrets
     )
-    # ... and the same sum of the clients' noised reports (SecAgg+: up to its quantization)
-    assert sums["flower"].shape == sums["inprocess"].shape and sums["flower"].size > 50
-    assert np.abs(sums["flower"] - sums["inprocess"]).max() < 1e-3  # 2^22 levels on +-(1 + 6 sigma_client)
-    # ... hence the same derived streams, and a report
-    row, ref = run.read_metrics()[0], reference.read_metrics()[0]
-    assert row["monitor"]["reports"] == ref["monitor"]["reports"] == 2 and row["monitor"]["released"]
+    # ... round 1 closed (the server's scoring, checkpoint, row) in the background while round 2 trained,
+    # round 2 (the last) at once
+    assert closed_in[1].startswith("openpfi-close-round") and closed_in[2] == threading.main_thread().name
+    rows, refs = run.read_metrics(), reference.read_metrics()
+    assert [r["round"] for r in rows] == [1, 2] and "previous_close_wait_s" not in rows[0]["timings"]
+    assert rows[1]["timings"]["previous_close_wait_s"] >= 0 and rows[1]["timings"]["previous_round_period_s"] > 0
+    for r, (row, ref) in enumerate(zip(rows, refs, strict=True), start=1):
+        # ... the same sum of the clients' noised reports (SecAgg+: up to its quantization)
+        assert sums["flower", r].shape == sums["inprocess", r].shape and sums["flower", r].size > 50
+        assert np.abs(sums["flower", r] - sums["inprocess", r]).max() < 1e-3  # 2^22 levels on +-(1 + 6 sigma_client)
+        # ... hence the same derived streams (and the global model's, scored in the background), and a report
+        assert row["monitor"]["reports"] == ref["monitor"]["reports"] == 2 and row["monitor"]["released"]
+        for mode in MODES:
+            assert row[mode].keys() == ref[mode].keys()
+            for stream, point in ref[mode].items():
+                assert row[mode][stream]["value"] == pytest.approx(point["value"], abs=1e-3), (r, mode, stream)
+        a = load_file(str(run.path / "checkpoints" / f"round-{r}" / "adapter_model.safetensors"))
+        b = load_file(str(reference.path / "checkpoints" / f"round-{r}" / "adapter_model.safetensors"))
+        assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in b)
     assert (run.path / "report.json").is_file() and (run.path / "report.html").is_file()
-    for mode in MODES:
-        assert row[mode].keys() == ref[mode].keys()
-        for stream, point in ref[mode].items():
-            assert row[mode][stream]["value"] == pytest.approx(point["value"], abs=1e-3), (mode, stream)
 
 
 @pytest.mark.parametrize("method", ["none", "local", "finetune", "ditto", "fedrep", "fedsa-lora", "ffa-lora"])

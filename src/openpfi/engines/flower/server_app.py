@@ -19,6 +19,18 @@ the run folder header (``assembly.run_start.new_run``) and attach the monitor's 
 4. nodes that trained get ``evaluate`` with the new global adapter (every
    ``federation.eval_every`` rounds and at the last);
 5. ``rounds.round_result`` / ``rounds.close_round``: monitor hook, checkpoint, metrics.jsonl.
+
+The server's scoring of a monitored run's global model is off the critical path: round t's
+close (step 5: the monitor's scoring of round t's global model and its tests, the checkpoint,
+the metrics row) runs in a background thread while the nodes train round t+1 (the SuperLink
+host is idle then), and round t+1 waits for it only after its clients answered, before it
+aggregates. The seconds it waited are ``timings.previous_close_wait_s`` of round t+1's row,
+and ``timings.previous_round_period_s`` is the time from round t's start to round t+1's (round
+t on the critical path). The last round closes at once. A ServerApp that dies while round t+1
+trains may leave round t without its checkpoint: ``openpfi resume`` then continues after the
+last round whose checkpoint was written. With ``OPENPFI_NODE_SLOTS`` set (``openpfi deploy
+local``, where the nodes share the ServerApp's host), a close holds one of the host's compute
+slots, as a node worker's fit does (node_worker.py).
 """
 
 from __future__ import annotations
@@ -27,6 +39,7 @@ import logging
 import time
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import flwr
@@ -39,6 +52,7 @@ from openpfi.config import Config
 from openpfi.data import groups_are_public
 from openpfi.engines.flower import records, secagg
 from openpfi.engines.flower.grid import PollingGrid
+from openpfi.engines.flower.node_worker import compute_slot, node_slots
 from openpfi.engines.flower.nodes import NodeRegistry
 from openpfi.engines.flower.resume import resume_point, resume_server
 from openpfi.engines.flower.settings import ERROR_PREFIX, RunSettings, check_supported, run_settings
@@ -105,6 +119,11 @@ class FlowerRun:
         self.eval_failed: dict[str, str] = {}
         self.run_key = uuid.uuid4().hex
         """Names this run folder to the nodes (their default state folder); kept by a resume."""
+        self.overlap = False
+        """Close a round in the background while the next one trains (a monitored run: the scoring)."""
+        self._closing: Future[dict[str, Any]] | None = None
+        self._closer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="openpfi-close-round")
+        self._last_start: float | None = None
 
     @property
     def node_of(self) -> dict[str, int]:
@@ -154,8 +173,15 @@ class FlowerRun:
         if plan is None:
             del shared
         self.startup_s = time.perf_counter() - self.started
-        for r in range(last + 1, cfg.federation.rounds + 1):
-            self._round(r)
+        self.overlap = plan is not None
+        try:
+            for r in range(last + 1, cfg.federation.rounds + 1):
+                self._round(r)
+        except BaseException:
+            self._wait_closing(raising=False)  # the round before keeps its checkpoint and row
+            raise
+        finally:
+            self._closer.shutdown(wait=True)
         finish()
         log.info("run folder: %s", self.run_folder.path)
         return self.run_folder
@@ -208,6 +234,8 @@ class FlowerRun:
     def _round(self, r: int) -> dict[str, Any]:
         cfg, server = self.cfg, self.server
         t0 = time.perf_counter()
+        period = None if self._last_start is None else t0 - self._last_start
+        self._last_start = t0
         down0, up0 = self.grid.bytes_down, self.grid.bytes_up
         rejoined = self.nodes.refresh(r)  # a restarted SuperNode takes its client back
         sampled = server.configure_fit(r, sorted(self.node_of))
@@ -216,6 +244,7 @@ class FlowerRun:
         config = ConfigRecord({"round": r, "run_key": self.run_key, "peers": len(sampled)})  # peers: who shares the DP noise
         msgs = [self._message(_global(global_state, config), self.node_of[c], "train.fit", str(r)) for c in sampled]
         replies = self._send(msgs)
+        close_wait = self._wait_closing()  # round r-1's close ran while these clients trained
         errored = {c for c in sampled if (m := replies.get(self.node_of[c])) is not None and m.has_error()}
         updates, layouts, reasons = self._collect(sampled, replies)
         for cid, why in reasons.items():
@@ -266,17 +295,36 @@ class FlowerRun:
         if self.startup_s is not None:  # the first round this ServerApp runs: what it took to get here
             row["flower"]["startup"] = {"server_s": self.startup_s, "nodes": self.nodes.startup}
             self.startup_s = None
-        return close_round(
-            self.run_folder,
-            server,
-            result,
-            seed=cfg.seed,
-            hooks=self.hooks,
-            reporter=self.reporter,
-            timings={"train_s": t_train, "aggregate_s": t_agg, "evaluate_s": t_eval, "client_monitor_s": probing},
-            started=t0,
-            meta={"server": server.meta()} if hasattr(server, "meta") else None,
-        )
+        timings = {"train_s": t_train, "aggregate_s": t_agg, "evaluate_s": t_eval, "client_monitor_s": probing}
+        if close_wait is not None:
+            timings["previous_close_wait_s"] = close_wait
+        if period is not None:
+            timings["previous_round_period_s"] = period
+        meta = {"server": server.meta()} if hasattr(server, "meta") else None  # now: round r+1 changes the server
+
+        def close() -> dict[str, Any]:
+            with compute_slot(node_slots()):  # deploy local: the scoring takes its turn with the nodes for the cores
+                return close_round(self.run_folder, server, result, seed=cfg.seed, hooks=self.hooks,
+                                   reporter=self.reporter, timings=timings, started=t0, meta=meta)
+
+        if not self.overlap or r == cfg.federation.rounds:
+            return close()
+        self._closing = self._closer.submit(close)
+        return row
+
+    def _wait_closing(self, raising: bool = True) -> float | None:
+        """Wait for the previous round's close (None when there is none); the seconds waited.
+        Its error stops the run (``raising``), or is logged when the run stops anyway."""
+        pending, self._closing = self._closing, None
+        if pending is None:
+            return None
+        t = time.perf_counter()
+        err = pending.exception()
+        if err is not None:
+            if raising:
+                raise err
+            log.error("closing the previous round failed too: %s", err)
+        return time.perf_counter() - t
 
     def _collect(
         self, sampled: list[str], replies: dict[int, Message]
