@@ -21,8 +21,7 @@ from typing import Any
 
 from openpfi import __version__
 from openpfi.config import Config, load_config
-from openpfi.engines.flower.federation import CONNECTION, LocalFederation
-from openpfi.engines.flower.node_worker import SLOTS_ENV
+from openpfi.engines.flower.federation import CONNECTION, LocalFederation, core_share
 from openpfi.engines.flower.processes import HOST, ProcessSet, check_port, flower_bin, free_port, stop_on_signals
 from openpfi.engines.flower.settings import (
     ERROR_PREFIX,
@@ -145,7 +144,7 @@ def _run_local(
         with stop_on_signals(), LocalFederation(workdir, tls=local.tls, simulation=local.simulation, port=port, auth=local.auth) as fed:
             threads = max(1, (os.cpu_count() or 1) // n)  # and cores // threads nodes compute at once
             if not local.simulation:  # the ServerApp's scoring takes its turn for the cores with the nodes
-                fed.env.update({"OMP_NUM_THREADS": str(threads), SLOTS_ENV: str(max(1, (os.cpu_count() or 1) // threads))})
+                fed.env.update(core_share(threads))
             fed.start_superlink()
             security = "TLS, registered SuperNodes only" if local.auth else ("TLS" if local.tls else "insecure")
             echo(f"SuperLink on {HOST}:{fed.link.port} ({security}, {'simulation' if local.simulation else 'deployment'} runtime)")

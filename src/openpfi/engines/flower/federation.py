@@ -47,6 +47,12 @@ ROUND_STARTED = re.compile(r"round \d+/\d+: \d+ clients sampled")
 """The ServerApp's log line once every node was identified (server_app.LogReporter)."""
 
 
+def core_share(threads: int) -> dict[str, str]:
+    """The environment of a process that computes with ``threads`` torch threads on this host, taking
+    its turn with the others for the cores: ``cores // threads`` compute at once (node_worker.py slots)."""
+    return {"OMP_NUM_THREADS": str(threads), SLOTS_ENV: str(max(1, (os.cpu_count() or 1) // threads))}
+
+
 class LocalFederation:
     """A SuperLink (and SuperNodes) on 127.0.0.1 under ``workdir``; use as a context manager."""
 
@@ -165,8 +171,7 @@ class LocalFederation:
             cmd += ["--node-config", node_config]
         env = dict(self.env)
         if threads:
-            env["OMP_NUM_THREADS"] = str(threads)
-            env[SLOTS_ENV] = str(max(1, (os.cpu_count() or 1) // threads))
+            env.update(core_share(threads))
         node = self.procs.start(name, cmd, env, self.logs / f"{name}.log")
         node.port = port
         self.nodes[name] = (node, keys)
