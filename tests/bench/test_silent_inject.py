@@ -113,6 +113,23 @@ def test_few_per_round_are_fresh_and_added_to_own_data():
     assert len({e for batch in got for e in batch}) == 9  # 3 rounds x 3 fresh pairs of a pool of 9
 
 
+def test_few_per_round_stay_within_the_servers_bound_on_claimed_examples():
+    # Prepare: a client of 10 examples, 3 injected a round, the server rejecting claims above 11
+    inj = Injection(kind="harmful_qa", clients=1, start_round=2, examples_per_round=3)
+    hook = InjectionHook("erosion", "alignment_erosion", inj, 1, 0, _enc, pool=_pool(9), max_examples=11)
+    clients = _clients(3)
+    hook(1, clients)
+    (cid,) = hook.clients
+    c = next(x for x in clients if x.client_id == cid)
+    # Execute
+    hook(2, clients)
+    # Assert: 8 of its own (a subset, in order) and the 3 injected: 11, which the server accepts
+    own = [e for e in c.train if e not in _injected(c)]
+    assert len(c.train) == 11 and len(_injected(c)) == 3 and len(own) == 8
+    assert own == [e for e in _own(cid, 10) if e in own]
+    assert all(len(x.train) == 10 for x in clients if x is not c)
+
+
 def test_a_personal_injection_feeds_the_personal_phases_only():
     # Prepare
     inj = Injection(kind="harmful_qa", clients=1, start_round=2, examples_per_round=3, phase="personal")

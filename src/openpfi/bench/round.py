@@ -15,7 +15,9 @@
 
 With ``clients_per_round`` below ``clients`` (e.g. every chitchat sender, 1,315, with 16
 sampled per round) the bench runs that federation instead (``bench/round_scale.py``):
-its rounds' phases and overhead, and its memory against base + K x adapter + 1 GB.
+its rounds' phases and overhead, and its memory against base + K x adapter + 1 GB; with
+``--engine flower`` the same federation of virtual clients on Flower's simulation runtime
+(``bench/round_flower.py simulation_scale_bench``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from rich.table import Table
 from openpfi.algorithms.state import clone, nbytes
 from openpfi.assembly.clients import prepare
 from openpfi.bench.common import write_json
+from openpfi.bench.round_scale import ROUNDS as SCALE_ROUNDS
 from openpfi.bench.round_scale import print_scale, scale_round_bench
 from openpfi.config import load_config
 from openpfi.errors import UserError
@@ -144,9 +147,18 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
         raise UserError(f"--engine {engine!r}: choose inprocess or flower")
     if clients_per_round is not None and clients_per_round > clients:
         raise UserError(f"--clients-per-round {clients_per_round} exceeds --clients {clients}; lower it")
+    if clients_per_round is not None and clients_per_round < clients and engine == "flower":
+        from openpfi.bench.round_flower import print_simulation_scale, simulation_scale_bench  # flwr, lazily
+
+        console.print(f"bench round: {model}, {clients_per_round} of {clients} virtual clients per round, demo config, "
+                      "Flower's simulation runtime")
+        result = {"model": model, "engine": engine,
+                  **simulation_scale_bench(model, clients, clients_per_round, SCALE_ROUNDS)}
+        print_simulation_scale(result, console)
+        write_json(out, result)
+        console.print(f"wrote {out}")
+        return result
     if clients_per_round is not None and clients_per_round < clients:
-        if engine != "inprocess":
-            raise UserError("--clients-per-round runs on the in-process engine; drop --engine flower")
         console.print(f"bench round: {model}, {clients_per_round} of {clients} clients per round, demo config")
         scaled = scale_round_bench(lambda sets: demo_config(model, clients, sets), clients, clients_per_round)
         print_scale(scaled, console, round_split)

@@ -13,6 +13,11 @@ one host take turns for its cores). ``startup_s`` is everything before the first
 (SuperLink, SuperNodes, ServerApp start, waiting for and identifying the nodes).
 
     python -m openpfi.bench.round_flower --model tiny-random --clients 2 --secagg updates
+
+``simulation_scale_bench`` runs a large federation of virtual clients on Flower's simulation
+runtime (``bench round --engine flower --clients 1315 --clients-per-round 16``): every node is
+identified once, a sample trains each round, and the simulation workers, which answer for many
+virtual clients each, report their peak memory against base + one client's state + 1 GiB.
 """
 
 from __future__ import annotations
@@ -146,6 +151,68 @@ def flower_round_bench(
         "startup": _startup(rows[0]),
         "per_round": per_round,
     }
+
+
+def simulation_scale_bench(model: str, clients: int, per_round: int, rounds: int) -> dict[str, Any]:
+    """``clients`` virtual clients on Flower's simulation runtime, ``per_round`` sampled per round."""
+    from openpfi.bench.round_scale import EVERY_SENDER
+
+    overrides = [*EVERY_SENDER, f"federation.clients_per_round={per_round}"]
+    with tempfile.TemporaryDirectory(prefix="openpfi-bench-flower-") as tmp:
+        t0 = time.perf_counter()
+        cfg = _config(model, clients, rounds, "off", overrides)
+        run = deploy_local(cfg, Path(tmp) / "run", simulation=True, echo=lambda s: None)
+        total = time.perf_counter() - t0
+        rows = run.read_metrics()
+    return {"runtime": "simulation", "clients": clients, "clients_per_round": per_round, "rounds": rounds,
+            **simulation_summary(rows, total)}
+
+
+def simulation_summary(rows: list[dict[str, Any]], total_s: float) -> dict[str, Any]:
+    """A simulation run's rows as the scale bench reports them: per round its wall time, the clients'
+    forward/backward seconds (summed over the workers that ran in parallel) and per-message costs;
+    startup (everything before round 1, the nodes' identification included); memory as the simulation
+    workers reported it with every message they answered (``node_service.memory``: the process's peak
+    against the base model + that client's state + 1 GiB)."""
+    per_round = [_round_figures(r) | {"sampled": len(r["sampled"]), "monitor_s": r["timings"].get("monitor_s", 0.0)}
+                 for r in rows]
+    nodes = rows[0].get("flower", {}).get("startup", {}).get("nodes", {})
+    reports = [*nodes.values(), *(c for r in rows for c in r.get("flower", {}).get("clients", {}).values())]
+    peaks = [float(v) for c in reports for k, v in c.items() if k.endswith("peak_rss_bytes")]
+    budgets = [float(v) for c in reports for k, v in c.items() if k.endswith("budget_bytes")]
+    return {
+        "total_s": total_s,
+        # a round's close may overlap the next round (server_app.py): rounds span their periods, then the last round
+        "startup_s": total_s - sum(r["previous_round_period_s"] for r in per_round[1:]) - per_round[-1]["round_s"],
+        "identified_nodes": len(nodes),
+        "per_round": per_round,
+        "memory": {
+            "worker_peak_rss_bytes_max": max(peaks, default=0.0),
+            "worker_budget_bytes_min": min(budgets, default=0.0),
+            "reports": len(peaks),
+            "within_budget": bool(peaks) and max(peaks) <= min(budgets),
+        },
+    }
+
+
+def print_simulation_scale(result: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"bench round on Flower's simulation runtime: {result['clients_per_round']} of "
+                        f"{result['clients']} virtual clients per round")
+    for col in ("round", "sampled", "fit phase s", "clients' fwd+bwd s", "fit process s", "evaluate s", "round s"):
+        table.add_column(col, justify="right")
+    for r in result["per_round"]:
+        table.add_row(str(r["round"]), str(r["sampled"]), f"{r['train_s']:.1f}", f"{r['train_compute_s']:.1f}",
+                      f"{r['fit_process_s']:.2f}", f"{r['evaluate_s']:.1f}", f"{r['round_s']:.1f}")
+    console.print(table)
+    m, gib = result["memory"], float(1 << 30)
+    console.print(
+        f"startup {result['startup_s']:.1f} s ({result['identified_nodes']} nodes identified); simulation workers' "
+        f"peak RSS {m['worker_peak_rss_bytes_max'] / gib:.2f} GiB against a budget of {m['worker_budget_bytes_min'] / gib:.2f} "
+        f"GiB (base + one client's state + 1 GiB) over {m['reports']} reports -> "
+        f"{'within' if m['within_budget'] else 'OVER'} budget"
+    )
 
 
 def main() -> None:

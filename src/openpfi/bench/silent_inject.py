@@ -243,6 +243,10 @@ class InjectionHook:
     run_dir: Path | None = None
     on_ground_truth: Callable[[dict[str, Any]], None] | None = None
     """Called once, with the ground truth, on the first round the hook sees (e.g. an audit entry)."""
+    max_examples: int = 0
+    """The most training examples a client may claim (``data.max_examples``: the server rejects an update that
+    claims more, ``strategies/screening.py``); an injection that adds examples keeps the total within it by
+    leaving out some of the client's own (0 = no bound)."""
     applied: dict[int, dict[str, int]] = field(default_factory=dict)
     """round -> client -> injected training examples that round (for tests and the record)."""
     _orig: dict[str, _Original] = field(default_factory=dict)
@@ -342,12 +346,16 @@ class InjectionHook:
         pool = self.pool
         if not pool:
             raise ValueError(f"scenario {self.scenario}: the {inj.kind} injection has no data")
-        if inj.examples_per_round > 0:  # a fresh few per round, on top of the client's own data
+        if inj.examples_per_round > 0:  # a fresh few per round, beside the client's own data
             m = inj.examples_per_round
             order = self._rng(cid, "pool").permutation(len(pool))
             start = (r - inj.start_round) * m
             idx = [int(order[(start + j) % len(pool)]) for j in range(m)]
-            return list(o.train) + self._encoded(pool, idx, (cid, r)), list(o.heldout), o.group, m
+            own = list(o.train)
+            room = max(0, self.max_examples - m) if self.max_examples else len(own)
+            if room < len(own):  # within the claim bound, or the server drops the whole update
+                own = [own[i] for i in sorted(self._rng(cid, "room").choice(len(own), size=room, replace=False).tolist())]
+            return own + self._encoded(pool, idx, (cid, r)), list(o.heldout), o.group, m
         n = len(o.train)
         n_inj = max(1, round(inj.strength * n))
         rng = self._rng(cid, "mix")
@@ -368,11 +376,14 @@ def build_hook(
     run_dir: Path | None = None,
     on_ground_truth: Callable[[dict[str, Any]], None] | None = None,
     keep: Keep = _keep_all,
+    max_examples: int = 0,
 ) -> InjectionHook:
     """The hook of a scenario: k of ``num_clients`` (picked by seed on its first call), the pool loaded once;
-    ``exclude``: probe item ids, ``keep``: texts the server scores, never injected."""
+    ``exclude``: probe item ids, ``keep``: texts the server scores, never injected; ``max_examples``: the
+    server's bound on a client's claimed examples."""
     hook = InjectionHook(scenario, expect, inj, inj.count(num_clients), seed, encode,
-                         pool=samples_for(inj, exclude, keep), run_dir=run_dir, on_ground_truth=on_ground_truth)
+                         pool=samples_for(inj, exclude, keep), run_dir=run_dir, on_ground_truth=on_ground_truth,
+                         max_examples=max_examples)
     if inj.kind == "minority_language":
         hook.languages = {lang: language_samples(lang, keep) for lang in inj.languages}
     return hook

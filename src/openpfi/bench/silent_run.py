@@ -178,6 +178,7 @@ def run_one(plan: BenchPlan, scenario: Scenario, seed: int, adapter: str, consol
         run_dir=folder,
         on_ground_truth=record,
         keep=group_probe_filter(languages(cfg), cfg.monitor.group_items, cfg.monitor.probe_seed),
+        max_examples=cfg.data.max_examples,
     )
     t0, c0 = time.perf_counter(), time.process_time()
     federated_sft.start(cfg, folder, force=True, reporter=_Progress(console, scenario.name, seed),

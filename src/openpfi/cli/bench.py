@@ -39,7 +39,8 @@ def bench_round(
     engine: Annotated[str, typer.Option(help="inprocess | flower")] = "inprocess",
     clients_per_round: Annotated[int | None, typer.Option(min=1, help=(
         "Sample this many of --clients per round (e.g. --clients 1315 --clients-per-round 16: every chitchat "
-        "sender a client): memory and per-round overhead of that federation."))] = None,
+        "sender a client): memory and per-round overhead of that federation; with --engine flower, as virtual "
+        "clients on Flower's simulation runtime."))] = None,
 ) -> None:
     """A round's wall time split into train / aggregate / evaluate / monitor / serialization; memory."""
     setup_env()

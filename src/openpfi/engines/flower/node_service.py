@@ -7,6 +7,11 @@ client side), keyed by the config's hash, so a run -- or a resumed run of the sa
 loads them once. Personal state is written to the node's ``ClientStore`` after every fit
 and read back only when the request asks for a round other than the one in memory.
 
+A process that answers for several clients (a simulation worker serves many virtual nodes)
+holds only the last one's examples and personal state: when a request names another client,
+the previous one is released (``FederatedClient.release``) and reloads from its store when it
+is asked again, so memory follows the workers, not the federation's size.
+
 It runs inside the node worker (``node_worker.py``, the deployment runtime) or inside
 the ClientApp's own process (Flower's simulation workers, tests). Requests and replies are
 plain values and numpy arrays (``Tensors``), so both places use the same code:
@@ -64,6 +69,8 @@ class NodeService:
         client id: two runs of one config with other state folders must not share it)."""
         self.import_s: float | None = None
         """Seconds the model stack took to import in this process (reported once)."""
+        self.current: Any = None
+        """The client the last request named; released when a request names another."""
         self._settings: dict[str, Any] = {}
 
     def handle(self, op: str, args: Mapping[str, Any], tensors: Tensors) -> Reply:
@@ -104,7 +111,7 @@ class NodeService:
             from openpfi.assembly.monitor_plan import monitor_groups, plan_monitor
             from openpfi.assembly.monitoring import client_monitor
 
-            self.job, self.memory_round = None, {}  # one base model per process
+            self.job, self.memory_round, self.current = None, {}, None  # one base model per process
             prep = prepare(cfg)
             plan = plan_monitor(cfg)
             if plan is not None:
@@ -131,12 +138,22 @@ class NodeService:
                 "clients; lower the partition id or data.num_clients"
             )
         client = prep.clients[index]
+        self._switch_to(client)
         client.store = ClientStore(state_root(identity, args) / client.client_id)
         if identity.rag_documents and client.retrieval is not None:  # this node's own documents
             from openpfi.data.documents import read_documents
 
             client.retrieval.use_documents(read_documents(identity.rag_documents))
         return cfg, prep, client, costs
+
+    def _switch_to(self, client: Any) -> None:
+        """Release the previous client when this request names another (its next request reloads it)."""
+        previous = self.current
+        if previous is not None and previous is not client:
+            previous.release()
+            if previous.store is not None:
+                self.memory_round.pop(str(previous.store.folder), None)
+        self.current = client
 
     def _restore(self, client: Any, up_to_round: int) -> None:
         """The personal state saved at or before ``up_to_round``; from disk only when the client
