@@ -147,22 +147,20 @@ def run_round_bench(out: Path, *, model: str, clients: int, memory_clients: int,
         raise UserError(f"--engine {engine!r}: choose inprocess or flower")
     if clients_per_round is not None and clients_per_round > clients:
         raise UserError(f"--clients-per-round {clients_per_round} exceeds --clients {clients}; lower it")
-    if clients_per_round is not None and clients_per_round < clients and engine == "flower":
-        from openpfi.bench.round_flower import print_simulation_scale, simulation_scale_bench  # flwr, lazily
-
-        console.print(f"bench round: {model}, {clients_per_round} of {clients} virtual clients per round, demo config, "
-                      "Flower's simulation runtime")
-        result = {"model": model, "engine": engine,
-                  **simulation_scale_bench(model, clients, clients_per_round, SCALE_ROUNDS)}
-        print_simulation_scale(result, console)
-        write_json(out, result)
-        console.print(f"wrote {out}")
-        return result
     if clients_per_round is not None and clients_per_round < clients:
-        console.print(f"bench round: {model}, {clients_per_round} of {clients} clients per round, demo config")
-        scaled = scale_round_bench(lambda sets: demo_config(model, clients, sets), clients, clients_per_round)
-        print_scale(scaled, console, round_split)
-        result = {"model": model, "engine": engine, **scaled}
+        if engine == "flower":
+            from openpfi.bench.round_flower import print_simulation_scale, simulation_scale_bench  # flwr, lazily
+
+            console.print(f"bench round: {model}, {clients_per_round} of {clients} virtual clients per round, demo "
+                          "config, Flower's simulation runtime")
+            result = {"model": model, "engine": engine,
+                      **simulation_scale_bench(model, clients, clients_per_round, SCALE_ROUNDS)}
+            print_simulation_scale(result, console)
+        else:
+            console.print(f"bench round: {model}, {clients_per_round} of {clients} clients per round, demo config")
+            scaled = scale_round_bench(lambda sets: demo_config(model, clients, sets), clients, clients_per_round)
+            print_scale(scaled, console, round_split)
+            result = {"model": model, "engine": engine, **scaled}
         write_json(out, result)
         console.print(f"wrote {out}")
         return result

@@ -89,6 +89,21 @@ def _startup(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _run(cfg: Any, simulation: bool) -> tuple[list[dict[str, Any]], float]:
+    """``deploy local`` of ``cfg`` in a temporary folder: its metrics rows and wall seconds."""
+    with tempfile.TemporaryDirectory(prefix="openpfi-bench-flower-") as tmp:
+        t0 = time.perf_counter()
+        run = deploy_local(cfg, Path(tmp) / "run", simulation=simulation, echo=lambda s: None)
+        total = time.perf_counter() - t0
+        return run.read_metrics(), total
+
+
+def _startup_s(total_s: float, per_round: list[dict[str, Any]]) -> float:
+    """Everything before round 1: a round's close may overlap the next round (server_app.py), so the rounds
+    span their periods, then the last round."""
+    return total_s - sum(r["previous_round_period_s"] for r in per_round[1:]) - per_round[-1]["round_s"]
+
+
 def deployment_summary(inprocess_round_s: float, flower: dict[str, Any]) -> dict[str, Any]:
     """The top-level figures of ``bench round --engine flower``: the deployment round against the
     in-process round of the same config in the same run; startup and per-message overhead apart."""
@@ -127,12 +142,7 @@ def flower_round_bench(
     """Run the benchmark round(s) on a local Flower federation; figures per round."""
     if runtime not in ("deployment", "simulation"):
         raise ValueError(f"runtime {runtime!r}: choose deployment or simulation")
-    cfg = _config(model, clients, rounds, secagg, list(overrides or []))
-    with tempfile.TemporaryDirectory(prefix="openpfi-bench-flower-") as tmp:
-        t0 = time.perf_counter()
-        run = deploy_local(cfg, Path(tmp) / "run", simulation=runtime == "simulation", echo=lambda s: None)
-        total = time.perf_counter() - t0
-        rows = run.read_metrics()
+    rows, total = _run(_config(model, clients, rounds, secagg, list(overrides or [])), runtime == "simulation")
     per_round = [_round_figures(r) for r in rows]
     last = per_round[-1]
     return {
@@ -141,8 +151,7 @@ def flower_round_bench(
         "nodes": clients,
         "rounds": rounds,
         "total_s": total,
-        # a round's close may overlap the next round (server_app.py): rounds span their periods, then the last round
-        "startup_s": total - sum(r["previous_round_period_s"] for r in per_round[1:]) - last["round_s"],
+        "startup_s": _startup_s(total, per_round),
         "round_s": last["round_s"],
         "wire_bytes_up": last["wire_bytes_up"],
         "wire_bytes_down": last["wire_bytes_down"],
@@ -158,12 +167,7 @@ def simulation_scale_bench(model: str, clients: int, per_round: int, rounds: int
     from openpfi.bench.round_scale import EVERY_SENDER
 
     overrides = [*EVERY_SENDER, f"federation.clients_per_round={per_round}"]
-    with tempfile.TemporaryDirectory(prefix="openpfi-bench-flower-") as tmp:
-        t0 = time.perf_counter()
-        cfg = _config(model, clients, rounds, "off", overrides)
-        run = deploy_local(cfg, Path(tmp) / "run", simulation=True, echo=lambda s: None)
-        total = time.perf_counter() - t0
-        rows = run.read_metrics()
+    rows, total = _run(_config(model, clients, rounds, "off", overrides), simulation=True)
     return {"runtime": "simulation", "clients": clients, "clients_per_round": per_round, "rounds": rounds,
             **simulation_summary(rows, total)}
 
@@ -182,8 +186,7 @@ def simulation_summary(rows: list[dict[str, Any]], total_s: float) -> dict[str, 
     budgets = [float(v) for c in reports for k, v in c.items() if k.endswith("budget_bytes")]
     return {
         "total_s": total_s,
-        # a round's close may overlap the next round (server_app.py): rounds span their periods, then the last round
-        "startup_s": total_s - sum(r["previous_round_period_s"] for r in per_round[1:]) - per_round[-1]["round_s"],
+        "startup_s": _startup_s(total_s, per_round),
         "identified_nodes": len(nodes),
         "per_round": per_round,
         "memory": {
